@@ -1,0 +1,42 @@
+"""depthlab: monocular depth estimation -- datasets, model zoo, training, evaluation, reports.
+
+The public API is imported lazily so that ``import depthlab`` and the CLI start fast.
+"""
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_API = {
+    "create_model": "depthlab.models.registry",
+    "list_models": "depthlab.models.registry",
+    "register_model": "depthlab.models.registry",
+    "WeightsInfo": "depthlab.models.registry",
+    "save_checkpoint": "depthlab.checkpoint",
+    "load_checkpoint": "depthlab.checkpoint",
+    "create_dataset": "depthlab.data",
+    "list_datasets": "depthlab.data",
+    "SyntheticScenes": "depthlab.data.synthetic",
+    "Protocol": "depthlab.evaluation.protocols",
+    "get_protocol": "depthlab.evaluation.protocols",
+    "list_protocols": "depthlab.evaluation.protocols",
+    "evaluate": "depthlab.evaluation.evaluate",
+    "compute_metrics": "depthlab.metrics",
+    "Predictor": "depthlab.predictor",
+}
+
+__all__ = sorted(_API) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name in _API:
+        value = getattr(importlib.import_module(_API[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'depthlab' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

@@ -1,0 +1,197 @@
+"""Reading and writing images and depth maps, with one-line errors and atomic writes.
+
+Conventions: RGB images come back as float32 ``(3,H,W)`` in [0,1]; depth as float32 ``(H,W)`` in
+metres with 0 = no measurement. Every writer goes through :func:`atomic_write` (temp file in the
+target folder, then ``os.replace``) so nothing is left half-written.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from depthlab.errors import DataError
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb"):
+    """Open a temp file beside ``path``; on success rename it over ``path``, on error delete it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path, obj, indent: int = 2) -> Path:
+    with atomic_write(path, "w") as f:
+        json.dump(obj, f, indent=indent, default=_json_default)
+        f.write("\n")
+    return Path(path)
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, tuple):
+        return list(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def open_pil(path) -> Image.Image:
+    """Open and fully decode an image file, honouring EXIF orientation. Raises DataError."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, "file not found")
+    try:
+        img = Image.open(path)
+        img.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DataError(path, f"cannot decode image ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'corrupt'})") from None
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # broken EXIF blocks must not make a readable image unreadable
+        pass
+    return img
+
+
+def pil_to_rgb_array(img: Image.Image) -> np.ndarray:
+    """Any PIL mode -> uint8/float HxWx3 RGB (grayscale replicated, alpha dropped, 16-bit scaled)."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(img).astype(np.float32)
+        a = a / (65535.0 if a.max() > 255 else 255.0)
+        return np.repeat(a[..., None], 3, axis=2)
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return np.asarray(img)
+
+
+def to_float_chw(rgb: np.ndarray) -> torch.Tensor:
+    """HxWx3 array (uint8, uint16 or float in [0,1]) -> float32 (3,H,W) in [0,1]."""
+    if rgb.dtype == np.uint8:
+        arr = rgb.astype(np.float32) / 255.0
+    elif rgb.dtype == np.uint16:
+        arr = rgb.astype(np.float32) / 65535.0
+    else:
+        arr = rgb.astype(np.float32)
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+
+def read_rgb(path) -> torch.Tensor:
+    """An image file -> float32 (3,H,W) in [0,1]. Raises DataError naming the file."""
+    return to_float_chw(pil_to_rgb_array(open_pil(path)))
+
+
+def read_depth(path, scale: float | None = None) -> np.ndarray:
+    """A depth file -> float32 (H,W) in metres (0 = missing).
+
+    * ``.png`` (16-bit or 8-bit): ``value * scale`` (``scale`` = metres per unit, required);
+    * ``.npy``: float values already in metres (times ``scale`` if given); (H,W,1) squeezed;
+    * ``.tif``/``.tiff``: float TIFF in metres (times ``scale`` if given).
+    Non-finite values become 0 (invalid).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, "file not found")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            arr = np.load(path, allow_pickle=False).astype(np.float32)
+        elif suffix in (".tif", ".tiff"):
+            import tifffile
+
+            arr = tifffile.imread(path).astype(np.float32)
+        else:
+            img = Image.open(path)
+            img.load()
+            arr = np.asarray(img)
+            if arr.ndim == 3:
+                raise DataError(path, f"depth PNG must be single-channel, got {arr.shape[2]} channels")
+            if scale is None:
+                raise DataError(path, "PNG depth needs a scale (metres per unit, e.g. 0.001 for mm)")
+            arr = arr.astype(np.float32)
+    except DataError:
+        raise
+    except Exception as e:
+        raise DataError(path, f"cannot read depth ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'corrupt'})") from None
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 3 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim != 2:
+        raise DataError(path, f"depth must be 2-D, got shape {arr.shape}")
+    if scale is not None:
+        arr = arr * np.float32(scale)
+    arr[~np.isfinite(arr)] = 0.0
+    arr[arr < 0] = 0.0
+    return arr
+
+
+def write_npy(path, array: np.ndarray) -> Path:
+    with atomic_write(path) as f:
+        np.save(f, np.asarray(array, dtype=np.float32))
+    return Path(path)
+
+
+def write_png16(path, depth: np.ndarray, scale: float) -> Path:
+    """Write metres as 16-bit PNG with ``value = round(depth / scale)`` (0 stays 0 = invalid).
+
+    ``scale`` is metres per unit: 0.001 = millimetres (max 65.535 m), 1/256 = KITTI convention.
+    Values beyond the 16-bit range are clipped to 65535.
+    """
+    d = np.nan_to_num(np.asarray(depth, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    v = np.clip(np.round(d / scale), 0, 65535).astype(np.uint16)
+    with atomic_write(path) as f:
+        Image.fromarray(v).save(f, format="PNG")
+    return Path(path)
+
+
+def write_rgb_png(path, rgb: np.ndarray) -> Path:
+    """HxWx3 uint8 (or float [0,1]) -> PNG, atomically."""
+    a = np.asarray(rgb)
+    if a.dtype != np.uint8:
+        a = (np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)
+    with atomic_write(path) as f:
+        Image.fromarray(a).save(f, format="PNG")
+    return Path(path)
+
+
+def list_images(inputs) -> list[Path]:
+    """Expand files, folders (non-recursive, sorted) and globs into image paths; order kept, duplicates dropped."""
+    import glob
+
+    out: list[Path] = []
+    seen = set()
+    for item in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs):
+        s = str(item)
+        if any(ch in s for ch in "*?["):
+            cands = [Path(p) for p in sorted(glob.glob(s, recursive=True))]
+        elif Path(s).is_dir():
+            cands = sorted(p for p in Path(s).iterdir() if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."))
+        else:
+            cands = [Path(s)]
+        for p in cands:
+            if p not in seen:
+                seen.add(p)
+                out.append(p)
+    return out

@@ -1,0 +1,169 @@
+"""timm-style model registry: ``register_model``, ``create_model``, ``list_models``.
+
+One file per model family registers small variant functions::
+
+    @register_model(WeightsInfo(output_kind="metric", ...))
+    def fastdepth(**kwargs) -> nn.Module: ...
+
+``create_model(name, pretrained=False, checkpoint_path=None, **kwargs)`` builds the module, attaches
+its :class:`WeightsInfo` as ``model.depth_info`` plus ``model.model_name`` / ``model.model_args``
+(enough for :mod:`depthlab.checkpoint` to rebuild it) and loads weights when asked.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import fnmatch
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch.nn as nn
+
+from depthlab.types import OUTPUT_KINDS, TARGET_ENCODINGS
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """How to feed a model, how to read its output, and where its pretrained weights live.
+
+    ``mean``/``std`` act on images already scaled to [0, 1]: ``x = (img - mean) / std``.
+    ``output_kind`` is what the decoded output means (metric / relative / disparity);
+    ``target_encoding`` is how the raw network output encodes it (``depth``, ``inverse`` =
+    ``max_depth / d``, ``normalized`` = ``d / max_depth``); :func:`depthlab.types.decode_target`
+    turns raw output into the declared kind.
+    """
+
+    output_kind: str = "metric"
+    target_encoding: str = "depth"
+    min_depth: float = 1e-3
+    max_depth: float = 10.0
+    input_size: tuple[int, int] | None = None  # (H, W) the weights were trained at
+    multiple_of: int = 32
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    hub_id: str | None = None  # Hugging Face repo id
+    hub_filename: str | None = None  # file inside the hub repo
+    url: str | None = None  # direct download URL (torch.hub cache)
+    local_file: str | None = None  # path relative to the package assets or absolute
+    license: str = "unknown"
+    paper: str = ""
+    notes: str = ""
+
+    def __post_init__(self):
+        if self.output_kind not in OUTPUT_KINDS:
+            raise ValueError(f"output_kind must be one of {OUTPUT_KINDS}, got {self.output_kind!r}")
+        if self.target_encoding not in TARGET_ENCODINGS:
+            raise ValueError(f"target_encoding must be one of {TARGET_ENCODINGS}, got {self.target_encoding!r}")
+
+    @property
+    def has_pretrained(self) -> bool:
+        return bool(self.hub_id or self.url or self.local_file)
+
+    def replace(self, **changes) -> "WeightsInfo":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    fn: Callable[..., nn.Module]
+    info: WeightsInfo
+    family: str  # module that registered it, e.g. "depthlab.models.fastdepth"
+    description: str = ""
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+# Model family modules imported on first use of the registry (never at package import).
+_FAMILY_MODULES = (
+    "depthlab.models.fastdepth",
+    "depthlab.models.unet",
+    "depthlab.models.smp_unet",
+    "depthlab.models.nyu_study",
+    "depthlab.models.leve",
+    "depthlab.models.foundation",
+)
+_loaded = False
+
+
+def _load_families() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for mod in _FAMILY_MODULES:
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as e:  # a family not written yet, or an optional extra missing
+            if e.name and (e.name == mod or mod.startswith(e.name + ".") or e.name.startswith(mod)):
+                continue
+            if e.name in {"transformers", "diffusers"}:
+                continue
+            raise
+
+
+def register_model(info: WeightsInfo | None = None, *, name: str | None = None, description: str = "",
+                   tags: tuple[str, ...] = ()):
+    """Decorator registering a variant function ``fn(**kwargs) -> nn.Module``."""
+
+    def deco(fn):
+        key = name or fn.__name__
+        if key in _REGISTRY:
+            raise ValueError(f"model {key!r} registered twice ({_REGISTRY[key].family} and {fn.__module__})")
+        doc = description or ((fn.__doc__ or "").strip().splitlines() or [""])[0]
+        _REGISTRY[key] = ModelEntry(key, fn, info or WeightsInfo(), fn.__module__, doc, tuple(tags))
+        return fn
+
+    return deco
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching a shell-style ``pattern``, sorted."""
+    _load_families()
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+def get_entry(name: str) -> ModelEntry:
+    _load_families()
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.5)
+        hint = f"; did you mean: {', '.join(close)}?" if close else "; see `depthlab models`"
+        raise KeyError(f"unknown model {name!r}{hint}")
+    return _REGISTRY[name]
+
+
+def get_weights_info(name: str) -> WeightsInfo:
+    return get_entry(name).info
+
+
+def create_model(name: str, pretrained: bool = False, checkpoint_path: str | None = None,
+                 **kwargs) -> nn.Module:
+    """Build a registered model.
+
+    ``pretrained=True`` loads the entry's weights (local file, else hub / URL through their caches);
+    ``checkpoint_path`` loads a given file instead (depthlab safetensors checkpoint, plain safetensors
+    or a ``.pth``/``.pt`` state dict). Keyword arguments go to the variant function; a ``depth_info``
+    keyword may override fields of the entry's :class:`WeightsInfo` (dict).
+    """
+    entry = get_entry(name)
+    overrides = kwargs.pop("depth_info", None) or {}
+    model = entry.fn(**kwargs)
+    info = getattr(model, "depth_info", None) or entry.info  # a variant may set it from its kwargs
+    if overrides:
+        info = info.replace(**overrides)
+    model.depth_info = info
+    model.model_name = name
+    model.model_args = dict(kwargs)
+    if checkpoint_path is not None or pretrained:
+        from depthlab.models.weights import load_pretrained
+
+        load_pretrained(model, info, checkpoint_path=checkpoint_path, model_name=name)
+    return model

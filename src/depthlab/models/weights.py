@@ -1,0 +1,138 @@
+"""Finding and loading pretrained weights: local files first, then the hub (through its cache).
+
+Order for ``create_model(name, pretrained=True)``:
+
+1. ``checkpoint_path`` if given (must exist);
+2. the entry's ``local_file`` (absolute, or relative to the bundled ``depthlab/assets``);
+3. the Hugging Face hub (``hub_id`` + ``hub_filename``) via ``huggingface_hub.hf_hub_download``,
+   which reuses its cache and honours ``HF_HUB_OFFLINE``; or ``url`` via torch.hub's cache.
+
+If none works, :class:`~depthlab.errors.WeightsUnavailableError` names the hub id / URL and the
+``checkpoint_path=`` alternative in one message.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from depthlab.errors import WeightsUnavailableError
+
+log = logging.getLogger(__name__)
+
+ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
+
+
+def resolve_local(path: str | os.PathLike | None) -> Path | None:
+    """A local weight file: absolute path, path relative to cwd, or relative to depthlab's assets."""
+    if not path:
+        return None
+    p = Path(path).expanduser()
+    for cand in (p, ASSETS_DIR / p):
+        if cand.exists():
+            return cand
+    return None
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a state dict from ``.safetensors`` or a ``.pth``/``.pt``/``.bin`` file (no code unpickled).
+
+    Lightning/other checkpoints that wrap the weights in ``state_dict`` / ``model`` are unwrapped.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such weight file")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model", "module"):
+        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
+            obj = obj[key]
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: not a state dict (got {type(obj).__name__})")
+    return obj
+
+
+def download(info, model_name: str = "") -> Path:
+    """Fetch ``info``'s weights from the hub or URL (cache first). Raises WeightsUnavailableError."""
+    errors = []
+    if info.hub_id:
+        try:
+            from huggingface_hub import hf_hub_download
+
+            return Path(hf_hub_download(info.hub_id, info.hub_filename or "model.safetensors"))
+        except Exception as e:  # offline, missing file, auth ...
+            errors.append(f"hub {info.hub_id}: {type(e).__name__}")
+    if info.url:
+        try:
+            from torch.hub import download_url_to_file, get_dir
+
+            dst = Path(get_dir()) / "checkpoints" / Path(info.url).name
+            if not dst.exists():
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                download_url_to_file(info.url, str(dst), progress=True)
+            return dst
+        except Exception as e:
+            errors.append(f"url {info.url}: {type(e).__name__}")
+    where = []
+    if info.hub_id:
+        where.append(f"the Hugging Face hub ({info.hub_id}{'/' + info.hub_filename if info.hub_filename else ''})")
+    if info.url:
+        where.append(f"URL {info.url}")
+    if info.local_file:
+        where.append(f"local file {info.local_file}")
+    src = " or ".join(where) if where else "no published source"
+    raise WeightsUnavailableError(
+        f"pretrained weights for {model_name or 'this model'} unavailable: tried {src}"
+        f"{' (' + '; '.join(errors) + ')' if errors else ''}. Go online to download them once (they are cached), "
+        f"or pass a local file: create_model({model_name!r}, checkpoint_path='path/to/weights') "
+        f"/ --checkpoint-path PATH.")
+
+
+def find_weights(info, checkpoint_path=None, model_name: str = "") -> Path:
+    if checkpoint_path is not None:
+        p = Path(checkpoint_path).expanduser()
+        if not p.exists():
+            raise WeightsUnavailableError(f"{p}: checkpoint_path does not exist")
+        return p
+    local = resolve_local(info.local_file)
+    if local is not None:
+        return local
+    if not info.has_pretrained:
+        raise WeightsUnavailableError(
+            f"{model_name or 'this model'} has no published pretrained weights; pass checkpoint_path=PATH")
+    return download(info, model_name)
+
+
+def load_into(model: nn.Module, state: dict[str, torch.Tensor], strict: bool = True,
+              source: str = "") -> tuple[list[str], list[str]]:
+    """``load_state_dict`` with a readable report. Strict unless a partial load is intended."""
+    if hasattr(model, "convert_state_dict"):  # family-specific key mapping (e.g. official repos)
+        state = model.convert_state_dict(state)
+    result = model.load_state_dict(state, strict=False)
+    missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
+    if strict and (missing or unexpected):
+        raise RuntimeError(
+            f"{source}: weights do not match {type(model).__name__}: {len(missing)} missing "
+            f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+    if missing or unexpected:
+        log.warning("%s: partial load: skipped %d missing, %d unexpected keys", source, len(missing), len(unexpected))
+    return missing, unexpected
+
+
+def load_pretrained(model: nn.Module, info, checkpoint_path=None, model_name: str = "",
+                    strict: bool = True) -> nn.Module:
+    path = find_weights(info, checkpoint_path, model_name)
+    from depthlab.checkpoint import is_depthlab_checkpoint, read_checkpoint
+
+    if path.suffix == ".safetensors" and is_depthlab_checkpoint(path):
+        state, _ = read_checkpoint(path)
+    else:
+        state = read_state_dict(path)
+    load_into(model, state, strict=strict, source=str(path))
+    return model
