@@ -1,0 +1,54 @@
+"""Encoders: a common interface over timm ``features_only`` backbones, torchvision's MobileNetV2
+(so the ImageNet weights in torchvision layout load strictly) and DDRNet-23-slim (not in timm).
+
+Every encoder is an ``nn.Module`` whose ``forward(x)`` returns a list of feature maps (shallow to
+deep) and which exposes ``out_channels`` (list[int]) and ``reductions`` (list[int], stride of each
+feature map w.r.t. the input).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+class TimmEncoder(nn.Module):
+    """A timm backbone built with ``features_only=True``.
+
+    ``pretrained`` uses timm's own weight loading (hub + cache); ``checkpoint_path`` loads a local file
+    (timm's ``pretrained_cfg_overlay=dict(file=...)``), so offline users can point at downloaded weights.
+    """
+
+    def __init__(self, name: str, pretrained: bool = False, checkpoint_path: str | None = None,
+                 out_indices: tuple[int, ...] | None = None, **kwargs):
+        super().__init__()
+        import timm
+
+        kw = dict(features_only=True, pretrained=pretrained or checkpoint_path is not None, **kwargs)
+        if out_indices is not None:
+            kw["out_indices"] = tuple(out_indices)
+        if checkpoint_path is not None:
+            kw["pretrained_cfg_overlay"] = dict(file=str(checkpoint_path))
+        self.name = name
+        self.model = timm.create_model(name, **kw)
+        self.out_channels = list(self.model.feature_info.channels())
+        self.reductions = list(self.model.feature_info.reduction())
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return list(self.model(x))
+
+
+def create_encoder(name: str, pretrained: bool = False, checkpoint_path: str | None = None,
+                   out_indices: tuple[int, ...] | None = None, **kwargs) -> nn.Module:
+    """Build an encoder by name: ``ddrnet23_slim``, ``tv_mobilenet_v2`` or any timm model name."""
+    if name == "ddrnet23_slim":
+        from depthlab.models.encoders.ddrnet import DDRNet23SlimEncoder
+
+        return DDRNet23SlimEncoder(pretrained=pretrained, checkpoint_path=checkpoint_path, **kwargs)
+    if name == "tv_mobilenet_v2":
+        from depthlab.models.encoders.mobilenetv2 import MobileNetV2Encoder
+
+        return MobileNetV2Encoder(checkpoint_path=checkpoint_path, **kwargs)
+    return TimmEncoder(name, pretrained=pretrained, checkpoint_path=checkpoint_path, out_indices=out_indices, **kwargs)
+
+
+__all__ = ["TimmEncoder", "create_encoder"]
