@@ -1,0 +1,567 @@
+"""Depth losses: pure functions, thin ``nn.Module`` wrappers and a weighted sum built from config.
+
+Every loss has the signature ``f(pred, target, mask=None, image=None, **params) -> scalar tensor``:
+
+* ``pred``, ``target``: float tensors ``(B,1,H,W)`` in the same unit (metres, inverse depth, or the
+  affine-invariant unit of a relative model -- the losses never convert units);
+* ``mask``: bool ``(B,1,H,W)``, ``True`` = valid ground truth; ``None`` = every pixel valid.
+  Pixels where ``target`` is not finite are dropped as well;
+* ``image``: float ``(B,3,H,W)`` RGB in [0,1]; only :func:`edge_aware_smoothness` reads it.
+
+Masking rules, shared by every function:
+
+* invalid pixels have no effect on the value nor on the gradient: both ``pred`` and ``target`` are
+  replaced by constants there *before* any arithmetic, so even ``inf``/``NaN`` there is harmless,
+  and ``pred.grad`` is exactly 0 at invalid pixels;
+* a batch without a single valid pixel gives ``0`` (still attached to ``pred``'s graph, so
+  ``backward()`` works and yields zero gradients), never ``NaN``;
+* half-precision inputs are evaluated in float32.
+
+``docs/losses.md`` gives every formula and the YAML syntax of :func:`build_loss`.
+"""
+from __future__ import annotations
+
+import difflib
+import inspect
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import kornia
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "l1", "l2", "huber", "berhu", "ssim_loss", "gradient_loss", "edge_aware_smoothness", "silog",
+    "ssi_trimmed_mae", "gradient_matching",
+    "L1Loss", "L2Loss", "HuberLoss", "BerHuLoss", "SSIMLoss", "GradientLoss", "EdgeAwareSmoothness",
+    "SILogLoss", "SSITrimmedMAE", "GradientMatchingLoss",
+    "LOSSES", "ALIASES", "list_losses", "get_loss", "WeightedSum", "build_loss", "UnknownLossError",
+]
+
+LOG_EPS = 1e-6
+"""Predictions are clamped to at least this value before a logarithm (see :func:`silog`)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+
+
+def _prepare(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None, name: str):
+    """Check shapes, build the bool validity mask, and neutralise invalid pixels.
+
+    Returns ``(pred, target, valid)`` where invalid entries of ``pred`` and ``target`` are 0 and
+    ``valid`` is bool with ``pred``'s shape. ``torch.where`` (not a multiplication) is used so that
+    ``inf``/``NaN`` at invalid pixels can neither leak into the value nor into the gradient.
+    """
+    if not isinstance(pred, torch.Tensor) or not isinstance(target, torch.Tensor):
+        raise TypeError(f"{name}: pred and target must be tensors")
+    if pred.ndim != 4:
+        raise ValueError(f"{name}: pred must be (B,1,H,W), got shape {tuple(pred.shape)}")
+    if target.shape != pred.shape:
+        raise ValueError(f"{name}: target shape {tuple(target.shape)} != pred shape {tuple(pred.shape)}")
+    if pred.dtype in (torch.float16, torch.bfloat16) or not pred.is_floating_point():
+        pred = pred.float()
+    target = target.to(pred.dtype)
+    if mask is None:
+        valid = torch.ones(pred.shape, dtype=torch.bool, device=pred.device)
+    else:
+        if mask.shape != pred.shape:
+            raise ValueError(f"{name}: mask shape {tuple(mask.shape)} != pred shape {tuple(pred.shape)}")
+        valid = mask.to(device=pred.device, dtype=torch.bool)
+    valid = valid & torch.isfinite(target)
+    pred = torch.where(valid, pred, 0.0)
+    target = torch.where(valid, target, 0.0)
+    return pred, target, valid
+
+
+def _masked_mean(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean of ``x`` over ``valid``; 0 (with a graph) when nothing is valid."""
+    return torch.where(valid, x, 0.0).sum() / valid.sum().clamp_min(1)
+
+
+def _per_image_mean(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(B,1,1,1) mean of ``x`` over the valid pixels of each image (0 for an empty image)."""
+    n = valid.sum(dim=(1, 2, 3), keepdim=True).clamp_min(1)
+    return torch.where(valid, x, 0.0).sum(dim=(1, 2, 3), keepdim=True) / n
+
+
+# Forward differences. kornia.filters.spatial_gradient is not used on purpose: its 3-tap/3x3
+# (sobel or central 'diff') kernels with replicate padding make every output depend on up to
+# six input pixels, so "a difference is valid only when both of its pixels are valid" cannot be
+# stated exactly. A forward difference touches exactly two pixels, and its validity is the AND of
+# their masks. kornia's own inverse_depth_smoothness_loss uses the same forward differences.
+def _dx(x: torch.Tensor) -> torch.Tensor:
+    return x[..., :, 1:] - x[..., :, :-1]
+
+
+def _dy(x: torch.Tensor) -> torch.Tensor:
+    return x[..., 1:, :] - x[..., :-1, :]
+
+
+def _pair_valid_x(valid: torch.Tensor) -> torch.Tensor:
+    return valid[..., :, 1:] & valid[..., :, :-1]
+
+
+def _pair_valid_y(valid: torch.Tensor) -> torch.Tensor:
+    return valid[..., 1:, :] & valid[..., :-1, :]
+
+
+def _align_median_mad(x: torch.Tensor, valid: torch.Tensor, eps: float) -> torch.Tensor:
+    """Per image: ``(x - median) / mean|x - median|`` over the valid pixels; 0 at invalid pixels.
+
+    ``torch.nanmedian`` returns the lower of the two middle values for an even count, which is an
+    order statistic, so the alignment is exactly equivariant to ``s*x + t`` for ``s > 0``.
+    The scale is clamped to ``eps`` so that a constant map does not divide by zero.
+    """
+    b = x.shape[0]
+    flat = torch.where(valid, x, float("nan")).reshape(b, -1)
+    med = flat.nanmedian(dim=1).values
+    med = torch.where(valid.reshape(b, -1).any(dim=1), med, 0.0).view(b, 1, 1, 1)
+    centred = x - med
+    scale = _per_image_mean(centred.abs(), valid).clamp_min(eps)
+    return torch.where(valid, centred / scale, 0.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# pointwise losses
+
+
+def l1(pred, target, mask=None, image=None) -> torch.Tensor:
+    """Mean absolute error ``mean |pred - target|`` over valid pixels.
+
+    Shapes ``(B,1,H,W)``; unit of the inputs; pixel-pooled over the whole batch.
+    """
+    pred, target, valid = _prepare(pred, target, mask, "l1")
+    return _masked_mean(F.l1_loss(pred, target, reduction="none"), valid)
+
+
+def l2(pred, target, mask=None, image=None) -> torch.Tensor:
+    """Mean squared error ``mean (pred - target)^2`` over valid pixels (unit squared)."""
+    pred, target, valid = _prepare(pred, target, mask, "l2")
+    return _masked_mean(F.mse_loss(pred, target, reduction="none"), valid)
+
+
+def huber(pred, target, mask=None, image=None, *, delta: float = 1.0) -> torch.Tensor:
+    """Huber loss with torch's ``F.huber_loss`` semantics, averaged over valid pixels.
+
+    With ``r = pred - target``: ``0.5 r^2`` if ``|r| < delta`` else ``delta (|r| - 0.5 delta)``.
+    This equals ``delta * smooth_l1(beta=delta)``; both branches are ``0.5 delta^2`` at
+    ``|r| = delta`` (continuous value and slope). ``delta`` is in the unit of the inputs.
+    """
+    if delta <= 0:
+        raise ValueError(f"huber: delta must be > 0, got {delta}")
+    pred, target, valid = _prepare(pred, target, mask, "huber")
+    return _masked_mean(F.huber_loss(pred, target, reduction="none", delta=float(delta)), valid)
+
+
+def berhu(pred, target, mask=None, image=None, *, threshold: float = 0.2) -> torch.Tensor:
+    """Reverse Huber (BerHu), averaged over valid pixels.
+
+    ``c = threshold * max|r|`` over the valid pixels of the whole batch, **detached** (it is a
+    data-dependent constant, as in Laina et al.); then ``|r|`` if ``|r| <= c`` else
+    ``(r^2 + c^2) / (2c)``. Both branches equal ``c`` at ``|r| = c`` with slope 1.
+    """
+    pred, target, valid = _prepare(pred, target, mask, "berhu")
+    r = pred - target
+    a = r.abs()
+    c = (threshold * torch.where(valid, a, 0.0).amax()).detach()
+    # the quadratic branch is only selected where |r| > c >= 0, so c > 0 there; the clamp keeps the
+    # unselected branch finite when every residual is 0 (torch.where evaluates both branches).
+    quad = (r * r + c * c) / (2 * c.clamp_min(torch.finfo(a.dtype).tiny))
+    return _masked_mean(torch.where(a <= c, a, quad), valid)
+
+
+# ----------------------------------------------------------------------------------------------
+# structural losses
+
+
+def ssim_loss(pred, target, mask=None, image=None, *, window_size: int = 11,
+              data_range: float | None = None) -> torch.Tensor:
+    """``(1 - SSIM) / 2`` averaged over valid pixels, SSIM map from ``kornia.metrics.ssim``.
+
+    * Window: Gaussian, sigma 1.5 (kornia's), ``window_size`` taps (11 as in DenseDepth; 7 for
+      small maps), reflect padding; needs ``H, W > window_size // 2``.
+    * ``data_range`` (the SSIM dynamic range ``L``, in the unit of the inputs; sets
+      ``C1 = (0.01 L)^2``, ``C2 = (0.03 L)^2``): e.g. ``max_depth`` for metres, ``max/min depth``
+      for DenseDepth's inverse encoding. ``None`` = the largest ``|target|`` over the valid pixels
+      of the batch (costs a device sync; set it explicitly in configs).
+    * Invalid neighbours: an SSIM window around a valid pixel also covers its neighbours. Before
+      SSIM, invalid pixels of *both* maps are filled with the same constant (the mean of the valid
+      target of that image, detached), so they carry no information from either map and receive no
+      gradient; only valid centre pixels enter the mean. The cost is a mild bias towards agreement
+      near holes (a filled pixel looks identical in both maps).
+    """
+    pred, target, valid = _prepare(pred, target, mask, "ssim_loss")
+    h, w = pred.shape[-2:]
+    if window_size < 3 or window_size % 2 == 0:
+        raise ValueError(f"ssim_loss: window_size must be odd and >= 3, got {window_size}")
+    if window_size // 2 >= min(h, w):
+        raise ValueError(f"ssim_loss: window_size={window_size} needs H and W > {window_size // 2}, got {h}x{w}")
+    fill = _per_image_mean(target, valid).detach()
+    p = torch.where(valid, pred, fill)
+    t = torch.where(valid, target, fill)
+    if data_range is None:
+        data_range = float(torch.where(valid, target.detach().abs(), 0.0).max()) or 1.0
+    s = kornia.metrics.ssim(p, t, window_size, max_val=float(data_range))
+    return _masked_mean((1.0 - s) / 2.0, valid)
+
+
+def gradient_loss(pred, target, mask=None, image=None) -> torch.Tensor:
+    """L1 between the image gradients of ``pred`` and ``target`` (DenseDepth, Leve).
+
+    ``mean_x |dx(pred) - dx(target)| + mean_y |dy(pred) - dy(target)|`` with forward differences
+    ``dx(d)[i,j] = d[i,j+1] - d[i,j]``; each mean runs over its own differences, and a difference
+    counts only when both of its pixels are valid (a direction with none contributes 0).
+    Unit of the inputs per pixel.
+    """
+    pred, target, valid = _prepare(pred, target, mask, "gradient_loss")
+    gx = (_dx(pred) - _dx(target)).abs()
+    gy = (_dy(pred) - _dy(target)).abs()
+    return _masked_mean(gx, _pair_valid_x(valid)) + _masked_mean(gy, _pair_valid_y(valid))
+
+
+def edge_aware_smoothness(pred, target=None, mask=None, image=None, *, normalize: bool = False,
+                          eps: float = 1e-7) -> torch.Tensor:
+    """Edge-aware smoothness ``mean_x |dx d| exp(-|dx I|) + mean_y |dy d| exp(-|dy I|)``.
+
+    ``|dx I|`` is the mean over the RGB channels of the absolute forward difference of ``image``
+    (``(B,3,H,W)`` in [0,1]); ``target`` is not used (pass ``None`` or anything of pred's shape).
+    ``normalize=True`` divides ``pred`` by its per-image mean over valid pixels (``+eps``, not
+    detached, as in Monodepth2) so the term cannot be lowered by shrinking the prediction; the
+    default ``False`` keeps the unit of the inputs (the scale is fixed by the supervised terms).
+    A difference counts only where both pixels are valid. Without a mask this is exactly
+    ``kornia.losses.inverse_depth_smoothness_loss`` (which has no mask argument).
+    """
+    if image is None:
+        raise ValueError("edge_aware_smoothness: needs the RGB image (B,3,H,W)")
+    # target is ignored: a zero stand-in keeps _prepare's checks without letting it touch validity
+    pred, _, valid = _prepare(pred, torch.zeros_like(pred), mask, "edge_aware_smoothness")
+    if image.ndim != 4 or image.shape[0] != pred.shape[0] or image.shape[-2:] != pred.shape[-2:]:
+        raise ValueError(f"edge_aware_smoothness: image shape {tuple(image.shape)} does not match pred {tuple(pred.shape)}")
+    image = image.to(pred.dtype)
+    d = pred
+    if normalize:
+        d = d / (_per_image_mean(d, valid).abs() + eps)
+    if mask is None:
+        return kornia.losses.inverse_depth_smoothness_loss(d, image)
+    # masked version of kornia's formula; the image is zeroed at invalid pixels first so that
+    # non-finite values there cannot reach the gradient through exp().
+    image = torch.where(valid.expand_as(image), image, 0.0)
+    wx = torch.exp(-_dx(image).abs().mean(dim=1, keepdim=True))
+    wy = torch.exp(-_dy(image).abs().mean(dim=1, keepdim=True))
+    sx = _dx(d).abs() * wx
+    sy = _dy(d).abs() * wy
+    return _masked_mean(sx, _pair_valid_x(valid)) + _masked_mean(sy, _pair_valid_y(valid))
+
+
+# ----------------------------------------------------------------------------------------------
+# scale-invariant losses
+
+
+def silog(pred, target, mask=None, image=None, *, lam: float = 0.85, scale: float = 10.0,
+          eps: float = LOG_EPS) -> torch.Tensor:
+    """Scale-invariant log loss in the BTS/AdaBins form.
+
+    ``g = log(max(pred, eps)) - log(target)`` over valid pixels with ``target > 0`` (0 = missing);
+    ``scale * sqrt(mean(g^2) - lam * mean(g)^2)``, means pooled over all valid pixels of the batch.
+    ``lam = 0.85`` (``lam = 1`` is fully scale invariant, ``lam = 0`` is log-RMSE); ``scale = 10``
+    is the BTS/AdaBins factor, ``scale = 1`` gives the plain form. Inputs must be depth-like and
+    positive (metres or any positive unit; the unit cancels in ``g``).
+
+    Finite gradients everywhere: predictions below ``eps`` are clamped (zero gradient there, so a
+    network with a non-positive output activation can stall -- prefer softplus/ReLU+bias), and the
+    square root is taken as ``sqrt(v + 1e-12) - sqrt(1e-12)`` so that a perfect prediction gives 0 with a
+    finite (zero) gradient instead of ``inf``.
+    """
+    if not 0.0 <= lam <= 1.0:
+        raise ValueError(f"silog: lam must be in [0, 1], got {lam}")
+    pred, target, valid = _prepare(pred, target, mask, "silog")
+    valid = valid & (target > 0)
+    g = torch.where(valid, pred.clamp_min(eps).log() - target.clamp_min(eps).log(), 0.0)
+    n = valid.sum().clamp_min(1)
+    m1 = g.sum() / n
+    m2 = (g * g).sum() / n
+    v = (m2 - lam * m1 * m1).clamp_min(0.0)
+    tiny = v.new_tensor(1e-12)
+    return scale * (torch.sqrt(v + tiny) - torch.sqrt(tiny))  # exactly 0 when v == 0
+
+
+def ssi_trimmed_mae(pred, target, mask=None, image=None, *, trim: float = 0.2,
+                    eps: float = 1e-6) -> torch.Tensor:
+    """MiDaS scale-and-shift-invariant trimmed MAE.
+
+    Per image, both maps are aligned independently by ``(d - median(d)) / mean|d - median(d)|``
+    over the valid pixels (:func:`_align_median_mad`); the residuals ``|a_pred - a_target|`` are
+    sorted and the largest ``floor(trim * M)`` are discarded (``M`` = valid pixels of the image);
+    the image loss is ``sum(kept) / (2 M)`` (the paper's normalisation). The batch value is the
+    mean over images that have valid pixels. Unitless; invariant to ``pred -> s*pred + t``, s > 0.
+    """
+    if not 0.0 <= trim < 1.0:
+        raise ValueError(f"ssi_trimmed_mae: trim must be in [0, 1), got {trim}")
+    pred, target, valid = _prepare(pred, target, mask, "ssi_trimmed_mae")
+    b = pred.shape[0]
+    res = (_align_median_mad(pred, valid, eps) - _align_median_mad(target, valid, eps)).abs()
+    res = torch.where(valid, res, float("inf")).reshape(b, -1)
+    sorted_res = res.sort(dim=1).values
+    m = valid.reshape(b, -1).sum(dim=1)
+    # integer arithmetic for floor(trim * M), to stay exact at round percentages
+    discard = (m * round(trim * 10000)) // 10000
+    keep = torch.arange(sorted_res.shape[1], device=pred.device)[None, :] < (m - discard)[:, None]
+    per_image = torch.where(keep, sorted_res, 0.0).sum(dim=1) / (2 * m.clamp_min(1))
+    has = m > 0
+    return torch.where(has, per_image, 0.0).sum() / has.sum().clamp_min(1)
+
+
+def gradient_matching(pred, target, mask=None, image=None, *, scales: int = 4,
+                      eps: float = 1e-6) -> torch.Tensor:
+    """MiDaS multi-scale gradient matching on the aligned residual.
+
+    ``R = a_pred - a_target`` with the median/mean-absolute-deviation alignment of
+    :func:`ssi_trimmed_mae`. For each scale ``k = 0..scales-1``, ``R`` and the mask are subsampled
+    with stride ``2^k`` and the term is ``(sum |dx R_k| + sum |dy R_k|) / M_k`` over the valid
+    forward differences of the batch (``M_k`` = valid pixels at that scale); the terms are summed
+    over scales. Unitless; invariant to ``pred -> s*pred + t``, s > 0. MiDaS weights it 0.5
+    against :func:`ssi_trimmed_mae`.
+    """
+    if scales < 1:
+        raise ValueError(f"gradient_matching: scales must be >= 1, got {scales}")
+    pred, target, valid = _prepare(pred, target, mask, "gradient_matching")
+    r = _align_median_mad(pred, valid, eps) - _align_median_mad(target, valid, eps)
+    total = None
+    for k in range(scales):
+        step = 2 ** k
+        rk = r[..., ::step, ::step]
+        vk = valid[..., ::step, ::step]
+        gx = torch.where(_pair_valid_x(vk), _dx(rk).abs(), 0.0).sum()
+        gy = torch.where(_pair_valid_y(vk), _dy(rk).abs(), 0.0).sum()
+        term = (gx + gy) / vk.sum().clamp_min(1)
+        total = term if total is None else total + term
+    return total
+
+
+# ----------------------------------------------------------------------------------------------
+# nn.Module wrappers
+
+
+class _LossModule(nn.Module):
+    """Holds the keyword parameters of one loss function; ``forward(pred, target, mask, image)``."""
+
+    fn: Callable[..., torch.Tensor]
+
+    def __init__(self, **params: Any):
+        super().__init__()
+        _check_params(type(self).__name__, type(self).fn, params)
+        self.params = dict(params)
+
+    def forward(self, pred, target=None, mask=None, image=None) -> torch.Tensor:
+        return type(self).fn(pred, target, mask, image, **self.params)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+
+
+def _wrapper(name: str, fn: Callable) -> type[_LossModule]:
+    cls = type(name, (_LossModule,), {"fn": staticmethod(fn), "__doc__": f"Module form of :func:`{fn.__name__}`.\n\n{fn.__doc__}"})
+    cls.__module__ = __name__
+    return cls
+
+
+L1Loss = _wrapper("L1Loss", l1)
+L2Loss = _wrapper("L2Loss", l2)
+HuberLoss = _wrapper("HuberLoss", huber)
+BerHuLoss = _wrapper("BerHuLoss", berhu)
+SSIMLoss = _wrapper("SSIMLoss", ssim_loss)
+GradientLoss = _wrapper("GradientLoss", gradient_loss)
+EdgeAwareSmoothness = _wrapper("EdgeAwareSmoothness", edge_aware_smoothness)
+SILogLoss = _wrapper("SILogLoss", silog)
+SSITrimmedMAE = _wrapper("SSITrimmedMAE", ssi_trimmed_mae)
+GradientMatchingLoss = _wrapper("GradientMatchingLoss", gradient_matching)
+
+# name used in configs -> module class (a plain dict; no decorator registry)
+LOSSES: dict[str, type[_LossModule]] = {
+    "l1": L1Loss,
+    "l2": L2Loss,
+    "huber": HuberLoss,
+    "berhu": BerHuLoss,
+    "ssim": SSIMLoss,
+    "gradient": GradientLoss,
+    "edge": EdgeAwareSmoothness,
+    "silog": SILogLoss,
+    "ssi_trimmed": SSITrimmedMAE,
+    "gradient_matching": GradientMatchingLoss,
+}
+
+ALIASES: dict[str, str] = {
+    "mae": "l1",
+    "mse": "l2",
+    "smooth_l1": "huber",
+    "ssim_loss": "ssim",
+    "grad": "gradient",
+    "gradient_loss": "gradient",
+    "smoothness": "edge",
+    "edge_aware_smoothness": "edge",
+    "ssi_trimmed_mae": "ssi_trimmed",
+    "ssitrim": "ssi_trimmed",
+    "msgrad": "gradient_matching",
+}
+
+
+class UnknownLossError(KeyError):
+    """Unknown loss name; ``str()`` is a plain one-line message (KeyError would quote it)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+def list_losses() -> list[str]:
+    """Canonical loss names usable in configs (aliases in :data:`ALIASES`)."""
+    return sorted(LOSSES)
+
+
+def _canonical(name: str) -> str:
+    key = str(name).strip().lower()
+    key = ALIASES.get(key, key)
+    if key not in LOSSES:
+        choices = sorted(set(LOSSES) | set(ALIASES))
+        close = difflib.get_close_matches(key, choices, n=3, cutoff=0.5)
+        hint = f"; did you mean: {', '.join(close)}?" if close else ""
+        raise UnknownLossError(f"unknown loss {name!r}{hint} (available: {', '.join(sorted(LOSSES))})")
+    return key
+
+
+def get_loss(name: str) -> Callable[..., torch.Tensor]:
+    """The pure function behind a config name or alias, e.g. ``get_loss("mse") is l2``."""
+    return LOSSES[_canonical(name)].fn
+
+
+def _check_params(label: str, fn: Callable, params: Mapping[str, Any]) -> None:
+    sig = inspect.signature(fn)
+    allowed = [p.name for p in sig.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    bad = [k for k in params if k not in allowed]
+    if bad:
+        raise TypeError(f"{label}: unknown parameter(s) {', '.join(map(repr, bad))}; "
+                        f"valid: {', '.join(allowed) if allowed else 'none'}")
+
+
+# ----------------------------------------------------------------------------------------------
+# weighted sum
+
+
+class WeightedSum(nn.Module):
+    """``total = sum_k w_k * loss_k(pred, target, mask, image)``.
+
+    ``forward`` returns the total (a scalar tensor) and stores the unweighted, detached value of
+    every term in :attr:`last_terms` (``{key: tensor}``) for logging; :meth:`compute` returns both.
+    """
+
+    def __init__(self, terms: Sequence[tuple[str, float, nn.Module]]):
+        super().__init__()
+        if not terms:
+            raise ValueError("WeightedSum: no loss terms (every weight is 0 or the spec is empty)")
+        self.keys = [k for k, _, _ in terms]
+        if len(set(self.keys)) != len(self.keys):
+            raise ValueError(f"WeightedSum: duplicate term keys {self.keys}")
+        self.weights = [float(w) for _, w, _ in terms]
+        self.losses = nn.ModuleList([m for _, _, m in terms])
+        self.last_terms: dict[str, torch.Tensor] = {}
+
+    @property
+    def needs_image(self) -> bool:
+        return any(isinstance(m, EdgeAwareSmoothness) for m in self.losses)
+
+    def compute(self, pred, target, mask=None, image=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        total = None
+        values: dict[str, torch.Tensor] = {}
+        for key, w, loss in zip(self.keys, self.weights, self.losses):
+            v = loss(pred, target, mask, image)
+            values[key] = v.detach()
+            total = w * v if total is None else total + w * v
+        self.last_terms = values
+        return total, values
+
+    def forward(self, pred, target, mask=None, image=None) -> torch.Tensor:
+        return self.compute(pred, target, mask, image)[0]
+
+    def extra_repr(self) -> str:
+        return " + ".join(f"{w:g}*{k}" for k, w in zip(self.keys, self.weights))
+
+
+def _as_weight(value: Any, where: str) -> float:
+    if isinstance(value, bool):
+        raise TypeError(f"{where}: weight must be a number, got {value!r}")
+    try:
+        w = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{where}: weight must be a number, got {value!r}") from None
+    if not math.isfinite(w):
+        raise ValueError(f"{where}: weight must be finite, got {value!r}")
+    return w
+
+
+def build_loss(spec: Any, params: Mapping[str, Mapping[str, Any]] | None = None) -> WeightedSum:
+    """Build a :class:`WeightedSum` from a config spec.
+
+    ``spec`` is one of:
+
+    * a name: ``"silog"`` (weight 1);
+    * a mapping name -> weight: ``{"silog": 1.0, "ssim": 0.5, "edge": 0.1, "l1": 0.1}``, with
+      per-name keyword parameters in ``params``: ``{"ssim": {"window_size": 7}}``;
+    * a list of ``{"name": ..., "weight": 1.0, "params": {...}, "key": optional log name}``
+      (the same loss may appear twice with different parameters if the keys differ);
+    * a ``LossConfig`` or a mapping with ``"terms"`` (and optional ``"params"``).
+
+    Terms with weight 0 are skipped (a convenient way to switch off an inherited term). Unknown
+    names raise :class:`UnknownLossError` (a ``KeyError``) with close matches; unknown parameters
+    raise ``TypeError`` naming the term.
+    """
+    if hasattr(spec, "terms") and not isinstance(spec, Mapping):
+        params = {**(getattr(spec, "params", None) or {}), **(params or {})}
+        spec = spec.terms
+    elif isinstance(spec, Mapping) and "terms" in spec:
+        extra = set(spec) - {"terms", "params"}
+        if extra:
+            raise ValueError(f"loss spec: unexpected key(s) {sorted(extra)}; expected 'terms' and 'params'")
+        params = {**(spec.get("params") or {}), **(params or {})}
+        spec = spec["terms"]
+    params = dict(params or {})
+    for pname in params:
+        _canonical(pname)  # a typo in params must not pass silently
+
+    items: list[tuple[str, str, float, dict]] = []  # (key, canonical name, weight, params)
+    if isinstance(spec, str):
+        spec = {spec: 1.0}
+    if isinstance(spec, Mapping):
+        for name, weight in spec.items():
+            items.append((str(name), _canonical(name), _as_weight(weight, f"loss {name!r}"), {}))
+    elif isinstance(spec, Sequence):
+        for i, item in enumerate(spec):
+            if isinstance(item, str):
+                item = {"name": item}
+            if not isinstance(item, Mapping) or "name" not in item:
+                raise ValueError(f"loss term #{i}: expected a mapping with 'name', got {item!r}")
+            extra = set(item) - {"name", "weight", "params", "key"}
+            if extra:
+                raise ValueError(f"loss term #{i} ({item['name']!r}): unexpected key(s) {sorted(extra)}; "
+                                 "valid: name, weight, params, key")
+            name = str(item["name"])
+            items.append((str(item.get("key", name)), _canonical(name),
+                          _as_weight(item.get("weight", 1.0), f"loss {name!r}"), dict(item.get("params") or {})))
+    else:
+        raise TypeError(f"loss spec must be a name, a mapping name->weight or a list of terms, got {type(spec).__name__}")
+
+    # params given by name apply to every term of that loss (canonical name or alias)
+    by_canonical: dict[str, dict] = {}
+    for pname, p in params.items():
+        by_canonical.setdefault(_canonical(pname), {}).update(p or {})
+
+    terms = []
+    for key, canon, weight, p in items:
+        if weight == 0.0:
+            continue
+        kw = {**by_canonical.get(canon, {}), **p}
+        cls = LOSSES[canon]
+        _check_params(f"loss {key!r}", cls.fn, kw)
+        terms.append((key, weight, cls(**kw)))
+    return WeightedSum(terms)
