@@ -1,0 +1,88 @@
+"""Datasets in their real on-disk formats, behind one factory.
+
+>>> from depthlab.data import create_dataset, list_datasets
+>>> ds = create_dataset("nyu", root="nyu_depth_v2_labeled.mat", split="test")   # doctest: +SKIP
+>>> sample = ds[0]   # {"image" (3,H,W) [0,1], "depth" (1,H,W) metres, "mask" (1,H,W) bool, "meta" {...}}
+
+Readers are imported lazily (``name -> "module:attribute"``), so importing this package stays cheap.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+from typing import Any, Callable
+
+#: dataset name -> "module:attribute" (a Dataset class or a factory returning one)
+_DATASETS: dict[str, str] = {
+    "nyu": "depthlab.data.nyu:open_nyu",
+    "nyu_mat": "depthlab.data.nyu:NYUv2Labeled",
+    "nyu_reduced": "depthlab.data.nyu:NYUReduced",
+    "kitti": "depthlab.data.kitti:KITTIEigen",
+    "diode": "depthlab.data.diode:DIODE",
+    "endoslam": "depthlab.data.endoslam:EndoSLAM",
+    "folder": "depthlab.data.folder:FolderDataset",
+    "synthetic": "depthlab.data.synthetic:SyntheticScenes",
+}
+
+# public class name -> module, for ``from depthlab.data import FolderDataset`` without eager imports
+_CLASSES = {
+    "DepthDataset": "depthlab.data.base",
+    "FolderDataset": "depthlab.data.folder",
+    "NYUv2Labeled": "depthlab.data.nyu",
+    "NYUReduced": "depthlab.data.nyu",
+    "open_nyu": "depthlab.data.nyu",
+    "KITTIEigen": "depthlab.data.kitti",
+    "DIODE": "depthlab.data.diode",
+    "EndoSLAM": "depthlab.data.endoslam",
+}
+
+
+def _resolve(name: str) -> Callable[..., Any]:
+    try:
+        target = _DATASETS[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, list(_DATASETS), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise KeyError(f"unknown dataset {name!r}{hint} (registered: {', '.join(sorted(_DATASETS))})") from None
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def create_dataset(name: str, root=None, split: str = "test", transform: Callable | None = None, **kwargs):
+    """Build a registered dataset: ``create_dataset("kitti", root=..., split="test", transform=None, **reader_options)``.
+
+    Unknown names raise KeyError listing close matches. Reader options are documented on each reader
+    (``describe_datasets()`` and docs/datasets.md).
+    """
+    factory = _resolve(name)
+    return factory(root=root, split=split, transform=transform, **kwargs)
+
+
+def list_datasets(pattern: str = "*") -> list[str]:
+    """Registered dataset names matching a shell-style ``pattern``, sorted."""
+    import fnmatch
+
+    return sorted(n for n in _DATASETS if fnmatch.fnmatch(n, pattern))
+
+
+def describe_datasets() -> dict[str, str]:
+    """Dataset name -> first line of its reader's docstring (imports the readers)."""
+    out = {}
+    for name in list_datasets():
+        try:
+            doc = (_resolve(name).__doc__ or "").strip()
+            out[name] = doc.splitlines()[0] if doc else ""
+        except ImportError as e:  # a reader whose optional module is not there yet
+            out[name] = f"(unavailable: {e})"
+    return out
+
+
+def __getattr__(name: str):
+    if name in _CLASSES:
+        value = getattr(importlib.import_module(_CLASSES[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'depthlab.data' has no attribute {name!r}")
+
+
+__all__ = ["create_dataset", "list_datasets", "describe_datasets", *sorted(_CLASSES)]
