@@ -1,0 +1,43 @@
+"""Evaluation: protocols as data, per-image alignment and ``evaluate`` (``depthlab eval``).
+
+* :mod:`depthlab.evaluation.protocols` -- :class:`Protocol`, presets, crops.
+* :mod:`depthlab.evaluation.align` -- median / least-squares alignment in depth or disparity space.
+* :mod:`depthlab.evaluation.evaluate` -- :func:`evaluate` and :func:`format_markdown`.
+
+Names are imported lazily so ``import depthlab.evaluation.<module>`` stays cheap.
+"""
+from __future__ import annotations
+
+import importlib
+
+_API = {
+    "Protocol": "depthlab.evaluation.protocols",
+    "get_protocol": "depthlab.evaluation.protocols",
+    "list_protocols": "depthlab.evaluation.protocols",
+    "register_protocol": "depthlab.evaluation.protocols",
+    "crop_mask": "depthlab.evaluation.protocols",
+    "crop_bounds": "depthlab.evaluation.protocols",
+    "CROPS": "depthlab.evaluation.protocols",
+    "CropError": "depthlab.evaluation.protocols",
+    "align": "depthlab.evaluation.align",
+    "median_scale": "depthlab.evaluation.align",
+    "lstsq_scale_shift": "depthlab.evaluation.align",
+    "evaluate": "depthlab.evaluation.evaluate",
+    "format_markdown": "depthlab.evaluation.evaluate",
+    "apply_protocol": "depthlab.evaluation.evaluate",
+    "load_prediction": "depthlab.evaluation.evaluate",
+}
+
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str):
+    if name in _API:
+        value = getattr(importlib.import_module(_API[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'depthlab.evaluation' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

@@ -1,0 +1,421 @@
+"""``evaluate``: score predictions (a folder of files, or a model run on the fly) on a dataset under a protocol.
+
+Per sample (one image at a time; sizes may differ between images):
+
+1. read the sample (``image`` (3,H,W), ``depth`` (1,H,W) metres, ``mask`` (1,H,W));
+2. valid pixels = ``mask & crop & min_depth < gt < max_depth`` (:meth:`Protocol.valid_mask`); none
+   left -> skipped ("no valid ground-truth pixels ...");
+3. prediction: the file ``<predictions>/<meta name>.npy`` (float metres) or ``.png`` (16-bit,
+   ``pred_scale`` metres per unit), or the model through :class:`depthlab.predictor.Predictor`
+   (``predict_tensor``, the model's declared unit), averaged with the un-flipped prediction of the
+   flipped image when ``protocol.flip_average``;
+4. resized to ground-truth resolution (``protocol.resize_pred``) when sizes differ;
+5. aligned per image (``protocol.alignment`` in ``protocol.alignment_space``), clipped to the depth
+   range when ``protocol.clip_pred``; 6. scored with :func:`depthlab.metrics.metric_sums`.
+
+A bad item never stops the run: read errors (corrupt file, size mismatch, missing file -> the
+dataset's ``DataError``), crops undefined for the image size, empty valid masks, missing or
+unreadable prediction files and non-finite predictions are recorded in ``skipped`` (name -> one
+line naming the file) and the evaluation goes on.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from depthlab.errors import DataError
+from depthlab.evaluation.align import align
+from depthlab.evaluation.protocols import CropError, Protocol, get_protocol
+from depthlab.metrics import METRIC_NAMES, MetricAccumulator, metric_sums
+
+PRED_EXTS = (".npy", ".png")
+
+
+class _Skip(Exception):
+    """A per-sample problem: the message is the one-line reason."""
+
+
+# ----------------------------------------------------------------------------- per-sample pieces
+def load_prediction(folder: Path, name: str, pred_scale: float | None = None) -> torch.Tensor:
+    """``<folder>/<name>.npy`` (float, metres or the predictions' unit) or ``<name>.png`` (16-bit, times
+    ``pred_scale``) -> float32 ``(H, W)``. Leading singleton dims of an ``.npy`` are dropped
+    (``(1,1,H,W)`` works). Missing file -> ``_Skip``; unreadable -> DataError naming the file."""
+    folder = Path(folder)
+    path = next((folder / f"{name}{ext}" for ext in PRED_EXTS if (folder / f"{name}{ext}").is_file()), None)
+    if path is None:
+        raise _Skip(f"no prediction file {name}.npy/.png in {folder}")
+    if path.suffix == ".npy":
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except Exception as e:
+            raise DataError(path, f"cannot read prediction ({type(e).__name__}: {_first_line(e)})") from None
+        while arr.ndim > 2 and arr.shape[0] == 1:
+            arr = arr[0]
+        if arr.ndim == 3 and arr.shape[-1] == 1:
+            arr = arr[..., 0]
+        if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
+            raise DataError(path, f"prediction must be a 2-D numeric array, got shape {arr.shape} dtype {arr.dtype}")
+        arr = arr.astype(np.float32)
+        if pred_scale is not None:
+            arr = arr * np.float32(pred_scale)
+        return torch.from_numpy(np.ascontiguousarray(arr))
+    from depthlab.io import read_depth
+
+    if pred_scale is None:
+        raise DataError(path, "16-bit PNG prediction needs pred_scale (metres per unit, e.g. 0.001 for mm)")
+    return torch.from_numpy(read_depth(path, pred_scale))
+
+
+def resize_to(pred: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
+    """``(B,1,h,w)`` -> ``(B,1,H,W)`` with ``mode`` (align_corners=False); unchanged if already that size."""
+    if tuple(pred.shape[-2:]) == tuple(size):
+        return pred
+    kw = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
+    return F.interpolate(pred.float(), size=tuple(size), mode=mode, **kw)
+
+
+def apply_protocol(pred: torch.Tensor, gt: torch.Tensor, protocol: Protocol, mask: torch.Tensor | None = None,
+                   pred_kind: str = "metric") -> tuple[torch.Tensor, torch.Tensor]:
+    """Prediction and ground truth -> ``(final depth (B,1,H,W) metres, valid bool (B,1,H,W))``.
+
+    ``pred`` ``(B,1,h,w)`` in the unit ``pred_kind`` says (``metric`` metres, ``relative`` depth up to
+    scale and shift, ``disparity`` inverse depth up to scale and shift); ``gt`` ``(B,1,H,W)`` metres;
+    ``mask`` bool like ``gt`` (True = measured). Resizes, aligns and clips as the protocol says; the
+    caller scores ``metric_sums(final, gt, valid)``. Raises CropError for an undefined crop.
+    """
+    valid = protocol.valid_mask(gt, mask)
+    pred = resize_to(pred, gt.shape[-2:], protocol.resize_pred)
+    check_kind(pred_kind, protocol)
+    final = align(pred, gt, valid, method=protocol.alignment, space=protocol.alignment_space,
+                  pred_kind=pred_kind, min_depth=protocol.min_depth, max_depth=protocol.max_depth)
+    return protocol.clip(final), valid
+
+
+def check_kind(pred_kind: str, protocol: Protocol) -> None:
+    """ValueError if an affine-invariant prediction would be scored without alignment."""
+    if pred_kind in ("relative", "disparity") and protocol.alignment == "none":
+        raise ValueError(
+            f"predictions are {pred_kind} (affine-invariant), but protocol {protocol.name!r} has alignment=none, "
+            "which would score meaningless numbers; use a protocol with alignment (e.g. 'depth_anything' for "
+            "disparity, 'marigold' for relative depth, or '<preset>:alignment=lstsq,alignment_space=disparity')")
+
+
+# ----------------------------------------------------------------------------- evaluate
+def evaluate(dataset, root=None, split: str = "test", model=None, checkpoint_path=None, checkpoint=None,
+             predictions=None, pred_scale: float | None = None, protocol: str | Protocol = "none", out=None,
+             device: str = "cpu", limit: int | None = None, progress: bool = False,
+             pred_kind: str = "metric") -> dict[str, Any]:
+    """Evaluate a model or a folder of predictions on a dataset under a protocol.
+
+    Args:
+        dataset: registered dataset name (``depthlab.data.create_dataset(name, root=root, split=split)``,
+            e.g. ``"folder"`` for ``rgb/ + depth/ + index.csv``) or a Dataset object returning Samples.
+        root, split: passed to ``create_dataset``.
+        model: registered model name or ``nn.Module`` (with ``depth_info``); ``checkpoint_path`` = its
+            weights file. ``checkpoint``: a depthlab checkpoint (rebuilds its own model).
+        predictions: folder of ``<meta name>.npy`` (float32 metres) or ``.png`` (16-bit) files.
+        pred_scale: metres per unit of PNG predictions (also multiplies ``.npy`` values if given).
+        protocol: preset name, ``"preset:key=value,..."`` spec or a :class:`Protocol`.
+        out: write the result JSON here (atomic).
+        device: where the model runs. limit: first N samples only. progress: rich progress bar.
+        pred_kind: what files in ``predictions`` hold: ``metric`` (default), ``relative`` or ``disparity``.
+
+    Returns:
+        ``{"summary": {metric: float, "n_images", "n_pixels"}, "protocol": {...}, "protocol_description",
+        "per_image": {name: {metric: float, "n_pixels"}}, "skipped": {name: reason}, "dataset": {...},
+        "model": {...} | None, "predictions": {...} | None, "warnings": [...], "created", "depthlab_version"}``.
+        Metrics are NaN-free: a value that cannot be computed (no image evaluated) is ``None``.
+    """
+    from depthlab import __version__
+
+    proto = get_protocol(protocol)
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+    n_sources = sum(x is not None for x in (model, checkpoint, predictions))
+    if n_sources != 1:
+        raise ValueError("give exactly one source of predictions: predictions=<folder>, model=<name> "
+                         "(optionally with checkpoint_path) or checkpoint=<depthlab checkpoint>"
+                         + (f" (got {n_sources})" if n_sources else ""))
+    if checkpoint_path is not None and model is None:
+        raise ValueError("checkpoint_path needs model=<name>; for a depthlab checkpoint use checkpoint=")
+    warn_list: list[str] = []
+
+    # ---- source of predictions
+    predictor = None
+    model_info = pred_info = None
+    if predictions is not None:
+        pred_dir = Path(predictions)
+        if not pred_dir.is_dir():
+            raise FileNotFoundError(f"{pred_dir}: predictions folder not found")
+        if pred_scale is None and next(pred_dir.rglob("*.png"), None) is not None:
+            raise ValueError(f"{pred_dir} holds PNG predictions: give pred_scale (metres per unit, e.g. 0.001 for mm)")
+        if pred_kind not in ("metric", "relative", "disparity"):
+            raise ValueError(f"pred_kind must be metric, relative or disparity, got {pred_kind!r}")
+        kind = pred_kind
+        pred_info = {"dir": str(pred_dir), "pred_scale": pred_scale, "kind": kind}
+        if proto.flip_average:
+            msg = (f"protocol {proto.name!r} asks for flip averaging, which cannot be applied to prediction files; "
+                   "scoring the files as they are")
+            warn_list.append(msg)
+            warnings.warn(msg, stacklevel=2)
+    else:
+        predictor, model_info = _build_predictor(model, checkpoint_path, checkpoint, device)
+        kind = predictor.kind
+    check_kind(kind, proto)
+
+    # ---- dataset
+    if isinstance(dataset, (str, os.PathLike)):
+        from depthlab.data import create_dataset
+
+        ds = create_dataset(str(dataset), root=root, split=split)
+        ds_name = str(dataset)
+    else:
+        ds = dataset
+        ds_name = getattr(ds, "dataset_name", None) or type(ds).__name__
+    n_total = len(ds)
+    n = n_total if limit is None else min(n_total, limit)
+
+    acc = MetricAccumulator(mode=proto.averaging)
+    per_image: dict[str, dict[str, float]] = {}
+    skipped: dict[str, str] = {}
+
+    def run(i: int) -> None:
+        try:
+            sample = ds[i]
+        except Exception as e:  # DataError from the reader, or any other reading failure
+            skipped[_unique(_name_of_failed(ds, i, e), i, per_image, skipped)] = _reason(e)
+            return
+        meta = sample.get("meta", {}) or {}
+        name = _unique(str(meta.get("name", f"#{i}")), i, per_image, skipped)
+        where = meta.get("depth_path") or name
+        try:
+            metrics = _score_sample(sample, proto, kind, predictor, pred_info, pred_scale, where, name)
+        except _Skip as e:
+            skipped[name] = str(e)
+            return
+        except CropError as e:
+            skipped[name] = f"{where}: {e}"
+            return
+        except DataError as e:
+            skipped[name] = _reason(e)
+            return
+        sums = {k: v.reshape(1) for k, v in metrics.items()}
+        per = acc.update_sums(sums)
+        per_image[name] = {k: _num(per[k][0]) for k in METRIC_NAMES}
+        per_image[name]["n_pixels"] = int(per["n_pixels"][0])
+
+    if progress:
+        from rich.console import Console
+        from rich.markup import escape
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(TextColumn("[bold]eval[/bold] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=Console(stderr=True), transient=False) as bar:
+            task = bar.add_task(escape(f"{ds_name} / {proto.name}"), total=n)
+            for i in range(n):
+                run(i)
+                bar.advance(task)
+    else:
+        for i in range(n):
+            run(i)
+
+    total = acc.compute()
+    summary: dict[str, Any] = {k: _num(total[k]) for k in METRIC_NAMES}
+    summary["n_images"] = int(total["n_images"])
+    summary["n_pixels"] = int(total["n_pixels"])
+    if summary["n_images"] == 0:
+        msg = f"no image could be evaluated ({len(skipped)} skipped)"
+        warn_list.append(msg)
+        warnings.warn(msg, stacklevel=2)
+
+    result: dict[str, Any] = {
+        "summary": summary,
+        "protocol": proto.to_dict(),
+        "protocol_description": proto.describe(),
+        "dataset": {"name": ds_name, "root": str(root) if root is not None else _root_of(ds), "split": getattr(ds, "split", split),
+                    "n_samples": n_total, "n_considered": n},
+        "model": model_info,
+        "predictions": pred_info,
+        "per_image": per_image,
+        "skipped": skipped,
+        "warnings": warn_list,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "depthlab_version": __version__,
+    }
+    if out is not None:
+        from depthlab.io import write_json
+
+        write_json(out, result)
+    return result
+
+
+def _score_sample(sample, proto: Protocol, kind: str, predictor, pred_info, pred_scale, where, name):
+    gt = _as_tensor(sample["depth"]).float()
+    if gt.ndim == 2:
+        gt = gt[None]
+    gt = gt[None]  # (1,1,H,W)
+    mask = sample.get("mask")
+    mask = _as_tensor(mask).bool().reshape(gt.shape) if mask is not None else None
+    image = sample.get("image")
+    if image is not None:
+        image = _as_tensor(image)
+        if tuple(image.shape[-2:]) != tuple(gt.shape[-2:]):
+            raise _Skip(f"{where}: depth size {gt.shape[-1]}x{gt.shape[-2]} (WxH) differs from image size "
+                        f"{image.shape[-1]}x{image.shape[-2]}")
+    valid = proto.valid_mask(gt, mask)
+    if not bool(valid.any()):
+        raise _Skip(f"{where}: no valid ground-truth pixels after crop and depth caps "
+                    f"(crop={proto.crop}, {proto.min_depth:g} < gt < {'inf' if proto.max_depth is None else f'{proto.max_depth:g}'} m)")
+
+    if predictor is None:
+        pred = load_prediction(Path(pred_info["dir"]), name, pred_scale)[None, None]
+        source = f"{Path(pred_info['dir']) / name}.npy/.png"
+    else:
+        if image is None:
+            raise _Skip(f"{where}: sample has no image to run the model on")
+        pred = _predict(predictor, image.float()[None], proto.flip_average)
+        source = f"model output for {name}"
+    bad = (~torch.isfinite(pred)).sum()
+    if bool(bad > 0):
+        raise _Skip(f"{source}: prediction has {int(bad)} non-finite values")
+    final, valid = apply_protocol(pred, gt, proto, mask=mask, pred_kind=kind)
+    return metric_sums(final, gt, valid)
+
+
+def _predict(predictor, images: torch.Tensor, flip_average: bool) -> torch.Tensor:
+    pred = predictor.predict_tensor(images).float().cpu()
+    if flip_average:
+        flipped = predictor.predict_tensor(torch.flip(images, dims=[-1])).float().cpu()
+        pred = 0.5 * (pred + torch.flip(flipped, dims=[-1]))
+    return pred
+
+
+def _build_predictor(model, checkpoint_path, checkpoint, device):
+    from depthlab.predictor import Predictor
+
+    if checkpoint is not None:
+        from depthlab.checkpoint import load_checkpoint
+
+        module = load_checkpoint(checkpoint)
+        predictor = Predictor(module, device=device)
+        info = {"name": getattr(module, "model_name", None), "checkpoint": str(checkpoint)}
+    elif isinstance(model, nn.Module):
+        predictor = Predictor(model, device=device, checkpoint_path=checkpoint_path)
+        info = {"name": getattr(model, "model_name", None) or type(model).__name__,
+                "checkpoint_path": str(checkpoint_path) if checkpoint_path is not None else None}
+    else:
+        predictor = Predictor(str(model), device=device, checkpoint_path=checkpoint_path, pretrained=True)
+        info = {"name": str(model), "checkpoint_path": str(checkpoint_path) if checkpoint_path is not None else None}
+    kind = getattr(predictor, "kind", None)
+    if kind is None:
+        kind = getattr(getattr(predictor, "model", None), "depth_info", None)
+        kind = getattr(kind, "output_kind", "metric")
+        predictor.kind = kind
+    info.update({"output_kind": kind, "device": str(device)})
+    return predictor, info
+
+
+# ----------------------------------------------------------------------------- small helpers
+def _as_tensor(x) -> torch.Tensor:
+    return x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+
+
+def _num(x) -> float | None:
+    v = float(x)
+    return v if math.isfinite(v) else None
+
+
+def _first_line(e: BaseException) -> str:
+    s = str(e)
+    return s.splitlines()[0] if s else type(e).__name__
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, DataError):
+        return _first_line(e)
+    return f"{type(e).__name__}: {_first_line(e)}"
+
+
+def _name_of_failed(ds, i: int, e: BaseException) -> str:
+    names = getattr(ds, "names", None)
+    try:
+        if names is not None:
+            return str(names[i])
+    except Exception:
+        pass
+    if isinstance(e, DataError) and e.path:
+        return Path(e.path).stem
+    return f"#{i}"
+
+
+def _unique(name: str, i: int, *taken: dict) -> str:
+    if any(name in t for t in taken):
+        return f"{name}#{i}"
+    return name
+
+
+def _root_of(ds) -> str | None:
+    r = getattr(ds, "root", None)
+    return str(r) if r is not None else None
+
+
+# ----------------------------------------------------------------------------- markdown
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+_FMT = {"n_images": "{:d}", "n_pixels": "{:d}"}
+
+
+def format_markdown(result: dict[str, Any]) -> str:
+    """The summary as a Markdown table, with the protocol's name and full settings printed above it.
+
+    Every row of the table also names the protocol, so a copied table keeps it.
+    """
+    proto = result.get("protocol", {}) or {}
+    name = proto.get("name", "?")
+    desc = result.get("protocol_description")
+    if desc is None and proto:
+        desc = Protocol(**proto).describe()
+    ds = result.get("dataset", {}) or {}
+    src = result.get("model") or {}
+    if src:
+        what = f"model `{src.get('name')}` ({src.get('output_kind', '?')})"
+    else:
+        p = result.get("predictions") or {}
+        what = f"predictions `{p.get('dir')}` ({p.get('kind', 'metric')})"
+    summary = result.get("summary", {}) or {}
+    skipped = result.get("skipped", {}) or {}
+    lines = [
+        f"**Protocol `{name}`**: {desc}",
+        "",
+        f"Dataset `{ds.get('name')}` (split `{ds.get('split')}`), {what}; "
+        f"{_plural(summary.get('n_images', 0), 'image')} evaluated, {len(skipped)} skipped.",
+        "",
+    ]
+    cols = ["protocol", "n_images", "n_pixels"] + [k for k in METRIC_NAMES if k in summary]
+    lines.append("| " + " | ".join(cols) + " |")
+    lines.append("|" + "|".join(["---"] + ["---:"] * (len(cols) - 1)) + "|")
+    cells = [name]
+    for k in cols[1:]:
+        v = summary.get(k)
+        if v is None:
+            cells.append("n/a")
+        elif k in _FMT:
+            cells.append(_FMT[k].format(int(v)))
+        else:
+            cells.append(f"{v:.4f}")
+    lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["evaluate", "format_markdown", "apply_protocol", "load_prediction", "resize_to", "check_kind"]

@@ -1,0 +1,395 @@
+"""depthlab.evaluate / `depthlab eval`: reference parity, real NYU samples, bad items, model path."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from depthlab.evaluation.evaluate import evaluate, format_markdown
+from depthlab.evaluation.protocols import get_protocol
+from depthlab.metrics import METRIC_NAMES
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+REF = SHARED / "weights" / "fastdepth_nyu" / "reference"
+NYU = SHARED / "data" / "nyu"
+REF_KEYS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "delta1", "delta2", "delta3")
+
+needs_ref = pytest.mark.skipif(not (REF / "expected_metrics.json").is_file(), reason="shared reference files missing")
+needs_nyu = pytest.mark.skipif(not (NYU / "index.csv").is_file(), reason="shared NYU samples missing")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Small tensors: intra-op threads only add contention on the shared 2-core CI box (50x slower ops seen)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# ----------------------------------------------------------------------------- helpers
+def _write_index(folder: Path, rows: list[tuple[str, str, str]], unit: str = "mm") -> None:
+    with open(folder / "index.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["name", "rgb", "depth", "depth_unit"])
+        for name, rgb, depth in rows:
+            w.writerow([name, rgb, depth, unit])
+
+
+def _png16(path: Path, depth_m: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.round(depth_m * 1000).astype(np.uint16)).save(path)
+
+
+def _rgb(path: Path, h: int, w: int, seed: int = 0) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    a = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    Image.fromarray(a).save(path)
+
+
+class ListDataset:
+    """A minimal Dataset object: a list of Sample dicts."""
+
+    def __init__(self, samples):
+        self.samples = samples
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        return self.samples[i]
+
+
+def _sample(name, depth, image=None):
+    depth = torch.as_tensor(depth, dtype=torch.float32).reshape(1, *np.shape(depth)[-2:])
+    if image is None:
+        image = torch.full((3, *depth.shape[-2:]), 0.5)
+    return {"image": image, "depth": depth, "mask": depth > 0, "meta": {"name": name, "dataset": "list"}}
+
+
+def _np_metrics(p: np.ndarray, g: np.ndarray) -> dict[str, float]:
+    """Independent numpy implementation on already-selected valid pixels (1-D arrays)."""
+    p = p.astype(np.float64)
+    g = g.astype(np.float64)
+    r = np.maximum(p / g, g / p)
+    d = np.log(p) - np.log(g)
+    return {
+        "abs_rel": np.mean(np.abs(p - g) / g), "sq_rel": np.mean((p - g) ** 2 / g),
+        "rmse": np.sqrt(np.mean((p - g) ** 2)), "rmse_log": np.sqrt(np.mean(d ** 2)),
+        "log10": np.mean(np.abs(np.log10(p) - np.log10(g))),
+        "silog": 100 * np.sqrt(np.mean(d ** 2) - np.mean(d) ** 2),
+        "mae": np.mean(np.abs(p - g)), "mse": np.mean((p - g) ** 2),
+        "delta1": np.mean(r < 1.25), "delta2": np.mean(r < 1.25 ** 2), "delta3": np.mean(r < 1.25 ** 3),
+    }
+
+
+# ----------------------------------------------------------------------------- reference parity
+@needs_ref
+def test_reference_parity_npy_ground_truth(tmp_path):
+    expected = json.loads((REF / "expected_metrics.json").read_text())["metrics_expected_pred_vs_depth_npy"]
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    shutil.copy(REF / "expected_pred.npy", preds / "fastdepth_sample.npy")  # (1,1,224,224) float32
+    rgb = torch.from_numpy(np.load(REF / "rgb.npy").astype(np.float32)).permute(2, 0, 1)
+    ds = ListDataset([_sample("fastdepth_sample", np.load(REF / "depth.npy"), rgb)])
+    res = evaluate(dataset=ds, predictions=preds, protocol="none")
+    s = res["summary"]
+    assert s["n_images"] == 1 and s["n_pixels"] == expected["n_valid"] == 50176
+    for k in REF_KEYS:
+        assert s[k] == pytest.approx(expected[k], abs=1e-4), k
+        assert abs(s[k] - expected[k]) < 1e-6, k  # in fact float64 sums reproduce it far more tightly
+    assert res["skipped"] == {} and res["per_image"]["fastdepth_sample"]["n_pixels"] == 50176
+
+
+@needs_ref
+def test_reference_parity_mm_png_through_folder_dataset(tmp_path):
+    expected = json.loads((REF / "expected_metrics.json").read_text())["metrics_expected_pred_vs_depth_mm_png"]
+    root = tmp_path / "ds"
+    (root / "rgb").mkdir(parents=True)
+    (root / "depth").mkdir()
+    shutil.copy(REF / "rgb.png", root / "rgb" / "sample.png")
+    shutil.copy(REF / "depth_mm.png", root / "depth" / "sample.png")
+    _write_index(root, [("sample", "rgb/sample.png", "depth/sample.png")], unit="mm")
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    shutil.copy(REF / "expected_pred.npy", preds / "sample.npy")
+    res = evaluate(dataset="folder", root=root, split="test", predictions=preds, protocol="none",
+                   out=tmp_path / "out" / "res.json")
+    s = res["summary"]
+    assert s["n_pixels"] == expected["n_valid"]
+    for k in REF_KEYS:
+        assert s[k] == pytest.approx(expected[k], abs=1e-4), k
+    on_disk = json.loads((tmp_path / "out" / "res.json").read_text())
+    assert on_disk["summary"] == s
+    assert on_disk["protocol"] == get_protocol("none").to_dict()
+    assert on_disk["dataset"]["name"] == "folder" and on_disk["predictions"]["kind"] == "metric"
+    assert "created" in on_disk and on_disk["model"] is None
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["res.json"]
+
+
+@needs_ref
+def test_png16_predictions_need_and_use_pred_scale(tmp_path):
+    depth = np.load(REF / "depth.npy")
+    pred = np.load(REF / "expected_pred.npy")[0, 0]
+    preds = tmp_path / "preds"
+    _png16(preds / "a.png", pred)
+    ds = ListDataset([_sample("a", depth)])
+    with pytest.raises(ValueError, match="pred_scale"):
+        evaluate(dataset=ds, predictions=preds, protocol="none")
+    res = evaluate(dataset=ds, predictions=preds, pred_scale=0.001, protocol="none")
+    q = np.round(pred * 1000).astype(np.uint16).astype(np.float32) * np.float32(0.001)
+    assert res["summary"]["abs_rel"] == pytest.approx(_np_metrics(q.ravel(), depth.ravel())["abs_rel"], rel=1e-6)
+
+
+# ----------------------------------------------------------------------------- real NYU samples
+@needs_nyu
+def test_real_nyu_samples_nyu_eigen_constant_prediction(tmp_path):
+    rows = list(csv.DictReader(open(NYU / "index.csv")))
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    # 3.0001 m, not 3 m: with a round constant, pixels at exactly 2.4 m or 3.75 m sit on the delta1 boundary
+    # (ratio 1.25) and float32 vs float64 mm->m conversion decides their side; off-grid, nothing ties.
+    const = float(np.float32(3.0001))
+    for row in rows:  # half-resolution constant predictions: also exercises the resize to GT size
+        np.save(preds / f"{row['name']}.npy", np.full((240, 320), const, np.float32))
+    res = evaluate(dataset="folder", root=NYU, predictions=preds, protocol="nyu_eigen")
+
+    expected_per_image = {}
+    for row in rows:
+        g = np.asarray(Image.open(NYU / row["depth"])).astype(np.float64) / 1000.0
+        if g.shape != (480, 640):
+            continue
+        crop = np.zeros_like(g, bool)
+        crop[45:471, 41:601] = True
+        v = crop & (g > 1e-3) & (g < 10.0)
+        expected_per_image[row["name"]] = _np_metrics(np.full(v.sum(), const), g[v])
+        assert res["per_image"][row["name"]]["n_pixels"] == int(v.sum())
+    assert set(res["per_image"]) == set(expected_per_image) and len(expected_per_image) == 4
+    for name, exp in expected_per_image.items():
+        for k in METRIC_NAMES:
+            assert res["per_image"][name][k] == pytest.approx(exp[k], rel=1e-6, abs=1e-9), (name, k)
+    for k in METRIC_NAMES:  # per-image averaging
+        assert res["summary"][k] == pytest.approx(np.mean([e[k] for e in expected_per_image.values()]), rel=1e-6), k
+    # the 224x224 FastDepth sample cannot take the 480x640 Eigen crop: skipped with the reason
+    assert list(res["skipped"]) == ["fastdepth_sample"]
+    assert "fastdepth_sample.png" in res["skipped"]["fastdepth_sample"]
+    assert "480x640" in res["skipped"]["fastdepth_sample"]
+
+    # the same through the CLI: the table carries the protocol with its full, unmangled settings
+    from typer.testing import CliRunner
+
+    from depthlab.cli import app
+
+    r = CliRunner().invoke(app, ["eval", "--dataset", "folder", "--root", str(NYU), "--predictions", str(preds),
+                                 "--protocol", "nyu_eigen"])
+    assert r.exit_code == 0, r.output
+    assert get_protocol("nyu_eigen").describe() in r.stdout
+    assert "rows 45:471, cols 41:601" in r.stdout
+    assert f"| nyu_eigen | 4 | {res['summary']['n_pixels']} | {res['summary']['abs_rel']:.4f} |" in r.stdout
+
+
+# ----------------------------------------------------------------------------- bad items through the CLI
+def _bad_folder(tmp_path: Path) -> tuple[Path, Path, dict]:
+    root = tmp_path / "bad"
+    h, w = 16, 20
+    rng = np.random.default_rng(0)
+    good = {}
+    rows = []
+    for i, name in enumerate(["good1", "good2", "corrupt", "mismatch", "allzero", "nopred", "listed_missing"]):
+        rows.append((name, f"rgb/{name}.png", f"depth/{name}.png"))
+        if name == "listed_missing":
+            continue  # index.csv names files that do not exist
+        if name == "corrupt":
+            (root / "rgb").mkdir(parents=True, exist_ok=True)
+            (root / "rgb" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 4)
+        else:
+            _rgb(root / "rgb" / f"{name}.png", h, w, seed=i)
+        if name == "mismatch":
+            _png16(root / "depth" / f"{name}.png", np.full((8, 10), 2.0))
+        elif name == "allzero":
+            _png16(root / "depth" / f"{name}.png", np.zeros((h, w)))
+        else:
+            d = np.round(rng.uniform(0.5, 6.0, (h, w)), 3)
+            d[0, :5] = 0.0  # some missing pixels
+            _png16(root / "depth" / f"{name}.png", d)
+            good[name] = d
+    _write_index(root, rows, unit="mm")
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    for name in ["good1", "good2", "corrupt", "mismatch", "allzero", "listed_missing"]:
+        np.save(preds / f"{name}.npy", np.full((h, w), 2.5, np.float32))
+    return root, preds, good
+
+
+def test_cli_bad_items_are_skipped_with_reasons(tmp_path):
+    from typer.testing import CliRunner
+
+    from depthlab.cli import app
+
+    root, preds, good = _bad_folder(tmp_path)
+    out = tmp_path / "results" / "eval.json"
+    r = CliRunner().invoke(app, ["eval", "--dataset", "folder", "--root", str(root), "--predictions", str(preds),
+                                 "--protocol", "none", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    res = json.loads(out.read_text())
+    assert sorted(res["per_image"]) == ["good1", "good2"]
+    sk = res["skipped"]
+    assert sorted(sk) == ["allzero", "corrupt", "listed_missing", "mismatch", "nopred"]
+    for name, reason in sk.items():
+        assert "\n" not in reason and reason, name
+    assert "corrupt.png" in sk["corrupt"] and "decode" in sk["corrupt"]
+    assert "mismatch.png" in sk["mismatch"] and "differs" in sk["mismatch"]
+    assert "allzero.png" in sk["allzero"] and "no valid ground-truth pixels" in sk["allzero"]
+    assert sk["nopred"] == f"no prediction file nopred.npy/.png in {preds}"
+    assert "listed_missing.png" in sk["listed_missing"] and "not found" in sk["listed_missing"]
+    # the two good images, pooled per image, against numpy
+    exp = [_np_metrics(np.full((good[n] > 0).sum(), 2.5), good[n][good[n] > 0]) for n in ("good1", "good2")]
+    for k in METRIC_NAMES:
+        assert res["summary"][k] == pytest.approx(np.mean([e[k] for e in exp]), rel=1e-6), k
+    assert res["summary"]["n_images"] == 2
+    assert sorted(p.name for p in out.parent.iterdir()) == ["eval.json"]  # no temp files left beside it
+    # the table names the protocol and its settings; skipped items are reported
+    assert "Protocol `none`" in r.stdout and get_protocol("none").describe() in r.stdout.replace("\n", "")
+    assert "| none |" in r.stdout
+
+
+def test_cli_unknown_protocol_fails_cleanly(tmp_path):
+    from typer.testing import CliRunner
+
+    from depthlab.cli import app
+
+    root, preds, _ = _bad_folder(tmp_path)
+    r = CliRunner().invoke(app, ["eval", "--dataset", "folder", "--root", str(root), "--predictions", str(preds),
+                                 "--protocol", "nyu_eigne"])
+    assert r.exit_code == 2
+    assert "nyu_eigen" in r.output
+
+
+# ----------------------------------------------------------------------------- averaging, markdown, errors
+def test_pixel_averaging_and_markdown():
+    a = np.array([[1.0, 2.0], [4.0, 0.0]])  # 3 valid pixels
+    b = np.array([[2.0, 0.0], [0.0, 0.0]])  # 1 valid pixel
+    ds = ListDataset([_sample("a", a), _sample("b", b)])
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        for n in ("a", "b"):
+            np.save(Path(d) / f"{n}.npy", np.full((2, 2), 2.0, np.float32))
+        per_img = evaluate(dataset=ds, predictions=d, protocol="none")
+        pooled = evaluate(dataset=ds, predictions=d, protocol="none:averaging=pixel")
+    # abs_rel by hand: image a = (|2-1|/1 + 0 + |2-4|/4) / 3 = 0.5, image b = 0
+    assert per_img["summary"]["abs_rel"] == pytest.approx(0.25)  # (0.5 + 0) / 2
+    assert pooled["summary"]["abs_rel"] == pytest.approx(0.375)  # 1.5 / 4
+    assert pooled["protocol"]["averaging"] == "pixel" and pooled["protocol"]["name"] == "none:averaging=pixel"
+    md = format_markdown(pooled)
+    assert md.startswith("**Protocol `none:averaging=pixel`**")
+    assert get_protocol("none:averaging=pixel").describe() in md
+    assert "| protocol | n_images | n_pixels | abs_rel |" in md and "| 0.3750 |" in md
+
+
+def test_source_errors():
+    ds = ListDataset([_sample("a", np.ones((2, 2)))])
+    with pytest.raises(ValueError, match="exactly one source"):
+        evaluate(dataset=ds, protocol="none")
+    with pytest.raises(FileNotFoundError):
+        evaluate(dataset=ds, predictions="/nonexistent/preds/dir", protocol="none")
+    with pytest.raises(ValueError, match="alignment=none"):
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as d:
+            evaluate(dataset=ds, predictions=d, pred_kind="disparity", protocol="nyu_eigen")
+
+
+def test_non_finite_prediction_is_skipped(tmp_path):
+    ds = ListDataset([_sample("a", np.ones((2, 2))), _sample("b", np.ones((2, 2)))])
+    np.save(tmp_path / "a.npy", np.array([[1.0, np.nan], [1.0, 1.0]], np.float32))
+    np.save(tmp_path / "b.npy", np.ones((2, 2), np.float32))
+    res = evaluate(dataset=ds, predictions=tmp_path, protocol="none")
+    assert list(res["per_image"]) == ["b"] and "1 non-finite" in res["skipped"]["a"]
+
+
+def test_no_image_evaluated_gives_null_metrics(tmp_path):
+    ds = ListDataset([_sample("a", np.zeros((2, 2)))])
+    with pytest.warns(UserWarning, match="no image could be evaluated"):
+        res = evaluate(dataset=ds, predictions=tmp_path, protocol="none", out=tmp_path / "r.json")
+    assert res["summary"]["n_images"] == 0 and res["summary"]["abs_rel"] is None
+    assert json.loads((tmp_path / "r.json").read_text())["summary"]["abs_rel"] is None
+    assert "n/a" in format_markdown(res)
+
+
+# ----------------------------------------------------------------------------- model path
+@needs_ref
+def test_cli_fastdepth_model_reproduces_reference_metrics(tmp_path):
+    """End to end: `depthlab eval --model fastdepth` on the reference sample = expected_metrics.json (mm PNG GT)."""
+    pytest.importorskip("depthlab.predictor")
+    from depthlab.models.registry import list_models
+
+    if "fastdepth" not in list_models():
+        pytest.skip("fastdepth model family not available")
+    from typer.testing import CliRunner
+
+    from depthlab.cli import app
+
+    expected = json.loads((REF / "expected_metrics.json").read_text())["metrics_expected_pred_vs_depth_mm_png"]
+    root = tmp_path / "ds"
+    (root / "rgb").mkdir(parents=True)
+    (root / "depth").mkdir()
+    shutil.copy(REF / "rgb.png", root / "rgb" / "s.png")
+    shutil.copy(REF / "depth_mm.png", root / "depth" / "s.png")
+    _write_index(root, [("s", "rgb/s.png", "depth/s.png")], unit="mm")
+    out = tmp_path / "fd.json"
+    r = CliRunner().invoke(app, ["eval", "--dataset", "folder", "--root", str(root), "--model", "fastdepth",
+                                 "--protocol", "none", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    res = json.loads(out.read_text())
+    assert res["model"]["name"] == "fastdepth" and res["model"]["output_kind"] == "metric"
+    for k in REF_KEYS:  # the reference prediction itself is reproducible to 1e-4 m, so metrics to ~1e-4
+        assert res["summary"][k] == pytest.approx(expected[k], abs=2e-4), k
+
+
+# ----------------------------------------------------------------------------- model path (tiny stand-in)
+def _ramp_model(kind="metric"):
+    from depthlab.models.registry import WeightsInfo
+
+    class Ramp(torch.nn.Module):
+        """Depth = 1 + column / width: not flip-symmetric, so flip averaging is visible."""
+
+        def forward(self, x):
+            w = x.shape[-1]
+            col = torch.arange(w, dtype=x.dtype, device=x.device) / w
+            return {"depth": (1.0 + col).expand(x.shape[0], 1, x.shape[-2], w)}
+
+    m = Ramp()
+    m.depth_info = WeightsInfo(output_kind=kind, multiple_of=1)
+    return m
+
+
+def test_model_path_with_flip_average():
+    pytest.importorskip("depthlab.predictor")
+    h, w = 4, 8
+    # flip-averaged ramp: 1 + (c + (w-1-c)) / (2w) = 1 + 7/16 everywhere
+    flat = np.full((h, w), 1.0 + (w - 1) / (2 * w))
+    ds = ListDataset([_sample("x", flat)])
+    with_flip = evaluate(dataset=ds, model=_ramp_model(), protocol="none:flip_average=true")
+    without = evaluate(dataset=ds, model=_ramp_model(), protocol="none")
+    assert with_flip["summary"]["abs_rel"] < 1e-6
+    ramp = 1.0 + np.arange(w) / w
+    exp = _np_metrics(np.tile(ramp, (h, 1)).ravel(), flat.ravel())["abs_rel"]
+    assert without["summary"]["abs_rel"] == pytest.approx(exp, rel=1e-6)
+    assert with_flip["model"]["output_kind"] == "metric" and with_flip["predictions"] is None
+
+
+def test_model_path_relative_model_needs_alignment():
+    pytest.importorskip("depthlab.predictor")
+    ds = ListDataset([_sample("x", 2.0 + np.arange(32.0).reshape(4, 8) / 10)])
+    with pytest.raises(ValueError, match="alignment=none"):
+        evaluate(dataset=ds, model=_ramp_model("relative"), protocol="nyu_eigen")
+    res = evaluate(dataset=ds, model=_ramp_model("relative"), protocol="marigold")
+    assert res["summary"]["n_images"] == 1 and math.isfinite(res["summary"]["abs_rel"])
