@@ -29,6 +29,7 @@ def eval_cmd(
     checkpoint: Optional[Path] = typer.Option(None, help="a depthlab checkpoint (rebuilds its own model)"),
     predictions: Optional[Path] = typer.Option(None, help="folder of predictions (.npy metres or 16-bit .png), matched by stem"),
     pred_scale: Optional[float] = typer.Option(None, help="16-bit PNG predictions: metres per unit (e.g. 0.001 for mm)"),
+    pred_kind: str = typer.Option("metric", help="what --predictions hold: metric | relative | disparity"),
     protocol: str = typer.Option("none", help="evaluation protocol preset (see `depthlab protocols`)"),
     out: Optional[Path] = typer.Option(None, help="write the results JSON here (atomically)"),
     device: str = typer.Option("cpu"),
@@ -40,11 +41,11 @@ def eval_cmd(
 
     try:
         result = evaluate(dataset=dataset, root=root, split=split, model=model, checkpoint_path=checkpoint_path,
-                          checkpoint=checkpoint, predictions=predictions, pred_scale=pred_scale,
+                          checkpoint=checkpoint, predictions=predictions, pred_scale=pred_scale, pred_kind=pred_kind,
                           protocol=protocol, out=out, device=device, limit=limit, progress=True)
     except (DepthlabError, FileNotFoundError, ValueError, KeyError) as e:
         _fail(str(e))
-    console.print(format_markdown(result), highlight=False, soft_wrap=True)
+    console.print(format_markdown(result), highlight=False, soft_wrap=True, markup=False)
     for name, reason in result.get("skipped", {}).items():
         err_console.print(f"[yellow]skipped[/yellow] {name}: {reason}", highlight=False, soft_wrap=True)
     if out:
@@ -116,6 +117,32 @@ def demo_cmd(out: Path = typer.Option(Path("outputs/demo"), help="output folder"
 
     result = run_demo(out)
     console.print(json.dumps(result.get("summary", {}), indent=2))
+
+
+@app.command("train")
+def train_cmd(
+    config: Path = typer.Argument(..., help="experiment YAML (see configs/ and docs/training.md)"),
+    overrides: Optional[List[str]] = typer.Argument(None, help="dotted overrides, e.g. optim.lr=1e-4 train.devices=4"),
+    resume: bool = typer.Option(False, "--resume", help="continue <output_dir>/<name>/checkpoints/last.ckpt exactly"),
+):
+    """Train a model from a config (Lightning: checkpoints, logs, precision, DDP); writes the run directory."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    from depthlab.errors import DepthlabError
+    from depthlab.training.train import train
+
+    try:
+        result = train(config, overrides or [], resume=resume)
+    except (DepthlabError, FileNotFoundError, FileExistsError, ValueError, KeyError, MisconfigurationException) as e:
+        _fail(str(e))
+    from lightning.fabric.utilities.rank_zero import _get_rank
+
+    if (_get_rank() or 0) == 0:
+        console.print(f"run directory: {result.run_dir}", highlight=False, soft_wrap=True, markup=False)
+        console.print(f"best: {result.best_checkpoint}  last: {result.last_checkpoint}", highlight=False, soft_wrap=True,
+                      markup=False)
+        shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in result.metrics.items()}
+        console.print(f"best validation metrics: {json.dumps(shown)}", highlight=False, soft_wrap=True, markup=False)
 
 
 def main():  # console-script entry point

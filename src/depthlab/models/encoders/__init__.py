@@ -47,7 +47,9 @@ def create_encoder(name: str, pretrained: bool = False, checkpoint_path: str | N
     if name == "tv_mobilenet_v2":
         from depthlab.models.encoders.mobilenetv2 import MobileNetV2Encoder
 
-        return MobileNetV2Encoder(checkpoint_path=checkpoint_path, **kwargs)
+        if out_indices is not None:
+            kwargs["out_indices"] = tuple(out_indices)
+        return MobileNetV2Encoder(pretrained=pretrained, checkpoint_path=checkpoint_path, **kwargs)
     return TimmEncoder(name, pretrained=pretrained, checkpoint_path=checkpoint_path, out_indices=out_indices, **kwargs)
 
 

@@ -1,0 +1,196 @@
+"""End-to-end latency: depthlab (adapter + ONNX Runtime backend) vs ``transformers.pipeline("depth-estimation")``.
+
+Model: the Depth Anything V2 Small *architecture* (ViT-S/14 DINOv2 + DPT head, 24.8 M parameters) with
+random weights (seeded): built once, saved to a temporary Hugging Face folder with Depth Anything V2's
+image-processor settings, and loaded from that folder by both sides, so both run identical weights.
+Input: one 640x480 RGB image (PIL), resized to 518 px on the short side (518 x 686, multiples of 14).
+
+Both sides do the whole job, image in -> depth at 480x640 out:
+
+* ``hf``: ``pipeline(image)`` -- processor (uint8 bicubic resize, normalise), eager PyTorch forward,
+  bicubic post-processing (plus the pipeline's 8-bit preview image, which is part of its cost);
+* ``depthlab_eager``: the same steps through the depthlab adapter (``model.predict``), eager PyTorch;
+* ``depthlab_onnx``: the adapter's pre/post-processing around ``depthlab.export.onnx.OnnxBackend``
+  (exported once, verified against PyTorch, cached; float32 -- no reduced precision).
+
+Timings are medians of ``--runs`` runs after ``--warmup`` warm-up runs, interleaved round-robin so that
+load changes on a shared machine hit every side alike. ``speedup`` = median(hf) / median(depthlab_onnx).
+Outputs are compared with the pipeline's ``predicted_depth`` (max abs and max relative difference).
+
+    python benchmarks/predict_vs_hf.py                 # writes benchmarks/results/predict_vs_hf.json
+    python benchmarks/predict_vs_hf.py --runs 5 --threads 2
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+try:
+    from common import machine_info, print_table, write_result  # noqa: E402
+except ImportError:  # fallback if benchmarks/common.py is absent
+    import platform
+
+    def machine_info() -> dict:
+        return {"platform": platform.platform(), "python": platform.python_version(),
+                "cpu_cores_logical": os.cpu_count(), "torch": torch.__version__,
+                "torch_threads": torch.get_num_threads(),
+                "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+
+    def print_table(rows, columns=None) -> None:
+        columns = columns or list(rows[0])
+        print("\t".join(columns))
+        for r in rows:
+            print("\t".join(str(r.get(c)) for c in columns))
+
+    def write_result(name, payload, results_dir=None):
+        from depthlab.io import write_json
+
+        out = Path(results_dir) if results_dir else Path(__file__).resolve().parent / "results"
+        return write_json(out / f"{name}.json", {"benchmark": name, "machine": machine_info(), **payload})
+
+
+def build_folder(folder: Path, seed: int) -> None:
+    """Random-weight Depth Anything V2 Small + its image processor, saved in Hugging Face format."""
+    import transformers
+
+    import depthlab
+
+    torch.manual_seed(seed)
+    model = depthlab.create_model("depth_anything_v2_vits")  # built-in ViT-S config, random init
+    model.hf.save_pretrained(folder)
+    transformers.DPTImageProcessor(
+        size={"height": 518, "width": 518}, keep_aspect_ratio=True, ensure_multiple_of=14, resample=3,
+        do_pad=False, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]).save_pretrained(folder)
+
+
+def load_depthlab(folder: Path):
+    import depthlab
+    from depthlab.models import weights
+
+    try:  # through the registry if it hands folders to the adapter's loader
+        if "load_pretrained_weights" in open(weights.__file__).read():
+            return depthlab.create_model("depth_anything_v2_vits", checkpoint_path=str(folder)).eval()
+    except OSError:
+        pass
+    model = depthlab.create_model("depth_anything_v2_vits", config=str(folder))
+    return model.load_pretrained_weights(str(folder)).eval()
+
+
+def test_image(seed: int):
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (61, 81, 3)).astype(np.float32)
+    img = np.kron(small, np.ones((8, 8, 1)))[:480, :640] + rng.normal(0, 10, (480, 640, 3))
+    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None, help="torch and ONNX Runtime threads (default: torch's)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cache-dir", default=None, help="ONNX cache (default: a temporary folder, so the export "
+                                                      "is part of this run)")
+    ap.add_argument("--no-eager", action="store_true", help="skip the depthlab eager row")
+    ap.add_argument("--results-dir", default=None)
+    args = ap.parse_args(argv)
+
+    import transformers
+
+    from depthlab.export.onnx import OnnxBackend
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
+
+    with tempfile.TemporaryDirectory(prefix="predict_vs_hf_") as tmp:
+        folder = Path(tmp) / "dav2_small_random"
+        build_folder(folder, args.seed)
+        pipe = transformers.pipeline("depth-estimation", model=str(folder), device="cpu")
+        model = load_depthlab(folder)
+        image = test_image(args.seed)
+        h, w = image.height, image.width
+        net_hw = model.input_size_for(h, w)
+
+        t0 = time.perf_counter()
+        backend = OnnxBackend(model, (1, 3, *net_hw), cache_dir=args.cache_dir or Path(tmp) / "onnx",
+                              threads=threads)
+        export_s = time.perf_counter() - t0
+
+        def run_hf():
+            return pipe(image)["predicted_depth"]
+
+        def run_eager():
+            return model.predict(torch.from_numpy(np.array(image)).permute(2, 0, 1)[None])[0, 0]
+
+        def run_onnx():
+            return model.predict(torch.from_numpy(np.array(image)).permute(2, 0, 1)[None], runner=backend)[0, 0]
+
+        sides = {"hf": run_hf, "depthlab_onnx": run_onnx}
+        if not args.no_eager:
+            sides["depthlab_eager"] = run_eager
+        outputs = {k: f() for k, f in sides.items()}  # also the first warm-up
+        for _ in range(max(args.warmup - 1, 0)):
+            for f in sides.values():
+                f()
+        times: dict[str, list[float]] = {k: [] for k in sides}
+        for _ in range(args.runs):
+            for k, f in sides.items():
+                t = time.perf_counter()
+                f()
+                times[k].append(time.perf_counter() - t)
+
+    ref = outputs["hf"].float()
+    rows, diffs = [], {}
+    for k in sides:
+        d = (outputs[k].float() - ref).abs().max().item()
+        diffs[k] = {"max_abs_diff": d, "rel_diff": d / ref.abs().max().item()}
+        ms = [t * 1000 for t in times[k]]
+        rows.append({"side": k, "median_ms": statistics.median(ms), "min_ms": min(ms), "max_ms": max(ms),
+                     "runs": len(ms), "speedup_vs_hf": statistics.median(times["hf"]) / statistics.median(times[k]),
+                     "rel_diff_vs_hf": diffs[k]["rel_diff"]})
+    print(f"Depth Anything V2 Small architecture (random weights), 640x480 -> network {net_hw[0]}x{net_hw[1]}, "
+          f"{threads} threads, ONNX export+verify {export_s:.1f} s")
+    print_table(rows, ["side", "median_ms", "min_ms", "max_ms", "runs", "speedup_vs_hf", "rel_diff_vs_hf"])
+    speedup = statistics.median(times["hf"]) / statistics.median(times["depthlab_onnx"])
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    payload = {
+        "model": "depth_anything_v2_vits architecture, random weights (seed %d), same HF folder for both" % args.seed,
+        "params": sum(p.numel() for p in model.parameters()),
+        "image": [h, w], "network_input": list(net_hw), "threads": threads,
+        "speedup": speedup,
+        "hf_median_ms": statistics.median(times["hf"]) * 1000,
+        "depthlab_median_ms": statistics.median(times["depthlab_onnx"]) * 1000,
+        "depthlab_eager_median_ms": (statistics.median(times["depthlab_eager"]) * 1000
+                                     if "depthlab_eager" in times else None),
+        "max_abs_diff": diffs["depthlab_onnx"]["max_abs_diff"],
+        "rel_diff": diffs["depthlab_onnx"]["rel_diff"],
+        "eager_rel_diff": diffs.get("depthlab_eager", {}).get("rel_diff"),
+        "onnx_export_seconds": export_s,
+        "onnx_export_report": backend.reports[backend.input_shape],
+        "rows": rows,
+        "runs": args.runs, "warmup": args.warmup,
+        "notes": "Medians of interleaved runs after warm-up. fp32 everywhere (no bf16). The machine is shared "
+                 "with other developers' jobs (2 cores); load average at the end of the run: %s." % (load,),
+    }
+    path = write_result("predict_vs_hf", payload, args.results_dir)
+    print(f"speedup (hf / depthlab onnx, medians): {speedup:.2f}x; max abs diff {payload['max_abs_diff']:.3g}, "
+          f"relative {payload['rel_diff']:.3g} -> {path}")
+    return payload
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""Small building blocks shared by the model families (U-Net, NYU study, Leve).
+
+Everything here is a thin composition of PyTorch layers; families import these instead of
+re-declaring their own conv-BN-ReLU. Shapes are ``(B, C, H, W)``; spatial sizes in pixels.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class ConvBNReLU(nn.Sequential):
+    """``conv(k x k) -> [BN] -> [ReLU]``, size-preserving for stride 1 (padding ``k // 2``).
+
+    Children are named ``conv``, ``bn``, ``act`` so state-dict keys read well. The conv has a bias
+    only when there is no BN after it. ``groups=in_channels`` gives a depthwise conv.
+    ``(B, in_channels, H, W) -> (B, out_channels, H / stride, W / stride)``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
+                 groups: int = 1, batch_norm: bool = True, relu: bool = True):
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        layers["conv"] = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride,
+                                   padding=kernel_size // 2, groups=groups, bias=not batch_norm)
+        if batch_norm:
+            layers["bn"] = nn.BatchNorm2d(out_channels)
+        if relu:
+            layers["act"] = nn.ReLU(inplace=True)
+        super().__init__(layers)
+
+
+class DoubleConv(nn.Sequential):
+    """Two ``ConvBNReLU`` 3x3 layers (the classic U-Net / DenseDepth block).
+
+    ``(B, in_channels, H, W) -> (B, out_channels, H, W)``; ``batch_norm=False`` drops both BNs
+    (the convs then carry biases).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, batch_norm: bool = True):
+        super().__init__(OrderedDict(
+            conv1=ConvBNReLU(in_channels, out_channels, 3, batch_norm=batch_norm),
+            conv2=ConvBNReLU(out_channels, out_channels, 3, batch_norm=batch_norm),
+        ))
+
+
+class UpResidual(nn.Module):
+    """Decoder-internal residual: ``1x1 conv`` on the lower-resolution map, then bilinear x2.
+
+    Used where a decoder block adds a shortcut from its own (coarser) input to its output.
+    ``(B, in_channels, H, W) -> (B, out_channels, 2H, 2W)``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return up2(self.conv(x))
+
+
+def up2(x: torch.Tensor) -> torch.Tensor:
+    """Bilinear x2 upsampling (``align_corners=False``): ``(B,C,H,W) -> (B,C,2H,2W)``."""
+    return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+
+
+def resize_to(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+    """Bilinear resize of ``x`` to spatial ``size = (H, W)``; a no-op when it already has that size."""
+    size = tuple(int(s) for s in size[-2:])
+    if tuple(x.shape[-2:]) == size:
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (elements) of ``module``."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+__all__ = ["ConvBNReLU", "DoubleConv", "UpResidual", "up2", "resize_to", "count_parameters"]

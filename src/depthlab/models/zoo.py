@@ -1,0 +1,205 @@
+"""The model zoo as a table: one row per registered model (``depthlab models``).
+
+Columns: name, family, parameters, GMACs at 480x640 (padded up to the model's ``multiple_of`` exactly as
+the Predictor does; counted with ``torch.utils.flop_counter.FlopCounterMode``, MACs = FLOPs / 2), output
+kind, training input size / ``multiple_of``, whether pretrained weights are available locally (bundled
+file or already in the Hugging Face / torch.hub cache) and the weights' licence.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+log = logging.getLogger(__name__)
+
+COST_SIZE = (480, 640)  # (H, W) at which GMACs are reported
+
+
+def padded_size(size: tuple[int, int], multiple_of: int | None) -> tuple[int, int]:
+    m = int(multiple_of or 1)
+    return tuple(-(-s // m) * m for s in size)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: nn.Module, size: tuple[int, int] = COST_SIZE, multiple_of: int | None = None,
+               device: str = "cpu") -> float:
+    """Multiply-accumulates (MACs) of one forward pass on a 1x3xHxW input (padded to ``multiple_of``)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    h, w = padded_size(size, multiple_of)
+    x = torch.rand(1, 3, h, w, device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(x)
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops() / 2.0
+
+
+def weights_available_locally(info) -> bool:
+    """True if ``info``'s pretrained weights are on disk: bundled/local file, or in the hub / torch.hub cache."""
+    from depthlab.models.weights import resolve_local
+
+    if resolve_local(info.local_file) is not None:
+        return True
+    if info.hub_id:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            hit = try_to_load_from_cache(info.hub_id, info.hub_filename or "model.safetensors")
+            if isinstance(hit, str) and Path(hit).exists():
+                return True
+        except Exception:  # a malformed repo id is simply "not cached"
+            pass
+    if info.url:
+        from torch.hub import get_dir
+
+        if (Path(get_dir()) / "checkpoints" / Path(info.url).name).exists():
+            return True
+    return False
+
+
+def _cost(name: str, info) -> tuple[int, float]:
+    """(params, MACs) of a randomly initialised model. Tries the meta device first (no memory, no compute)."""
+    from depthlab.models.registry import create_model
+
+    try:
+        with torch.device("meta"):
+            model = create_model(name)
+        return count_params(model), count_macs(model, multiple_of=info.multiple_of, device="meta")
+    except Exception as e:  # some models need real tensors (data-dependent code, weights read at init)
+        log.debug("meta-device costing of %s failed (%s); using real tensors", name, e)
+    model = create_model(name)
+    return count_params(model), count_macs(model, multiple_of=info.multiple_of)
+
+
+def zoo_rows(pattern: str = "*", with_cost: bool = True) -> list[dict[str, Any]]:
+    """One dict per registered model matching ``pattern`` (shell-style)."""
+    from depthlab.models.registry import get_entry, list_models
+
+    rows = []
+    for name in list_models(pattern):
+        entry = get_entry(name)
+        info = entry.info
+        row: dict[str, Any] = {
+            "name": name,
+            "family": entry.family.rsplit(".", 1)[-1],
+            "params": None,
+            "gmacs": None,
+            "cost_size": list(padded_size(COST_SIZE, info.multiple_of)),
+            "output_kind": info.output_kind,
+            "target_encoding": info.target_encoding,
+            "input_size": list(info.input_size) if info.input_size else None,
+            "multiple_of": info.multiple_of,
+            "has_pretrained": info.has_pretrained,
+            "weights_local": weights_available_locally(info),
+            "license": info.license,
+            "description": entry.description,
+            "error": None,
+        }
+        if with_cost:
+            try:
+                params, macs = _cost(name, info)
+                row["params"], row["gmacs"] = params, macs / 1e9
+            except Exception as e:  # an optional dependency missing, etc.: keep the row, say why
+                row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        rows.append(row)
+    return rows
+
+
+def _fmt_params(n: int | None) -> str:
+    return "-" if n is None else f"{n / 1e6:.2f} M"
+
+
+def _fmt_gmacs(g: float | None) -> str:
+    return "-" if g is None else f"{g:.2f}"
+
+
+def _fmt_size(row) -> str:
+    size = "x".join(map(str, row["input_size"])) if row["input_size"] else "any"
+    return f"{size}/{row['multiple_of']}"
+
+
+def _short_license(text: str, n: int = 40) -> str:
+    first = text.split(";")[0].split(" (")[0].strip()
+    return first if len(first) <= n else first[: n - 1] + "…"
+
+
+def _weights_cell(row) -> str:
+    if not row["has_pretrained"]:
+        return "n/a"
+    return "yes" if row["weights_local"] else "no"
+
+
+COLUMNS = ("model", "params", "GMACs@480x640", "output", "input / multiple_of", "weights local", "licence")
+LEGEND = ("GMACs: one forward pass at 480x640, MACs = FLOPs/2; * = at 480x640 padded up to the model's "
+          "multiple_of (e.g. 490x644 for 14), as the Predictor feeds it. "
+          "input/multiple_of: training resolution / required divisor. weights local: yes = pretrained file on disk "
+          "(bundled or cached), no = downloadable, n/a = none published.")
+SHORT_COLUMNS = ("model", "params", "GMACs", "output", "input/mult.", "weights", "licence")
+
+
+def _cells(row) -> list[str]:
+    gm = _fmt_gmacs(row["gmacs"])
+    if row["gmacs"] is not None and tuple(row["cost_size"]) != COST_SIZE:
+        gm += "*"  # counted at the padded size (see LEGEND)
+    return [row["name"], _fmt_params(row["params"]), gm, row["output_kind"], _fmt_size(row), _weights_cell(row),
+            _short_license(row["license"])]
+
+
+def zoo_markdown(rows: list[dict[str, Any]]) -> str:
+    """The rows as a Markdown table."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
+    for r in rows:
+        lines.append("| " + " | ".join(c.replace("|", "/").replace("*", r"\*") for c in _cells(r)) + " |")
+    lines += ["", LEGEND]
+    notes = [f"{r['name']}: {r['error']}" for r in rows if r.get("error")]
+    if notes:
+        lines += ["", "Not costed: " + "; ".join(notes)]
+    return "\n".join(lines) + "\n"
+
+
+def print_zoo_table(pattern: str = "*", with_cost: bool = True, console=None) -> list[dict[str, Any]]:
+    """Print the zoo as a rich table; returns the rows."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    rows = zoo_rows(pattern, with_cost=with_cost)
+    if not rows:
+        console.print(f"no registered model matches {pattern!r}")
+        return rows
+    table = Table(title=f"depthlab model zoo ({len(rows)} models)", box=box.SIMPLE_HEAD)
+    for c in SHORT_COLUMNS:
+        table.add_column(c, justify="right" if c in ("params", "GMACs") else "left",
+                         no_wrap=c in ("model", "params", "GMACs", "weights"), overflow="fold")
+    for r in rows:
+        table.add_row(*_cells(r))
+    # Piped or captured output has no real width (rich assumes 80): give the table the room it needs.
+    saved_width = console.width
+    if not console.is_terminal:
+        console.width = max(saved_width, 150)
+    try:
+        console.print(table)
+    finally:
+        console.width = saved_width
+    for r in rows:
+        if r["error"]:
+            console.print(f"[yellow]{r['name']}[/yellow]: not costed ({r['error']})", highlight=False)
+    if with_cost:
+        console.print(LEGEND, highlight=False)
+    return rows
+
+
+__all__ = ["zoo_rows", "print_zoo_table", "zoo_markdown", "count_params", "count_macs",
+           "weights_available_locally", "COST_SIZE"]

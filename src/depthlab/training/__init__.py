@@ -1,0 +1,34 @@
+"""Training on Lightning: the supervised task, the data module, callbacks and ``train()``.
+
+``train(config_or_path, overrides=(), resume=False) -> RunResult`` runs one experiment; see
+``docs/training.md`` for configs, the run directory, resume and multi-GPU / multi-node launches.
+"""
+from depthlab.training.callbacks import LastCheckpoint, RankWeightsDump, RngStateCallback
+from depthlab.training.datamodule import (
+    DepthDataModule,
+    ResumableDataLoader,
+    SeededDataset,
+    SeededSampler,
+    collate_samples,
+)
+from depthlab.training.task import DepthTask, encoder_parameter_names, resolve_target
+from depthlab.training.train import RunResult, build_trainer, export_checkpoint, resolve_config, train
+
+__all__ = [
+    "DepthDataModule",
+    "DepthTask",
+    "LastCheckpoint",
+    "RankWeightsDump",
+    "ResumableDataLoader",
+    "RngStateCallback",
+    "RunResult",
+    "SeededDataset",
+    "SeededSampler",
+    "build_trainer",
+    "collate_samples",
+    "encoder_parameter_names",
+    "export_checkpoint",
+    "resolve_config",
+    "resolve_target",
+    "train",
+]

@@ -1,0 +1,400 @@
+"""``DepthTask``: supervised depth training as a LightningModule.
+
+One task, driven by an :class:`depthlab.config.ExperimentConfig`:
+
+* model: ``create_model(cfg.model.name, pretrained, checkpoint_path, **cfg.model.kwargs)``; images
+  are normalised with the model's ``depth_info.mean/std`` inside the task;
+* target: ground truth (metres) is encoded with ``data.target_encoding`` (``depth``, ``inverse`` =
+  ``max_depth / d``, ``normalized`` = ``d / max_depth``), which must equal the model's
+  ``depth_info.target_encoding``; ``data.max_depth`` (when set) becomes the model's
+  ``depth_info.max_depth`` so that exported checkpoints decode exactly as trained;
+* loss: ``build_loss(cfg.loss)`` on (raw output, encoded target, valid mask, image);
+* validation: the raw output decoded to metres, scored against metric ground truth with
+  :func:`depthlab.metrics.compute_metrics` under ``train.protocol`` (crop and depth caps) and
+  averaged per image across all ranks;
+* optimisation: Adam/AdamW, encoder/decoder learning rates, step / cosine / poly schedules and an
+  encoder freeze for the first ``train.freeze_encoder_epochs`` epochs.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from depthlab.types import TARGET_ENCODINGS, decode_target, encode_target
+
+VAL_METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog", "mae", "delta1", "delta2", "delta3")
+
+
+def _get(obj: Any, name: str, default: Any = None) -> Any:
+    """Attribute or key ``name`` of a config section (dataclass or dict), else ``default``."""
+    if obj is None:
+        return default
+    if isinstance(obj, dict):
+        value = obj.get(name, default)
+    else:
+        value = getattr(obj, name, default)
+    return default if value is None else value
+
+
+def _as_config(config):
+    """An ExperimentConfig from a dataclass or a plain dict (as stored in a Lightning checkpoint)."""
+    if isinstance(config, dict):
+        from depthlab.config import load_config
+
+        return load_config(config)
+    return config
+
+
+def _close(a, b, tol: float = 1e-6) -> bool:
+    return len(tuple(a)) == len(tuple(b)) and all(abs(float(x) - float(y)) <= tol for x, y in zip(a, b))
+
+
+def encoder_parameter_names(model: nn.Module) -> set[str]:
+    """Names of the parameters that live under a submodule attribute called ``encoder``."""
+    return {n for n, _ in model.named_parameters() if "encoder" in n.split(".")[:-1]}
+
+
+def resolve_target(model: nn.Module, data_cfg) -> tuple[str, float]:
+    """(target encoding, max_depth) used for training; checks them against ``model.depth_info``.
+
+    Raises ``ValueError`` when ``data.target_encoding`` disagrees with the model's declared raw
+    output. ``data.max_depth`` (when set) replaces the model's ``depth_info.max_depth``, so that
+    decoding after training (Predictor, exported checkpoints) matches the training target.
+    """
+    info = model.depth_info
+    model_enc = info.target_encoding
+    enc = _get(data_cfg, "target_encoding", None) or model_enc
+    if enc not in TARGET_ENCODINGS:
+        raise ValueError(f"data.target_encoding={enc!r} is not one of {TARGET_ENCODINGS}")
+    if enc != model_enc:
+        name = getattr(model, "model_name", type(model).__name__)
+        raise ValueError(
+            f"data.target_encoding={enc!r} but model {name!r} outputs {model_enc!r} "
+            f"(depth_info.target_encoding): set data.target_encoding={model_enc} or build the model with "
+            f"model.kwargs.depth_info.target_encoding={enc}")
+    max_depth = float(_get(data_cfg, "max_depth", None) or info.max_depth)
+    if max_depth <= 0:
+        raise ValueError(f"max_depth must be > 0, got {max_depth}")
+    if max_depth != info.max_depth:
+        model.depth_info = info.replace(max_depth=max_depth)
+    return enc, max_depth
+
+
+def _check_pipeline_targets(data_cfg, encoding: str, max_depth: float) -> None:
+    """An ``EncodeTarget`` in the data pipelines must agree with the training target (the task
+    encodes the metric ``depth`` itself and ignores a ``target`` key)."""
+    from depthlab.data.transforms import EncodeTarget, build_transforms
+
+    for key in ("train_transforms", "val_transforms"):
+        for t in build_transforms(getattr(data_cfg, key, None) or [], train=key.startswith("train")):
+            if isinstance(t, EncodeTarget) and (t.encoding != encoding or abs(t.max_depth - max_depth) > 1e-9):
+                raise ValueError(f"data.{key}: EncodeTarget(encoding={t.encoding!r}, max_depth={t.max_depth:g}) "
+                                 f"disagrees with the training target ({encoding!r}, max_depth={max_depth:g}) "
+                                 "set by data.target_encoding / data.max_depth and the model's depth_info")
+
+
+class _StepSchedule:
+    """Multiplier of a group's base lr at optimiser step ``step``: linear warm-up, then cosine or poly
+    decay to ``min_lr`` over the run.
+
+    The run length is asked for (``total_steps()``, i.e. ``trainer.estimated_stepping_batches``)
+    only at the first step after warm-up, not in ``configure_optimizers``: asking there would make
+    Lightning build the train loader before a resumed run has restored its data position.
+    """
+
+    def __init__(self, kind: str, total_steps, warmup: int = 0, min_lr: float = 0.0, power: float = 0.9):
+        self.kind, self.total_steps, self.warmup, self.min_lr, self.power = kind, total_steps, warmup, min_lr, power
+        self._total: int | None = None
+
+    def __call__(self, step: int, base: float) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        if step == self.warmup:
+            t = 0.0
+        else:
+            if self._total is None:
+                self._total = int(self.total_steps())
+            span = max(1, self._total - self.warmup)
+            t = min(step - self.warmup, span) / span
+        floor = min(1.0, self.min_lr / base) if base > 0 else 0.0
+        if self.kind == "cosine":
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+        return floor + (1 - floor) * (1 - t) ** self.power
+
+
+class DepthTask(L.LightningModule):
+    """LightningModule wrapping a depthlab model, its loss, optimiser and validation metrics.
+
+    ``DepthTask(config)`` with an ExperimentConfig or its dict form (``config_to_dict``); the dict is
+    saved as the Lightning hyper-parameters, so ``DepthTask.load_from_checkpoint(ckpt)`` works.
+    ``model`` may be given to reuse an already built module (benchmarks, tests).
+    """
+
+    def __init__(self, config, model: nn.Module | None = None):
+        super().__init__()
+        from depthlab.config import config_to_dict
+        from depthlab.losses import build_loss
+
+        cfg = _as_config(config)
+        self.cfg = cfg
+        self.save_hyperparameters({"config": config_to_dict(cfg)})
+        if model is None:
+            from depthlab.models.registry import create_model
+
+            mc = cfg.model
+            model = create_model(mc.name, pretrained=bool(_get(mc, "pretrained", False)),
+                                 checkpoint_path=_get(mc, "checkpoint_path", None), **dict(_get(mc, "kwargs", {})))
+        self.model = model
+        self.target_encoding, self.max_depth = resolve_target(model, cfg.data)
+        _check_pipeline_targets(cfg.data, self.target_encoding, self.max_depth)
+        self.loss_fn = build_loss(cfg.loss)
+        info = model.depth_info
+        from depthlab.training.datamodule import pipeline_normalization
+
+        piped = pipeline_normalization(cfg.data)
+        if piped is not None and (_close(piped[0], info.mean) and _close(piped[1], info.std)) is False:
+            raise ValueError(
+                f"data transforms normalise images with mean={piped[0]} std={piped[1]} but model "
+                f"{getattr(model, 'model_name', '?')!r} expects mean={tuple(info.mean)} std={tuple(info.std)} "
+                "(depth_info); remove Normalize from data.*_transforms (the task normalises per the model)")
+        self.normalize_inputs = piped is None  # else the pipeline already did it
+        self.register_buffer("img_mean", torch.tensor(info.mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("img_std", torch.tensor(info.std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self._encoder_names = encoder_parameter_names(model)
+        self.freeze_encoder_epochs = int(_get(cfg.train, "freeze_encoder_epochs", 0))
+        self._encoder_frozen = False
+        self.protocol = self._load_protocol(_get(cfg.train, "protocol", None))
+        self._crop_warned = False
+        self.last_val_metrics: dict[str, float] = {}
+        self._val_sums: dict[str, torch.Tensor] | None = None
+
+    # ------------------------------------------------------------------------------------ helpers
+    @staticmethod
+    def _load_protocol(name):
+        if not name or name == "none":
+            return None
+        from depthlab.evaluation.protocols import get_protocol
+
+        return get_protocol(name) if isinstance(name, str) else name
+
+    def normalize(self, image: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] -> the model's input normalisation (identity if the data pipeline did it)."""
+        if not self.normalize_inputs:
+            return image
+        return (image - self.img_mean) / self.img_std
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """Raw output ``(B,1,H,W)`` (in ``target_encoding``) for images in [0, 1], at the input size."""
+        out = self.model(self.normalize(image))["depth"]
+        if out.shape[-2:] != image.shape[-2:]:
+            out = F.interpolate(out, size=image.shape[-2:], mode="bilinear", align_corners=False)
+        return out
+
+    def predict_metres(self, image: torch.Tensor) -> torch.Tensor:
+        return decode_target(self(image).float(), self.target_encoding, self.max_depth)
+
+    def _loss(self, raw: torch.Tensor, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(total, per-term values) of the loss on the encoded target; only valid pixels count."""
+        depth, mask = batch["depth"], batch["mask"]
+        valid = mask.bool() & (depth > 0)
+        target = encode_target(depth, self.target_encoding, self.max_depth)
+        if hasattr(self.loss_fn, "compute"):
+            total, terms = self.loss_fn.compute(raw, target, valid, batch["image"])
+        else:
+            total = self.loss_fn(raw, target, valid, batch["image"])
+            terms = getattr(self.loss_fn, "last_terms", None) or {}
+        terms = {str(k): v.detach() for k, v in terms.items()}
+        return total, terms
+
+    # ------------------------------------------------------------------------------------ training
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        raw = self(batch["image"])
+        loss, terms = self._loss(raw, batch)
+        bs = batch["image"].shape[0]
+        self.log("train/loss", loss.detach(), prog_bar=True, batch_size=bs)
+        if len(terms) > 1:  # a single term equals train/loss (each self.log costs time on small models)
+            for name, value in terms.items():
+                self.log(f"train/loss_{name}", value, batch_size=bs)
+        return loss
+
+    def on_train_epoch_start(self) -> None:
+        self.set_encoder_frozen(self.current_epoch < self.freeze_encoder_epochs)
+
+    def set_encoder_frozen(self, frozen: bool) -> None:
+        """Freeze (no gradients, batch-norm statistics kept) or unfreeze the ``encoder`` parameters."""
+        if not self._encoder_names or frozen == self._encoder_frozen:
+            return
+        for name, p in self.model.named_parameters():
+            if name in self._encoder_names:
+                p.requires_grad_(not frozen)
+        self._encoder_frozen = frozen
+        self.train(self.training)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode and self._encoder_frozen:
+            for name, module in self.model.named_modules():
+                if name.split(".")[-1] == "encoder":
+                    module.eval()
+        return self
+
+    # ------------------------------------------------------------------------------------ validation
+    def _eval_mask(self, depth: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Valid GT under the protocol: sample mask, depth caps and crop (when the crop fits the size)."""
+        valid = mask.bool() & (depth > 0)
+        p = self.protocol
+        if p is None:
+            return valid
+        try:
+            return p.valid_mask(depth, valid)
+        except ValueError as e:  # CropError: e.g. a 480x640 crop on a down-scaled validation set
+            if not self._crop_warned:
+                warnings.warn(f"validation: protocol {p.name!r} crop not applied ({e}); depth caps still are")
+                self._crop_warned = True
+            return p.replace(crop="none").valid_mask(depth, valid)
+
+    def _aligned_metres(self, raw: torch.Tensor, depth: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Raw output -> metres: decode the target encoding, align if the protocol (or a relative /
+        disparity output kind) asks for it, clip to the protocol's depth range."""
+        pred = decode_target(raw.float(), self.target_encoding, self.max_depth)
+        p, kind = self.protocol, self.model.depth_info.output_kind
+        if (p is not None and p.alignment != "none") or kind != "metric":
+            from depthlab.evaluation.align import align
+
+            pred = align(pred, depth, valid, method=p.alignment if p else "none",
+                         space=p.alignment_space if p else "depth", pred_kind=kind,
+                         min_depth=p.min_depth if p else 0.0, max_depth=p.max_depth if p else None)
+        return pred if p is None else p.clip(pred)
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums = None
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        from depthlab.metrics import compute_metrics
+
+        raw = self(batch["image"])
+        loss, terms = self._loss(raw, batch)
+        depth = batch["depth"].float()
+        valid = self._eval_mask(depth, batch["mask"])
+        pred = self._aligned_metres(raw, depth, valid)
+        metrics = compute_metrics(pred, depth, valid)
+        ok = metrics["n_pixels"] > 0
+        bs = raw.shape[0]
+        row = {name: torch.where(ok, metrics[name], torch.zeros_like(metrics[name])).sum() for name in VAL_METRICS}
+        row["n_images"] = ok.sum().to(torch.float64)
+        row["loss"] = loss.detach().to(torch.float64) * bs
+        for name, value in terms.items():
+            row[f"loss_{name}"] = value.to(torch.float64) * bs
+        row["n_batch"] = torch.tensor(float(bs), dtype=torch.float64, device=raw.device)
+        if self._val_sums is None:
+            self._val_sums = row
+        else:
+            self._val_sums = {k: self._val_sums[k] + row[k] for k in row}
+
+    def _val_keys(self) -> list[str]:
+        terms = [f"loss_{k}" for k in getattr(self.loss_fn, "keys", [])]
+        return sorted([*VAL_METRICS, "n_images", "loss", "n_batch", *terms])
+
+    def on_validation_epoch_end(self) -> None:
+        world = self.trainer.world_size if self._trainer is not None else 1
+        if self._val_sums is None and world == 1:
+            return
+        keys = self._val_keys() if world > 1 else sorted(self._val_sums)
+        sums_here = self._val_sums or {}
+        vec = torch.stack([sums_here[k].to(torch.float64) if k in sums_here
+                           else torch.zeros((), dtype=torch.float64, device=self.device) for k in keys])
+        if world > 1:  # every rank takes part, even one whose shard had no batch
+            vec = self.trainer.strategy.reduce(vec, reduce_op="sum")
+        sums = dict(zip(keys, vec))
+        if float(sums["n_batch"]) == 0:
+            self._val_sums = None
+            return
+        out: dict[str, float] = {}
+        n_img, n_batch = sums["n_images"], sums["n_batch"]
+        for name in VAL_METRICS:
+            out[name] = float(sums[name] / n_img) if n_img > 0 else math.nan
+        out["loss"] = float(sums["loss"] / n_batch)
+        for k in keys:
+            if k.startswith("loss_"):
+                out[k] = float(sums[k] / n_batch)
+        out["n_images"] = float(n_img)
+        for name, value in out.items():
+            self.log(f"val/{name}", value, prog_bar=name in ("rmse", "abs_rel"))  # already summed over ranks
+        if not self.trainer.sanity_checking:
+            self.last_val_metrics = {"epoch": int(self.current_epoch), "step": int(self.global_step), **out}
+        self._val_sums = None
+
+    # ------------------------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["depthlab"] = {"val_metrics": dict(self.last_val_metrics),
+                                  "target_encoding": self.target_encoding, "max_depth": self.max_depth,
+                                  "depth_info": self.model.depth_info.to_dict()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.last_val_metrics = dict(checkpoint.get("depthlab", {}).get("val_metrics", {}))
+
+    # ------------------------------------------------------------------------------------ optimisers
+    def param_groups(self) -> list[dict]:
+        """Decoder (everything not under ``encoder``) at ``optim.lr``; encoder at ``optim.encoder_lr``."""
+        o = self.cfg.optim
+        lr = float(o.lr)
+        enc_lr = float(_get(o, "encoder_lr", lr))
+        enc, rest = [], []
+        for name, p in self.model.named_parameters():
+            (enc if name in self._encoder_names else rest).append(p)
+        groups = [{"params": rest, "lr": lr, "name": "decoder"}]
+        if enc:
+            groups.append({"params": enc, "lr": enc_lr, "name": "encoder"})
+        return [g for g in groups if g["params"]]
+
+    def configure_optimizers(self):
+        o = self.cfg.optim
+        name = str(_get(o, "name", "adam")).lower()
+        kwargs: dict[str, Any] = {"lr": float(o.lr), "weight_decay": float(_get(o, "weight_decay", 0.0))}
+        betas = _get(o, "betas", None)
+        if betas is not None:
+            kwargs["betas"] = tuple(float(b) for b in betas)
+        eps = _get(o, "eps", None)
+        if eps is not None:
+            kwargs["eps"] = float(eps)
+        if name == "adam":
+            opt = torch.optim.Adam(self.param_groups(), **kwargs)
+        elif name == "adamw":
+            opt = torch.optim.AdamW(self.param_groups(), **kwargs)
+        elif name == "sgd":
+            kwargs.pop("betas", None), kwargs.pop("eps", None)
+            opt = torch.optim.SGD(self.param_groups(), momentum=float(_get(o, "momentum", 0.9)), **kwargs)
+        else:
+            raise ValueError(f"optim.name={name!r}: choose adam, adamw or sgd")
+        sched = self._scheduler(opt)
+        return opt if sched is None else {"optimizer": opt, "lr_scheduler": sched}
+
+    def _total_steps(self) -> int:
+        total = self.trainer.estimated_stepping_batches if self._trainer is not None else 0
+        if not total or total <= 0 or total == float("inf"):
+            raise ValueError("cosine/poly schedules need a finite train.max_steps or train.max_epochs")
+        return int(total)
+
+    def _scheduler(self, opt):
+        o = self.cfg.optim
+        kind = _get(o, "scheduler", None)
+        if kind in (None, "none", "constant"):
+            return None
+        kind = str(kind).lower()
+        if kind == "step":  # epoch-based decay: lr *= gamma every step_size epochs (Leve: 0.99 / 5)
+            s = torch.optim.lr_scheduler.StepLR(opt, step_size=int(_get(o, "step_size", 1)),
+                                                gamma=float(_get(o, "gamma", 0.1)))
+            return {"scheduler": s, "interval": "epoch", "name": "lr"}
+        if kind not in ("cosine", "poly"):
+            raise ValueError(f"optim.scheduler={kind!r}: choose step, cosine, poly or null")
+        schedule = _StepSchedule(kind, self._total_steps, warmup=int(_get(o, "warmup_steps", 0)),
+                                 min_lr=float(_get(o, "min_lr", 0.0)), power=float(_get(o, "power", 0.9)))
+        lambdas = [(lambda step, b=g["lr"]: schedule(step, b)) for g in opt.param_groups]
+        s = torch.optim.lr_scheduler.LambdaLR(opt, lambdas)
+        return {"scheduler": s, "interval": "step", "name": "lr"}

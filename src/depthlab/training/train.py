@@ -1,0 +1,358 @@
+"""``train(config, overrides, resume)``: one experiment, start to finish, on Lightning.
+
+Run directory ``<output_dir>/<name>/``::
+
+    config.yaml            resolved configuration (YAML + overrides)
+    git_commit.txt         ``git rev-parse HEAD`` of the depthlab checkout, or "unknown"
+    logs/csv/metrics.csv   CSV log (train/*, val/*, lr)
+    logs/tensorboard/      TensorBoard events
+    checkpoints/last.ckpt  Lightning checkpoint (model, optimiser, scheduler, loops, data order, RNG)
+    checkpoints/best.ckpt  best by ``train.monitor`` (``val/rmse``, min by default)
+    best.safetensors       depthlab checkpoints of the best and last weights: config, val metrics
+    last.safetensors       and model description included, so ``load_checkpoint`` rebuilds the model
+
+``resume=True`` continues from ``checkpoints/last.ckpt`` exactly (same weights as an uninterrupted
+run on the same machine and settings).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import lightning as L
+import torch
+
+from depthlab.training.callbacks import LastCheckpoint, RngStateCallback
+from depthlab.training.datamodule import DepthDataModule
+from depthlab.training.task import DepthTask, _get
+
+CHECKPOINT_DIR = "checkpoints"
+# Settings read from ``train.*`` that older configs may lack; accepted as overrides either way.
+EXTRA_TRAIN_KEYS = {"checkpoint_every_n_steps": None}
+
+
+@dataclass
+class RunResult:
+    """What a finished (or resumed-and-finished) run left behind."""
+
+    run_dir: Path
+    best_checkpoint: Path | None  # depthlab safetensors checkpoint of the best validation score
+    last_checkpoint: Path | None  # depthlab safetensors checkpoint of the final weights
+    metrics: dict[str, float] = field(default_factory=dict)  # validation metrics of the best checkpoint
+    last_metrics: dict[str, float] = field(default_factory=dict)  # last validation metrics
+    global_step: int = 0
+    lightning_checkpoint: Path | None = None  # checkpoints/last.ckpt (resume point)
+
+
+# ------------------------------------------------------------------------------------------- config
+def _train_fields() -> set[str]:
+    from depthlab.config import TrainConfig
+
+    return {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def _split_extra_overrides(overrides: Sequence[str]) -> tuple[list[str], dict[str, Any]]:
+    """Separate ``train.<key>=value`` overrides of :data:`EXTRA_TRAIN_KEYS` the config schema lacks."""
+    import yaml
+
+    known = _train_fields()
+    keep, extra = [], {}
+    for item in overrides:
+        key, sep, value = str(item).partition("=")
+        key = key.strip()
+        short = key.removeprefix("train.")
+        if sep and key.startswith("train.") and short in EXTRA_TRAIN_KEYS and short not in known:
+            extra[short] = yaml.safe_load(value) if value.strip() else None
+        else:
+            keep.append(item)
+    return keep, extra
+
+
+def resolve_config(cfg_or_path, overrides: Sequence[str] = ()):
+    """(ExperimentConfig, extra train settings) from a YAML path, dict or config plus dotted overrides.
+
+    The extra settings are the :data:`EXTRA_TRAIN_KEYS` (``checkpoint_every_n_steps``), read from
+    the config when its schema has them, else from ``train.<key>=...`` overrides.
+    """
+    from depthlab.config import load_config
+
+    if isinstance(overrides, str):
+        overrides = [overrides]
+    rest, extra = _split_extra_overrides(list(overrides or ()))
+    if isinstance(cfg_or_path, dict):  # a dict may carry the extra keys too
+        train_section = dict(cfg_or_path.get("train") or {})
+        known = _train_fields()
+        for key in EXTRA_TRAIN_KEYS:
+            if key in train_section and key not in known:
+                extra.setdefault(key, train_section.pop(key))
+        cfg_or_path = {**cfg_or_path, "train": train_section} if "train" in cfg_or_path else cfg_or_path
+    cfg = load_config(cfg_or_path, rest)
+    for key, default in EXTRA_TRAIN_KEYS.items():
+        if hasattr(cfg.train, key):
+            extra[key] = getattr(cfg.train, key)
+        else:
+            extra.setdefault(key, default)
+    return cfg, extra
+
+
+def git_commit() -> str:
+    """``git rev-parse HEAD`` of the depthlab source tree (else of the working directory), or "unknown"."""
+    here = Path(__file__).resolve().parent
+    for where in (here, Path.cwd()):
+        try:
+            out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
+    return "unknown"
+
+
+def _global_rank() -> int:
+    from lightning.fabric.utilities.rank_zero import _get_rank
+
+    return int(_get_rank() or 0)
+
+
+# ------------------------------------------------------------------------------------------- trainer
+def _loggers(cfg, run_dir: Path) -> list:
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    names = _get(cfg.train, "loggers", None)
+    if names is None:
+        names = ["csv", "tensorboard"]
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    out = []
+    for name in names:
+        name = str(name).lower()
+        if name == "csv":
+            out.append(CSVLogger(save_dir=str(run_dir), name="logs", version="csv"))
+        elif name in ("tensorboard", "tb"):
+            out.append(TensorBoardLogger(save_dir=str(run_dir), name="logs", version="tensorboard",
+                                         default_hp_metric=False))
+        elif name == "wandb":
+            try:
+                import wandb  # noqa: F401
+                from lightning.pytorch.loggers import WandbLogger
+            except ImportError:
+                warnings.warn("train.loggers asks for wandb but it is not installed (pip install wandb); skipped")
+                continue
+            out.append(WandbLogger(project=os.environ.get("WANDB_PROJECT", "depthlab"), name=cfg.name,
+                                   save_dir=str(run_dir), id=_wandb_id(run_dir), resume="allow"))
+        elif name in ("none", ""):
+            continue
+        else:
+            raise ValueError(f"train.loggers: unknown logger {name!r} (choose csv, tensorboard, wandb)")
+    return out
+
+
+def _wandb_id(run_dir: Path) -> str:
+    """A W&B run id kept in the run dir so a resumed run continues the same W&B run."""
+    f = run_dir / "wandb_id.txt"
+    if f.exists():
+        return f.read_text().strip()
+    import uuid
+
+    rid = uuid.uuid4().hex[:12]
+    if _global_rank() == 0:
+        from depthlab.io import atomic_write
+
+        with atomic_write(f, "w") as fh:
+            fh.write(rid + "\n")
+    return rid
+
+
+def _strategy(cfg):
+    strategy = _get(cfg.train, "strategy", "auto")
+    freeze = int(_get(cfg.train, "freeze_encoder_epochs", 0))
+    if strategy == "ddp" and freeze > 0:
+        # frozen encoder parameters receive no gradient for a while: DDP must not wait for them
+        from lightning.pytorch.strategies import DDPStrategy
+
+        return DDPStrategy(find_unused_parameters=True)
+    return strategy
+
+
+def _interactive() -> bool:
+    return sys.stderr.isatty() and os.environ.get("DEPTHLAB_NO_PROGRESS", "") == ""
+
+
+def build_trainer(cfg, run_dir: Path, extra: dict[str, Any], callbacks: Iterable = ()) -> tuple[L.Trainer, LastCheckpoint]:
+    """The Lightning Trainer of a run, with depthlab's checkpoint, RNG and logging callbacks."""
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+
+    t = cfg.train
+    ckpt_dir = run_dir / CHECKPOINT_DIR
+    last_cb = LastCheckpoint(ckpt_dir, every_n_train_steps=extra.get("checkpoint_every_n_steps"))
+    cbs: list = [last_cb, RngStateCallback()]
+    if _get(cfg.data, "val_split", None):
+        mode = _get(t, "monitor_mode", "min")
+        cbs.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=_get(t, "monitor", "val/rmse"),
+                                   mode=mode, save_top_k=1, save_last=False, auto_insert_metric_name=False,
+                                   enable_version_counter=False))
+    loggers = _loggers(cfg, run_dir)
+    if loggers:
+        cbs.append(LearningRateMonitor(logging_interval="step"))
+    interactive = _interactive()
+    if interactive:
+        cbs.append(RichProgressBar())
+    cbs.extend(callbacks)
+    val_interval = _get(t, "val_check_interval", None)
+    trainer = L.Trainer(
+        accelerator=_get(t, "accelerator", "auto"),
+        devices=_get(t, "devices", "auto"),
+        num_nodes=int(_get(t, "num_nodes", 1)),
+        strategy=_strategy(cfg),
+        precision=_get(t, "precision", "32-true"),
+        max_epochs=int(_get(t, "max_epochs", -1)),
+        max_steps=int(_get(t, "max_steps", -1)),
+        gradient_clip_val=_get(t, "gradient_clip_val", None),
+        deterministic=bool(_get(t, "deterministic", False)),
+        log_every_n_steps=int(_get(t, "log_every_n_steps", 50)),
+        # an int val_check_interval counts optimiser batches across epochs (not within each epoch)
+        check_val_every_n_epoch=None if isinstance(val_interval, int) and not isinstance(val_interval, bool)
+        else (int(_get(t, "val_every_n_epochs", 1)) or None),
+        val_check_interval=val_interval,
+        callbacks=cbs,
+        logger=loggers or False,
+        default_root_dir=str(run_dir),
+        enable_progress_bar=interactive,
+        enable_model_summary=interactive,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,  # DepthDataModule shards with its own seeded sampler
+        benchmark=False,
+    )
+    return trainer, last_cb
+
+
+# ------------------------------------------------------------------------------------------- export
+def _load_lightning_checkpoint(path: Path) -> dict:
+    # depthlab's Lightning checkpoints hold tensors and plain Python values only
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def export_checkpoint(task: DepthTask, ckpt_path: Path, out: Path, config: dict) -> dict:
+    """Lightning checkpoint -> depthlab safetensors checkpoint (weights of ``task.model``); returns its metrics."""
+    import copy
+
+    from depthlab.checkpoint import save_checkpoint
+
+    ckpt = _load_lightning_checkpoint(ckpt_path)
+    prefix = "model."
+    state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    model = copy.deepcopy(task.model).cpu()
+    model.load_state_dict(state, strict=True)
+    # metrics: the validation that the checkpoint had seen ("step"/"epoch" = when it ran);
+    # global_step/epoch in the header: where the weights come from
+    metrics = dict(ckpt.get("depthlab", {}).get("val_metrics", {}))
+    save_checkpoint(model, out, config=config, metrics=metrics,
+                    extra={"target_encoding": task.target_encoding, "lightning_checkpoint": ckpt_path.name,
+                           "global_step": int(ckpt.get("global_step", 0)), "epoch": int(ckpt.get("epoch", 0))})
+    return metrics
+
+
+# ------------------------------------------------------------------------------------------- train
+def prepare_run_dir(cfg, extra: dict, resume: bool) -> Path:
+    """Create ``<output_dir>/<name>/`` with config.yaml and git_commit.txt (rank 0 writes)."""
+    from depthlab.config import config_to_dict, save_config
+
+    run_dir = Path(cfg.output_dir) / cfg.name
+    last = run_dir / CHECKPOINT_DIR / "last.ckpt"
+    if resume and not last.exists():
+        raise FileNotFoundError(f"{last}: nothing to resume (no last.ckpt in the run directory)")
+    if not resume and last.exists() and _global_rank() == 0:
+        raise FileExistsError(f"{run_dir}: a run with this name already has checkpoints; pass --resume to "
+                              "continue it, or choose another name / output_dir")
+    if _global_rank() == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if resume and (run_dir / "config.yaml").exists():
+            from depthlab.config import load_config
+
+            try:
+                old = config_to_dict(load_config(str(run_dir / "config.yaml")))
+                new = config_to_dict(cfg)
+                changed = sorted(_diff(old, new))
+                if changed:
+                    warnings.warn(f"resuming {run_dir} with a changed config: {', '.join(changed)}")
+            except Exception as e:  # an unreadable old config must not block the resume
+                warnings.warn(f"could not compare with the previous config.yaml: {e}")
+        save_config(cfg, run_dir / "config.yaml")
+        if any(extra.get(k) is not None and not hasattr(cfg.train, k) for k in EXTRA_TRAIN_KEYS):
+            from depthlab.io import write_json
+
+            write_json(run_dir / "train_extra.json", {k: v for k, v in extra.items() if v is not None})
+        from depthlab.io import atomic_write
+
+        with atomic_write(run_dir / "git_commit.txt", "w") as f:
+            f.write(git_commit() + "\n")
+    return run_dir
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> set[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: set[str] = set()
+        for k in set(a) | set(b):
+            out |= _diff(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return set() if a == b else {prefix.rstrip(".")}
+
+
+def train(cfg_or_path, overrides: Sequence[str] = (), resume: bool = False, *,
+          callbacks: Iterable = ()) -> RunResult:
+    """Train the experiment described by a YAML file / dict / ExperimentConfig plus dotted overrides.
+
+    Returns a :class:`RunResult` with the run directory, the exported depthlab checkpoints
+    (``best.safetensors``, ``last.safetensors``) and the best validation metrics. ``callbacks`` are
+    extra Lightning callbacks (tests, tooling). Launched under torchrun / SLURM, every process calls
+    this function; rank 0 writes the run directory files.
+    """
+    from depthlab.config import config_to_dict
+
+    cfg, extra = resolve_config(cfg_or_path, overrides)
+    seed = int(_get(cfg.train, "seed", 0))
+    L.seed_everything(seed, workers=True)
+    run_dir = prepare_run_dir(cfg, extra, resume)
+
+    task = DepthTask(cfg)
+    data = DepthDataModule(cfg.data, seed=seed)
+    trainer, _ = build_trainer(cfg, run_dir, extra, callbacks)
+    ckpt_path = run_dir / CHECKPOINT_DIR / "last.ckpt" if resume else None
+    with warnings.catch_warnings():
+        # expected here: the run's own folders exist on resume; workers=0 is a valid choice on CPU
+        warnings.filterwarnings("ignore", message=r".*exists and is not empty.*")
+        warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+        trainer.fit(task, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
+
+    ckpt_dir = run_dir / CHECKPOINT_DIR
+    best_ckpt, last_ckpt = ckpt_dir / "best.ckpt", ckpt_dir / "last.ckpt"
+    result = RunResult(run_dir=run_dir, best_checkpoint=None, last_checkpoint=None,
+                       global_step=int(trainer.global_step),
+                       lightning_checkpoint=last_ckpt if last_ckpt.exists() else None)
+    if trainer.is_global_zero:
+        cfg_dict = config_to_dict(cfg)
+        if extra.get("checkpoint_every_n_steps") is not None:
+            cfg_dict.setdefault("train", {}).setdefault("checkpoint_every_n_steps", extra["checkpoint_every_n_steps"])
+        if last_ckpt.exists():
+            result.last_metrics = export_checkpoint(task, last_ckpt, run_dir / "last.safetensors", cfg_dict)
+            result.last_checkpoint = run_dir / "last.safetensors"
+        if best_ckpt.exists():
+            result.metrics = export_checkpoint(task, best_ckpt, run_dir / "best.safetensors", cfg_dict)
+        elif last_ckpt.exists():  # no validation: the last weights are the best we know
+            result.metrics = export_checkpoint(task, last_ckpt, run_dir / "best.safetensors", cfg_dict)
+        result.best_checkpoint = run_dir / "best.safetensors" if (run_dir / "best.safetensors").exists() else None
+    trainer.strategy.barrier("depthlab-export")
+    if not trainer.is_global_zero:
+        result.best_checkpoint = run_dir / "best.safetensors"
+        result.last_checkpoint = run_dir / "last.safetensors"
+    return result
+
+
+__all__ = ["RunResult", "build_trainer", "export_checkpoint", "git_commit", "prepare_run_dir", "resolve_config",
+           "train"]

@@ -1,0 +1,409 @@
+"""Foundation adapters (Depth Anything V2, ZoeDepth, DPT, Marigold) against transformers / diffusers.
+
+Every model here is a tiny, randomly initialised configuration saved to a temporary folder in Hugging
+Face format: nothing is downloaded. Parity is checked against the libraries' own processors, pipelines
+and post-processing on the same weights and image: max|a - b| / max|b| < 1e-4.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+import depthlab
+from depthlab.models.registry import get_weights_info
+
+transformers = pytest.importorskip("transformers")
+transformers.logging.set_verbosity_error()
+transformers.utils.logging.disable_progress_bar()
+
+from depthlab.models.foundation import convert_dav2  # noqa: E402
+from depthlab.models.foundation.hf_depth import (  # noqa: E402
+    TINY_DAV2,
+    TINY_DPT,
+    TINY_ZOEDEPTH,
+    HFDepthModel,
+)
+
+RTOL = 1e-4
+IMAGENET = dict(image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
+
+DAV2 = [f"depth_anything_v2_{s}" for s in ("vits", "vitb", "vitl")]
+DAV2_METRIC = [f"depth_anything_v2_metric_{d}_{s}" for d in ("hypersim", "vkitti") for s in ("vits", "vitb", "vitl")]
+ALL = DAV2 + DAV2_METRIC + ["zoedepth_nyu", "zoedepth_kitti", "zoedepth_nyu_kitti", "midas_dpt_large",
+                            "midas_dpt_hybrid", "marigold_depth"]
+
+
+def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = torch.as_tensor(a).float(), torch.as_tensor(b).float()
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return float((a - b).abs().max() / b.abs().max())
+
+
+def rgb_uint8(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A smooth-ish random RGB image (HxWx3 uint8)."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (h // 4 + 1, w // 4 + 1, 3)).astype(np.float32)
+    big = np.kron(small, np.ones((4, 4, 1)))[:h, :w]
+    return np.clip(big + rng.normal(0, 12, big.shape), 0, 255).astype(np.uint8)
+
+
+def chw(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(img).permute(2, 0, 1)[None].contiguous()
+
+
+def registry_loads_folders() -> bool:
+    """Does create_model(checkpoint_path=<folder>) reach the adapter's own loader yet?"""
+    import inspect
+
+    from depthlab.models import weights
+
+    return "load_pretrained_weights" in inspect.getsource(weights)
+
+
+def hf_folder(tmp_path, name: str, hf_model, processor) -> str:
+    folder = tmp_path / name
+    hf_model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return str(folder)
+
+
+# --------------------------------------------------------------------------------------------------
+# Registry metadata (no transformers model built)
+
+
+def test_every_variant_is_registered_with_its_kind_and_licence():
+    names = depthlab.list_models()
+    assert set(ALL) <= set(names)
+    kinds = {n: get_weights_info(n).output_kind for n in ALL}
+    assert {kinds[n] for n in DAV2 + ["midas_dpt_large", "midas_dpt_hybrid"]} == {"disparity"}
+    assert {kinds[n] for n in DAV2_METRIC + ["zoedepth_nyu", "zoedepth_kitti", "zoedepth_nyu_kitti"]} == {"metric"}
+    assert kinds["marigold_depth"] == "relative"
+    info = get_weights_info("depth_anything_v2_vits")
+    assert (info.input_size, info.multiple_of, info.hub_id) == ((518, 518), 14, "depth-anything/Depth-Anything-V2-Small-hf")
+    assert info.license == "Apache-2.0"
+    assert get_weights_info("depth_anything_v2_vitl").license == "CC-BY-NC-4.0"
+    assert get_weights_info("depth_anything_v2_metric_hypersim_vits").max_depth == 20
+    assert get_weights_info("depth_anything_v2_metric_vkitti_vitb").max_depth == 80
+    assert get_weights_info("depth_anything_v2_metric_vkitti_vitb").hub_id.endswith("Metric-Outdoor-Base-hf")
+    assert get_weights_info("zoedepth_nyu_kitti").hub_id == "Intel/zoedepth-nyu-kitti"
+    assert get_weights_info("midas_dpt_hybrid").hub_id == "Intel/dpt-hybrid-midas"
+    assert get_weights_info("marigold_depth").hub_id.startswith("prs-eth/marigold-depth")
+    for n in ALL:
+        i = get_weights_info(n)
+        assert i.license and i.license != "unknown" and i.paper and i.hub_id, n
+
+
+def test_unknown_kwarg_is_rejected():
+    with pytest.raises(TypeError, match="config_overrides"):
+        depthlab.create_model("depth_anything_v2_vits", hidden_size=32)
+
+
+# --------------------------------------------------------------------------------------------------
+# Depth Anything V2
+
+
+def dav2_processor():
+    return transformers.DPTImageProcessor(size={"height": 518, "width": 518}, keep_aspect_ratio=True,
+                                          ensure_multiple_of=14, resample=3, do_pad=False, **IMAGENET)
+
+
+@pytest.fixture(scope="module")
+def dav2_hf():
+    torch.manual_seed(0)
+    model = depthlab.create_model("depth_anything_v2_vits", config_overrides=TINY_DAV2).eval()
+    return model.hf
+
+
+def test_dav2_forward_shape_kind_and_pipeline_parity(dav2_hf, tmp_path):
+    folder = hf_folder(tmp_path, "dav2", dav2_hf, dav2_processor())
+    model = depthlab.create_model("depth_anything_v2_vits", config=folder).eval()
+    model.load_pretrained_weights(folder)
+    assert isinstance(model, HFDepthModel) and model.depth_info.output_kind == "disparity"
+    assert model.input_size_for(480, 640) == (518, 686)  # scale as little as possible, multiples of 14
+    assert model.input_size_for(120, 160) == (392, 518)  # small images: the long side gets 518
+
+    with torch.no_grad():  # forward at any multiple of 14, and off-multiples (resized back like the processor)
+        for size in [(70, 98), (75, 100)]:
+            assert model(torch.randn(2, 3, *size))["depth"].shape == (2, 1, *size)
+
+    from PIL import Image
+
+    img = rgb_uint8(120, 160)
+    pipe = transformers.pipeline("depth-estimation", model=dav2_hf, image_processor=dav2_processor())
+    with torch.no_grad():
+        ref = pipe(Image.fromarray(img))["predicted_depth"]
+    got = model.predict(chw(img))[0, 0]  # uint8 in: resized as uint8, exactly like the processor
+    assert got.shape == (120, 160)
+    assert rel_diff(got, ref) < RTOL
+
+    # float images: processor on the float tensor (do_rescale=False) vs depthlab on the same floats
+    x = chw(img).float() / 255
+    proc = dav2_processor()
+    with torch.no_grad():
+        inputs = proc(images=x[0], do_rescale=False, return_tensors="pt")
+        post = proc.post_process_depth_estimation(dav2_hf(**inputs), target_sizes=[(120, 160)])[0]["predicted_depth"]
+    assert rel_diff(model.predict(x)[0, 0], post) < RTOL
+
+
+def test_dav2_metric_variant_follows_config(tmp_path):
+    torch.manual_seed(1)
+    model = depthlab.create_model("depth_anything_v2_metric_hypersim_vits", config_overrides=TINY_DAV2).eval()
+    assert model.hf.config.depth_estimation_type == "metric" and model.depth_info.max_depth == 20
+    assert model.depth_info.output_kind == "metric"
+    folder = hf_folder(tmp_path, "metric", model.hf, dav2_processor())
+    from PIL import Image
+
+    img = rgb_uint8(64, 90, seed=3)
+    pipe = transformers.pipeline("depth-estimation", model=model.hf, image_processor=dav2_processor())
+    with torch.no_grad():
+        ref = pipe(Image.fromarray(img))["predicted_depth"]
+    loaded = depthlab.create_model("depth_anything_v2_metric_hypersim_vits", config=folder)
+    loaded.load_pretrained_weights(folder)
+    got = loaded.predict(chw(img))[0, 0]
+    assert rel_diff(got, ref) < RTOL
+    assert 0 <= float(got.min()) and float(got.max()) <= 20.0 + 1e-3  # sigmoid x max_depth, then bicubic
+
+
+def test_dav2_relative_weights_into_a_metric_head_for_finetuning(dav2_hf, tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "relative.safetensors"
+    save_file({k: v.contiguous() for k, v in dav2_hf.state_dict().items()}, str(path))
+    model = depthlab.create_model("depth_anything_v2_vits", config_overrides=TINY_DAV2, metric_head=True,
+                                  max_depth=20, checkpoint_path=str(path)).eval()
+    assert model.depth_info.output_kind == "metric" and model.depth_info.max_depth == 20
+    assert model.hf.config.depth_estimation_type == "metric"
+    for k, v in dav2_hf.state_dict().items():
+        assert torch.equal(model.hf.state_dict()[k], v)
+    with torch.no_grad():
+        d = model(torch.randn(1, 3, 70, 70))["depth"]
+    assert 0 <= float(d.min()) and float(d.max()) <= 20
+
+
+# --------------------------------------------------------------------------------------------------
+# Official Depth-Anything-V2 checkpoints
+
+
+def to_official_layout(hf_state: dict, num_layers: int) -> dict:
+    """transformers layout -> the official repository's key names (written out by hand, independently of
+    the converter's rules): what ``depth_anything_v2_vits.pth`` holds."""
+    out = {}
+    emb = "backbone.embeddings."
+    out["pretrained.cls_token"] = hf_state[emb + "cls_token"]
+    out["pretrained.mask_token"] = hf_state[emb + "mask_token"]
+    out["pretrained.pos_embed"] = hf_state[emb + "position_embeddings"]
+    for p in ("weight", "bias"):
+        out[f"pretrained.patch_embed.proj.{p}"] = hf_state[emb + f"patch_embeddings.projection.{p}"]
+        out[f"pretrained.norm.{p}"] = hf_state[f"backbone.layernorm.{p}"]
+    style = convert_dav2.attention_style_of(hf_state)
+    q, k, v, o = {"q_proj": ("attention.q_proj", "attention.k_proj", "attention.v_proj", "attention.o_proj"),
+                  "query": ("attention.attention.query", "attention.attention.key", "attention.attention.value",
+                            "attention.output.dense")}[style]
+    for i in range(num_layers):
+        src, dst = f"backbone.encoder.layer.{i}.", f"pretrained.blocks.{i}."
+        for p in ("weight", "bias"):
+            out[dst + f"attn.qkv.{p}"] = torch.cat([hf_state[src + f"{q}.{p}"], hf_state[src + f"{k}.{p}"],
+                                                    hf_state[src + f"{v}.{p}"]], dim=0)
+            out[dst + f"attn.proj.{p}"] = hf_state[src + f"{o}.{p}"]
+            for n in ("norm1", "norm2"):
+                out[dst + f"{n}.{p}"] = hf_state[src + f"{n}.{p}"]
+            for n in ("fc1", "fc2"):
+                out[dst + f"mlp.{n}.{p}"] = hf_state[src + f"mlp.{n}.{p}"]
+        out[dst + "ls1.gamma"] = hf_state[src + "layer_scale1.lambda1"]
+        out[dst + "ls2.gamma"] = hf_state[src + "layer_scale2.lambda1"]
+    refinenet_of_fusion_layer = {0: 4, 1: 3, 2: 2, 3: 1}
+    for i in range(4):
+        for p in ("weight", "bias"):
+            out[f"depth_head.projects.{i}.{p}"] = hf_state[f"neck.reassemble_stage.layers.{i}.projection.{p}"]
+            if i != 2:
+                out[f"depth_head.resize_layers.{i}.{p}"] = hf_state[f"neck.reassemble_stage.layers.{i}.resize.{p}"]
+            r = f"depth_head.scratch.refinenet{refinenet_of_fusion_layer[i]}."
+            f = f"neck.fusion_stage.layers.{i}."
+            out[r + f"out_conv.{p}"] = hf_state[f + f"projection.{p}"]
+            for u in (1, 2):
+                for c in (1, 2):
+                    out[r + f"resConfUnit{u}.conv{c}.{p}"] = hf_state[f + f"residual_layer{u}.convolution{c}.{p}"]
+        out[f"depth_head.scratch.layer{i + 1}_rn.weight"] = hf_state[f"neck.convs.{i}.weight"]
+    for p in ("weight", "bias"):
+        out[f"depth_head.scratch.output_conv1.{p}"] = hf_state[f"head.conv1.{p}"]
+        out[f"depth_head.scratch.output_conv2.0.{p}"] = hf_state[f"head.conv2.{p}"]
+        out[f"depth_head.scratch.output_conv2.2.{p}"] = hf_state[f"head.conv3.{p}"]
+    assert len(out) == len(hf_state) - 2 * 3 * num_layers + 2 * num_layers  # q,k,v (w,b) fused into qkv (w,b)
+    return {key: t.clone() for key, t in out.items()}
+
+
+@pytest.fixture()
+def official_pth(dav2_hf, tmp_path):
+    state = to_official_layout(dav2_hf.state_dict(), dav2_hf.config.backbone_config.num_hidden_layers)
+    path = tmp_path / "depth_anything_v2_vits.pth"
+    torch.save(state, path)
+    return path, state
+
+
+def test_official_pth_converts_to_identical_outputs(dav2_hf, official_pth):
+    path, _ = official_pth
+    model = depthlab.create_model("depth_anything_v2_vits", config_overrides=TINY_DAV2, checkpoint_path=str(path)).eval()
+    x = torch.randn(1, 3, 70, 98, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        expected = dav2_hf(pixel_values=x).predicted_depth
+        got = model(x)["depth"][:, 0]
+    assert float((got - expected).abs().max()) == 0.0
+
+
+def test_official_pth_unknown_and_missing_keys_are_reported(official_pth, tmp_path):
+    _, state = official_pth
+    bad = dict(state)
+    bad["pretrained.blocks.0.attn.rope.freqs"] = torch.zeros(3)
+    with pytest.raises(convert_dav2.DAV2ConversionError, match="pretrained.blocks.0.attn.rope.freqs"):
+        convert_dav2.official_to_hf(bad)
+    p = tmp_path / "unknown.pth"
+    torch.save(bad, p)
+    with pytest.raises(KeyError, match="unknown key"):
+        depthlab.create_model("depth_anything_v2_vits", config_overrides=TINY_DAV2, checkpoint_path=str(p))
+
+    missing = {k: v for k, v in state.items() if k != "depth_head.scratch.refinenet2.out_conv.weight"}
+    p = tmp_path / "missing.pth"
+    torch.save(missing, p)
+    with pytest.raises(RuntimeError, match="missing.*neck.fusion_stage.layers.2.projection.weight"):
+        depthlab.create_model("depth_anything_v2_vits", config_overrides=TINY_DAV2, checkpoint_path=str(p))
+
+
+def test_older_transformers_key_names_load(dav2_hf, tmp_path):
+    """A model.safetensors written by transformers 4 (attention.attention.query ...) loads identically."""
+    from safetensors.torch import save_file
+
+    renames = {"attention.q_proj": "attention.attention.query", "attention.k_proj": "attention.attention.key",
+               "attention.v_proj": "attention.attention.value", "attention.o_proj": "attention.output.dense"}
+    old = {}
+    for k, v in dav2_hf.state_dict().items():
+        for new_name, old_name in renames.items():
+            k = k.replace(new_name, old_name)
+        old[k] = v.contiguous()
+    assert any("attention.attention.query" in k for k in old)
+    path = tmp_path / "model.safetensors"
+    save_file(old, str(path))
+    model = depthlab.create_model("depth_anything_v2_vits", config_overrides=TINY_DAV2, checkpoint_path=str(path))
+    for k, v in dav2_hf.state_dict().items():
+        assert torch.equal(model.hf.state_dict()[k], v), k
+
+
+@pytest.mark.skipif(not registry_loads_folders(),
+                    reason="depthlab.models.weights.load_pretrained does not yet hand folders/hub ids to "
+                           "model.load_pretrained_weights (see docs/foundation.md)")
+def test_create_model_loads_a_local_hf_folder(dav2_hf, tmp_path):
+    folder = hf_folder(tmp_path, "dav2", dav2_hf, dav2_processor())
+    model = depthlab.create_model("depth_anything_v2_vits", checkpoint_path=folder)
+    assert model.hf.config.backbone_config.hidden_size == 32
+    for k, v in dav2_hf.state_dict().items():
+        assert torch.equal(model.hf.state_dict()[k], v)
+
+
+def test_offline_without_weights_names_hub_id_and_local_alternatives(tmp_path):
+    code = textwrap.dedent("""
+        import json, depthlab
+        from depthlab.errors import WeightsUnavailableError
+        from depthlab.models.foundation.hf_depth import TINY_DAV2
+        out = {}
+        try:
+            depthlab.create_model("depth_anything_v2_vits", pretrained=True)
+        except WeightsUnavailableError as e:
+            out["create_model"] = str(e)
+        m = depthlab.create_model("depth_anything_v2_vits", config_overrides=TINY_DAV2)
+        try:
+            m.load_pretrained_weights(None)
+        except WeightsUnavailableError as e:
+            out["adapter"] = str(e)
+        print(json.dumps(out))
+    """)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "TRANSFORMERS_VERBOSITY": "error"}
+    env.pop("HF_HUB_CACHE", None)
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    msgs = json.loads(res.stdout.strip().splitlines()[-1])
+    assert set(msgs) == {"create_model", "adapter"}
+    for msg in msgs.values():
+        assert "depth-anything/Depth-Anything-V2-Small-hf" in msg and "checkpoint_path" in msg
+    assert "depth_anything_v2_vits.pth" in msgs["adapter"] and "config.json" in msgs["adapter"]
+
+
+# --------------------------------------------------------------------------------------------------
+# ZoeDepth and DPT
+
+
+def test_zoedepth_matches_transformers_pipeline(tmp_path):
+    torch.manual_seed(2)
+    hf = depthlab.create_model("zoedepth_nyu", config_overrides=TINY_ZOEDEPTH).hf.eval()
+    proc = transformers.ZoeDepthImageProcessor(size={"height": 64, "width": 96})
+    folder = hf_folder(tmp_path, "zoe", hf, proc)
+    model = depthlab.create_model("zoedepth_nyu", config=folder).eval()
+    model.load_pretrained_weights(folder)
+    assert model.resize_policy.size == (64, 96) and model.depth_info.output_kind == "metric"
+    assert model.depth_info.input_size is None  # feed native size: the model pads and resizes itself
+
+    from PIL import Image
+
+    img = rgb_uint8(50, 70, seed=5)
+    pipe = transformers.pipeline("depth-estimation", model=hf, image_processor=proc)
+    with torch.no_grad():
+        ref = pipe(Image.fromarray(img))["predicted_depth"]
+        got = model.predict(chw(img))[0, 0]
+        assert model(model.preprocess(chw(img).float() / 255))["depth"].shape == (1, 1, 50, 70)
+    assert rel_diff(got, ref) < RTOL
+    assert float(got.min()) > 0
+
+
+def test_dpt_matches_transformers_pipeline(tmp_path):
+    torch.manual_seed(3)
+    hf = depthlab.create_model("midas_dpt_large", config_overrides=TINY_DPT).hf.eval()
+    proc = transformers.DPTImageProcessor(size={"height": 64, "width": 64})  # DPT-MiDaS: square, no aspect kept
+    folder = hf_folder(tmp_path, "dpt", hf, proc)
+    model = depthlab.create_model("midas_dpt_large", config=folder).eval()
+    model.load_pretrained_weights(folder)
+    assert model.depth_info.mean == (0.5, 0.5, 0.5) and model.depth_info.output_kind == "disparity"
+    assert model.input_size_for(50, 70) == (64, 64)
+
+    from PIL import Image
+
+    img = rgb_uint8(50, 70, seed=6)
+    pipe = transformers.pipeline("depth-estimation", model=hf, image_processor=proc)
+    with torch.no_grad():
+        ref = pipe(Image.fromarray(img))["predicted_depth"]
+    assert rel_diff(model.predict(chw(img))[0, 0], ref) < RTOL
+
+
+# --------------------------------------------------------------------------------------------------
+# Marigold
+
+
+def test_marigold_matches_diffusers_pipeline():
+    diffusers = pytest.importorskip("diffusers")
+    from depthlab.models.foundation.marigold import TINY_MARIGOLD
+
+    torch.manual_seed(0)
+    model = depthlab.create_model("marigold_depth", config_overrides=TINY_MARIGOLD, num_inference_steps=2,
+                                  ensemble_size=2, processing_resolution=32, seed=7).eval()
+    model.empty_text_embedding.normal_()  # a non-trivial conditioning
+    assert model.depth_info.output_kind == "relative" and model.depth_info.input_size is None
+
+    img = torch.rand(1, 3, 40, 52, generator=torch.Generator().manual_seed(8))
+    pipe = diffusers.MarigoldDepthPipeline(
+        unet=model.unet, vae=model.vae, scheduler=model.scheduler, text_encoder=None, tokenizer=None,
+        prediction_type="depth", scale_invariant=True, shift_invariant=True)
+    pipe.empty_text_embedding = model.empty_text_embedding.clone()
+    pipe.set_progress_bar_config(disable=True)
+    with torch.no_grad():
+        ref = pipe(img, num_inference_steps=2, ensemble_size=2, processing_resolution=32,
+                   generator=torch.Generator().manual_seed(7), output_type="pt").prediction
+        got = model(model.preprocess(img))["depth"]
+        again = model.predict(img)
+    assert got.shape == (1, 1, 40, 52)
+    assert rel_diff(got, ref) < RTOL
+    assert torch.equal(got, again)  # seeded on every call: reproducible
+    assert 0 <= float(got.min()) and float(got.max()) <= 1

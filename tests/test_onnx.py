@@ -1,0 +1,94 @@
+"""ONNX export verified against PyTorch, and the cached ONNX Runtime backend."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import depthlab
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+from depthlab.export import onnx as dl_onnx  # noqa: E402
+
+RTOL = 1e-4
+
+
+def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max())
+
+
+@pytest.fixture(scope="module")
+def tiny_dav2():
+    pytest.importorskip("transformers")
+    from depthlab.models.foundation.hf_depth import TINY_DAV2
+
+    torch.manual_seed(0)
+    return depthlab.create_model("depth_anything_v2_vits", config_overrides=TINY_DAV2).eval()
+
+
+def test_backend_matches_pytorch_and_second_construction_hits_the_cache(tiny_dav2, tmp_path, monkeypatch):
+    shape = (1, 3, 70, 98)
+    backend = dl_onnx.OnnxBackend(tiny_dav2, shape, cache_dir=tmp_path)
+    assert not backend.from_cache and backend.path.exists()
+    meta = json.loads(backend.path.with_suffix(".json").read_text())
+    assert meta["model_name"] == "depth_anything_v2_vits" and meta["input_shape"] == list(shape)
+    assert meta["rel_diff"] <= RTOL and backend.max_abs_diff == meta["max_abs_diff"]
+    assert backend.depth_info == tiny_dav2.depth_info
+
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = tiny_dav2(x)["depth"]
+    out = backend(x)
+    assert set(out) == {"depth"} and out["depth"].shape == ref.shape == (1, 1, 70, 98)
+    assert rel_diff(out["depth"], ref) < RTOL
+
+    # second construction: same weights and shape -> the cached file, no export
+    def no_export(*a, **k):
+        raise AssertionError("exported again despite a cached file")
+
+    monkeypatch.setattr(dl_onnx, "export_onnx", no_export)
+    again = dl_onnx.OnnxBackend(tiny_dav2, shape, cache_dir=tmp_path)
+    assert again.from_cache and again.path == backend.path
+    assert torch.equal(again(x)["depth"], out["depth"])
+    # other weights -> another cache entry
+    changed = depthlab.create_model("depth_anything_v2_vits", config_overrides=tiny_dav2.model_args["config_overrides"])
+    assert dl_onnx.weights_hash(changed) != dl_onnx.weights_hash(tiny_dav2)
+    with pytest.raises(AssertionError, match="exported again"):
+        dl_onnx.OnnxBackend(changed, shape, cache_dir=tmp_path)
+
+
+def test_backend_as_runner_of_the_adapter_pipeline(tiny_dav2, tmp_path):
+    """Preprocess -> ONNX Runtime -> bicubic back: same result as the eager adapter."""
+    images = torch.rand(1, 3, 60, 80, generator=torch.Generator().manual_seed(2))
+    net_shape = (1, 3, *tiny_dav2.input_size_for(60, 80))
+    backend = dl_onnx.OnnxBackend(tiny_dav2, net_shape, cache_dir=tmp_path, strict_shape=True)
+    got = tiny_dav2.predict(images, runner=backend)
+    assert rel_diff(got, tiny_dav2.predict(images)) < RTOL
+    with pytest.raises(ValueError, match="exported for input"):
+        backend(torch.randn(1, 3, 70, 70))
+
+
+def test_fastdepth_dynamic_export_and_lazy_shapes(tmp_path):
+    torch.manual_seed(0)
+    model = depthlab.create_model("fastdepth").eval()
+    report = dl_onnx.export_onnx(model, tmp_path / "fd.onnx", (1, 3, 64, 96), dynamic=True)
+    assert report.rel_diff <= RTOL and len(report.verified_shapes) == 2  # a second shape checked too
+    assert (tmp_path / "fd.onnx").exists()
+
+    backend = dl_onnx.OnnxBackend(model, (1, 3, 64, 64), cache_dir=tmp_path / "cache")
+    x = torch.rand(2, 3, 96, 128)  # not the exported shape: exported (and cached) on first use
+    with torch.no_grad():
+        ref = model(x)["depth"]
+    assert rel_diff(backend(x)["depth"], ref) < RTOL
+    assert len(list((tmp_path / "cache").glob("*.onnx"))) == 2
+
+
+def test_export_raises_above_tolerance_and_leaves_no_file(tmp_path):
+    model = depthlab.create_model("fastdepth").eval()
+    target = tmp_path / "never.onnx"
+    with pytest.raises(dl_onnx.OnnxExportError, match="max abs diff"):
+        dl_onnx.export_onnx(model, target, (1, 3, 64, 64), tolerance=-1.0)
+    assert list(tmp_path.iterdir()) == []
