@@ -17,45 +17,27 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
-import platform  # noqa: E402
 import shlex  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from concurrent.futures import ProcessPoolExecutor  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from depthlab.data.synthetic import RENDER_VERSION, render_scene  # noqa: E402
 from depthlab.io import write_json  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine_info  # noqa: E402
+
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "synthetic_speed.json"
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def machine() -> dict:
-    affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_model": cpu_model(),
-        "logical_cores": os.cpu_count(),
-        "cores_used": affinity,
-        "numpy": np.__version__,
-        "torch": torch.__version__,
-        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
-        "threads_env": {v: os.environ.get(v) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")},
-    }
+    info = machine_info()  # the description every benchmark records (benchmarks/common.py)
+    info["cores_used"] = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    info["threads_env"] = {v: os.environ.get(v) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    return info
 
 
 def _render_range(args: tuple[int, int, tuple[int, int], int]) -> int:
@@ -119,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"{r['samples_per_s']:>10.1f} {r['ms_per_sample']:>10.2f}"
     )
     m = record["machine"]
-    print(f"machine: {m['cpu_model']}, cores used {m['cores_used']}, load average {m['load_average_1_5_15']}")
+    print(f"machine: {m['cpu']}, cores used {m['cores_used']}, load average {m['load_average_1m']}")
     write_json(args.out, record)
     print(f"wrote {args.out}")
     return record

@@ -126,3 +126,17 @@ def test_encoder_interface(name, kwargs):
     assert isinstance(feats, list) and len(feats) == len(enc.out_channels) == len(enc.reductions)
     for f, c, r in zip(feats, enc.out_channels, enc.reductions):
         assert f.shape == (1, c, 128 // r, 192 // r)
+
+
+def test_timm_encoder_offline_error_names_hub_and_local_file():
+    """Offline, with nothing cached: a WeightsUnavailableError that names the hub id and checkpoint_path."""
+    import subprocess
+    import sys
+
+    code = ("from depthlab.models.encoders import TimmEncoder\n"
+            "try:\n    TimmEncoder('resnet18', pretrained=True)\n"
+            "except Exception as e:\n    print(type(e).__name__ + ': ' + str(e))\n")
+    env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1", "HF_HOME": "/nonexistent-depthlab-test"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120).stdout
+    assert out.startswith("WeightsUnavailableError:"), out
+    assert "timm/resnet18" in out and "checkpoint_path" in out

@@ -25,6 +25,17 @@ _API = {
     "evaluate": "depthlab.evaluation.evaluate",
     "compute_metrics": "depthlab.metrics",
     "Predictor": "depthlab.predictor",
+    "Prediction": "depthlab.predictor",
+    "predict_files": "depthlab.predictor",
+    "build_loss": "depthlab.losses",
+    "list_losses": "depthlab.losses",
+    "ExperimentConfig": "depthlab.config",
+    "load_config": "depthlab.config",
+    "train": "depthlab.training.train",
+    "RunResult": "depthlab.training.train",
+    "DepthTask": "depthlab.training.task",
+    "DepthDataModule": "depthlab.training.datamodule",
+    "export_onnx": "depthlab.export.onnx",
 }
 
 __all__ = sorted(_API) + ["__version__"]

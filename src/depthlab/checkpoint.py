@@ -31,10 +31,16 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, config: dict | No
     from depthlab import __version__
 
     path = Path(path)
+    # Arguments that only matter when a model is first built (e.g. where to fetch ImageNet encoder
+    # weights) are kept for provenance but not replayed: the checkpoint already holds those weights, and
+    # replaying them would make loading depend on files or a hub that may be gone.
+    init_only = set(getattr(model, "init_only_args", ()))
+    all_args = dict(getattr(model, "model_args", {}) or {})
     meta: dict[str, Any] = {
         "format": FORMAT,
         "model_name": getattr(model, "model_name", None),
-        "model_args": getattr(model, "model_args", {}),
+        "model_args": {k: v for k, v in all_args.items() if k not in init_only},
+        "init_args": {k: v for k, v in all_args.items() if k in init_only},
         "depth_info": model.depth_info.to_dict() if hasattr(model, "depth_info") else None,
         "config": config or {},
         "metrics": metrics or {},

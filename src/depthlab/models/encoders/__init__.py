@@ -29,12 +29,34 @@ class TimmEncoder(nn.Module):
         if checkpoint_path is not None:
             kw["pretrained_cfg_overlay"] = dict(file=str(checkpoint_path))
         self.name = name
-        self.model = timm.create_model(name, **kw)
+        try:
+            self.model = timm.create_model(name, **kw)
+        except (OSError, RuntimeError) as e:  # hub unreachable / not cached, or a bad local file
+            if checkpoint_path is None and pretrained and _looks_offline(e):
+                from depthlab.errors import WeightsUnavailableError
+
+                raise WeightsUnavailableError(
+                    f"ImageNet weights for timm encoder '{name}' could not be downloaded from the Hugging Face "
+                    f"hub (timm/{name}) and are not in the local cache; pass a downloaded file with "
+                    f"encoder checkpoint_path=... or build the model with pretrained=False "
+                    f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
+            raise
         self.out_channels = list(self.model.feature_info.channels())
         self.reductions = list(self.model.feature_info.reduction())
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return list(self.model(x))
+
+
+def _looks_offline(e: BaseException) -> bool:
+    """True when ``e`` (or its cause chain) is a failed download rather than a bad weight file."""
+    while e is not None:
+        text = f"{type(e).__name__} {e}".lower()
+        if any(k in text for k in ("connection", "offline", "resolve", "localentrynotfound", "max retries",
+                                   "network", "timed out", "name or service")):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def create_encoder(name: str, pretrained: bool = False, checkpoint_path: str | None = None,
