@@ -393,3 +393,31 @@ def test_model_path_relative_model_needs_alignment():
         evaluate(dataset=ds, model=_ramp_model("relative"), protocol="nyu_eigen")
     res = evaluate(dataset=ds, model=_ramp_model("relative"), protocol="marigold")
     assert res["summary"]["n_images"] == 1 and math.isfinite(res["summary"]["abs_rel"])
+
+
+def test_per_category_breakdown_by_hand(tmp_path):
+    """Categories (e.g. aerial tiles: residential / field) get their own averages next to the overall one."""
+    gts = {"r1": np.array([[1.0, 2.0], [4.0, 0.0]]), "r2": np.array([[2.0, 2.0], [2.0, 2.0]]),
+           "f1": np.array([[4.0, 4.0], [4.0, 4.0]])}
+    samples = []
+    for name, g in gts.items():
+        s = _sample(name, g)
+        s["meta"]["category"] = "residential" if name.startswith("r") else "field"
+        samples.append(s)
+        np.save(tmp_path / f"{name}.npy", np.full((2, 2), 2.0, np.float32))
+    res = evaluate(dataset=ListDataset(samples), predictions=tmp_path, protocol="none")
+    # abs_rel by hand: r1 = 0.5 (see above), r2 = 0, f1 = |2-4|/4 = 0.5
+    assert res["per_category"]["residential"]["abs_rel"] == pytest.approx(0.25)
+    assert res["per_category"]["residential"]["n_images"] == 2
+    assert res["per_category"]["field"]["abs_rel"] == pytest.approx(0.5)
+    assert res["summary"]["abs_rel"] == pytest.approx(1.0 / 3)
+    assert res["per_image"]["f1"]["category"] == "field"
+    md = format_markdown(res)
+    assert "| protocol | category | n_images |" in md
+    assert "| none | field | 1 |" in md and "| none | all | 3 |" in md
+
+
+def test_no_categories_no_breakdown(tmp_path):
+    np.save(tmp_path / "a.npy", np.full((2, 2), 2.0, np.float32))
+    res = evaluate(dataset=ListDataset([_sample("a", np.full((2, 2), 2.0))]), predictions=tmp_path, protocol="none")
+    assert res["per_category"] == {} and "category" not in format_markdown(res)

@@ -131,7 +131,8 @@ def evaluate(dataset, root=None, split: str = "test", model=None, checkpoint_pat
 
     Returns:
         ``{"summary": {metric: float, "n_images", "n_pixels"}, "protocol": {...}, "protocol_description",
-        "per_image": {name: {metric: float, "n_pixels"}}, "skipped": {name: reason}, "dataset": {...},
+        "per_image": {name: {metric: float, "n_pixels", "category"?}}, "per_category": {category: summary}
+        (samples whose ``meta`` has a ``category``, averaged like the summary), "skipped": {name: reason}, "dataset": {...},
         "model": {...} | None, "predictions": {...} | None, "warnings": [...], "created", "depthlab_version"}``.
         Metrics are NaN-free: a value that cannot be computed (no image evaluated) is ``None``.
     """
@@ -185,6 +186,7 @@ def evaluate(dataset, root=None, split: str = "test", model=None, checkpoint_pat
     n = n_total if limit is None else min(n_total, limit)
 
     acc = MetricAccumulator(mode=proto.averaging)
+    by_category: dict[str, MetricAccumulator] = {}  # same averaging as the whole set, one per meta["category"]
     per_image: dict[str, dict[str, float]] = {}
     skipped: dict[str, str] = {}
 
@@ -212,6 +214,10 @@ def evaluate(dataset, root=None, split: str = "test", model=None, checkpoint_pat
         per = acc.update_sums(sums)
         per_image[name] = {k: _num(per[k][0]) for k in METRIC_NAMES}
         per_image[name]["n_pixels"] = int(per["n_pixels"][0])
+        if meta.get("category") is not None:
+            category = str(meta["category"])
+            per_image[name]["category"] = category
+            by_category.setdefault(category, MetricAccumulator(mode=proto.averaging)).update_sums(sums)
 
     if progress:
         from rich.console import Console
@@ -228,10 +234,8 @@ def evaluate(dataset, root=None, split: str = "test", model=None, checkpoint_pat
         for i in range(n):
             run(i)
 
-    total = acc.compute()
-    summary: dict[str, Any] = {k: _num(total[k]) for k in METRIC_NAMES}
-    summary["n_images"] = int(total["n_images"])
-    summary["n_pixels"] = int(total["n_pixels"])
+    summary = _summary(acc)
+    per_category = {c: _summary(a) for c, a in sorted(by_category.items())}
     if summary["n_images"] == 0:
         msg = f"no image could be evaluated ({len(skipped)} skipped)"
         warn_list.append(msg)
@@ -246,6 +250,7 @@ def evaluate(dataset, root=None, split: str = "test", model=None, checkpoint_pat
         "model": model_info,
         "predictions": pred_info,
         "per_image": per_image,
+        "per_category": per_category,
         "skipped": skipped,
         "warnings": warn_list,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -256,6 +261,14 @@ def evaluate(dataset, root=None, split: str = "test", model=None, checkpoint_pat
 
         write_json(out, result)
     return result
+
+
+def _summary(acc: MetricAccumulator) -> dict[str, Any]:
+    total = acc.compute()
+    summary: dict[str, Any] = {k: _num(total[k]) for k in METRIC_NAMES}
+    summary["n_images"] = int(total["n_images"])
+    summary["n_pixels"] = int(total["n_pixels"])
+    return summary
 
 
 def _score_sample(sample, proto: Protocol, kind: str, predictor, pred_info, pred_scale, where, name):
@@ -402,19 +415,23 @@ def format_markdown(result: dict[str, Any]) -> str:
         f"{_plural(summary.get('n_images', 0), 'image')} evaluated, {len(skipped)} skipped.",
         "",
     ]
-    cols = ["protocol", "n_images", "n_pixels"] + [k for k in METRIC_NAMES if k in summary]
+    per_category = result.get("per_category") or {}
+    cols = ["protocol"] + (["category"] if per_category else []) + ["n_images", "n_pixels"]
+    cols += [k for k in METRIC_NAMES if k in summary]
     lines.append("| " + " | ".join(cols) + " |")
-    lines.append("|" + "|".join(["---"] + ["---:"] * (len(cols) - 1)) + "|")
-    cells = [name]
-    for k in cols[1:]:
-        v = summary.get(k)
-        if v is None:
-            cells.append("n/a")
-        elif k in _FMT:
-            cells.append(_FMT[k].format(int(v)))
-        else:
-            cells.append(f"{v:.4f}")
-    lines.append("| " + " | ".join(cells) + " |")
+    lines.append("|" + "|".join(["---"] * (2 if per_category else 1) + ["---:"] * (len(cols) - 1 - bool(per_category))) + "|")
+    rows = [("all", summary)] + list(per_category.items())
+    for category, values in rows if per_category else rows[:1]:
+        cells = [name] + ([category] if per_category else [])
+        for k in cols[len(cells):]:
+            v = values.get(k)
+            if v is None:
+                cells.append("n/a")
+            elif k in _FMT:
+                cells.append(_FMT[k].format(int(v)))
+            else:
+                cells.append(f"{v:.4f}")
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
