@@ -44,3 +44,19 @@ def test_plain_weight_file_is_refused_with_the_alternative(tmp_path):
     save_file({"w": torch.zeros(1)}, str(p))
     with pytest.raises(ValueError, match="create_model\\(name, checkpoint_path"):
         load_checkpoint(p)
+
+
+def test_atomic_outputs_get_normal_permissions(tmp_path):
+    """Temp files are created 0600; the published file must follow the umask like a plain open()."""
+    import os
+
+    from depthlab.io import write_json
+
+    old = os.umask(0o022)
+    try:
+        j = write_json(tmp_path / "r.json", {"a": 1})
+        c = save_checkpoint(create_model("unet", base_channels=8), tmp_path / "c.safetensors")
+    finally:
+        os.umask(old)
+    assert oct(j.stat().st_mode & 0o777) == oct(0o644)
+    assert oct(c.stat().st_mode & 0o777) == oct(0o644)

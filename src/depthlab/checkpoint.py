@@ -14,6 +14,8 @@ import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from depthlab.io import publish
+
 FORMAT = "depthlab-checkpoint/1"
 
 
@@ -53,7 +55,7 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, config: dict | No
     tmp = atomic_target(path)
     try:
         save_file(state, str(tmp), metadata={"depthlab": json.dumps(meta)})
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()

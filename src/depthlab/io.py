@@ -22,6 +22,19 @@ IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 @contextlib.contextmanager
+def _default_file_mode() -> int:
+    """0o666 minus the process umask: what ``open()`` would give a new file."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Give a finished temp file normal permissions (mkstemp makes it 0600) and rename it over ``path``."""
+    os.chmod(tmp, _default_file_mode())
+    os.replace(tmp, path)
+
+
 def atomic_write(path: str | os.PathLike, mode: str = "wb"):
     """Open a temp file beside ``path``; on success rename it over ``path``, on error delete it."""
     path = Path(path)
@@ -30,7 +43,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb"):
     try:
         with os.fdopen(fd, mode) as f:
             yield f
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
