@@ -21,7 +21,6 @@ from depthlab.errors import DataError
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
-@contextlib.contextmanager
 def _default_file_mode() -> int:
     """0o666 minus the process umask: what ``open()`` would give a new file."""
     umask = os.umask(0)
@@ -35,6 +34,7 @@ def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
     os.replace(tmp, path)
 
 
+@contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb"):
     """Open a temp file beside ``path``; on success rename it over ``path``, on error delete it."""
     path = Path(path)
