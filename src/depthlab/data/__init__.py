@@ -22,6 +22,7 @@ _DATASETS: dict[str, str] = {
     "endoslam": "depthlab.data.endoslam:EndoSLAM",
     "folder": "depthlab.data.folder:FolderDataset",
     "synthetic": "depthlab.data.synthetic:SyntheticScenes",
+    "aerial": "depthlab.data.aerial:AerialHeights",
 }
 
 # public class name -> module, for ``from depthlab.data import FolderDataset`` without eager imports
@@ -34,6 +35,7 @@ _CLASSES = {
     "KITTIEigen": "depthlab.data.kitti",
     "DIODE": "depthlab.data.diode",
     "EndoSLAM": "depthlab.data.endoslam",
+    "AerialHeights": "depthlab.data.aerial",
 }
 
 

@@ -1,0 +1,141 @@
+"""Aerial orthophotos with co-registered LiDAR heights (normalised DSM), optionally tiled, read with rasterio."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+
+from depthlab.data.base import DepthDataset, make_sample, natural_key, read_csv_rows, read_list_file
+from depthlab.errors import DataError
+
+CATEGORIES = ("residential", "suburb", "industrial", "field")
+_TIF = (".tif", ".tiff")
+
+
+class AerialHeights(DepthDataset):
+    """Aerial orthophoto GeoTIFF tiles with LiDAR heights above ground (nDSM, metres) as the target.
+
+    Layout::
+
+        <root>/rgb/<name>.tif        orthophoto, 3 or 4 bands (R, G, B[, alpha/NIR]), uint8 or uint16
+        <root>/height/<name>.tif     float32 height above ground in metres, same CRS/transform/shape; nodata -> invalid
+        <root>/categories.csv        optional: name,category (residential | suburb | industrial | field)
+        <root>/splits/<split>.txt    optional: one name per line (without extension); all tiles when absent
+
+    Target: ``sample["depth"]`` holds the **height above ground** in metres, not a distance from a camera:
+    larger = higher = nearer to a nadir-looking sensor (the opposite sign of camera depth). Following the
+    depthlab convention 0 = missing, heights <= 0 (bare ground at exactly 0, negative noise) and the
+    raster's nodata are invalid (``mask`` False). Pairs are matched by file stem; an orthophoto without a
+    height raster is a DataError from ``__getitem__``, as is a pair whose CRS, transform or shape differ
+    (the message names both files).
+
+    Args:
+        root: the folder holding ``rgb/`` and ``height/``.
+        split: ``train`` | ``val`` | ``test``; read from ``splits/<split>.txt`` when ``splits/`` exists.
+        tile_size: cut each raster into ``tile_size`` x ``tile_size`` patches (windowed reads, the last
+            row/column shifted back to the edge so all tiles are full-sized; see
+            :func:`depthlab.geo.tile_windows`); ``None`` = whole rasters.
+        categories: keep only tiles of these categories (needs ``categories.csv``).
+        rgb_max: white level of uint16 orthophotos (e.g. 4095 for 12-bit data); default: the dtype's maximum.
+
+    Meta: ``name`` (``<stem>`` or ``<stem>_r<row>_c<col>`` for tiles, pixel offsets), ``category``, ``crs``
+    (e.g. ``"EPSG:25832"``), ``transform`` (the tile's 6 affine coefficients, for GeoTIFF output),
+    ``window`` (col_off, row_off, width, height), ``target`` = ``"height_above_ground"``, ``rgb_path``,
+    ``depth_path``.
+    """
+
+    dataset_name = "aerial"
+
+    def __init__(self, root, split: str = "test", transform: Callable | None = None, tile_size: int | None = None,
+                 categories: Iterable[str] | str | None = None, rgb_max: float | None = None):
+        from depthlab.geo import read_georef, tile_windows
+
+        if root is None:
+            raise ValueError("aerial needs root= (a folder with rgb/ and height/ GeoTIFFs)")
+        super().__init__(root, split, transform)
+        self.rgb_dir, self.height_dir = self.root / "rgb", self.root / "height"
+        if not self.rgb_dir.is_dir():
+            raise FileNotFoundError(f"{self.rgb_dir}: aerial orthophoto folder not found")
+        self.tile_size = int(tile_size) if tile_size is not None else None
+        self.rgb_max = rgb_max
+        self.category_of = {r["name"]: r["category"] for r in read_csv_rows(self.root / "categories.csv")
+                            if r.get("name") and r.get("category")}
+        stems = sorted((p.stem for p in self.rgb_dir.iterdir() if p.suffix.lower() in _TIF), key=natural_key)
+        if (self.root / "splits").is_dir():
+            listed = read_list_file(self.root / "splits" / f"{split}.txt")
+            stems = [Path(s).stem for s in listed]  # names may carry an extension
+        if categories is not None:
+            wanted = [categories] if isinstance(categories, str) else list(categories)
+            unknown = [c for c in wanted if c not in CATEGORIES]
+            if unknown:
+                raise ValueError(f"unknown aerial categor{'y' if len(unknown) == 1 else 'ies'} {unknown}; "
+                                 f"choose from {', '.join(CATEGORIES)}")
+            if not self.category_of:
+                raise FileNotFoundError(f"{self.root / 'categories.csv'}: needed to filter by category")
+            stems = [s for s in stems if self.category_of.get(s) in wanted]
+        # items: (name, stem, window or None); raster sizes come from the headers (cheap)
+        self.items: list[tuple[str, str, object]] = []
+        for stem in stems:
+            rgb_path = self._rgb_path(stem)
+            if self.tile_size is None:
+                self.items.append((stem, stem, None))
+                continue
+            try:
+                g = read_georef(rgb_path)
+            except DataError:  # reported when the item is loaded; construction never fails on one file
+                self.items.append((stem, stem, None))
+                continue
+            for w in tile_windows(g.height, g.width, self.tile_size):
+                self.items.append((f"{stem}_r{int(w.row_off)}_c{int(w.col_off)}", stem, w))
+        self.names = [n for n, _, _ in self.items]
+
+    def _rgb_path(self, stem: str) -> Path:
+        for ext in (".tif", ".tiff", ".TIF", ".TIFF"):
+            p = self.rgb_dir / f"{stem}{ext}"
+            if p.exists():
+                return p
+        return self.rgb_dir / f"{stem}.tif"
+
+    def _height_path(self, stem: str) -> Path:
+        for ext in (".tif", ".tiff", ".TIF", ".TIFF"):
+            p = self.height_dir / f"{stem}{ext}"
+            if p.exists():
+                return p
+        return self.height_dir / f"{stem}.tif"
+
+    def load_sample(self, index: int):
+        from rasterio.windows import transform as window_transform
+
+        from depthlab.geo import Georef, check_aligned, open_raster, rgb_to_float
+
+        name, stem, window = self.items[index]
+        rgb_path, height_path = self._rgb_path(stem), self._height_path(stem)
+        with open_raster(rgb_path) as src, open_raster(height_path) as hsrc:
+            check_aligned(src, hsrc, rgb_path, height_path)
+            if hsrc.count != 1:
+                raise DataError(height_path, f"height raster must have 1 band, got {hsrc.count}")
+            try:
+                rgb = src.read(window=window)
+            except Exception as e:
+                raise DataError(rgb_path, f"cannot read orthophoto ({type(e).__name__}: {e})") from None
+            try:
+                height = hsrc.read(1, window=window, masked=True)
+            except Exception as e:
+                raise DataError(height_path, f"cannot read heights ({type(e).__name__}: {e})") from None
+            tf = window_transform(window, src.transform) if window is not None else src.transform
+            h, w = height.shape
+            georef = Georef(src.crs, tf, w, h).to_meta()
+        image = torch.from_numpy(np.ascontiguousarray(rgb_to_float(rgb, rgb_path, self.rgb_max)))
+        valid = ~np.ma.getmaskarray(height)
+        depth = np.ma.getdata(height).astype(np.float32)
+        win = (int(window.col_off), int(window.row_off), int(window.width), int(window.height)) if window is not None \
+            else (0, 0, w, h)
+        meta = self.base_meta(name, category=self.category_of.get(stem), crs=georef["crs"],
+                              transform=georef["transform"], window=win, target="height_above_ground",
+                              rgb_path=str(rgb_path), depth_path=str(height_path))
+        return make_sample(image, depth, meta, valid=valid, depth_path=height_path)
+
+
+__all__ = ["AerialHeights", "CATEGORIES"]

@@ -1,0 +1,72 @@
+"""``depthlab export``: build a model from a registered name or a checkpoint and export it to a verified ONNX file.
+
+The export and the ONNX Runtime check are :func:`depthlab.export.onnx.export_onnx`; this module only resolves
+the model and the input size and writes a JSON sidecar (``<out>.json``) with what a consumer of the ``.onnx``
+needs: input normalisation (mean/std), output kind and unit, ``multiple_of``, the verification numbers.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch.nn as nn
+
+
+def resolve_model(model: str | None = None, checkpoint_path=None, checkpoint=None, pretrained: bool = True) -> nn.Module:
+    """``checkpoint`` (a depthlab checkpoint, rebuilds its own model) or ``model`` (registered name) with
+    optional ``checkpoint_path`` weights (else the bundled/published weights when ``pretrained``)."""
+    from depthlab.checkpoint import load_checkpoint
+    from depthlab.models.registry import create_model
+
+    if checkpoint is not None:
+        if checkpoint_path is not None:
+            raise ValueError("give either --checkpoint (a depthlab checkpoint) or --checkpoint-path (weights for "
+                             "--model), not both")
+        if not Path(checkpoint).is_file():
+            raise FileNotFoundError(f"{checkpoint}: checkpoint not found")
+        return load_checkpoint(checkpoint)
+    if not model:
+        raise ValueError("pass --model NAME (optionally with --checkpoint-path) or --checkpoint CKPT")
+    if checkpoint_path is not None and not Path(checkpoint_path).is_file():
+        raise FileNotFoundError(f"{checkpoint_path}: weights file not found")
+    return create_model(model, pretrained=pretrained and checkpoint_path is None, checkpoint_path=checkpoint_path)
+
+
+def export_model(out: str | os.PathLike, model: str | None = None, checkpoint_path=None, checkpoint=None,
+                 height: int | None = None, width: int | None = None, dynamic: bool = False, opset: int = 17,
+                 batch_size: int = 1, pretrained: bool = True, tolerance: float = 1e-4) -> dict[str, Any]:
+    """Export a model to ONNX at ``out``, verified against PyTorch in ONNX Runtime; returns the report dict.
+
+    The input size defaults to the weights' ``input_size``; ``height``/``width`` must be multiples of the
+    model's ``multiple_of``. The graph takes ``x`` (B,3,H,W) already normalised with the ``mean``/``std`` in the
+    sidecar and returns ``depth`` (B,1,H,W) raw (``target_encoding``; see docs/outputs.md). ``dynamic`` makes
+    batch, height and width dynamic (and verifies a second shape). Writes ``<out>.json`` next to the file.
+    """
+    from depthlab.export.onnx import export_onnx
+    from depthlab.io import write_json
+
+    net = resolve_model(model, checkpoint_path, checkpoint, pretrained).eval()
+    info = net.depth_info
+    name = getattr(net, "model_name", None) or model
+    if height is None or width is None:
+        if info.input_size is None:
+            raise ValueError(f"{name} declares no input_size: pass --height and --width")
+        height = height or int(info.input_size[0])
+        width = width or int(info.input_size[1])
+    m = int(info.multiple_of or 1)
+    for label, v in (("height", height), ("width", width)):
+        if v < 1 or v % m:
+            raise ValueError(f"{label} {v} must be a positive multiple of {m} ({name}'s multiple_of)")
+    report = export_onnx(net, out, (batch_size, 3, int(height), int(width)), dynamic=dynamic, opset=opset,
+                         tolerance=tolerance).to_dict()
+    report.update(model_name=name, checkpoint=str(checkpoint) if checkpoint else None,
+                  checkpoint_path=str(checkpoint_path) if checkpoint_path else None,
+                  input_name="x", output_name="depth", mean=list(info.mean), std=list(info.std),
+                  output_kind=info.output_kind, target_encoding=info.target_encoding, max_depth=info.max_depth,
+                  multiple_of=m)
+    write_json(Path(str(out) + ".json"), report)
+    return report
+
+
+__all__ = ["export_model", "resolve_model"]
