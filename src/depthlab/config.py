@@ -73,7 +73,7 @@ class DataConfig:
     dataset: str = "synthetic"
     root: str | None = None
     train_split: str = "train"
-    val_split: str = "val"
+    val_split: str | None = "val"  # None: no validation (the last weights are exported as best)
     test_split: str = "test"
     size: list[int] = field(default_factory=lambda: [128, 128])
     batch_size: int = 8
@@ -146,18 +146,34 @@ class TrainConfig:
     log_every_n_steps: int = 10
     loggers: list[str] = field(default_factory=lambda: ["csv", "tensorboard"])
     protocol: str = "none"
+    checkpoint_every_n_steps: int | None = None  # last.ckpt interval; None = once per epoch
 
 
 @dataclass
 class DistillConfig:
-    """Teacher for distillation (``teacher=None`` = no distillation); ``epsilon`` is the margin of
-    the distillation loss; ``cache_dir`` stores teacher predictions between epochs."""
+    """Knowledge distillation from a frozen teacher (see ``depthlab.training.distill``).
+
+    Active when ``teacher`` is set and ``epsilon > 0``: the loss becomes
+    ``(1 - epsilon) * loss + epsilon * L1(out / max(out), teacher / max(teacher))``. The teacher is
+    ``create_model(teacher, pretrained=teacher_pretrained, checkpoint_path=teacher_checkpoint,
+    **teacher_kwargs)`` run through a ``Predictor``. ``teacher_input_size``: the processing size of a
+    foundation adapter (its ``input_size`` kwarg); for other models the Predictor's ``input_size``
+    (``None`` = the image's own size padded to the model's multiple, an int = short side,
+    ``[H, W]``). With ``cache: true``
+    its predictions on the un-augmented training images are computed once and stored under
+    ``cache_dir`` (default ``<run_dir>/teacher_cache``); ``cache: false`` runs it on every
+    augmented batch. ``teacher_batch_size`` is the batch of the cache-filling pass.
+    """
 
     teacher: str | None = None
     teacher_kwargs: dict[str, Any] = field(default_factory=dict)
     teacher_checkpoint: str | None = None
+    teacher_pretrained: bool = True
+    teacher_input_size: int | list[int] | None = None
     epsilon: float = 0.0
+    cache: bool = True
     cache_dir: str | None = None
+    teacher_batch_size: int = 8
 
 
 @dataclass
@@ -385,8 +401,13 @@ def validate_config(cfg: ExperimentConfig) -> ExperimentConfig:
             raise ConfigError(f"{key}: must be > 0, got {val}")
     if cfg.optim.encoder_lr is not None and cfg.optim.encoder_lr < 0:
         raise ConfigError(f"optim.encoder_lr: must be >= 0, got {cfg.optim.encoder_lr}")
-    if cfg.distill.epsilon < 0:
-        raise ConfigError(f"distill.epsilon: must be >= 0, got {cfg.distill.epsilon}")
+    if not 0 <= cfg.distill.epsilon <= 1:
+        raise ConfigError(f"distill.epsilon: must be in [0, 1], got {cfg.distill.epsilon}")
+    if cfg.distill.teacher_batch_size < 1:
+        raise ConfigError(f"distill.teacher_batch_size: must be >= 1, got {cfg.distill.teacher_batch_size}")
+    if cfg.train.checkpoint_every_n_steps is not None and cfg.train.checkpoint_every_n_steps < 1:
+        raise ConfigError(f"train.checkpoint_every_n_steps: must be >= 1 or null, "
+                          f"got {cfg.train.checkpoint_every_n_steps}")
     _validate_loss_names(cfg.loss)
     return cfg
 

@@ -34,7 +34,7 @@ from torch import nn
 
 __all__ = [
     "l1", "l2", "huber", "berhu", "ssim_loss", "gradient_loss", "edge_aware_smoothness", "silog",
-    "ssi_trimmed_mae", "gradient_matching",
+    "ssi_trimmed_mae", "gradient_matching", "max_normalized_l1", "distillation_loss",
     "L1Loss", "L2Loss", "HuberLoss", "BerHuLoss", "SSIMLoss", "GradientLoss", "EdgeAwareSmoothness",
     "SILogLoss", "SSITrimmedMAE", "GradientMatchingLoss",
     "LOSSES", "ALIASES", "list_losses", "get_loss", "WeightedSum", "build_loss", "UnknownLossError",
@@ -339,6 +339,57 @@ def gradient_matching(pred, target, mask=None, image=None, *, scales: int = 4,
         term = (gx + gy) / vk.sum().clamp_min(1)
         total = term if total is None else total + term
     return total
+
+
+# ----------------------------------------------------------------------------------------------
+# knowledge distillation (Leve)
+
+
+def _per_image_max(x: torch.Tensor, valid: torch.Tensor, eps: float) -> torch.Tensor:
+    """(B,1,1,1) maximum of ``x`` over the valid pixels of each image, clamped to at least ``eps``."""
+    m = torch.where(valid, x, float("-inf")).amax(dim=(1, 2, 3), keepdim=True)
+    return m.clamp_min(eps)  # -inf (no valid pixel) and non-positive maxima become eps
+
+
+def max_normalized_l1(pred, teacher, mask=None, image=None, *, eps: float = 1e-6) -> torch.Tensor:
+    """``mean |pred / max(pred) - teacher / max(teacher)|`` over valid pixels.
+
+    The maxima are taken per image over the valid pixels (and clamped to at least ``eps``), so the
+    term ignores the scale of either map: a teacher known only up to scale (relative disparity)
+    distils its shape into a metric student. Shapes ``(B,1,H,W)``; unitless; the gradient flows
+    through ``pred`` and its maximum, never into ``teacher`` (pass it detached).
+    """
+    pred, teacher, valid = _prepare(pred, teacher, mask, "max_normalized_l1")
+    a = pred / _per_image_max(pred, valid, eps)
+    b = teacher / _per_image_max(teacher, valid, eps)
+    return _masked_mean((a - b).abs(), valid)
+
+
+def distillation_loss(pred, target, teacher, mask=None, image=None, *, epsilon: float,
+                      student_loss: Callable[..., torch.Tensor] = l1, return_terms: bool = False):
+    """Leve's distillation loss ``(1 - eps) * L_student(pred, target) + eps * L1(pred/max(pred), teacher/max(teacher))``.
+
+    ``pred``, ``target``: ``(B,1,H,W)`` in the student's target encoding; ``teacher``: the
+    teacher's prediction converted to that encoding (see ``depthlab.training.distill``), detached;
+    ``mask``: valid ground truth (both terms use it; the maxima too). ``student_loss`` is any loss
+    with the common signature (e.g. a :class:`WeightedSum` built from the config); ``epsilon`` in
+    [0, 1] (thesis: 0.10, 0.25, 0.50). ``epsilon == 0`` returns exactly ``student_loss(...)``.
+    ``return_terms=True`` returns ``(total, {"student": ..., "kd": ...})`` (detached terms).
+    """
+    if not 0.0 <= float(epsilon) <= 1.0:
+        raise ValueError(f"distillation_loss: epsilon must be in [0, 1], got {epsilon}")
+    student = student_loss(pred, target, mask, image)
+    if float(epsilon) == 0.0:
+        total, kd = student, None
+    else:
+        kd = max_normalized_l1(pred, teacher.detach(), mask)
+        total = (1.0 - float(epsilon)) * student + float(epsilon) * kd
+    if not return_terms:
+        return total
+    terms = {"student": student.detach()}
+    if kd is not None:
+        terms["kd"] = kd.detach()
+    return total, terms
 
 
 # ----------------------------------------------------------------------------------------------

@@ -5,6 +5,8 @@ Keys (all optional except what a transform needs):
 * ``image``  float (3,H,W) -- resampled bilinearly (antialiased when shrinking);
 * ``depth``, ``target`` float (1,H,W), 0 = missing -- resampled without inventing values across
   holes (nearest, or the masked averaging of :class:`Resize`);
+* ``teacher`` float (1,H,W) -- a distillation teacher's map (``depthlab.training.distill``): gets
+  exactly the geometry of ``depth`` (same resampling, crops, flips, rotations);
 * ``mask``   bool (1,H,W), True = valid -- resampled with nearest; pixels that come from outside
   the input (rotation) are False;
 * ``meta``   dict -- copied, never mutated in place; ``meta["intrinsics"]`` (fx, fy, cx, cy in
@@ -52,7 +54,7 @@ __all__ = [
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-_DENSE_KEYS = ("depth", "target")  # metric-like maps where 0 = missing
+_DENSE_KEYS = ("depth", "target", "teacher")  # metric-like maps where 0 = missing
 _MASK_KEYS = ("mask",)
 
 

@@ -233,12 +233,17 @@ class DepthDataModule(L.LightningDataModule):
     ``limit_train`` / ``limit_val`` keep the first N samples. The train order
     is seeded by ``seed`` and sharded by the trainer's rank and world size (Lightning's own
     distributed sampler is switched off in :func:`depthlab.training.train.build_trainer`).
+
+    ``teacher_cache`` (a :class:`depthlab.training.distill.TeacherCache`): in ``setup("fit")`` the
+    teacher's predictions on the un-augmented training images are computed once (rank 0, the others
+    wait) and every training sample gets ``sample["teacher"]`` before the training transforms.
     """
 
-    def __init__(self, data_cfg, seed: int = 0):
+    def __init__(self, data_cfg, seed: int = 0, teacher_cache=None):
         super().__init__()
         self.cfg = data_cfg
         self.seed = int(seed)
+        self.teacher_cache = teacher_cache
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
@@ -253,7 +258,8 @@ class DepthDataModule(L.LightningDataModule):
         size = getattr(self.cfg, "size", None)
         return Compose([*pipeline, EnsureSize(size)]) if size else pipeline
 
-    def _dataset(self, split: str | None, train: bool, limit: int | None) -> Dataset | None:
+    def _dataset(self, split: str | None, train: bool, limit: int | None, raw: bool = False) -> Dataset | None:
+        """The split's dataset with its transforms (``raw=True``: without any)."""
         if not split:
             return None
         from depthlab.data import create_dataset
@@ -263,14 +269,32 @@ class DepthDataModule(L.LightningDataModule):
         if size and "size" not in kwargs and _accepts(self.cfg.dataset, "size"):
             kwargs["size"] = tuple(int(s) for s in size)  # e.g. synthetic scenes render at that size
         ds = create_dataset(self.cfg.dataset, root=self.cfg.root, split=split,
-                            transform=self.transforms(train), **kwargs)
+                            transform=None if raw else self.transforms(train), **kwargs)
         if limit:
             ds = Subset(ds, range(min(int(limit), len(ds))))
         return ds
 
+    def _train_with_teacher(self) -> Dataset:
+        """Raw training samples; cache filled once; teacher map attached before the transforms."""
+        from depthlab.training.distill import WithTeacher
+
+        raw = self._dataset(self.cfg.train_split, True, getattr(self.cfg, "limit_train", None), raw=True)
+        trainer = getattr(self, "trainer", None)
+        cache = self.teacher_cache
+        if trainer is not None:
+            cache.teacher.to(trainer.strategy.root_device)
+        if trainer is None or trainer.is_global_zero:
+            cache.fill(raw)
+        if trainer is not None:
+            trainer.strategy.barrier("depthlab-teacher-cache")
+        return WithTeacher(raw, cache, self.transforms(True))
+
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and self.train_set is None:
-            self.train_set = self._dataset(self.cfg.train_split, True, getattr(self.cfg, "limit_train", None))
+            if self.teacher_cache is not None:
+                self.train_set = self._train_with_teacher()
+            else:
+                self.train_set = self._dataset(self.cfg.train_split, True, getattr(self.cfg, "limit_train", None))
         if stage in (None, "fit", "validate") and self.val_set is None:
             self.val_set = self._dataset(self.cfg.val_split, False, getattr(self.cfg, "limit_val", None))
         if stage in (None, "test") and self.test_set is None:

@@ -13,7 +13,11 @@ One task, driven by an :class:`depthlab.config.ExperimentConfig`:
   :func:`depthlab.metrics.compute_metrics` under ``train.protocol`` (crop and depth caps) and
   averaged per image across all ranks;
 * optimisation: Adam/AdamW, encoder/decoder learning rates, step / cosine / poly schedules and an
-  encoder freeze for the first ``train.freeze_encoder_epochs`` epochs.
+  encoder freeze for the first ``train.freeze_encoder_epochs`` epochs;
+* distillation (``distill.teacher`` set and ``distill.epsilon > 0``): the training loss becomes
+  :func:`depthlab.losses.distillation_loss` against the teacher map (``batch["teacher"]`` from the
+  cache, else the teacher run on the augmented batch), converted to the student's encoding by
+  :func:`depthlab.training.distill.teacher_to_encoding`. Validation keeps the plain loss.
 """
 from __future__ import annotations
 
@@ -56,7 +60,12 @@ def _close(a, b, tol: float = 1e-6) -> bool:
 
 
 def encoder_parameter_names(model: nn.Module) -> set[str]:
-    """Names of the parameters that live under a submodule attribute called ``encoder``."""
+    """Names of the parameters that live under a submodule attribute called ``encoder``, or those a
+    model lists itself with an ``encoder_parameter_names()`` method (foundation adapters, whose
+    backbone sits inside the wrapped transformers model)."""
+    own = getattr(model, "encoder_parameter_names", None)
+    if callable(own):
+        return set(own())
     return {n for n, _ in model.named_parameters() if "encoder" in n.split(".")[:-1]}
 
 
@@ -133,10 +142,12 @@ class DepthTask(L.LightningModule):
 
     ``DepthTask(config)`` with an ExperimentConfig or its dict form (``config_to_dict``); the dict is
     saved as the Lightning hyper-parameters, so ``DepthTask.load_from_checkpoint(ckpt)`` works.
-    ``model`` may be given to reuse an already built module (benchmarks, tests).
+    ``model`` may be given to reuse an already built module (benchmarks, tests); ``teacher`` (a
+    :class:`depthlab.training.distill.Teacher`) likewise, else it is built from ``distill`` when
+    fitting starts. The teacher is not a submodule: it is in neither the optimiser nor checkpoints.
     """
 
-    def __init__(self, config, model: nn.Module | None = None):
+    def __init__(self, config, model: nn.Module | None = None, teacher=None):
         super().__init__()
         from depthlab.config import config_to_dict
         from depthlab.losses import build_loss
@@ -173,6 +184,10 @@ class DepthTask(L.LightningModule):
         self._crop_warned = False
         self.last_val_metrics: dict[str, float] = {}
         self._val_sums: dict[str, torch.Tensor] | None = None
+        from depthlab.training.distill import distill_active
+
+        self.distill_epsilon = float(cfg.distill.epsilon) if distill_active(cfg) else 0.0
+        self.teacher = teacher  # a plain attribute (Teacher is not an nn.Module)
 
     # ------------------------------------------------------------------------------------ helpers
     @staticmethod
@@ -212,10 +227,43 @@ class DepthTask(L.LightningModule):
         terms = {str(k): v.detach() for k, v in terms.items()}
         return total, terms
 
+    def _distill_loss(self, raw: torch.Tensor, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Leve's distillation loss against the cached (or freshly computed) teacher map."""
+        from depthlab.losses import distillation_loss
+        from depthlab.training.distill import TEACHER_KEY, teacher_to_encoding
+
+        teacher = batch.get(TEACHER_KEY)
+        if teacher is None:  # no cache: the teacher sees the augmented batch, in [0, 1]
+            image = batch["image"]
+            if not self.normalize_inputs:  # the pipeline normalised with the model's statistics
+                image = image * self.img_std + self.img_mean
+            teacher = self.teacher.predict(image)
+        teacher = teacher_to_encoding(teacher.to(raw.device), self.teacher.kind, self.target_encoding,
+                                      self.max_depth)
+        depth, mask = batch["depth"], batch["mask"]
+        valid = mask.bool() & (depth > 0)
+        target = encode_target(depth, self.target_encoding, self.max_depth)
+        total, parts = distillation_loss(raw, target, teacher, valid, batch["image"], epsilon=self.distill_epsilon,
+                                         student_loss=self.loss_fn, return_terms=True)
+        terms = {str(k): v.detach() for k, v in (getattr(self.loss_fn, "last_terms", None) or {}).items()}
+        terms.update(parts)
+        return total, terms
+
+    def on_fit_start(self) -> None:
+        if self.distill_epsilon > 0:
+            if self.teacher is None:
+                from depthlab.training.distill import build_distillation
+
+                self.teacher, _ = build_distillation(self.cfg, ".", device=self.device)
+            self.teacher.to(self.device)
+
     # ------------------------------------------------------------------------------------ training
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         raw = self(batch["image"])
-        loss, terms = self._loss(raw, batch)
+        if self.distill_epsilon > 0:
+            loss, terms = self._distill_loss(raw, batch)
+        else:
+            loss, terms = self._loss(raw, batch)
         bs = batch["image"].shape[0]
         self.log("train/loss", loss.detach(), prog_bar=True, batch_size=bs)
         if len(terms) > 1:  # a single term equals train/loss (each self.log costs time on small models)

@@ -321,7 +321,11 @@ def train(cfg_or_path, overrides: Sequence[str] = (), resume: bool = False, *,
     run_dir = prepare_run_dir(cfg, extra, resume)
 
     task = DepthTask(cfg)
-    data = DepthDataModule(cfg.data, seed=seed)
+    from depthlab.training.distill import build_distillation
+
+    teacher, cache = build_distillation(cfg, run_dir)  # after the student: its init is unchanged
+    task.teacher = teacher
+    data = DepthDataModule(cfg.data, seed=seed, teacher_cache=cache)
     trainer, _ = build_trainer(cfg, run_dir, extra, callbacks)
     ckpt_path = run_dir / CHECKPOINT_DIR / "last.ckpt" if resume else None
     with warnings.catch_warnings():
