@@ -1,17 +1,19 @@
-"""End-to-end latency: depthlab (adapter + ONNX Runtime backend) vs ``transformers.pipeline("depth-estimation")``.
+"""End-to-end latency: depthlab's ``Predictor(model, backend="onnx")`` vs ``transformers.pipeline("depth-estimation")``.
 
 Model: the Depth Anything V2 Small *architecture* (ViT-S/14 DINOv2 + DPT head, 24.8 M parameters) with
 random weights (seeded): built once, saved to a temporary Hugging Face folder with Depth Anything V2's
-image-processor settings, and loaded from that folder by both sides, so both run identical weights.
+image-processor settings; transformers loads the pipeline from that folder and depthlab loads the same
+folder with ``create_model("depth_anything_v2_vits", checkpoint_path=folder)``, so both run identical weights.
 Input: one 640x480 RGB image (PIL), resized to 518 px on the short side (518 x 686, multiples of 14).
 
-Both sides do the whole job, image in -> depth at 480x640 out:
+Both sides do the whole job, PIL image in -> depth at 480x640 out:
 
 * ``hf``: ``pipeline(image)`` -- processor (uint8 bicubic resize, normalise), eager PyTorch forward,
   bicubic post-processing (plus the pipeline's 8-bit preview image, which is part of its cost);
-* ``depthlab_eager``: the same steps through the depthlab adapter (``model.predict``), eager PyTorch;
-* ``depthlab_onnx``: the adapter's pre/post-processing around ``depthlab.export.onnx.OnnxBackend``
-  (exported once, verified against PyTorch, cached; float32 -- no reduced precision).
+* ``depthlab_onnx``: ``Predictor(model, backend="onnx")(image)`` -- the adapter's own pre/post-processing
+  (same as the processor) around ONNX Runtime (exported once at Predictor construction, verified against
+  PyTorch, cached on disk; float32 -- no reduced precision);
+* ``depthlab_eager``: ``Predictor(model)(image)``, the same with eager PyTorch (``--no-eager`` skips it).
 
 Timings are medians of ``--runs`` runs after ``--warmup`` warm-up runs, interleaved round-robin so that
 load changes on a shared machine hit every side alike. ``speedup`` = median(hf) / median(depthlab_onnx).
@@ -34,28 +36,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-try:
-    from common import machine_info, print_table, write_result  # noqa: E402
-except ImportError:  # fallback if benchmarks/common.py is absent
-    import platform
-
-    def machine_info() -> dict:
-        return {"platform": platform.platform(), "python": platform.python_version(),
-                "cpu_cores_logical": os.cpu_count(), "torch": torch.__version__,
-                "torch_threads": torch.get_num_threads(),
-                "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
-
-    def print_table(rows, columns=None) -> None:
-        columns = columns or list(rows[0])
-        print("\t".join(columns))
-        for r in rows:
-            print("\t".join(str(r.get(c)) for c in columns))
-
-    def write_result(name, payload, results_dir=None):
-        from depthlab.io import write_json
-
-        out = Path(results_dir) if results_dir else Path(__file__).resolve().parent / "results"
-        return write_json(out / f"{name}.json", {"benchmark": name, "machine": machine_info(), **payload})
+from common import print_table, write_result  # noqa: E402
 
 
 def build_folder(folder: Path, seed: int) -> None:
@@ -74,15 +55,8 @@ def build_folder(folder: Path, seed: int) -> None:
 
 def load_depthlab(folder: Path):
     import depthlab
-    from depthlab.models import weights
 
-    try:  # through the registry if it hands folders to the adapter's loader
-        if "load_pretrained_weights" in open(weights.__file__).read():
-            return depthlab.create_model("depth_anything_v2_vits", checkpoint_path=str(folder)).eval()
-    except OSError:
-        pass
-    model = depthlab.create_model("depth_anything_v2_vits", config=str(folder))
-    return model.load_pretrained_weights(str(folder)).eval()
+    return depthlab.create_model("depth_anything_v2_vits", checkpoint_path=str(folder)).eval()
 
 
 def test_image(seed: int):
@@ -108,7 +82,7 @@ def main(argv=None) -> dict:
 
     import transformers
 
-    from depthlab.export.onnx import OnnxBackend
+    from depthlab.predictor import Predictor
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
@@ -123,21 +97,23 @@ def main(argv=None) -> dict:
         model = load_depthlab(folder)
         image = test_image(args.seed)
         h, w = image.height, image.width
-        net_hw = model.input_size_for(h, w)
+        eager = Predictor(model)
+        net_hw = eager.network_size(h, w)
 
-        t0 = time.perf_counter()
-        backend = OnnxBackend(model, (1, 3, *net_hw), cache_dir=args.cache_dir or Path(tmp) / "onnx",
-                              threads=threads)
+        t0 = time.perf_counter()  # export + verification against PyTorch, at construction
+        onnx = Predictor(model, backend="onnx", onnx_cache_dir=args.cache_dir or Path(tmp) / "onnx",
+                         onnx_input_shape=(1, 3, *net_hw))
         export_s = time.perf_counter() - t0
+        backend = onnx._onnx
 
         def run_hf():
             return pipe(image)["predicted_depth"]
 
         def run_eager():
-            return model.predict(torch.from_numpy(np.array(image)).permute(2, 0, 1)[None])[0, 0]
+            return torch.from_numpy(eager(image).depth)
 
         def run_onnx():
-            return model.predict(torch.from_numpy(np.array(image)).permute(2, 0, 1)[None], runner=backend)[0, 0]
+            return torch.from_numpy(onnx(image).depth)
 
         sides = {"hf": run_hf, "depthlab_onnx": run_onnx}
         if not args.no_eager:
@@ -169,6 +145,8 @@ def main(argv=None) -> dict:
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     payload = {
         "model": "depth_anything_v2_vits architecture, random weights (seed %d), same HF folder for both" % args.seed,
+        "depthlab_side": "Predictor(create_model('depth_anything_v2_vits', checkpoint_path=folder), backend='onnx')(PIL image)",
+        "hf_side": "transformers.pipeline('depth-estimation', model=folder)(PIL image)['predicted_depth']",
         "params": sum(p.numel() for p in model.parameters()),
         "image": [h, w], "network_input": list(net_hw), "threads": threads,
         "speedup": speedup,

@@ -18,6 +18,7 @@ import torch
 
 import depthlab
 from depthlab.models.registry import get_weights_info
+from depthlab.predictor import Predictor
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
@@ -56,15 +57,6 @@ def rgb_uint8(h: int, w: int, seed: int = 0) -> np.ndarray:
 
 def chw(img: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(img).permute(2, 0, 1)[None].contiguous()
-
-
-def registry_loads_folders() -> bool:
-    """Does create_model(checkpoint_path=<folder>) reach the adapter's own loader yet?"""
-    import inspect
-
-    from depthlab.models import weights
-
-    return "load_pretrained_weights" in inspect.getsource(weights)
 
 
 def hf_folder(tmp_path, name: str, hf_model, processor) -> str:
@@ -142,6 +134,15 @@ def test_dav2_forward_shape_kind_and_pipeline_parity(dav2_hf, tmp_path):
     got = model.predict(chw(img))[0, 0]  # uint8 in: resized as uint8, exactly like the processor
     assert got.shape == (120, 160)
     assert rel_diff(got, ref) < RTOL
+    # the same through depthlab's Predictor, from a numpy array, a PIL image and an image file
+    predictor = Predictor(model)
+    assert predictor.network_size(120, 160) == (392, 518)
+    img_path = tmp_path / "img.png"
+    Image.fromarray(img).save(img_path)
+    for source in (img, Image.fromarray(img), img_path):
+        pred = predictor(source)
+        assert pred.kind == "disparity" and pred.depth.shape == (120, 160) and pred.depth.dtype == np.float32
+        assert rel_diff(torch.from_numpy(pred.depth), ref) < RTOL
 
     # float images: processor on the float tensor (do_rescale=False) vs depthlab on the same floats
     x = chw(img).float() / 255
@@ -150,6 +151,7 @@ def test_dav2_forward_shape_kind_and_pipeline_parity(dav2_hf, tmp_path):
         inputs = proc(images=x[0], do_rescale=False, return_tensors="pt")
         post = proc.post_process_depth_estimation(dav2_hf(**inputs), target_sizes=[(120, 160)])[0]["predicted_depth"]
     assert rel_diff(model.predict(x)[0, 0], post) < RTOL
+    assert rel_diff(Predictor(model).predict_tensor(x)[0, 0], post) < RTOL
 
 
 def test_dav2_metric_variant_follows_config(tmp_path):
@@ -166,7 +168,9 @@ def test_dav2_metric_variant_follows_config(tmp_path):
         ref = pipe(Image.fromarray(img))["predicted_depth"]
     loaded = depthlab.create_model("depth_anything_v2_metric_hypersim_vits", config=folder)
     loaded.load_pretrained_weights(folder)
-    got = loaded.predict(chw(img))[0, 0]
+    pred = Predictor(loaded)(img)
+    assert pred.kind == "metric" and pred.unit == "m"
+    got = torch.from_numpy(pred.depth)
     assert rel_diff(got, ref) < RTOL
     assert 0 <= float(got.min()) and float(got.max()) <= 20.0 + 1e-3  # sigmoid x max_depth, then bicubic
 
@@ -294,9 +298,6 @@ def test_older_transformers_key_names_load(dav2_hf, tmp_path):
         assert torch.equal(model.hf.state_dict()[k], v), k
 
 
-@pytest.mark.skipif(not registry_loads_folders(),
-                    reason="depthlab.models.weights.load_pretrained does not yet hand folders/hub ids to "
-                           "model.load_pretrained_weights (see docs/foundation.md)")
 def test_create_model_loads_a_local_hf_folder(dav2_hf, tmp_path):
     folder = hf_folder(tmp_path, "dav2", dav2_hf, dav2_processor())
     model = depthlab.create_model("depth_anything_v2_vits", checkpoint_path=folder)
@@ -353,8 +354,10 @@ def test_zoedepth_matches_transformers_pipeline(tmp_path):
     pipe = transformers.pipeline("depth-estimation", model=hf, image_processor=proc)
     with torch.no_grad():
         ref = pipe(Image.fromarray(img))["predicted_depth"]
-        got = model.predict(chw(img))[0, 0]
         assert model(model.preprocess(chw(img).float() / 255))["depth"].shape == (1, 1, 50, 70)
+    pred = Predictor(model)(Image.fromarray(img))
+    assert pred.kind == "metric" and pred.depth.shape == (50, 70)
+    got = torch.from_numpy(pred.depth)
     assert rel_diff(got, ref) < RTOL
     assert float(got.min()) > 0
 
@@ -375,7 +378,9 @@ def test_dpt_matches_transformers_pipeline(tmp_path):
     pipe = transformers.pipeline("depth-estimation", model=hf, image_processor=proc)
     with torch.no_grad():
         ref = pipe(Image.fromarray(img))["predicted_depth"]
-    assert rel_diff(model.predict(chw(img))[0, 0], ref) < RTOL
+    pred = Predictor(model)(img)
+    assert pred.kind == "disparity" and Predictor(model).network_size(50, 70) == (64, 64)
+    assert rel_diff(torch.from_numpy(pred.depth), ref) < RTOL
 
 
 # --------------------------------------------------------------------------------------------------
@@ -403,7 +408,55 @@ def test_marigold_matches_diffusers_pipeline():
                    generator=torch.Generator().manual_seed(7), output_type="pt").prediction
         got = model(model.preprocess(img))["depth"]
         again = model.predict(img)
+    via_predictor = Predictor(model).predict_tensor(img)
+    assert torch.equal(via_predictor, got)
     assert got.shape == (1, 1, 40, 52)
     assert rel_diff(got, ref) < RTOL
     assert torch.equal(got, again)  # seeded on every call: reproducible
     assert 0 <= float(got.min()) and float(got.max()) <= 1
+
+
+# --------------------------------------------------------------------------------------------------
+# Every adapter as a frozen teacher: Predictor.predict_tensor on batches of [0,1] tensors
+
+
+@pytest.mark.parametrize("name", ["depth_anything_v2_vits", "depth_anything_v2_metric_vkitti_vits", "zoedepth_nyu",
+                                  "zoedepth_nyu_kitti", "midas_dpt_large", "midas_dpt_hybrid", "marigold_depth"])
+def test_predict_tensor_on_batches_for_every_family(name):
+    if name == "marigold_depth":
+        pytest.importorskip("diffusers")
+        from depthlab.models.foundation.marigold import TEST_KWARGS
+    else:
+        from depthlab.models.foundation.hf_depth import TEST_KWARGS
+    torch.manual_seed(0)
+    model = depthlab.create_model(name, **TEST_KWARGS[name]).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    images = torch.rand(3, 3, 40, 56, generator=torch.Generator().manual_seed(1))
+    predictor = Predictor(model, batch_size=2)  # two chunks: 2 + 1
+    out = predictor.predict_tensor(images)
+    assert out.shape == (3, 1, 40, 56) and out.dtype == torch.float32 and bool(torch.isfinite(out).all())
+    assert predictor.kind == model.depth_info.output_kind
+    if predictor.kind == "metric":
+        assert float(out.min()) > 0 and float(out.max()) <= model.depth_info.max_depth + 1e-3
+    if name != "marigold_depth":  # deterministic networks: a batch equals its images one by one
+        single = torch.cat([predictor.predict_tensor(images[i:i + 1]) for i in range(3)])
+        assert rel_diff(out, single) < RTOL
+
+
+def test_dpt_fixed_network_size_any_input_size():
+    """DPT takes square token grids only: other sizes (the zoo's 480x640 cost count) go through its fixed size."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(4)
+    model = depthlab.create_model("midas_dpt_large", config_overrides=TINY_DPT, input_size=64).eval()
+    assert model.fixed_network_size == (64, 64)
+    x = torch.randn(1, 3, 48, 80, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        out = model(x)["depth"]
+        net = F.interpolate(x, size=(64, 64), mode="bicubic", align_corners=False)
+        ref = F.interpolate(model.hf(pixel_values=net).predicted_depth[:, None], size=(48, 80), mode="bicubic",
+                            align_corners=False)
+        square = model(torch.randn(1, 3, 96, 96))["depth"]  # square inputs go straight through
+    assert out.shape == (1, 1, 48, 80) and torch.equal(out, ref)
+    assert square.shape == (1, 1, 96, 96)

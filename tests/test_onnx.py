@@ -92,3 +92,51 @@ def test_export_raises_above_tolerance_and_leaves_no_file(tmp_path):
     with pytest.raises(dl_onnx.OnnxExportError, match="max abs diff"):
         dl_onnx.export_onnx(model, target, (1, 3, 64, 64), tolerance=-1.0)
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------------------------------
+# Predictor(backend="onnx")
+
+
+def test_predictor_onnx_backend_matches_torch_and_reuses_the_cache(tiny_dav2, tmp_path, monkeypatch):
+    import numpy as np
+
+    from depthlab.predictor import Predictor
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    ref = Predictor(tiny_dav2)(img)
+    net = Predictor(tiny_dav2).network_size(60, 80)
+    onnx_pred = Predictor(tiny_dav2, backend="onnx", onnx_cache_dir=tmp_path, onnx_input_shape=(1, 3, *net))
+    assert onnx_pred._onnx is not None and not onnx_pred._onnx.from_cache  # exported + verified at build
+    files = sorted(tmp_path.glob("*.onnx"))
+    assert len(files) == 1 and f"1x3x{net[0]}x{net[1]}" in files[0].name
+    got = onnx_pred(img)
+    assert got.kind == ref.kind and got.depth.shape == (60, 80)
+    assert rel_diff(torch.from_numpy(got.depth), torch.from_numpy(ref.depth)) < RTOL
+
+    def no_export(*a, **k):
+        raise AssertionError("exported again despite a cached file")
+
+    monkeypatch.setattr(dl_onnx, "export_onnx", no_export)
+    lazy = Predictor(tiny_dav2, backend="onnx", onnx_cache_dir=tmp_path)  # built on first use, from the cache
+    assert lazy._onnx is None
+    again = lazy(img)
+    assert lazy._onnx.from_cache
+    assert np.array_equal(again.depth, got.depth)
+
+
+def test_predictor_onnx_backend_errors():
+    from depthlab.predictor import Predictor
+
+    model = depthlab.create_model("fastdepth")
+    with pytest.raises(ValueError, match="backend must be one of torch, onnx"):
+        Predictor(model, backend="tensorrt")
+    with pytest.raises(ValueError, match="onnx_input_shape needs backend='onnx'"):
+        Predictor(model, onnx_input_shape=(1, 3, 64, 64))
+    pytest.importorskip("diffusers")
+    from depthlab.models.foundation.marigold import TEST_KWARGS
+
+    marigold = depthlab.create_model("marigold_depth", **TEST_KWARGS["marigold_depth"])
+    with pytest.raises(ValueError, match="marigold_depth cannot run in ONNX Runtime"):
+        Predictor(marigold, backend="onnx").predict_tensor(torch.rand(1, 3, 32, 32))

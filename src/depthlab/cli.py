@@ -104,7 +104,7 @@ def predict_cmd(
     except (DepthlabError, FileNotFoundError, ValueError, KeyError) as e:
         _fail(str(e))
     for path, reason in report.failures.items():
-        err_console.print(f"[red]failed[/red] {path}: {reason}", highlight=False, soft_wrap=True)
+        err_console.print(f"failed {path}: {reason}", style="red", highlight=False, soft_wrap=True, markup=False)
     console.print(f"{report.n_ok} written to {out}, {len(report.failures)} failed")
     if report.failures:  # exit status = number of failed inputs (capped): partial failure is non-zero
         raise typer.Exit(min(len(report.failures), 100))
@@ -115,8 +115,8 @@ def demo_cmd(out: Path = typer.Option(Path("outputs/demo"), help="output folder"
     """The main job on the embedded default (bundled samples and weights)."""
     from depthlab.demo import run_demo
 
-    result = run_demo(out)
-    console.print(json.dumps(result.get("summary", {}), indent=2))
+    result = run_demo(out, console=console)  # prints the summary table itself
+    console.print(f"report: {result['summary']['report']}", highlight=False, soft_wrap=True, markup=False)
 
 
 @app.command("train")
@@ -143,6 +143,114 @@ def train_cmd(
                       markup=False)
         shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in result.metrics.items()}
         console.print(f"best validation metrics: {json.dumps(shown)}", highlight=False, soft_wrap=True, markup=False)
+
+
+@app.command("export")
+def export_cmd(
+    model: Optional[str] = typer.Option(None, help="registered model name (see `depthlab models`)"),
+    checkpoint_path: Optional[Path] = typer.Option(None, help="local weights file for --model"),
+    checkpoint: Optional[Path] = typer.Option(None, help="a depthlab checkpoint (rebuilds its own model)"),
+    out: Path = typer.Option(..., help="the .onnx file to write (plus <out>.json with normalisation and checks)"),
+    height: Optional[int] = typer.Option(None, help="input height (default: the weights' input_size)"),
+    width: Optional[int] = typer.Option(None, help="input width (default: the weights' input_size)"),
+    dynamic: bool = typer.Option(False, "--dynamic", help="dynamic batch, height and width"),
+    opset: int = typer.Option(17, help="ONNX opset"),
+):
+    """Export a model to ONNX, verified against PyTorch with ONNX Runtime (max abs diff printed)."""
+    from depthlab.errors import DepthlabError
+    from depthlab.export.model import export_model
+
+    try:
+        r = export_model(out, model=model, checkpoint_path=checkpoint_path, checkpoint=checkpoint, height=height,
+                         width=width, dynamic=dynamic, opset=opset)
+    except (DepthlabError, FileNotFoundError, ValueError, KeyError, ImportError, RuntimeError) as e:
+        _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    console.print(f"wrote {r['path']} ({r['model_name']}, input {'x'.join(map(str, r['input_shape']))}"
+                  f"{', dynamic' if r['dynamic'] else ''}, opset {r['opset']}, {r['exporter']} exporter)",
+                  highlight=False, soft_wrap=True, markup=False)
+    console.print(f"onnxruntime vs PyTorch: max abs diff {r['max_abs_diff']:.3e} (relative {r['rel_diff']:.3e}, "
+                  f"tolerance {r['tolerance']:.0e}) on {len(r['verified_shapes'])} input shape(s)",
+                  highlight=False, soft_wrap=True, markup=False)
+
+
+@app.command("serve")
+def serve_cmd(
+    model: str = typer.Option("fastdepth", help="registered model name or a depthlab checkpoint path"),
+    checkpoint_path: Optional[Path] = typer.Option(None, help="local weights file for --model"),
+    host: str = typer.Option("127.0.0.1", help="interface to bind (0.0.0.0 = every interface)"),
+    port: int = typer.Option(8000),
+    device: str = typer.Option("cpu"),
+):
+    """Serve the web app (upload an image, see and download its depth) with uvicorn."""
+    from depthlab.errors import DepthlabError
+    from depthlab.web.app import serve
+
+    try:
+        serve(model=model, checkpoint_path=checkpoint_path, host=host, port=port, device=device)
+    except (DepthlabError, FileNotFoundError, ValueError, KeyError, ImportError) as e:
+        _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+
+
+@app.command("experiment")
+def experiment_cmd(
+    config: Path = typer.Argument(..., help="experiment YAML (see configs/studies/ and docs/experiments.md)"),
+    overrides: Optional[List[str]] = typer.Argument(None, help="dotted training overrides for every run, e.g. train.max_epochs=5"),
+    smoke: bool = typer.Option(False, "--smoke", help="apply the experiment's smoke block (tiny data, few steps)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="output folder (default outputs/experiments/<name>)"),
+):
+    """Run a grid of training runs, evaluate and time each, and write results.json, results.md and report.html."""
+    from depthlab.errors import DepthlabError
+    from depthlab.experiment import run_experiment
+
+    try:
+        result = run_experiment(config, out_dir=out, smoke=smoke, overrides=overrides or [], console=err_console)
+    except (DepthlabError, FileNotFoundError, ValueError, KeyError) as e:
+        _fail(str(e))
+    failed = [r for r in result["runs"] if r["status"] != "ok"]
+    for r in failed:
+        err_console.print(f"[red]failed[/red] {r['id']}: {r['error']}", highlight=False, soft_wrap=True)
+    if result.get("message"):
+        err_console.print(f"[yellow]{result['message']}[/yellow]", highlight=False, soft_wrap=True)
+    console.print(f"{len(result['runs']) - len(failed)} run(s) ok, {len(failed)} failed; report: "
+                  f"{result['report_path']}", highlight=False, soft_wrap=True, markup=False)
+    if failed or result.get("status") == "failed":
+        raise typer.Exit(1)
+
+
+@app.command("benchmark")
+def benchmark_cmd(
+    models: str = typer.Option(..., help="comma list of models: name (pretrained weights) or name:checkpoint_path"),
+    datasets: str = typer.Option(..., help="comma list of registered datasets (folder, nyu, kitti, synthetic ...)"),
+    root: Optional[List[str]] = typer.Option(None, "--root", help="DATASET=PATH (repeatable), e.g. folder=../shared/data/nyu"),
+    limit: Optional[int] = typer.Option(None, help="first N samples of each dataset"),
+    split: str = typer.Option("test", help="dataset split"),
+    device: str = typer.Option("cpu"),
+    out: Path = typer.Option(Path("outputs/benchmark"), "--out", help="output folder"),
+):
+    """Zero-shot benchmark: every model on every dataset under its paper protocol (results.csv/json/md + figures)."""
+    from depthlab.benchmark import run_benchmark
+    from depthlab.errors import DepthlabError
+
+    roots = {}
+    for item in root or []:
+        name, eq, path = item.partition("=")
+        if not eq or not name or not path:
+            _fail(f"--root {item!r}: expected DATASET=PATH")
+        roots[name.strip()] = path.strip()
+    try:
+        result = run_benchmark([m for m in models.split(",") if m.strip()],
+                               [d.strip() for d in datasets.split(",") if d.strip()], out, roots=roots,
+                               limit=limit, device=device, split=split, progress=True)
+    except (DepthlabError, FileNotFoundError, ValueError, KeyError) as e:
+        _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    for label, reason in result["skipped_models"].items():
+        err_console.print(f"skipped {label}: {reason}", style="yellow", highlight=False, soft_wrap=True, markup=False)
+    for r in result["rows"]:
+        if r.get("status") != "ok":
+            err_console.print(f"{r['model']} on {r['dataset']}: {r.get('status')} {r.get('error') or ''}",
+                              highlight=False, soft_wrap=True, markup=False)
+    console.print((Path(out) / "results.md").read_text(), highlight=False, soft_wrap=True, markup=False)
+    console.print(f"wrote {out}/results.json, results.csv, results.md", highlight=False, markup=False)
 
 
 def main():  # console-script entry point

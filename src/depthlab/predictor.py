@@ -14,6 +14,16 @@
 4. decode the raw output with :func:`depthlab.types.decode_target` into the declared unit (metres for
    ``metric``), then crop the padding away / resize bilinearly back to the input size.
 
+Models that bring their own image processing (the foundation adapters: ``preprocess(images)`` and
+``postprocess(depth, size)``, see :mod:`depthlab.models.foundation`) replace steps 2-4 by theirs, so the
+Predictor's output equals ``transformers.pipeline("depth-estimation")`` / diffusers' Marigold pipeline on
+the same weights: 8-bit inputs (paths, PIL images, uint8 arrays/tensors) stay uint8 until the adapter's
+resize, exactly as transformers' image processors treat them.
+
+``backend="onnx"`` runs the network (not the pre/post-processing) in ONNX Runtime through
+:class:`depthlab.export.onnx.OnnxBackend`: exported once per network input shape, verified against
+PyTorch, cached on disk keyed by model name, weights hash and shape.
+
 :func:`predict_files` is the ``depthlab predict`` command: files, folders or globs in; ``.npy``,
 16-bit PNG, colourised PNG and side-by-side outputs plus a ``predictions.json`` sidecar out.
 """
@@ -32,12 +42,13 @@ import torch.nn.functional as F
 from depthlab.errors import DataError
 from depthlab.types import decode_target
 
-FORMATS = ("npy", "png16", "color", "side")
+FORMATS = ("npy", "png16", "color", "side", "tiff", "ply")  # tiff: depthlab.geo; ply: depthlab.pointcloud
 UNITS = {
     "metric": "m",
     "relative": "affine-invariant depth (unknown scale and shift)",
     "disparity": "affine-invariant inverse depth (unknown scale and shift; larger = nearer)",
 }
+BACKENDS = ("torch", "onnx")
 PNG16_METRIC_SCALE = 0.001  # metres per unit: millimetres, 0 = invalid, max 65.535 m
 
 
@@ -120,6 +131,40 @@ def image_to_tensor(image: Any) -> torch.Tensor:
                     "pass a path, PIL image, numpy array or torch tensor")
 
 
+def image_to_model_tensor(image: Any) -> torch.Tensor:
+    """Like :func:`image_to_tensor`, but 8-bit RGB sources (files, PIL images, uint8 arrays or tensors)
+    stay uint8 ``(3,H,W)``: transformers' image processors resize 8-bit images as 8-bit data, and
+    parity with them needs the same. Anything else -> float32 in [0,1]."""
+    from depthlab import io
+
+    pil = None
+    if isinstance(image, (str, os.PathLike)):
+        pil = io.open_pil(image)
+    else:
+        from PIL import Image, ImageOps
+
+        if isinstance(image, Image.Image):
+            try:
+                pil = ImageOps.exif_transpose(image)
+            except Exception:  # a broken EXIF block must not make a readable image unreadable
+                pil = image
+    if pil is not None:
+        a = io.pil_to_rgb_array(pil)
+        if a.dtype == np.uint8:
+            return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))
+        return io.to_float_chw(a)
+    if isinstance(image, np.ndarray) and image.dtype == np.uint8:
+        a = image[..., None] if image.ndim == 2 else image
+        if a.ndim == 3 and a.shape[2] in (1, 3, 4):
+            a = np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a[..., :3]
+            return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))
+    if isinstance(image, torch.Tensor) and image.dtype == torch.uint8 and image.ndim in (2, 3):
+        t = image.detach()[None] if image.ndim == 2 else image.detach()
+        if t.shape[0] in (1, 3):
+            return t.expand(3, -1, -1).contiguous()
+    return image_to_tensor(image)
+
+
 def _check_unit_range(lo: float, hi: float, tol: float = 1e-3) -> None:
     if lo < -tol or hi > 1 + tol:
         raise ValueError(f"float images must be in [0,1], got values in [{lo:.4g}, {hi:.4g}] "
@@ -141,13 +186,22 @@ class Predictor:
     model name, or the path of a depthlab checkpoint. ``input_size``: ``None`` = keep resolution and pad to
     ``multiple_of``; an int = resize so the short side is that many pixels; ``(H, W)`` = resize to that
     (rounded to ``multiple_of``); ``"model"`` = the size the weights were trained at
-    (``depth_info.input_size``).
+    (``depth_info.input_size``). Models with their own ``preprocess``/``postprocess`` (foundation adapters)
+    size images themselves: ``input_size`` must then be None (or ``"model"``).
+
+    ``backend``: ``"torch"`` (default) or ``"onnx"`` -- the network runs in ONNX Runtime
+    (:class:`depthlab.export.onnx.OnnxBackend`, exported per network input shape, verified against PyTorch,
+    cached in ``onnx_cache_dir``, default ``~/.cache/depthlab/onnx``); ``onnx_input_shape=(B,3,h,w)``
+    exports (or loads from the cache) at construction instead of on first use.
     """
 
     def __init__(self, model: nn.Module | str, device: str | torch.device = "cpu", checkpoint_path=None,
                  pretrained: bool = True, input_size: int | tuple[int, int] | str | None = None,
                  batch_size: int = 1, channels_last: bool = False, autocast_bf16: bool = False,
-                 pad_mode: str = "replicate"):
+                 pad_mode: str = "replicate", backend: str = "torch", onnx_cache_dir=None,
+                 onnx_input_shape: tuple[int, int, int, int] | None = None):
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         self.device = torch.device(device)
         self.model = self._build(model, checkpoint_path, pretrained).eval().to(self.device)
         if channels_last:
@@ -160,6 +214,16 @@ class Predictor:
         self.kind = info.output_kind
         self.unit = UNITS[self.kind]
         self.model_name = getattr(self.model, "model_name", None) or type(self.model).__name__
+        # the model's own image processing (foundation adapters): it decides the network input size
+        self.own_processing = callable(getattr(self.model, "preprocess", None)) and \
+            callable(getattr(self.model, "postprocess", None))
+        if self.own_processing:
+            if input_size not in (None, "model"):
+                raise ValueError(
+                    f"{self.model_name} resizes images itself (like its transformers/diffusers processor), so "
+                    f"input_size must be None; build it with create_model({self.model_name!r}, input_size=...) "
+                    "to change the processing size")
+            input_size = None
         if input_size == "model":
             if info.input_size is None:
                 raise ValueError(f"{self.model_name} declares no input_size; pass an int or (H, W)")
@@ -177,6 +241,50 @@ class Predictor:
         self.pad_mode = pad_mode
         self._mean = torch.tensor(info.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(info.std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self.backend = backend
+        self.onnx_cache_dir = onnx_cache_dir
+        self._onnx = None
+        if backend == "onnx":
+            if self.device.type != "cpu":
+                raise ValueError(f"backend='onnx' runs on the CPU (ONNX Runtime CPU provider), got device={device}")
+            if onnx_input_shape is not None:  # export (or load from the cache) and verify now
+                self._onnx_runner(tuple(int(v) for v in onnx_input_shape))
+        elif onnx_input_shape is not None:
+            raise ValueError("onnx_input_shape needs backend='onnx'")
+
+    def _onnx_runner(self, shape: tuple[int, ...]):
+        """The ONNX Runtime backend, built on first use for ``shape`` (later shapes export lazily, cached)."""
+        if self._onnx is None:
+            if getattr(self.model, "onnx_exportable", True) is False:
+                raise ValueError(f"{self.model_name} cannot run in ONNX Runtime (its forward is a sampling "
+                                 "loop, not one graph); use backend='torch'")
+            from depthlab.export.onnx import OnnxBackend
+
+            self._onnx = OnnxBackend(self.model, shape, cache_dir=self.onnx_cache_dir)
+        return self._onnx
+
+    def _network(self, x: torch.Tensor):
+        """Run the network (PyTorch or ONNX Runtime) on a normalised batch -> raw ``(B,1,h,w)`` float."""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.backend == "onnx":
+            out = self._onnx_runner(tuple(x.shape))(x)
+        else:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast_bf16):
+                out = self.model(x)
+        raw = out["depth"] if isinstance(out, dict) else out
+        if raw.ndim == 3:
+            raw = raw[:, None]
+        return raw.float()
+
+    def _run_own_processing(self, x: torch.Tensor) -> torch.Tensor:
+        """The adapter's preprocess -> network -> postprocess, as its transformers/diffusers pipeline does."""
+        h, w = x.shape[-2:]
+        raw = self._network(self.model.preprocess(x))
+        raw = self.model.postprocess(raw, (h, w))
+        if tuple(raw.shape[-2:]) != (h, w):  # an adapter whose postprocess leaves the size to the caller
+            raw = F.interpolate(raw, size=(h, w), mode="bilinear", align_corners=False)
+        return decode_target(raw, self.info.target_encoding, self.info.max_depth).contiguous()
 
     @staticmethod
     def _build(model, checkpoint_path, pretrained) -> nn.Module:
@@ -201,6 +309,8 @@ class Predictor:
     # ---- geometry --------------------------------------------------------------------------------
     def network_size(self, h: int, w: int) -> tuple[int, int]:
         """The (H, W) the network sees for an ``h x w`` input."""
+        if self.own_processing:
+            return tuple(self.model.input_size_for(h, w)) if hasattr(self.model, "input_size_for") else (h, w)
         m = int(self.info.multiple_of or 1)
         if self.input_size is None:
             return -(-h // m) * m, -(-w // m) * m
@@ -211,7 +321,10 @@ class Predictor:
         return _round_to(th, m), _round_to(tw, m)
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
-        """(B,3,H,W) in [0,1] on device -> (B,1,H,W) decoded, at H x W."""
+        """(B,3,H,W) in [0,1] (or uint8 for models with their own processing) on device -> (B,1,H,W) decoded."""
+        if self.own_processing:
+            return self._run_own_processing(x)
+        x = x.float()
         h, w = x.shape[-2:]
         nh, nw = self.network_size(h, w)
         pad = None
@@ -226,14 +339,7 @@ class Predictor:
         elif (nh, nw) != (h, w):
             x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
         x = (x - self._mean) / self._std
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast_bf16):
-            out = self.model(x)
-        raw = out["depth"] if isinstance(out, dict) else out
-        if raw.ndim == 3:
-            raw = raw[:, None]
-        raw = raw.float()
+        raw = self._network(x)
         if raw.shape[-2:] != (nh, nw):  # a model predicting at a lower resolution
             raw = F.interpolate(raw, size=(nh, nw), mode="bilinear", align_corners=False)
         depth = decode_target(raw, self.info.target_encoding, self.info.max_depth)
@@ -244,13 +350,20 @@ class Predictor:
         return depth.contiguous()
 
     def predict_tensor(self, images: torch.Tensor) -> torch.Tensor:
-        """``(B,3,H,W)`` float in [0,1] -> ``(B,1,H,W)`` float32 in the declared unit, on the input's device."""
+        """``(B,3,H,W)`` float in [0,1] (or uint8) -> ``(B,1,H,W)`` float32 in the declared unit, on the input's device.
+
+        uint8 batches reach a model with its own processing as uint8 (resized as 8-bit data, like
+        transformers' processors); other models get them as float / 255.
+        """
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"predict_tensor expects (B,3,H,W), got {tuple(images.shape)}")
+        keep_uint8 = self.own_processing and images.dtype == torch.uint8
         outs = []
         with torch.inference_mode():
             for i in range(0, images.shape[0], self.batch_size):
-                chunk = images[i: i + self.batch_size].to(self.device, torch.float32)
+                chunk = images[i: i + self.batch_size].to(self.device)
+                if not keep_uint8:
+                    chunk = chunk.float() / 255.0 if chunk.dtype == torch.uint8 else chunk.float()
                 outs.append(self._run(chunk))
         return torch.cat(outs).to(images.device)
 
@@ -263,7 +376,8 @@ class Predictor:
         return self._predict_many([image])[0]
 
     def _predict_many(self, images: Sequence) -> list[Prediction]:
-        tensors = [image_to_tensor(im) for im in images]
+        convert = image_to_model_tensor if self.own_processing else image_to_tensor
+        tensors = [convert(im) for im in images]
         sources = [str(im) if isinstance(im, (str, os.PathLike)) else None for im in images]
         depths = self.predict_batches(tensors)
         return [self._wrap(d, s) for d, s in zip(depths, sources)]
@@ -343,8 +457,14 @@ def _one_line(e: BaseException) -> str:
 
 
 def write_outputs(pred: Prediction, rgb: torch.Tensor | None, out_dir: Path, stem: str,
-                  formats: Sequence[str], colormap: str = "Spectral_r") -> tuple[list[str], dict]:
-    """Write one prediction in the requested formats (atomically); returns (files, sidecar entry)."""
+                  formats: Sequence[str], colormap: str = "Spectral_r", intrinsics=None,
+                  ply_scale: float | None = None) -> tuple[list[str], dict]:
+    """Write one prediction in the requested formats (atomically); returns (files, sidecar entry).
+
+    ``tiff``: ``<stem>_depth.tif`` float32, NaN = invalid, CRS/transform copied from a georeferenced GeoTIFF
+    input. ``ply``: ``<stem>.ply`` coloured point cloud; ``intrinsics`` (fx,fy,cx,cy) else a sidecar beside the
+    input (:func:`depthlab.pointcloud.find_intrinsics`) else a 60 degree FOV guess; relative/disparity need
+    ``ply_scale``. See docs/outputs.md."""
     from PIL import Image
 
     from depthlab import io
@@ -375,6 +495,14 @@ def write_outputs(pred: Prediction, rgb: torch.Tensor | None, out_dir: Path, ste
             raise ValueError("format 'side' needs the input image")
         rgb_np = rgb.permute(1, 2, 0).cpu().numpy()
         files.append(str(io.write_rgb_png(out_dir / f"{stem}_side.png", side_by_side(rgb_np, color))))
+    if "tiff" in formats:
+        from depthlab.geo import write_prediction_tiff
+
+        files.append(str(write_prediction_tiff(out_dir / f"{stem}_depth.tif", d, pred.source, entry)))
+    if "ply" in formats:
+        from depthlab.pointcloud import write_prediction_ply
+
+        files.append(str(write_prediction_ply(out_dir / f"{stem}.ply", pred, rgb, intrinsics, ply_scale, entry)))
     entry["colormap"] = colormap if ("color" in formats or "side" in formats) else None
     return files, entry
 
@@ -423,6 +551,7 @@ def predict_files(inputs, model: str | nn.Module = "fastdepth", checkpoint_path=
                 report.failures[str(p)] = f"prediction failed ({_one_line(e)})"
             return
         for (p, t), d in zip(batch, depths):
+            t = t.float() / 255.0 if t.dtype == torch.uint8 else t  # 8-bit input kept for the model's processing
             try:
                 files, entry = write_outputs(predictor._wrap(d, str(p)), t, out_dir, stems[p], formats, colormap)
             except Exception as e:
@@ -444,7 +573,7 @@ def predict_files(inputs, model: str | nn.Module = "fastdepth", checkpoint_path=
         batch: list[tuple[Path, torch.Tensor]] = []
         for p in paths:
             try:
-                t = io.read_rgb(p)
+                t = image_to_model_tensor(p) if predictor.own_processing else io.read_rgb(p)
             except Exception as e:  # corrupt / unreadable / not an image
                 report.failures[str(p)] = _one_line(e)
                 if bar:
@@ -465,4 +594,4 @@ def predict_files(inputs, model: str | nn.Module = "fastdepth", checkpoint_path=
 
 
 __all__ = ["Predictor", "Prediction", "PredictReport", "predict_files", "image_to_tensor", "png16_encoding",
-           "write_outputs", "FORMATS"]
+           "write_outputs", "FORMATS", "image_to_model_tensor", "BACKENDS"]

@@ -127,6 +127,8 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], strict: bool = T
 
 def load_pretrained(model: nn.Module, info, checkpoint_path=None, model_name: str = "",
                     strict: bool = True) -> nn.Module:
+    if hasattr(model, "load_pretrained_weights"):  # adapters load hub ids / HF folders / official files themselves
+        return model.load_pretrained_weights(checkpoint_path, model_name=model_name, strict=strict)
     path = find_weights(info, checkpoint_path, model_name)
     from depthlab.checkpoint import is_depthlab_checkpoint, read_checkpoint
 

@@ -170,6 +170,13 @@ class HFDepthModel(nn.Module):
     def config(self):
         return self.hf.config
 
+    def encoder_parameter_names(self) -> set[str]:
+        """The pretrained backbone's parameters (embeddings, transformer blocks, final norm): what
+        :class:`depthlab.training.DepthTask` trains at ``optim.encoder_lr`` and freezes for
+        ``train.freeze_encoder_epochs``. Everything else (neck, fusion, head) is the decoder."""
+        prefixes = ("hf.backbone.", "hf.dpt.")  # Depth Anything / ZoeDepth backbones; DPT's ViT
+        return {n for n, _ in self.named_parameters() if n.startswith(prefixes)}
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         depth = self.hf(pixel_values=x).predicted_depth.unsqueeze(1)  # (B,1,h,w)
         if depth.shape[-2:] != x.shape[-2:]:  # input not a multiple of the patch size
@@ -297,7 +304,7 @@ class HFDepthModel(nn.Module):
         bad = {k: v for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
         if bad:
             raise RuntimeError(f"{source}: weights do not match the configuration: {_short(bad)}")
-        self.hf = loaded.eval()
+        self.hf = loaded.train(self.training)  # from_pretrained returns eval mode; follow the adapter
         self._adopt_processor(source, from_hub)
         if hasattr(self, "model_args"):  # self-describing checkpoints: rebuild with the loaded architecture
             args = {k: v for k, v in self.model_args.items() if k not in ("config", "config_overrides")}
@@ -336,6 +343,15 @@ class ZoeDepthModel(HFDepthModel):
     model_types = ("zoedepth",)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if torch.is_inference_mode_enabled():
+            # transformers' BEiT keeps its relative-position index per window size in a process-wide LRU
+            # cache; created under inference mode it would be an inference tensor and break any later
+            # autograd use of a ZoeDepth model at that size (fine-tuning, tests). no_grad has no such effect.
+            with torch.inference_mode(False), torch.no_grad():
+                return self._forward(x)
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         from torchvision.transforms.v2 import functional as tvF
 
         height, width = x.shape[-2:]
@@ -371,8 +387,31 @@ class ZoeDepthModel(HFDepthModel):
 
 
 class DPTDepthModel(HFDepthModel):
+    """DPT / MiDaS v3. transformers' DPT takes square token grids only (the hybrid exactly its configured
+    image size), so its network input size is fixed: :attr:`fixed_network_size` (the processor's square
+    size, 384 x 384 for the hub weights). ``forward`` given any other size (e.g. 480 x 640 in the zoo cost
+    table) resizes to that size (bicubic, as the processor) and the output back (bicubic, as the
+    post-processing), so every caller gets ``(B,1,H,W)`` at its input size."""
+
     family = "dpt"
     model_types = ("dpt",)
+
+    @property
+    def fixed_network_size(self) -> tuple[int, int]:
+        return tuple(self.resize_policy.size) if self.resize_policy is not None else (384, 384)
+
+    def _accepts(self, h: int, w: int) -> bool:
+        if getattr(self.hf.config, "is_hybrid", False):
+            return (h, w) == self.fixed_network_size
+        return h == w
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        size = tuple(x.shape[-2:])
+        if self._accepts(*size):
+            return super().forward(x)
+        net = F.interpolate(x, size=self.fixed_network_size, mode="bicubic", align_corners=False)
+        depth = super().forward(net)["depth"]
+        return {"depth": F.interpolate(depth, size=size, mode="bicubic", align_corners=False)}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -459,7 +498,7 @@ def _build(cls: type[HFDepthModel], base_config: dict, info: WeightsInfo, resize
                         "use config_overrides={...} for configuration fields")
     transformers = require_transformers()
     cfg = _make_config(base_config, config, _merge(config_overrides or {}, load_overrides or {}))
-    hf_model = transformers.AutoModelForDepthEstimation.from_config(cfg).eval()
+    hf_model = transformers.AutoModelForDepthEstimation.from_config(cfg)  # train mode, like every create_model result
     if input_size is not None:
         size = (int(input_size), int(input_size)) if isinstance(input_size, (int, float)) else tuple(map(int, input_size))
         resize = replace(resize, size=size)
@@ -589,8 +628,15 @@ def _dav2_info(size: str, dataset: str | None = None) -> WeightsInfo:
               f"sigmoid head x {max_depth:g} m. Official file depth_anything_v2_metric_{dataset}_{size}.pth also loads.")
 
 
-def _dav2(size: str, dataset: str | None, *, metric_head: bool = False, max_depth: float | None = None,
-          **kwargs) -> HFDepthModel:
+def _dav2(size: str, dataset: str | None, *, metric_head: bool = False, head: str | None = None,
+          max_depth: float | None = None, **kwargs) -> HFDepthModel:
+    """``head="metric"`` (same as ``metric_head=True``) with ``max_depth`` turns a relative variant into a
+    metric one for fine-tuning: transformers' metric head, ``sigmoid(x) * max_depth`` metres."""
+    if head not in (None, "relative", "metric"):
+        raise ValueError(f"head must be 'relative' or 'metric', got {head!r}")
+    if head == "metric" and dataset is not None:
+        raise ValueError("head='metric' applies to the relative variants; metric variants already have one")
+    metric_head = metric_head or head == "metric"
     info = _dav2_info(size, dataset)
     load_overrides = {}
     if dataset is None and metric_head:  # relative weights + metric head (sigmoid x max_depth) for fine-tuning

@@ -62,6 +62,8 @@ DDIM_TRAILING = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.01
 class MarigoldDepthModel(nn.Module):
     """UNet + VAE + scheduler of a Marigold depth pipeline behind depthlab's model contract."""
 
+    onnx_exportable = False  # the forward is a denoising loop around diffusers' pipeline, not one graph
+
     def __init__(self, unet: nn.Module, vae: nn.Module, scheduler, empty_text_embedding: torch.Tensor,
                  prediction_type: str = "depth", scale_invariant: bool = True, shift_invariant: bool = True,
                  num_inference_steps: int | None = None, ensemble_size: int = 1,

@@ -1,0 +1,566 @@
+"""Zero-shot benchmark: every model on every dataset, each under its paper's protocol.
+
+:func:`run_benchmark` calls :func:`depthlab.evaluation.evaluate` once per (model, dataset) pair with the
+protocol that the model's output kind and the dataset call for (:func:`protocol_for`):
+
+===================  ==========================================  ==============================================
+output kind          protocol                                    on a dataset with a metric preset (e.g. NYU)
+===================  ==========================================  ==============================================
+``metric`` (metres)  the dataset's metric preset, no alignment    ``nyu_eigen``: Eigen crop, 1e-3 < gt < 10 m
+``disparity``        ``depth_anything``: least-squares scale +   ``depth_anything:crop=nyu_eigen,max_depth=10``
+                     shift on 1/gt, then inverted
+``relative``         ``marigold``: least-squares scale + shift   ``marigold:crop=nyu_eigen,max_depth=10``
+                     on depth
+===================  ==========================================  ==============================================
+
+The dataset's metric preset comes from :data:`DATASET_PRESETS` (``nyu*`` -> ``nyu_eigen``, ``kitti`` ->
+``kitti_garg``, ``diode``, ``endoslam``; anything else -> ``none``). A ``folder`` dataset takes the preset of
+the family its root is named after (``.../nyu`` -> ``nyu_eigen``, ``.../kitti`` -> ``kitti_garg``), or
+``dataset_presets={"folder": "..."}``. Affine-invariant models keep the crop and depth caps of that preset,
+so their numbers cover the same pixels as the metric models'.
+
+Outputs in ``out_dir``: ``results.json`` (everything, including each evaluation's per-image numbers),
+``results.csv`` (one row per model x dataset), ``results.md`` (a table per dataset with the protocol
+printed under it) and ``figure_<dataset>.png`` (rows = images; columns = RGB | ground truth | each model,
+one colour scale in metres per row; affine-invariant predictions are shown after the protocol's alignment).
+
+A model whose weights are unavailable (:class:`~depthlab.errors.WeightsUnavailableError`) or that cannot be
+built is reported under ``skipped_models`` and left out; a (model, dataset) evaluation that fails is
+reported in its row (``status``) and the benchmark goes on.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import io as _io
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from depthlab.errors import WeightsUnavailableError
+from depthlab.evaluation.protocols import Protocol, get_protocol
+from depthlab.metrics import METRIC_NAMES
+
+DATASET_PRESETS: dict[str, str] = {
+    "nyu": "nyu_eigen", "nyu_mat": "nyu_eigen", "nyu_reduced": "nyu_eigen",
+    "kitti": "kitti_garg", "diode": "diode", "endoslam": "endoslam",
+}
+AFFINE_PRESETS: dict[str, str] = {"disparity": "depth_anything", "relative": "marigold"}
+_FOLDER_FAMILIES = (("nyu", "nyu_eigen"), ("kitti", "kitti_garg"), ("diode", "diode"))
+CSV_COLUMNS = ["model", "dataset", "status", "output_kind", "protocol", *METRIC_NAMES, "n_images", "n_skipped",
+               "resolution", "params", "latency_ms", "error"]
+TABLE_METRICS = ("abs_rel", "rmse", "delta1")
+
+
+# --------------------------------------------------------------------------------------------------
+# Protocols
+
+
+def dataset_preset(dataset: str, root=None, overrides: Mapping[str, str] | None = None) -> str:
+    """The metric protocol preset of a dataset (see the module docstring)."""
+    if overrides and dataset in overrides:
+        return str(overrides[dataset])
+    if dataset in DATASET_PRESETS:
+        return DATASET_PRESETS[dataset]
+    if dataset == "folder" and root is not None:
+        parts = [p.lower() for p in Path(root).parts]
+        for family, preset in _FOLDER_FAMILIES:
+            if any(family in p for p in parts[-2:]):
+                return preset
+    return "none"
+
+
+def protocol_for(kind: str, dataset: str, root=None, overrides: Mapping[str, str] | None = None) -> Protocol:
+    """The protocol a model of output ``kind`` is scored with on ``dataset``."""
+    base = get_protocol(dataset_preset(dataset, root, overrides))
+    if kind == "metric":
+        return base
+    if kind not in AFFINE_PRESETS:
+        raise ValueError(f"unknown output kind {kind!r}; expected metric, disparity or relative")
+    changes: dict[str, Any] = {}
+    if base.crop != "none":
+        changes["crop"] = base.crop
+    if base.max_depth is not None:
+        changes["max_depth"] = base.max_depth
+    return get_protocol(AFFINE_PRESETS[kind], **changes)
+
+
+def protocol_table() -> list[dict[str, str]]:
+    """The mapping as rows (dataset preset x output kind -> protocol name), for docs and results."""
+    rows = []
+    for preset in sorted({"none", *DATASET_PRESETS.values()}):
+        ds = next((d for d, p in DATASET_PRESETS.items() if p == preset), "synthetic / other")
+        rows.append({"dataset": ds, "metric": preset,
+                     "disparity": get_protocol(AFFINE_PRESETS["disparity"], **_caps(preset)).name,
+                     "relative": get_protocol(AFFINE_PRESETS["relative"], **_caps(preset)).name})
+    return rows
+
+
+def _caps(preset: str) -> dict[str, Any]:
+    p = get_protocol(preset)
+    out: dict[str, Any] = {}
+    if p.crop != "none":
+        out["crop"] = p.crop
+    if p.max_depth is not None:
+        out["max_depth"] = p.max_depth
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Model specs
+
+
+@dataclass
+class ModelSpec:
+    """One model of the benchmark: ``create_model(name, pretrained, checkpoint_path, **kwargs)``, shown as ``label``."""
+
+    name: str
+    checkpoint_path: str | None = None
+    pretrained: bool = True
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    label: str | None = None
+    module: nn.Module | None = None  # an already built model (then name/kwargs are only descriptive)
+    input_size: Any = "model"  # "model" = depth_info.input_size when declared; None = native size; int; [H, W]
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+
+def parse_model_spec(spec) -> ModelSpec:
+    """``"name"`` (pretrained weights), ``"name:path/to/weights"``, a dict of :class:`ModelSpec` fields,
+    a :class:`ModelSpec` or an ``nn.Module`` built by :func:`depthlab.create_model`."""
+    if isinstance(spec, ModelSpec):
+        return spec
+    if isinstance(spec, nn.Module):
+        name = getattr(spec, "model_name", None) or type(spec).__name__
+        return ModelSpec(name=name, pretrained=False, module=spec)
+    if isinstance(spec, Mapping):
+        unknown = set(spec) - {"name", "checkpoint_path", "pretrained", "kwargs", "label", "input_size"}
+        if unknown or "name" not in spec:
+            raise ValueError(f"model spec {dict(spec)!r}: needs 'name'; allowed keys name, checkpoint_path, "
+                             f"pretrained, kwargs, label, input_size"
+                             + (f" (unknown: {sorted(unknown)})" if unknown else ""))
+        return ModelSpec(name=str(spec["name"]), checkpoint_path=spec.get("checkpoint_path"),
+                         pretrained=bool(spec.get("pretrained", True)), kwargs=dict(spec.get("kwargs") or {}),
+                         label=spec.get("label"), input_size=spec.get("input_size", "model"))
+    if isinstance(spec, str):
+        name, sep, path = spec.strip().partition(":")
+        if not name:
+            raise ValueError(f"model spec {spec!r}: empty model name")
+        return ModelSpec(name=name, checkpoint_path=path if sep and path else None,
+                         label=spec.strip() if sep and path else None)
+    raise TypeError(f"model spec must be a name, 'name:checkpoint', a dict or an nn.Module, got {type(spec).__name__}")
+
+
+def build_model(spec: ModelSpec) -> nn.Module:
+    """Build (and load) the spec's model, at its input size (see :class:`AtInputSize`); raises
+    WeightsUnavailableError when its weights cannot be had."""
+    if spec.module is not None:
+        model = spec.module
+    else:
+        from depthlab.models.registry import create_model
+
+        model = create_model(spec.name, pretrained=spec.pretrained and spec.checkpoint_path is None,
+                             checkpoint_path=spec.checkpoint_path, **spec.kwargs)
+    return at_input_size(model, spec.input_size)
+
+
+def _own_processing(model: nn.Module) -> bool:
+    return callable(getattr(model, "preprocess", None)) and callable(getattr(model, "postprocess", None))
+
+
+def at_input_size(model: nn.Module, input_size="model") -> nn.Module:
+    """``model`` itself, or wrapped to run at ``input_size`` (``"model"``: its declared ``depth_info.input_size``).
+
+    Foundation adapters (own pre/post-processing) and models without a declared size are returned as they
+    are. Zero-shot numbers are meant at the resolution a model was trained at (FastDepth: 224 x 224); at
+    the image's native size such a model can be several times worse.
+    """
+    if input_size is None or _own_processing(model):
+        return model
+    if input_size == "model" and getattr(model.depth_info, "input_size", None) is None:
+        return model
+    return AtInputSize(model, input_size)
+
+
+class AtInputSize(nn.Module):
+    """A model run at a fixed input size by the :class:`~depthlab.predictor.Predictor` -- used by the
+    benchmark because :func:`~depthlab.evaluation.evaluate` builds its Predictor with default settings.
+
+    It provides the Predictor's own-processing hooks: ``preprocess`` resizes (bilinear, antialiased) to
+    ``Predictor(model, input_size=...).network_size(h, w)`` and normalises; ``postprocess`` resizes the raw
+    output back (bilinear). For models whose raw output is depth (``target_encoding="depth"``) this is
+    exactly ``Predictor(model, input_size=input_size)``. The state dict is the wrapped model's under ``model.``.
+    """
+
+    def __init__(self, model: nn.Module, input_size="model"):
+        super().__init__()
+        from depthlab.predictor import Predictor
+
+        self.model = model
+        self.depth_info = model.depth_info
+        self.model_name = getattr(model, "model_name", None) or type(model).__name__
+        self.input_size = input_size
+        self._geometry = Predictor(model, input_size=input_size)  # the Predictor's own size rules
+
+    def input_size_for(self, height: int, width: int) -> tuple[int, int]:
+        return self._geometry.network_size(height, width)
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        size = self.input_size_for(*x.shape[-2:])
+        if tuple(x.shape[-2:]) != tuple(size):
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+        mean = torch.tensor(self.depth_info.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.depth_info.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+    def forward(self, x: torch.Tensor):
+        return self.model(x)
+
+    @staticmethod
+    def postprocess(depth: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        if tuple(depth.shape[-2:]) == tuple(size):
+            return depth
+        return F.interpolate(depth, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# Timing
+
+
+class _ForwardTimer:
+    """Wall time spent inside ``model.forward`` and the number of images it saw (forward hooks)."""
+
+    def __init__(self, model: nn.Module):
+        self.seconds, self.images, self._t0 = 0.0, 0, None
+        self._handles = [model.register_forward_pre_hook(self._pre), model.register_forward_hook(self._post)]
+
+    def _pre(self, module, args):
+        self._t0 = time.perf_counter()
+
+    def _post(self, module, args, output):
+        if self._t0 is not None:
+            self.seconds += time.perf_counter() - self._t0
+            self.images += int(args[0].shape[0]) if args and hasattr(args[0], "shape") else 1
+            self._t0 = None
+
+    def close(self):
+        for h in self._handles:
+            h.remove()
+
+    @property
+    def ms_per_image(self) -> float | None:
+        return 1000.0 * self.seconds / self.images if self.images else None
+
+
+# --------------------------------------------------------------------------------------------------
+# The benchmark
+
+
+def run_benchmark(models: Sequence, datasets: Sequence[str], out_dir, roots: Mapping[str, Any] | None = None,
+                  limit: int | None = None, device: str = "cpu", split: str = "test",
+                  dataset_presets: Mapping[str, str] | None = None, figure_rows: int = 3,
+                  progress: bool = False) -> dict[str, Any]:
+    """Evaluate every model on every dataset under its paper protocol; write results.{json,csv,md} + figures.
+
+    Args:
+        models: model specs (see :func:`parse_model_spec`): ``"name"``, ``"name:checkpoint"``, dicts, modules.
+        datasets: registered dataset names (``folder`` needs a root); ``roots``: dataset name -> root.
+        out_dir: output folder (created). limit: first N samples per dataset. device: where models run.
+        dataset_presets: dataset name -> metric protocol preset, overriding :func:`dataset_preset`.
+        figure_rows: images per figure (0 = no figures).
+
+    Returns the results dict also written to ``results.json``.
+    """
+    from depthlab import __version__
+    from depthlab.evaluation.evaluate import evaluate
+    from depthlab.io import atomic_write, write_json
+    from depthlab.models.registry import get_entry
+
+    specs = [parse_model_spec(m) for m in models]
+    if not specs or not datasets:
+        raise ValueError("run_benchmark needs at least one model and one dataset")
+    labels = [s.display for s in specs]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"model labels must be unique, got {labels}")
+    for s in specs:  # typos fail before any work (unknown names list close matches)
+        if s.module is None:
+            get_entry(s.name)
+    roots = {k: (str(v) if v is not None else None) for k, v in dict(roots or {}).items()}
+    unknown_roots = set(roots) - set(datasets)
+    if unknown_roots:
+        raise ValueError(f"roots given for datasets not in the benchmark: {sorted(unknown_roots)}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    built: dict[str, nn.Module] = {}
+    skipped_models: dict[str, str] = {}
+    for s in specs:
+        try:
+            built[s.display] = build_model(s).eval()
+        except WeightsUnavailableError as e:
+            skipped_models[s.display] = f"weights unavailable: {_one_line(e)}"
+        except Exception as e:  # a model that cannot be built must not stop the others
+            skipped_models[s.display] = f"cannot build model ({type(e).__name__}: {_one_line(e)})"
+
+    rows: list[dict[str, Any]] = []
+    evaluations: dict[str, dict[str, Any]] = {}
+    figures: dict[str, Any] = {}
+    for ds in datasets:
+        root = roots.get(ds)
+        for s in specs:
+            label = s.display
+            if label not in built:
+                continue
+            model = built[label]
+            kind = model.depth_info.output_kind
+            row: dict[str, Any] = {"model": label, "dataset": ds, "output_kind": kind, "params": _params(model)}
+            timer = _ForwardTimer(model)
+            try:
+                proto = protocol_for(kind, ds, root, dataset_presets)
+                row["protocol"] = proto.name
+                res = evaluate(ds, root=root, split=split, model=model, protocol=proto, device=device, limit=limit,
+                               progress=progress)
+            except Exception as e:  # the evaluation of this pair failed: report it, go on
+                row.update(status="failed", error=f"{type(e).__name__}: {_one_line(e)}")
+                rows.append(row)
+                continue
+            finally:
+                timer.close()
+            evaluations.setdefault(label, {})[ds] = res
+            summ = res["summary"]
+            row.update({k: summ.get(k) for k in METRIC_NAMES})
+            row.update(status="ok" if summ["n_images"] else "no images", n_images=summ["n_images"],
+                       n_skipped=len(res["skipped"]), latency_ms=timer.ms_per_image,
+                       protocol_description=res["protocol_description"],
+                       resolution=_resolution(model, ds, root, split, device))
+            rows.append(row)
+        if figure_rows > 0:
+            n_fig = figure_rows if limit is None else max(1, min(figure_rows, limit))
+            try:
+                figures[ds] = save_comparison_figure(
+                    {lbl: built[lbl] for lbl in labels if lbl in built and _ok(rows, lbl, ds)}, ds, root, split,
+                    out_dir / f"figure_{_safe(ds)}.png", n_rows=n_fig, device=device,
+                    dataset_presets=dataset_presets)
+            except Exception as e:  # a figure problem must not lose the numbers
+                figures[ds] = {"error": f"{type(e).__name__}: {_one_line(e)}"}
+
+    result = {
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "depthlab_version": __version__,
+        "settings": {"models": labels, "datasets": list(datasets), "roots": roots, "split": split, "limit": limit,
+                     "device": device, "dataset_presets": dict(dataset_presets or {})},
+        "machine": _machine(),
+        "protocol_mapping": protocol_table(),
+        "rows": rows,
+        "skipped_models": skipped_models,
+        "figures": figures,
+        "evaluations": evaluations,
+    }
+    write_json(out_dir / "results.json", result)
+    buf = _io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: _csv_value(r.get(k)) for k in CSV_COLUMNS})
+    for label, reason in skipped_models.items():
+        for ds in datasets:
+            w.writerow({"model": label, "dataset": ds, "status": "skipped", "error": reason})
+    with atomic_write(out_dir / "results.csv", "w") as f:
+        f.write(buf.getvalue())
+    with atomic_write(out_dir / "results.md", "w") as f:
+        f.write(format_markdown(result))
+    return result
+
+
+def format_markdown(result: Mapping[str, Any]) -> str:
+    """results.md: a table per dataset (metrics, protocol, resolution, params, latency) + notes."""
+    cols = ["model", "kind", "protocol", "AbsRel", "RMSE", "δ1", "images", "resolution", "params (M)", "ms/image"]
+    lines = ["# Zero-shot benchmark", "",
+             f"Created {result['created']} with depthlab {result['depthlab_version']}; split "
+             f"`{result['settings']['split']}`, limit {result['settings']['limit']}, device {result['settings']['device']}. "
+             "ms/image = wall time inside the model's forward per image (pre/post-processing excluded).", ""]
+    for ds in result["settings"]["datasets"]:
+        lines += [f"## {ds}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        described: dict[str, str] = {}
+        for r in result["rows"]:
+            if r["dataset"] != ds:
+                continue
+            if r.get("status") == "failed":
+                lines.append(f"| {r['model']} | {r['output_kind']} | {r.get('protocol', '')} | failed: {r['error']} |"
+                             + " |" * (len(cols) - 4))
+                continue
+            described[r["protocol"]] = r.get("protocol_description", "")
+            lines.append("| " + " | ".join([
+                r["model"], r["output_kind"], f"`{r['protocol']}`", _fmt(r.get("abs_rel")), _fmt(r.get("rmse")),
+                _fmt(r.get("delta1")), str(r.get("n_images", "")), str(r.get("resolution") or ""),
+                _fmt((r.get("params") or 0) / 1e6, 3), _fmt(r.get("latency_ms"), 1)]) + " |")
+        lines.append("")
+        for name, desc in described.items():
+            lines.append(f"- `{name}`: {desc}")
+        fig = result.get("figures", {}).get(ds)
+        if fig and "path" in fig:
+            lines += ["", f"![{ds}]({Path(fig['path']).name})"]
+        lines.append("")
+    if result.get("skipped_models"):
+        lines += ["## Skipped models", ""]
+        lines += [f"- {m}: {why}" for m, why in result["skipped_models"].items()]
+        lines.append("")
+    lines += ["## Protocol per output kind", "", "| dataset | metric | disparity | relative |", "|---|---|---|---|"]
+    lines += [f"| {r['dataset']} | `{r['metric']}` | `{r['disparity']}` | `{r['relative']}` |"
+              for r in result["protocol_mapping"]]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------
+# Figure
+
+
+def save_comparison_figure(models: Mapping[str, nn.Module], dataset: str, root, split: str, path,
+                           n_rows: int = 3, device: str = "cpu",
+                           dataset_presets: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """RGB | GT | each model for the first ``n_rows`` samples with valid ground truth; one depth colour scale
+    (metres, ground truth's 2-98th percentiles) per row; affine-invariant predictions aligned as the protocol
+    says before display. Returns ``{"path", "rows", "columns", "panels"}`` (panels counted on the figure)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    from depthlab.data import create_dataset
+    from depthlab.evaluation.evaluate import apply_protocol
+    from depthlab.io import atomic_write
+    from depthlab.predictor import Predictor
+    from depthlab.viz.colorize import colorize, get_cmap
+
+    ds = create_dataset(dataset, root=root, split=split)
+    predictors = {lbl: Predictor(m, device=device) for lbl, m in models.items()}
+    samples = []
+    for i in range(len(ds)):
+        if len(samples) >= n_rows:
+            break
+        try:
+            s = ds[i]
+        except Exception:  # unreadable sample: the evaluation reports it; the figure takes the next one
+            continue
+        gt = torch.as_tensor(s["depth"]).float().reshape(1, 1, *s["depth"].shape[-2:])
+        if bool((gt > 0).any()):
+            samples.append(s)
+    columns = ["RGB", "ground truth", *models]
+    if not samples:
+        raise ValueError(f"{dataset}: no sample with ground truth for the figure")
+    fig, axes = plt.subplots(len(samples), len(columns), squeeze=False,
+                             figsize=(2.6 * len(columns) + 0.8, 2.2 * len(samples)), constrained_layout=True)
+    cmap = "Spectral"  # depth: near = warm (colorize's Spectral_r reversed)
+    for r, s in enumerate(samples):
+        image = torch.as_tensor(s["image"]).float()
+        gt = torch.as_tensor(s["depth"]).float().reshape(1, 1, *image.shape[-2:])
+        mask = s.get("mask")
+        mask = torch.as_tensor(mask).bool().reshape(gt.shape) if mask is not None else gt > 0
+        valid_gt = mask & (gt > 0)
+        vals = gt[valid_gt].numpy()
+        vmin, vmax = (float(np.percentile(vals, 2)), float(np.percentile(vals, 98))) if vals.size else (0.0, 1.0)
+        if not vmax > vmin:
+            vmax = vmin + 1e-3
+        panels = [image.permute(1, 2, 0).clamp(0, 1).numpy(),
+                  colorize(gt[0, 0], cmap=cmap, vmin=vmin, vmax=vmax, mask=valid_gt[0, 0])]
+        for lbl, pred in predictors.items():
+            kind = pred.kind
+            raw = pred.predict_tensor(image[None]).float().cpu()
+            proto = protocol_for(kind, dataset, root, dataset_presets)
+            try:
+                final, _ = apply_protocol(raw, gt, proto.replace(crop="none"), mask=valid_gt, pred_kind=kind)
+            except Exception:  # e.g. too few valid pixels to align: show the raw map
+                final = raw
+            panels.append(colorize(final[0, 0], cmap=cmap, vmin=vmin, vmax=vmax))
+        for c, (ax, panel) in enumerate(zip(axes[r], panels)):
+            ax.imshow(panel)
+            ax.set_xticks([]), ax.set_yticks([])
+            if r == 0:
+                ax.set_title(columns[c], fontsize=9)
+        axes[r][0].set_ylabel(str((s.get("meta") or {}).get("name", r)), fontsize=7)
+        sm = ScalarMappable(norm=Normalize(vmin, vmax), cmap=get_cmap(cmap))
+        fig.colorbar(sm, ax=list(axes[r]), fraction=0.02, pad=0.01).set_label("m", fontsize=7)
+    n_panels = sum(1 for ax in fig.axes if ax.images)
+    path = Path(path)
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=90)
+    plt.close(fig)
+    return {"path": str(path), "rows": len(samples), "columns": columns, "panels": n_panels}
+
+
+# --------------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def _ok(rows: Iterable[dict], label: str, ds: str) -> bool:
+    return any(r["model"] == label and r["dataset"] == ds and r.get("status") == "ok" for r in rows)
+
+
+def _params(model: nn.Module) -> int:
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+def _resolution(model: nn.Module, dataset: str, root, split: str, device: str) -> str | None:
+    """``HxW`` the network sees for the dataset's first image (None if unknown)."""
+    from depthlab.data import create_dataset
+    from depthlab.predictor import Predictor
+
+    try:
+        s = create_dataset(dataset, root=root, split=split)[0]
+        h, w = torch.as_tensor(s["image"]).shape[-2:]
+        nh, nw = Predictor(model, device=device).network_size(int(h), int(w))
+        return f"{nh}x{nw}"
+    except Exception:
+        return None
+
+
+def _machine() -> dict[str, Any]:
+    import platform
+
+    return {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.is_available()}
+
+
+def _one_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
+
+
+def _csv_value(v):
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return repr(v)  # round-trips exactly: float(csv cell) == the JSON number
+    return v
+
+
+def _fmt(v, digits: int = 4) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    return f"{v:.{digits}f}"
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
+
+
+__all__ = ["run_benchmark", "protocol_for", "dataset_preset", "protocol_table", "parse_model_spec", "ModelSpec",
+           "save_comparison_figure", "format_markdown", "DATASET_PRESETS", "AFFINE_PRESETS", "AtInputSize",
+           "at_input_size"]
