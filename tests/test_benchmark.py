@@ -96,17 +96,20 @@ def test_benchmark_runs_each_model_under_its_protocol_and_skips_missing_weights(
     assert direct["summary"]["abs_rel"] == native["abs_rel"] and direct["summary"]["rmse"] == native["rmse"]
 
 
-def test_at_input_size_equals_the_predictor_at_that_size():
-    from depthlab.benchmark import AtInputSize, at_input_size
-    from depthlab.predictor import Predictor
+def test_benchmark_numbers_equal_evaluate_at_the_training_size(bench):
+    """The benchmark's FastDepth row is evaluate(..., input_size="model") exactly: the size is chosen in one place."""
+    from depthlab.benchmark import network_input_size
+    from depthlab.evaluation.evaluate import evaluate
 
-    model = depthlab.create_model("fastdepth", pretrained=True).eval()
-    x = torch.rand(2, 3, 120, 200, generator=torch.Generator().manual_seed(0))
-    for size in ("model", 96, (64, 100)):
-        wrapped = at_input_size(model, size)
-        assert isinstance(wrapped, AtInputSize) and wrapped.depth_info == model.depth_info
-        assert torch.equal(Predictor(wrapped).predict_tensor(x), Predictor(model, input_size=size).predict_tensor(x))
-    assert at_input_size(model, None) is model
+    _, result = bench
+    fd = {r["model"]: r for r in result["rows"]}["fastdepth"]
+    model = depthlab.create_model("fastdepth", pretrained=True)
+    direct = evaluate("folder", root=NYU_SAMPLES, model=model, protocol="nyu_eigen", limit=2, input_size="model")
+    assert direct["model"]["input_size"] == [224, 224]
+    assert direct["summary"]["abs_rel"] == fd["abs_rel"] and direct["summary"]["rmse"] == fd["rmse"]
+    assert network_input_size(model, "model") == "model" and network_input_size(model, None) is None
+    tiny_unet = depthlab.create_model("unet", base_channels=8)  # declares no training size
+    assert network_input_size(tiny_unet, "model") is None
 
 
 def test_benchmark_files_agree_and_the_figure_has_a_panel_per_model(bench):

@@ -421,3 +421,24 @@ def test_no_categories_no_breakdown(tmp_path):
     np.save(tmp_path / "a.npy", np.full((2, 2), 2.0, np.float32))
     res = evaluate(dataset=ListDataset([_sample("a", np.full((2, 2), 2.0))]), predictions=tmp_path, protocol="none")
     assert res["per_category"] == {} and "category" not in format_markdown(res)
+
+
+def test_cli_input_size_is_the_predictors(tmp_path):
+    """--input-size model runs FastDepth at its 224x224 training size; native keeps 480x640 (and scores worse)."""
+    from typer.testing import CliRunner
+
+    from depthlab.cli import app
+
+    root = Path(__file__).resolve().parents[1] / "src" / "depthlab" / "assets" / "samples" / "nyu"
+    res = {}
+    for size in ("model", "native"):
+        out = tmp_path / f"{size}.json"
+        r = CliRunner().invoke(app, ["eval", "--dataset", "folder", "--root", str(root), "--model", "fastdepth",
+                                     "--protocol", "nyu_eigen", "--limit", "1", "--input-size", size, "--out", str(out)])
+        assert r.exit_code == 0, r.output
+        res[size] = json.loads(out.read_text())
+    assert res["model"]["model"]["input_size"] == [224, 224] and res["native"]["model"]["input_size"] is None
+    assert res["native"]["summary"]["abs_rel"] > 1.5 * res["model"]["summary"]["abs_rel"]
+    r = CliRunner().invoke(app, ["eval", "--dataset", "folder", "--root", str(root), "--model", "fastdepth",
+                                 "--input-size", "big"])
+    assert r.exit_code == 2 and "--input-size must be native, model, N or HxW" in r.output

@@ -141,3 +141,31 @@ def test_colorize_contract():
     assert robust[0, 50, 0] > 100
     with pytest.raises(ValueError, match="did you mean: Spectral"):
         colorize(d, cmap="spectral")
+
+
+def test_cli_ply_with_given_intrinsics(tmp_path):
+    """--intrinsics reaches the point cloud: the principal-point pixel back-projects to (0, 0, depth)."""
+    import json
+
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from depthlab.cli import app
+    from depthlab.pointcloud import read_ply
+
+    rgb = Path(__file__).resolve().parents[1] / "src" / "depthlab" / "assets" / "samples" / "nyu" / "rgb" / "fastdepth_sample.png"
+    out = tmp_path / "o"
+    r = CliRunner().invoke(app, ["predict", str(rgb), "--model", "fastdepth", "--out", str(out), "--formats", "npy,ply",
+                                 "--intrinsics", "200,200,112,112"])
+    assert r.exit_code == 0, r.output
+    entry = json.loads((out / "predictions.json").read_text())["files"]["fastdepth_sample"]
+    assert entry["ply_intrinsics"] == {"fx": 200.0, "fy": 200.0, "cx": 112.0, "cy": 112.0}
+    assert entry["ply_intrinsics_source"] == "given"
+    depth = np.load(out / "fastdepth_sample.npy")
+    cloud = read_ply(out / "fastdepth_sample.ply")
+    pts = cloud[0]
+    centre = pts[np.argmin(np.abs(pts[:, 0]) + np.abs(pts[:, 1]))]
+    assert abs(centre[0]) < 1e-6 and abs(centre[1]) < 1e-6 and abs(centre[2] - depth[112, 112]) < 1e-5
+    bad = CliRunner().invoke(app, ["predict", str(rgb), "--model", "fastdepth", "--out", str(out), "--formats", "ply",
+                                   "--intrinsics", "1,2"])
+    assert bad.exit_code == 2 and "fx,fy,cx,cy" in bad.output

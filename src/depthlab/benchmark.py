@@ -161,80 +161,26 @@ def parse_model_spec(spec) -> ModelSpec:
 
 
 def build_model(spec: ModelSpec) -> nn.Module:
-    """Build (and load) the spec's model, at its input size (see :class:`AtInputSize`); raises
-    WeightsUnavailableError when its weights cannot be had."""
+    """Build (and load) the spec's model; raises WeightsUnavailableError when its weights cannot be had."""
     if spec.module is not None:
-        model = spec.module
-    else:
-        from depthlab.models.registry import create_model
+        return spec.module
+    from depthlab.models.registry import create_model
 
-        model = create_model(spec.name, pretrained=spec.pretrained and spec.checkpoint_path is None,
-                             checkpoint_path=spec.checkpoint_path, **spec.kwargs)
-    return at_input_size(model, spec.input_size)
+    return create_model(spec.name, pretrained=spec.pretrained and spec.checkpoint_path is None,
+                        checkpoint_path=spec.checkpoint_path, **spec.kwargs)
 
 
-def _own_processing(model: nn.Module) -> bool:
-    return callable(getattr(model, "preprocess", None)) and callable(getattr(model, "postprocess", None))
+def network_input_size(model: nn.Module, input_size="model"):
+    """The Predictor ``input_size`` to evaluate ``model`` at: ``"model"`` becomes None for foundation
+    adapters (they size images themselves) and for models that declare no training size.
 
-
-def at_input_size(model: nn.Module, input_size="model") -> nn.Module:
-    """``model`` itself, or wrapped to run at ``input_size`` (``"model"``: its declared ``depth_info.input_size``).
-
-    Foundation adapters (own pre/post-processing) and models without a declared size are returned as they
-    are. Zero-shot numbers are meant at the resolution a model was trained at (FastDepth: 224 x 224); at
-    the image's native size such a model can be several times worse.
+    Zero-shot numbers are meant at the resolution a model was trained at (FastDepth: 224 x 224); at the
+    image's native size such a model can be several times worse.
     """
-    if input_size is None or _own_processing(model):
-        return model
-    if input_size == "model" and getattr(model.depth_info, "input_size", None) is None:
-        return model
-    return AtInputSize(model, input_size)
-
-
-class AtInputSize(nn.Module):
-    """A model run at a fixed input size by the :class:`~depthlab.predictor.Predictor` -- used by the
-    benchmark because :func:`~depthlab.evaluation.evaluate` builds its Predictor with default settings.
-
-    It provides the Predictor's own-processing hooks: ``preprocess`` resizes (bilinear, antialiased) to
-    ``Predictor(model, input_size=...).network_size(h, w)`` and normalises; ``postprocess`` resizes the raw
-    output back (bilinear). For models whose raw output is depth (``target_encoding="depth"``) this is
-    exactly ``Predictor(model, input_size=input_size)``. The state dict is the wrapped model's under ``model.``.
-    """
-
-    def __init__(self, model: nn.Module, input_size="model"):
-        super().__init__()
-        from depthlab.predictor import Predictor
-
-        self.model = model
-        self.depth_info = model.depth_info
-        self.model_name = getattr(model, "model_name", None) or type(model).__name__
-        self.input_size = input_size
-        self._geometry = Predictor(model, input_size=input_size)  # the Predictor's own size rules
-
-    def input_size_for(self, height: int, width: int) -> tuple[int, int]:
-        return self._geometry.network_size(height, width)
-
-    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        import torch.nn.functional as F
-
-        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-        size = self.input_size_for(*x.shape[-2:])
-        if tuple(x.shape[-2:]) != tuple(size):
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-        mean = torch.tensor(self.depth_info.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.depth_info.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-        return (x - mean) / std
-
-    def forward(self, x: torch.Tensor):
-        return self.model(x)
-
-    @staticmethod
-    def postprocess(depth: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        import torch.nn.functional as F
-
-        if tuple(depth.shape[-2:]) == tuple(size):
-            return depth
-        return F.interpolate(depth, size=tuple(size), mode="bilinear", align_corners=False)
+    own = callable(getattr(model, "preprocess", None)) and callable(getattr(model, "postprocess", None))
+    if input_size == "model" and (own or getattr(model.depth_info, "input_size", None) is None):
+        return None
+    return input_size
 
 
 # --------------------------------------------------------------------------------------------------
@@ -332,8 +278,9 @@ def run_benchmark(models: Sequence, datasets: Sequence[str], out_dir, roots: Map
             try:
                 proto = protocol_for(kind, ds, root, dataset_presets)
                 row["protocol"] = proto.name
+                size = network_input_size(model, s.input_size)
                 res = evaluate(ds, root=root, split=split, model=model, protocol=proto, device=device, limit=limit,
-                               progress=progress)
+                               progress=progress, input_size=size)
             except Exception as e:  # the evaluation of this pair failed: report it, go on
                 row.update(status="failed", error=f"{type(e).__name__}: {_one_line(e)}")
                 rows.append(row)
@@ -346,7 +293,7 @@ def run_benchmark(models: Sequence, datasets: Sequence[str], out_dir, roots: Map
             row.update(status="ok" if summ["n_images"] else "no images", n_images=summ["n_images"],
                        n_skipped=len(res["skipped"]), latency_ms=timer.ms_per_image,
                        protocol_description=res["protocol_description"],
-                       resolution=_resolution(model, ds, root, split, device))
+                       resolution=_resolution(model, ds, root, split, device, size))
             rows.append(row)
         if figure_rows > 0:
             n_fig = figure_rows if limit is None else max(1, min(figure_rows, limit))
@@ -516,7 +463,7 @@ def _params(model: nn.Module) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 
 
-def _resolution(model: nn.Module, dataset: str, root, split: str, device: str) -> str | None:
+def _resolution(model: nn.Module, dataset: str, root, split: str, device: str, input_size=None) -> str | None:
     """``HxW`` the network sees for the dataset's first image (None if unknown)."""
     from depthlab.data import create_dataset
     from depthlab.predictor import Predictor
@@ -524,7 +471,7 @@ def _resolution(model: nn.Module, dataset: str, root, split: str, device: str) -
     try:
         s = create_dataset(dataset, root=root, split=split)[0]
         h, w = torch.as_tensor(s["image"]).shape[-2:]
-        nh, nw = Predictor(model, device=device).network_size(int(h), int(w))
+        nh, nw = Predictor(model, device=device, input_size=input_size).network_size(int(h), int(w))
         return f"{nh}x{nw}"
     except Exception:
         return None
@@ -562,5 +509,5 @@ def _safe(name: str) -> str:
 
 
 __all__ = ["run_benchmark", "protocol_for", "dataset_preset", "protocol_table", "parse_model_spec", "ModelSpec",
-           "save_comparison_figure", "format_markdown", "DATASET_PRESETS", "AFFINE_PRESETS", "AtInputSize",
-           "at_input_size"]
+           "save_comparison_figure", "format_markdown", "DATASET_PRESETS", "AFFINE_PRESETS",
+           "network_input_size"]

@@ -14,6 +14,25 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+def _parse_size(text: Optional[str]):
+    """``--input-size``: native | model | N (short side) | HxW  ->  Predictor's input_size."""
+    if text is None or text == "native":
+        return None
+    if text == "model":
+        return "model"
+    try:
+        if "x" in text:
+            h, w = text.lower().split("x")
+            return (int(h), int(w))
+        return int(text)
+    except ValueError:
+        _fail(f"--input-size must be native, model, N or HxW, got {text!r}")
+
+
+INPUT_SIZE_HELP = ("network input size: native (image size padded to the model's multiple), model (the size the "
+                   "weights were trained at, e.g. FastDepth 224x224), N (short side) or HxW")
+
+
 def _fail(msg: str, code: int = 2):
     err_console.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
@@ -34,6 +53,7 @@ def eval_cmd(
     out: Optional[Path] = typer.Option(None, help="write the results JSON here (atomically)"),
     device: str = typer.Option("cpu"),
     limit: Optional[int] = typer.Option(None, help="evaluate only the first N samples"),
+    input_size: Optional[str] = typer.Option(None, help=INPUT_SIZE_HELP),
 ):
     """Evaluate predictions or a model on a dataset under a named protocol."""
     from depthlab.errors import DepthlabError
@@ -42,7 +62,8 @@ def eval_cmd(
     try:
         result = evaluate(dataset=dataset, root=root, split=split, model=model, checkpoint_path=checkpoint_path,
                           checkpoint=checkpoint, predictions=predictions, pred_scale=pred_scale, pred_kind=pred_kind,
-                          protocol=protocol, out=out, device=device, limit=limit, progress=True)
+                          protocol=protocol, out=out, device=device, limit=limit, progress=True,
+                          input_size=_parse_size(input_size))
     except (DepthlabError, FileNotFoundError, ValueError, KeyError) as e:
         _fail(str(e))
     console.print(format_markdown(result), highlight=False, soft_wrap=True, markup=False)
@@ -88,19 +109,25 @@ def predict_cmd(
     checkpoint_path: Optional[Path] = typer.Option(None, help="local weights file for --model"),
     pretrained: bool = typer.Option(True, help="load the model's published/bundled weights"),
     out: Path = typer.Option(Path("outputs/predict"), help="output folder"),
-    formats: str = typer.Option("npy,png16,color", help="comma list of: npy, png16, color, side"),
+    formats: str = typer.Option("npy,png16,color", help="comma list of: npy, png16, color, side, tiff, ply"),
     colormap: str = typer.Option("Spectral_r", help="matplotlib colormap of the colourised PNGs"),
     batch_size: int = typer.Option(1),
     device: str = typer.Option("cpu"),
+    input_size: Optional[str] = typer.Option(None, help=INPUT_SIZE_HELP),
+    intrinsics: Optional[str] = typer.Option(None, help="ply: camera fx,fy,cx,cy in pixels (default: a sidecar "
+                                             "JSON / intrinsics.csv beside the images, else a 60 degree FOV guess)"),
+    ply_scale: Optional[float] = typer.Option(None, help="ply from a relative/disparity model: metres per unit"),
 ):
-    """Predict depth for images; writes .npy (float32), 16-bit PNG, colourised PNG, side-by-side."""
+    """Predict depth for images; writes .npy (float32), 16-bit PNG, colourised PNG, side-by-side, GeoTIFF, PLY."""
     from depthlab.errors import DepthlabError
     from depthlab.predictor import predict_files
 
     try:
         report = predict_files(inputs, model=model, checkpoint_path=checkpoint_path, pretrained=pretrained,
                                out_dir=out, formats=[f.strip() for f in formats.split(",") if f.strip()],
-                               colormap=colormap, batch_size=batch_size, device=device, progress=True)
+                               colormap=colormap, batch_size=batch_size, device=device, progress=True,
+                               input_size=_parse_size(input_size), intrinsics=intrinsics,
+                               ply_scale=ply_scale)
     except (DepthlabError, FileNotFoundError, ValueError, KeyError) as e:
         _fail(str(e))
     for path, reason in report.failures.items():

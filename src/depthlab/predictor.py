@@ -510,13 +510,16 @@ def write_outputs(pred: Prediction, rgb: torch.Tensor | None, out_dir: Path, ste
 def predict_files(inputs, model: str | nn.Module = "fastdepth", checkpoint_path=None, pretrained: bool = True,
                   out_dir="outputs/predict", formats: Sequence[str] = ("npy", "png16", "color"),
                   colormap: str = "Spectral_r", batch_size: int = 1, device: str = "cpu",
-                  progress: bool = False, input_size=None) -> PredictReport:
+                  progress: bool = False, input_size=None, intrinsics=None,
+                  ply_scale: float | None = None) -> PredictReport:
     """Predict every image in ``inputs`` (files, folders, globs) and write the requested ``formats``.
 
     Per image (``<stem>`` = file name without extension; made unique on clashes):
     ``<stem>.npy`` float32 in the declared unit; ``<stem>_depth16.png`` (see :func:`png16_encoding`);
     ``<stem>_color.png`` (colormap, 2-98 percentile normalisation, near = warm); ``<stem>_side.png``
     (RGB | colour). ``predictions.json`` lists model, kind, unit and the 16-bit scale per file.
+    ``tiff`` and ``ply`` (GeoTIFF, point cloud) as in :func:`write_outputs`; ``intrinsics`` (fx, fy, cx, cy
+    in pixels of the input image) and ``ply_scale`` are passed to it.
     A file that cannot be read is skipped and reported in ``failures`` with a one-line reason.
     """
     from depthlab import __version__, io
@@ -528,6 +531,10 @@ def predict_files(inputs, model: str | nn.Module = "fastdepth", checkpoint_path=
     if bad or not formats:
         raise ValueError(f"unknown output format(s) {bad or formats}; choose from {', '.join(FORMATS)}")
     get_cmap(colormap)  # fail before any work on an unknown colormap
+    if intrinsics is not None:  # likewise for malformed intrinsics (one ValueError, not one per image)
+        from depthlab.pointcloud import as_intrinsics
+
+        intrinsics = as_intrinsics(intrinsics)
     paths = list_images(inputs)
     if not paths:
         raise FileNotFoundError(f"no images found in {', '.join(map(str, [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs))}")
@@ -553,7 +560,8 @@ def predict_files(inputs, model: str | nn.Module = "fastdepth", checkpoint_path=
         for (p, t), d in zip(batch, depths):
             t = t.float() / 255.0 if t.dtype == torch.uint8 else t  # 8-bit input kept for the model's processing
             try:
-                files, entry = write_outputs(predictor._wrap(d, str(p)), t, out_dir, stems[p], formats, colormap)
+                files, entry = write_outputs(predictor._wrap(d, str(p)), t, out_dir, stems[p], formats, colormap,
+                                             intrinsics=intrinsics, ply_scale=ply_scale)
             except Exception as e:
                 report.failures[str(p)] = f"writing outputs failed ({_one_line(e)})"
                 continue

@@ -113,7 +113,7 @@ def check_kind(pred_kind: str, protocol: Protocol) -> None:
 def evaluate(dataset, root=None, split: str = "test", model=None, checkpoint_path=None, checkpoint=None,
              predictions=None, pred_scale: float | None = None, protocol: str | Protocol = "none", out=None,
              device: str = "cpu", limit: int | None = None, progress: bool = False,
-             pred_kind: str = "metric") -> dict[str, Any]:
+             pred_kind: str = "metric", input_size=None) -> dict[str, Any]:
     """Evaluate a model or a folder of predictions on a dataset under a protocol.
 
     Args:
@@ -128,6 +128,10 @@ def evaluate(dataset, root=None, split: str = "test", model=None, checkpoint_pat
         out: write the result JSON here (atomic).
         device: where the model runs. limit: first N samples only. progress: rich progress bar.
         pred_kind: what files in ``predictions`` hold: ``metric`` (default), ``relative`` or ``disparity``.
+        input_size: the network input size for a model source, as :class:`~depthlab.predictor.Predictor`
+            takes it: ``None`` = the image's own size (padded to ``multiple_of``), ``"model"`` = the size the
+            weights were trained at (FastDepth: 224x224), an int (short side) or ``(H, W)``. The prediction
+            is resized back to the ground truth either way.
 
     Returns:
         ``{"summary": {metric: float, "n_images", "n_pixels"}, "protocol": {...}, "protocol_description",
@@ -169,7 +173,7 @@ def evaluate(dataset, root=None, split: str = "test", model=None, checkpoint_pat
             warn_list.append(msg)
             warnings.warn(msg, stacklevel=2)
     else:
-        predictor, model_info = _build_predictor(model, checkpoint_path, checkpoint, device)
+        predictor, model_info = _build_predictor(model, checkpoint_path, checkpoint, device, input_size)
         kind = predictor.kind
     check_kind(kind, proto)
 
@@ -312,22 +316,24 @@ def _predict(predictor, images: torch.Tensor, flip_average: bool) -> torch.Tenso
     return pred
 
 
-def _build_predictor(model, checkpoint_path, checkpoint, device):
+def _build_predictor(model, checkpoint_path, checkpoint, device, input_size=None):
     from depthlab.predictor import Predictor
 
     if checkpoint is not None:
         from depthlab.checkpoint import load_checkpoint
 
         module = load_checkpoint(checkpoint)
-        predictor = Predictor(module, device=device)
+        predictor = Predictor(module, device=device, input_size=input_size)
         info = {"name": getattr(module, "model_name", None), "checkpoint": str(checkpoint)}
     elif isinstance(model, nn.Module):
-        predictor = Predictor(model, device=device, checkpoint_path=checkpoint_path)
+        predictor = Predictor(model, device=device, checkpoint_path=checkpoint_path, input_size=input_size)
         info = {"name": getattr(model, "model_name", None) or type(model).__name__,
                 "checkpoint_path": str(checkpoint_path) if checkpoint_path is not None else None}
     else:
-        predictor = Predictor(str(model), device=device, checkpoint_path=checkpoint_path, pretrained=True)
+        predictor = Predictor(str(model), device=device, checkpoint_path=checkpoint_path, pretrained=True,
+                              input_size=input_size)
         info = {"name": str(model), "checkpoint_path": str(checkpoint_path) if checkpoint_path is not None else None}
+    info["input_size"] = list(predictor.input_size) if isinstance(predictor.input_size, tuple) else predictor.input_size
     kind = getattr(predictor, "kind", None)
     if kind is None:
         kind = getattr(getattr(predictor, "model", None), "depth_info", None)
