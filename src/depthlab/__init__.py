@@ -36,6 +36,11 @@ _API = {
     "DepthTask": "depthlab.training.task",
     "DepthDataModule": "depthlab.training.datamodule",
     "export_onnx": "depthlab.export.onnx",
+    "export_model": "depthlab.export.model",
+    "run_benchmark": "depthlab.benchmark",
+    "run_experiment": "depthlab.experiment",
+    "create_app": "depthlab.web",
+    "depth_to_points": "depthlab.pointcloud",
 }
 
 __all__ = sorted(_API) + ["__version__"]

@@ -11,6 +11,7 @@ from depthlab.training.datamodule import (
     SeededSampler,
     collate_samples,
 )
+from depthlab.training.distill import Teacher, TeacherCache, build_distillation
 from depthlab.training.task import DepthTask, encoder_parameter_names, resolve_target
 from depthlab.training.train import RunResult, build_trainer, export_checkpoint, resolve_config, train
 
@@ -24,6 +25,9 @@ __all__ = [
     "RunResult",
     "SeededDataset",
     "SeededSampler",
+    "Teacher",
+    "TeacherCache",
+    "build_distillation",
     "build_trainer",
     "collate_samples",
     "encoder_parameter_names",
