@@ -1,0 +1,693 @@
+"""``run_experiment(spec)``: a grid of training runs, evaluated, measured and compared in one report.
+
+An experiment spec (YAML file or dict; full schema in docs/experiments.md)::
+
+    name: nyu_losses
+    base: ../nyu_study.yaml          # training config the runs start from (path relative to this file)
+    config: {...}                    # or an inline training config (merged over ``base`` when both)
+    overrides: [train.max_epochs=50] # dotted overrides applied to every run
+    grid:                            # cartesian product of the axes, in this order
+      model.name: [unet, leve]       #   a list  = values of one dotted key (label = the value)
+      loss:                          #   a mapping = named presets, each a mapping of dotted overrides
+        l1: {loss.terms: {l1: 1.0}}
+        berhu: {loss.terms: {berhu: 1.0}}
+    runs:                            # extra runs outside the product: {id, set: {dotted: value}}
+      - {id: leve_kd_0.25, set: {model.name: leve, distill.epsilon: 0.25}}
+    evaluation:
+      protocol: none                 # protocol of the test split of the training dataset
+      limit: 32                      # test samples (null = all)
+      batch_size: 8
+      datasets:                      # extra evaluations: {name, dataset, root, split, protocol, limit, kwargs}
+        - {name: nyu_real, dataset: folder, root: ..., protocol: nyu_eigen}
+    speed: {repeats: 5, warmup: 1}   # CPU latency at batch 1 and the run's data.size
+    report: {title: ..., samples: 3, colormap: Spectral_r}
+    benchmark: {models: [...], datasets: [...], protocol: ...}   # optional zero-shot section (run_benchmark)
+    smoke:                           # merged over the spec by ``smoke=True``
+      overrides: [data.size=[32,32], train.max_steps=2]   # appended to ``overrides``
+      grid: {...}                    # any other key replaces the spec's key
+
+Every run trains with :func:`depthlab.training.train` into ``<out>/runs/<run_id>/``, is evaluated
+with :func:`depthlab.evaluation.evaluate.evaluate` (test split + extra datasets) and measured
+(parameters, CPU latency). A run whose ``experiment_run.json`` (the finished marker, with the
+run's results) exists and whose resolved config is unchanged is reused without training again; a
+run that stopped part-way resumes from its ``last.ckpt``. A failing run is recorded with its
+one-line error and the grid goes on. Outputs: ``results.json`` (everything), ``results.md`` and the
+self-contained ``report.html``.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import csv
+import datetime as _dt
+import hashlib
+import inspect
+import itertools
+import json
+import time
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import yaml
+
+from depthlab.errors import DepthlabError
+from depthlab.io import write_json
+
+__all__ = ["ExperimentError", "load_spec", "expand_grid", "run_experiment", "measure_latency", "read_curves",
+           "METRIC_COLUMNS"]
+
+MARKER = "experiment_run.json"
+METRIC_COLUMNS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog", "delta1", "delta2", "delta3")
+SPEC_KEYS = {"name", "title", "description", "base", "config", "overrides", "grid", "runs", "evaluation", "speed",
+             "report", "benchmark", "smoke", "output_dir", "threads"}
+
+
+class ExperimentError(DepthlabError, ValueError):
+    """A bad experiment spec; ``str()`` is one line naming the file and the problem."""
+
+
+# ------------------------------------------------------------------------------------------ spec
+def _deep_merge(a: dict, b: dict) -> dict:
+    out = copy.deepcopy(a)
+    for k, v in b.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def load_spec(spec_path_or_dict, smoke: bool = False) -> tuple[dict, Path]:
+    """(spec dict with the smoke block applied when ``smoke``, folder that relative paths start from)."""
+    if isinstance(spec_path_or_dict, dict):
+        spec, where, base_dir = copy.deepcopy(spec_path_or_dict), "<spec>", Path.cwd()
+    else:
+        path = Path(spec_path_or_dict)
+        where = str(path)
+        if not path.is_file():
+            raise ExperimentError(f"{path}: experiment file not found")
+        try:
+            spec = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ExperimentError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+        base_dir = path.resolve().parent
+        spec.setdefault("name", path.stem)
+    if not isinstance(spec, dict):
+        raise ExperimentError(f"{where}: an experiment is a mapping, got {type(spec).__name__}")
+    unknown = sorted(set(spec) - SPEC_KEYS)
+    if unknown:
+        raise ExperimentError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(SPEC_KEYS))}")
+    smoke_block = spec.pop("smoke", None) or {}
+    if smoke:
+        if not smoke_block:
+            raise ExperimentError(f"{where}: --smoke needs a 'smoke:' block in the experiment")
+        smoke_block = dict(smoke_block)
+        extra = list(smoke_block.pop("overrides", []) or [])
+        for k, v in smoke_block.items():  # other keys replace the spec's (nested mappings merge)
+            if k not in SPEC_KEYS:
+                raise ExperimentError(f"{where}: unknown key smoke.{k}")
+            merge = isinstance(v, dict) and isinstance(spec.get(k), dict) and k not in ("grid", "benchmark")
+            spec[k] = _deep_merge(spec[k], v) if merge else v
+        spec["overrides"] = list(spec.get("overrides") or []) + extra
+    for i, item in enumerate(spec.get("overrides") or []):
+        if not isinstance(item, str) or "=" not in item:
+            raise ExperimentError(f"{where}: overrides[{i}] must be a 'key=value' string, got {item!r} "
+                                  "(quote overrides whose value is a YAML mapping: \"data.kwargs={n: 8}\")")
+    spec["smoke"] = bool(smoke)
+    spec.setdefault("name", "experiment")
+    return spec, base_dir
+
+
+def _override(key: str, value: Any) -> str:
+    # JSON is valid YAML flow syntax, so config.apply_overrides parses it back to the same value
+    return f"{key}={json.dumps(value)}"
+
+
+def _label(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in str(text)).strip("_") or "x"
+
+
+def expand_grid(spec: dict) -> list[dict]:
+    """Runs of a spec: ``[{id, labels: {axis: label}, overrides: [dotted=value, ...]}]``.
+
+    ``grid`` axes: a list = values of the dotted key named by the axis; a mapping = named presets
+    (each a mapping ``{dotted.key: value}`` or a list of ``key=value`` strings). The cartesian
+    product runs in axis order. ``runs`` adds explicit runs ``{id, set: {...}, base: FILE, train:
+    bool}`` (``base`` replaces the spec's base config for that run; ``train: false`` evaluates the
+    configured model as it is, e.g. a pretrained zero-shot model). Ids are unique.
+    """
+    grid = spec.get("grid") or {}
+    if not isinstance(grid, dict):
+        raise ExperimentError("grid: expected a mapping of axes")
+    axes: list[list[tuple[str, str, list[str]]]] = []  # per axis: (axis, label, overrides)
+    for axis, options in grid.items():
+        if isinstance(options, list):
+            if not options:
+                raise ExperimentError(f"grid.{axis}: empty list of values")
+            axes.append([(axis, _label(v), [_override(axis, v)]) for v in options])
+        elif isinstance(options, dict):
+            if not options:
+                raise ExperimentError(f"grid.{axis}: no presets")
+            opts = []
+            for label, sets in options.items():
+                opts.append((axis, str(label), _settings(sets, f"grid.{axis}.{label}")))
+            axes.append(opts)
+        else:
+            raise ExperimentError(f"grid.{axis}: expected a list of values or a mapping of named presets, "
+                                  f"got {type(options).__name__}")
+    runs = []
+    if axes:
+        for combo in itertools.product(*axes):
+            runs.append({"id": "-".join(label for _, label, _ in combo),
+                         "labels": {axis: label for axis, label, _ in combo},
+                         "overrides": [o for _, _, ov in combo for o in ov]})
+    for i, extra in enumerate(spec.get("runs") or []):
+        if not isinstance(extra, dict) or "id" not in extra:
+            raise ExperimentError(f"runs[{i}]: expected a mapping with 'id' and 'set'")
+        unknown = sorted(set(extra) - {"id", "set", "base", "train"})
+        if unknown:
+            raise ExperimentError(f"runs[{i}]: unknown key(s) {', '.join(unknown)} (valid: id, set, base, train)")
+        runs.append({"id": _label(extra["id"]), "labels": {"run": str(extra["id"])},
+                     "overrides": _settings(extra.get("set") or {}, f"runs[{i}].set"),
+                     "base": extra.get("base"), "train": bool(extra.get("train", True))})
+    if not runs and _has_training(spec):
+        runs.append({"id": "base", "labels": {}, "overrides": []})
+    seen: set[str] = set()
+    for r in runs:
+        if r["id"] in seen:
+            raise ExperimentError(f"two runs have the id {r['id']!r}; give the extra runs distinct ids")
+        seen.add(r["id"])
+    return runs
+
+
+def _has_training(spec: dict) -> bool:
+    """Whether a spec describes runs at all (a benchmark-only spec has no base, config, grid or runs)."""
+    return any(spec.get(k) for k in ("base", "config", "grid", "runs"))
+
+
+def _settings(sets, where: str) -> list[str]:
+    if isinstance(sets, dict):
+        return [_override(k, v) for k, v in sets.items()]
+    if isinstance(sets, list) and all(isinstance(s, str) and "=" in s for s in sets):
+        return list(sets)
+    raise ExperimentError(f"{where}: expected a mapping of dotted keys to values or a list of key=value strings")
+
+
+def _base_source(spec: dict, base_dir: Path, base: str | None = None):
+    """The training config the runs start from: a path (``base``), a dict (``config``) or both merged."""
+    base, inline = base or spec.get("base"), spec.get("config")
+    if base is None:
+        return copy.deepcopy(inline or {})
+    path = (base_dir / base) if not Path(base).is_absolute() else Path(base)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: base training config not found")
+    if inline:
+        return {"base": str(path.resolve()), **copy.deepcopy(inline)}
+    return str(path)
+
+
+# ------------------------------------------------------------------------------------------ measures
+def measure_latency(model, size: Sequence[int], repeats: int = 5, warmup: int = 1) -> dict[str, float]:
+    """Median CPU latency (ms) of ``model`` on one ``1x3xHxW`` input (padded to ``multiple_of``) and FPS."""
+    import torch
+
+    from depthlab.models.zoo import count_params, padded_size
+
+    info = getattr(model, "depth_info", None)
+    h, w = padded_size(tuple(int(s) for s in size), getattr(info, "multiple_of", None))
+    x = torch.rand(1, 3, h, w)
+    model = model.eval().cpu()
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + repeats):
+            t0 = time.perf_counter()
+            model(x)
+            if i >= warmup:
+                times.append(time.perf_counter() - t0)
+    times.sort()
+    ms = 1000.0 * times[len(times) // 2]
+    return {"params": int(count_params(model)), "latency_ms": ms, "fps": 1000.0 / ms if ms > 0 else None,
+            "latency_size": [h, w], "latency_threads": torch.get_num_threads()}
+
+
+def read_curves(run_dir: Path) -> dict[str, list[list[float]]]:
+    """Train and validation loss curves ``{"train": [[step, loss], ...], "val": [...]}`` from the CSV log."""
+    path = Path(run_dir) / "logs" / "csv" / "metrics.csv"
+    curves: dict[str, list[list[float]]] = {"train": [], "val": []}
+    if not path.is_file():
+        return curves
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            step = row.get("step")
+            for key, name in (("train", "train/loss"), ("val", "val/loss")):
+                v = row.get(name)
+                if v not in (None, "") and step not in (None, ""):
+                    curves[key].append([int(float(step)), float(v)])
+    return curves
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def _config_hash(cfg_dict: dict, spec_part: dict) -> str:
+    blob = json.dumps({"config": cfg_dict, "eval": spec_part}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------------------ datasets
+def _accepts(dataset: str, argument: str) -> bool:
+    from depthlab.data import _resolve
+
+    try:
+        return argument in inspect.signature(_resolve(dataset)).parameters
+    except (TypeError, ValueError, KeyError):
+        return False
+
+
+class _ListDataset:
+    """Samples held in memory (a small test set, read once and shared by every run)."""
+
+    def __init__(self, samples: list, name: str, split: str, failures: dict[str, str]):
+        self.samples, self.dataset_name, self.split, self.failures = samples, name, split, failures
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        return self.samples[i]
+
+
+def _load_eval_set(ev: dict, cfg, base_dir: Path) -> _ListDataset:
+    """Materialise an evaluation set: ``ev`` = {dataset, root, split, limit, kwargs}; defaults from ``cfg.data``."""
+    from depthlab.data import create_dataset
+
+    name = ev.get("dataset") or cfg.data.dataset
+    root = ev.get("root", None if ev.get("dataset") else cfg.data.root)
+    if root is not None and not Path(root).is_absolute():
+        cand = base_dir / root
+        root = str(cand) if cand.exists() else str(root)
+    split = ev.get("split") or cfg.data.test_split
+    kwargs = dict(ev.get("kwargs") or ({} if ev.get("dataset") else dict(cfg.data.kwargs or {})))
+    if "size" not in kwargs and _accepts(name, "size"):
+        kwargs["size"] = tuple(int(s) for s in cfg.data.size)
+    ds = create_dataset(name, root=root, split=split, **kwargs)
+    limit = ev.get("limit")
+    n = len(ds) if limit is None else min(len(ds), int(limit))
+    samples, failures = [], {}
+    for i in range(n):
+        try:
+            samples.append(ds[i])
+        except Exception as e:  # a bad file: recorded, the others still count
+            failures[f"#{i}"] = _one_line(e)
+    return _ListDataset(samples, name, split, failures)
+
+
+# ------------------------------------------------------------------------------------------ one run
+def _test_losses(task, dataset: _ListDataset, batch_size: int, size) -> list[float]:
+    """Loss of the run's own objective on each test batch (resized to the training size)."""
+    import torch
+    import torch.nn.functional as F
+
+    from depthlab.training.datamodule import collate_samples
+
+    losses = []
+    task.eval()
+    h, w = int(size[0]), int(size[1])
+    with torch.inference_mode():
+        for start in range(0, len(dataset), batch_size):
+            batch = collate_samples([dataset[i] for i in range(start, min(len(dataset), start + batch_size))])
+            image, depth, mask = batch["image"], batch["depth"], batch["mask"]
+            if image.shape[-2:] != (h, w):
+                image = F.interpolate(image, size=(h, w), mode="bilinear", align_corners=False)
+                depth = F.interpolate(depth, size=(h, w), mode="nearest")
+                mask = F.interpolate(mask.float(), size=(h, w), mode="nearest") > 0.5
+            total, _ = task._loss(task(image), {"image": image, "depth": depth, "mask": mask})
+            losses.append(float(total))
+    return losses
+
+
+def _per_category(per_image: dict, categories: dict[str, str]) -> dict[str, dict[str, float]]:
+    """Mean of the per-image metrics per ``meta['category']`` (plus the number of images)."""
+    groups: dict[str, list[dict]] = {}
+    for name, m in per_image.items():
+        cat = categories.get(name)
+        if cat is not None:
+            groups.setdefault(str(cat), []).append(m)
+    out = {}
+    for cat in sorted(groups):
+        rows = groups[cat]
+        entry: dict[str, Any] = {}
+        for k in METRIC_COLUMNS:
+            vals = [r[k] for r in rows if r.get(k) is not None]
+            entry[k] = sum(vals) / len(vals) if vals else None
+        entry["n_images"] = len(rows)
+        out[cat] = entry
+    return out
+
+
+def _input_size(model, input_size, cfg):
+    """The Predictor ``input_size`` of an evaluation: ``None`` = the image's own size (padded to
+    ``multiple_of``); ``"model"`` = the size the weights were trained at (``depth_info.input_size``;
+    None for models that do their own pre-processing or declare no size); ``"train"`` = the run's
+    ``data.size``; an int (short side) or ``[H, W]`` as given. The output is resized back to the image.
+    """
+    if input_size is None:
+        return None
+    if input_size == "train":
+        return tuple(int(v) for v in cfg.data.size)
+    if input_size == "model":
+        own = callable(getattr(model, "preprocess", None)) and callable(getattr(model, "postprocess", None))
+        declared = getattr(getattr(model, "depth_info", None), "input_size", None)
+        return None if own or declared is None else tuple(declared)
+    return tuple(input_size) if isinstance(input_size, (list, tuple)) else int(input_size)
+
+
+def _run_protocol(protocol, model):
+    """An evaluation's protocol; ``{metric: P, relative: Q, disparity: R}`` picks by the model's output kind."""
+    if isinstance(protocol, dict):
+        kind = getattr(getattr(model, "depth_info", None), "output_kind", "metric")
+        if kind not in protocol:
+            raise ExperimentError(f"evaluation protocol has no entry for output kind {kind!r}: {protocol}")
+        return protocol[kind]
+    return protocol
+
+
+def _predict_samples(model, samples: list, run_dir: Path, key: str, protocol, input_size=None) -> list[str]:
+    """Predict the chosen figure samples (metres, clipped as the protocol clips them for scoring) and
+    store them as ``.npy`` in the run directory."""
+    import numpy as np
+
+    from depthlab.evaluation.protocols import get_protocol
+    from depthlab.io import write_npy
+    from depthlab.predictor import Predictor
+
+    pred = Predictor(model, device="cpu", input_size=input_size)
+    proto = get_protocol(protocol)
+    out = []
+    folder = run_dir / "samples" / key
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, s in enumerate(samples):
+        depth = proto.clip(pred.predict_tensor(s["image"].unsqueeze(0)))[0, 0].cpu().numpy().astype(np.float32)
+        path = folder / f"{i}.npy"
+        write_npy(path, depth)
+        out.append(str(path.relative_to(run_dir)))
+    return out
+
+
+def _run_one(run: dict, spec: dict, base_source, base_overrides: list[str], out_dir: Path, eval_sets: dict,
+             base_dir: Path, progress) -> dict:
+    """Train (or reuse), evaluate and measure one run; never raises (a failure is recorded)."""
+    from depthlab.config import config_to_dict
+    from depthlab.training.train import resolve_config
+
+    runs_dir = out_dir / "runs"
+    run_dir = runs_dir / run["id"]
+    record: dict[str, Any] = {"id": run["id"], "labels": run["labels"], "overrides": run["overrides"],
+                              "status": "failed", "error": None, "run_dir": str(run_dir.relative_to(out_dir))}
+    t0 = time.perf_counter()
+    try:
+        overrides = [*base_overrides, *run["overrides"], _override("name", run["id"]),
+                     _override("output_dir", str(runs_dir))]
+        source = _base_source(spec, base_dir, run["base"]) if run.get("base") else base_source
+        cfg, _extra = resolve_config(source, overrides)
+        cfg_dict = config_to_dict(cfg)
+        record["config"] = cfg_dict
+        # what a finished run's record depends on (the colormap or title only change the report)
+        fingerprint = _config_hash(cfg_dict, {"evaluation": spec.get("evaluation"), "speed": spec.get("speed"),
+                                              "samples": (spec.get("report") or {}).get("samples", 3),
+                                              "train": run.get("train", True)})
+        marker = run_dir / MARKER
+        if marker.is_file():
+            try:
+                done = json.loads(marker.read_text())
+            except (OSError, json.JSONDecodeError):
+                done = {}
+            if done.get("fingerprint") == fingerprint and done.get("status") == "ok":
+                done["reused"] = True
+                return done
+        record["trained"] = run.get("train", True)
+        record.update(_train_and_measure(cfg, run_dir, spec, eval_sets, progress, do_train=run.get("train", True)))
+        record.update(status="ok", fingerprint=fingerprint, reused=False)
+        record["seconds"] = round(time.perf_counter() - t0, 2)
+        write_json(marker, record)
+    except Exception as e:  # one failed run must not stop the grid
+        record["error"] = _one_line(e)
+        record["seconds"] = round(time.perf_counter() - t0, 2)
+    return record
+
+
+def _train_and_measure(cfg, run_dir: Path, spec: dict, eval_sets: dict, progress, do_train: bool = True) -> dict:
+    import torch
+
+    from depthlab.checkpoint import load_checkpoint, save_checkpoint
+    from depthlab.config import config_to_dict
+    from depthlab.evaluation.evaluate import evaluate
+    from depthlab.training.task import DepthTask
+    from depthlab.training.train import prepare_run_dir, resolve_config, train
+
+    t0 = time.perf_counter()
+    if do_train:
+        resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
+        progress(f"train {cfg.name}" + (" (resume)" if resume else ""))
+        result = train(cfg, (), resume=resume)
+        ckpt = result.best_checkpoint or result.last_checkpoint
+        validation, global_step = result.metrics, result.global_step
+        if ckpt is None:
+            raise RuntimeError(f"{run_dir}: training wrote no checkpoint")
+    else:  # evaluate the configured model as it is (pretrained / zero-shot); same files as a trained run
+        progress(f"load {cfg.name}")
+        prepare_run_dir(cfg, resolve_config(cfg)[1], resume=False)
+        ckpt = run_dir / "model.safetensors"
+        save_checkpoint(DepthTask(cfg).model, ckpt, config=config_to_dict(cfg))
+        validation, global_step = {}, 0
+    train_seconds = time.perf_counter() - t0
+    ev_spec = spec.get("evaluation") or {}
+    metrics, protocols, per_category, skipped, sample_preds = {}, {}, {}, {}, {}
+    model = load_checkpoint(ckpt)
+    for key, (ds, protocol, n_show, input_size) in eval_sets.items():
+        progress(f"evaluate {cfg.name} on {key}")
+        size = _input_size(model, input_size, cfg)
+        res = evaluate(ds, model=model, protocol=_run_protocol(protocol, model), device="cpu", progress=False,
+                       input_size=size)
+        metrics[key] = res["summary"]
+        protocols[key] = res["protocol_description"]
+        skipped[key] = {**getattr(ds, "failures", {}), **res["skipped"]}
+        cats = {str((s.get("meta") or {}).get("name")): (s.get("meta") or {}).get("category") for s in ds.samples}
+        if any(c is not None for c in cats.values()):
+            per_category[key] = _per_category(res["per_image"], cats)
+        if n_show:
+            sample_preds[key] = _predict_samples(model, ds.samples[:n_show], run_dir, key,
+                                                 _run_protocol(protocol, model), size)
+    untrained = None
+    if "test" in eval_sets and ev_spec.get("untrained"):
+        # the same architecture freshly initialised with the run's seed: did training teach it anything?
+        import lightning as L
+
+        L.seed_everything(int(cfg.train.seed), verbose=False)
+        fresh = DepthTask(cfg).model
+        progress(f"evaluate untrained {cfg.name}")
+        untrained = evaluate(eval_sets["test"][0], model=fresh, protocol=_run_protocol(eval_sets["test"][1], fresh),
+                             device="cpu", input_size=_input_size(fresh, eval_sets["test"][3], cfg))["summary"]
+    test_loss: list[float] = []
+    if "test" in eval_sets:
+        task = DepthTask(cfg, model=load_checkpoint(ckpt))
+        test_loss = _test_losses(task, eval_sets["test"][0], int(ev_spec.get("batch_size", cfg.data.batch_size)),
+                                 cfg.data.size)
+    speed = spec.get("speed") or {}
+    progress(f"measure {cfg.name}")
+    with torch.inference_mode():
+        sp = measure_latency(model, speed.get("size") or cfg.data.size, repeats=int(speed.get("repeats", 5)),
+                             warmup=int(speed.get("warmup", 1)))
+    return {"metrics": metrics, "untrained": untrained, "protocols": protocols, "per_category": per_category, "skipped_images": skipped,
+            "sample_predictions": sample_preds, "test_loss": test_loss, "curves": read_curves(run_dir),
+            "validation": validation, "global_step": global_step, "train_seconds": round(train_seconds, 2),
+            "checkpoint": str(Path(ckpt).relative_to(run_dir)), **sp}
+
+
+# ------------------------------------------------------------------------------------------ experiment
+@contextlib.contextmanager
+def _torch_threads(n):
+    """``torch.set_num_threads(n)`` for the block (``None`` = leave it), restored afterwards.
+
+    Why a spec may ask for 1: small models at small sizes run many tiny parallel regions, and on a
+    CPU shared with other jobs the OpenMP workers of each region wait for descheduled siblings; on
+    the 2-core development machine a 64x64 Leve training step took 1.29 s with 2 threads and
+    0.19 s with 1 thread while other processes were running.
+    """
+    import torch
+
+    if not n:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _benchmark_section(spec: dict, out_dir: Path, base_dir: Path) -> dict | None:
+    """Zero-shot benchmark section through :func:`depthlab.benchmark.run_benchmark` (when that module exists).
+
+    ``benchmark: {models, datasets, roots: {dataset: path}, limit, split, dataset_presets, figure_rows}``;
+    roots are relative to the experiment file. Returns a report section: one table per dataset
+    (metrics under each model's paper protocol, params, latency), the comparison figures, skipped models.
+    """
+    bench = spec.get("benchmark")
+    if not bench:
+        return None
+    title = "Zero-shot benchmark"
+    try:
+        from depthlab.benchmark import run_benchmark
+    except ImportError as e:
+        return {"title": title, "status": "skipped",
+                "message": f"depthlab.benchmark.run_benchmark is not available ({_one_line(e)}); section skipped"}
+    kwargs = {k: v for k, v in bench.items() if k not in ("models", "datasets", "roots")}
+    roots = {}
+    for ds, root in (bench.get("roots") or {}).items():
+        cand = base_dir / root if root is not None and not Path(root).is_absolute() else root
+        roots[ds] = str(cand) if cand is not None and Path(cand).exists() else root
+    try:
+        res = run_benchmark(bench["models"], bench["datasets"], out_dir / "benchmark", roots=roots or None, **kwargs)
+    except Exception as e:
+        return {"title": title, "status": "failed", "message": _one_line(e)}
+    tables, figures = [], []
+    for ds in res["settings"]["datasets"]:
+        rows = []
+        described = {}
+        for r in res["rows"]:
+            if r["dataset"] != ds:
+                continue
+            if r.get("status") == "failed":
+                rows.append({"model": r["model"], "status": "failed", "error": r.get("error")})
+                continue
+            described[r["protocol"]] = r.get("protocol_description", "")
+            rows.append({"model": r["model"], "status": "ok", **{k: r.get(k) for k in
+                         ("abs_rel", "rmse", "delta1", "n_images", "params", "latency_ms")}})
+        tables.append({"id": f"benchmark-{_label(ds)}", "first": "model", "rows": rows,
+                       "columns": ["abs_rel", "rmse", "delta1", "n_images", "params", "latency_ms"],
+                       "caption": f"dataset {ds}; " + "; ".join(f"protocol {n}: {d}" for n, d in described.items())})
+        fig = (res.get("figures") or {}).get(ds) or {}
+        if fig.get("path") and Path(fig["path"]).is_file():
+            figures.append(str(Path(fig["path"]).resolve().relative_to(out_dir.resolve())))
+    skipped = "; ".join(f"{m}: {why}" for m, why in (res.get("skipped_models") or {}).items())
+    return {"title": title, "status": "ok", "tables": tables, "figures": figures,
+            "message": ("Every model under the paper protocol of its output kind (depthlab.benchmark); latency = "
+                        "forward time per image." + (f" Skipped: {skipped}" if skipped else "")),
+            "result_file": str((out_dir / "benchmark" / "results.json").relative_to(out_dir))}
+
+
+def run_experiment(spec_path_or_dict, out_dir=None, smoke: bool = False, overrides: Iterable[str] = (),
+                   console=None, quiet: bool = False) -> dict:
+    """Run (or resume) an experiment grid and write ``results.json``, ``results.md`` and ``report.html``.
+
+    Args:
+        spec_path_or_dict: experiment YAML path or dict (schema: module docstring, docs/experiments.md).
+        out_dir: output folder (default ``spec.output_dir`` or ``outputs/experiments/<name>[_smoke]``).
+        smoke: apply the spec's ``smoke:`` block (tiny data, few steps, reduced grid).
+        overrides: dotted training overrides applied to every run (after the spec's own).
+        console: a rich Console for progress (default: stderr); ``quiet`` hides progress.
+
+    Returns the results dict (also in ``results.json``): ``runs`` (one record per run: status,
+    error, metrics per evaluation, per-category metrics, params, latency, curves, test losses,
+    resolved config), ``evaluations`` (name, dataset, split, protocol and its settings),
+    ``figures`` and ``sections``.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from depthlab import __version__
+    from depthlab.report.html import write_report, write_markdown
+
+    spec, base_dir = load_spec(spec_path_or_dict, smoke=smoke)
+    name = str(spec["name"])
+    out = Path(out_dir or spec.get("output_dir") or Path("outputs/experiments") / (name + ("_smoke" if smoke else "")))
+    out.mkdir(parents=True, exist_ok=True)
+    console = console or Console(stderr=True)
+    report_opts = {"title": spec.get("title") or name, "samples": 3, "colormap": "Spectral_r", **(spec.get("report") or {})}
+    results: dict[str, Any] = {
+        "name": name, "title": report_opts["title"], "description": spec.get("description"), "smoke": bool(smoke),
+        "status": "ok", "message": None, "spec": spec, "report": report_opts, "runs": [], "evaluations": [],
+        "figures": {}, "sections": [], "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "depthlab_version": __version__,
+    }
+    t_start = time.perf_counter()
+    planned = expand_grid(spec)
+    results["planned_runs"] = [r["id"] for r in planned]
+    try:
+        base_source = _base_source(spec, base_dir)
+        runs = planned
+    except FileNotFoundError as e:  # e.g. a study whose training config is not in this checkout
+        base_source, runs = None, []
+        results.update(status="skipped", message=f"{e}; the training runs of this experiment are skipped")
+        console.print(f"[yellow]skipped[/yellow]: {results['message']}", highlight=False, soft_wrap=True)
+    base_overrides = [*(spec.get("overrides") or []), *list(overrides or ())]
+
+    eval_sets: dict[str, tuple] = {}
+    if runs:
+        from depthlab.evaluation.protocols import get_protocol
+        from depthlab.training.train import resolve_config
+
+        ev = spec.get("evaluation") or {}
+        n_show = int(report_opts.get("samples", 3) or 0)
+        try:
+            first = _base_source(spec, base_dir, runs[0]["base"]) if runs[0].get("base") else base_source
+            cfg0, _ = resolve_config(first, [*base_overrides, *runs[0]["overrides"]])
+            wanted = [] if ev.get("test", True) is False else [
+                {"name": "test", "split": ev.get("split"), "limit": ev.get("limit"), "protocol": ev.get("protocol", "none"),
+                 "input_size": ev.get("input_size")}]
+            wanted += list(ev.get("datasets") or [])
+            for item in wanted:
+                key = _label(item.get("name") or item.get("dataset"))
+                try:
+                    ds = _load_eval_set(item, cfg0, base_dir)
+                    spec_p = item.get("protocol", "none")
+                    proto = get_protocol(spec_p if isinstance(spec_p, str) else spec_p.get("metric", "none"))
+                except Exception as e:  # an unavailable extra dataset: say so, keep the rest
+                    results["evaluations"].append({"key": key, "status": "skipped", "message": _one_line(e)})
+                    console.print(f"[yellow]evaluation {key} skipped[/yellow]: {_one_line(e)}", highlight=False,
+                                  soft_wrap=True)
+                    continue
+                eval_sets[key] = (ds, item.get("protocol", "none"), n_show, item.get("input_size"))
+                results["evaluations"].append({
+                    "key": key, "status": "ok", "dataset": ds.dataset_name, "split": ds.split, "n_samples": len(ds),
+                    "protocol": proto.name, "protocol_spec": item.get("protocol", "none"),
+                    "protocol_description": proto.describe(), "protocol_settings": proto.to_dict(),
+                    "input_size": item.get("input_size"), "read_failures": ds.failures})
+        except Exception as e:
+            results.update(status="failed", message=f"evaluation set-up failed: {_one_line(e)}")
+            runs = []
+
+    if runs:
+        columns = (TextColumn("[bold]experiment[/bold] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn())
+        with _torch_threads(spec.get("threads")), Progress(*columns, console=console, transient=False,
+                                                           disable=quiet) as bar:
+            task = bar.add_task(name, total=len(runs))
+            for run in runs:
+                record = _run_one(run, spec, base_source, base_overrides, out, eval_sets, base_dir,
+                                  lambda msg: bar.update(task, description=f"{name}: {msg}"))
+                results["runs"].append(record)
+                if record["status"] != "ok":
+                    console.print(f"[red]run {record['id']} failed[/red]: {record['error']}", highlight=False,
+                                  soft_wrap=True)
+                bar.advance(task)
+
+    section = _benchmark_section(spec, out, base_dir)
+    if section:
+        results["sections"].append(section)
+    # figures for the report (PNG files next to results.json; the HTML embeds them)
+    from depthlab.report.figures import experiment_figures
+
+    results["figures"] = experiment_figures(results, out, eval_sets)
+    results["seconds"] = round(time.perf_counter() - t_start, 2)
+    results["report_path"] = str(out / "report.html")
+    write_json(out / "results.json", results)
+    write_markdown(results, out / "results.md")
+    write_report(results, out / "report.html", base=out)
+    return results
+

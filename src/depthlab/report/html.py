@@ -1,0 +1,308 @@
+"""The experiment report: one self-contained HTML file (inline CSS, images as base64 PNG, no script,
+no external resource) and a Markdown twin with the same tables.
+
+Sections: overview (runs, failures), one metrics table per evaluation with its protocol name and
+full settings (best value per column in bold, direction-aware: lower is better except the delta
+accuracies), speed/size columns (parameters, CPU latency, FPS), per-category breakdown, loss
+curves, per-batch test loss, depth-map figures, extra sections (e.g. the demo's real-data
+evaluation, a zero-shot benchmark) and the resolved config of every run in ``<details>``.
+
+Every number cell carries ``data-run``, ``data-col`` and ``data-value`` (the exact JSON value) so
+that tools and tests can read the table back; the visible text is :func:`fmt` of the same value.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+__all__ = ["fmt", "write_report", "write_markdown", "render_html", "render_markdown", "metric_rows",
+           "HIGHER_IS_BETTER", "TABLE_COLUMNS"]
+
+HIGHER_IS_BETTER = {"delta1", "delta2", "delta3", "fps"}
+TABLE_COLUMNS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog", "delta1", "delta2", "delta3")
+SPEED_COLUMNS = ("params", "latency_ms", "fps")
+HEADERS = {"abs_rel": "AbsRel", "sq_rel": "SqRel", "rmse": "RMSE", "rmse_log": "RMSE log", "log10": "log10",
+           "silog": "SILog", "delta1": "δ<1.25", "delta2": "δ<1.25²", "delta3": "δ<1.25³", "params": "params",
+           "latency_ms": "latency [ms]", "fps": "FPS", "n_images": "images",
+           "abs_rel_untrained": "AbsRel untrained", "rmse_untrained": "RMSE untrained"}
+
+CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px auto;max-width:1200px;color:#222;padding:0 16px}
+h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.85em}.scroll{overflow-x:auto}th,td{border:1px solid #ccc;padding:3px 6px;text-align:right;white-space:nowrap}
+th{background:#f3f3f3}td.name,th.name{text-align:left}td.best{font-weight:bold;background:#e6f4e6}
+tr.failed td{color:#a00;text-align:left;white-space:normal}.protocol{font-size:.85em;color:#444;background:#f8f8f8;padding:6px;border-left:3px solid #69c}
+img{max-width:100%;border:1px solid #eee}.note{color:#666;font-size:.85em}pre{background:#f6f6f6;padding:8px;overflow:auto;font-size:.8em}
+.warn{color:#a60}
+"""
+
+
+def fmt(value: Any, col: str = "") -> str:
+    """How a value is printed in the tables (HTML and Markdown)."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value)
+    if col == "params":
+        return f"{value / 1e6:.3f} M"
+    if col in ("latency_ms", "fps"):
+        return f"{value:.1f}"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _esc(x: Any) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return f'<img alt="{_esc(alt)}" src="data:image/png;base64,{data}">'
+
+
+def metric_rows(results: dict, key: str) -> list[dict[str, Any]]:
+    """Rows of the metrics table of evaluation ``key``: ``{run, status, error, <metric>: value, params, ...}``."""
+    rows = []
+    for r in results.get("runs", []):
+        row: dict[str, Any] = {"run": r["id"], "status": r.get("status"), "error": r.get("error")}
+        if r.get("status") == "ok":
+            m = (r.get("metrics") or {}).get(key) or {}
+            for c in TABLE_COLUMNS:
+                row[c] = m.get(c)
+            row["n_images"] = m.get("n_images")
+            for c in SPEED_COLUMNS:
+                row[c] = r.get(c)
+        rows.append(row)
+    return rows
+
+
+def _best(rows: list[dict], col: str) -> Any:
+    vals = [r[col] for r in rows if r.get("status") == "ok" and isinstance(r.get(col), (int, float))]
+    if not vals:
+        return None
+    return max(vals) if col in HIGHER_IS_BETTER else min(vals)
+
+
+def _table(rows: list[dict], columns: Iterable[str], first: str = "run", mark_best: bool = True,
+           table_id: str = "") -> str:
+    columns = list(columns)
+    best = {c: _best(rows, c) for c in columns} if mark_best else {}
+    out = [f'<div class="scroll"><table class="metrics" id="{_esc(table_id)}"><thead><tr><th class="name">{_esc(first)}</th>']
+    for c in columns:
+        arrow = "↑" if c in HIGHER_IS_BETTER else ("↓" if c in TABLE_COLUMNS or c == "latency_ms" else "")
+        out.append(f'<th data-col="{_esc(c)}">{_esc(HEADERS.get(c, c))}{arrow}</th>')
+    out.append("</tr></thead><tbody>")
+    for r in rows:
+        if r.get("status") not in (None, "ok"):
+            out.append(f'<tr class="failed" data-run="{_esc(r[first])}"><td class="name">{_esc(r[first])}</td>'
+                       f'<td colspan="{len(columns)}">failed: {_esc(r.get("error"))}</td></tr>')
+            continue
+        out.append(f'<tr data-run="{_esc(r[first])}"><td class="name">{_esc(r[first])}</td>')
+        for c in columns:
+            v = r.get(c)
+            cls = ' class="best"' if mark_best and v is not None and v == best.get(c) and c != "n_images" else ""
+            dv = "" if v is None else f' data-value="{_esc(json.dumps(v))}"'
+            out.append(f'<td{cls} data-run="{_esc(r[first])}" data-col="{_esc(c)}"{dv}>{_esc(fmt(v, c))}</td>')
+        out.append("</tr>")
+    out.append("</tbody></table></div>")
+    return "".join(out)
+
+
+def _md_table(rows: list[dict], columns: list[str], first: str = "run", mark_best: bool = True) -> str:
+    best = {c: _best(rows, c) for c in columns} if mark_best else {}
+    lines = ["| " + " | ".join([first] + [HEADERS.get(c, c) for c in columns]) + " |",
+             "|" + "---|" * (len(columns) + 1)]
+    for r in rows:
+        if r.get("status") not in (None, "ok"):
+            lines.append(f"| {r[first]} | failed: {str(r.get('error')).replace('|', '/')} |" + " |" * (len(columns) - 1))
+            continue
+        cells = []
+        for c in columns:
+            text = fmt(r.get(c), c)
+            cells.append(f"**{text}**" if mark_best and r.get(c) is not None and r.get(c) == best.get(c)
+                         and c != "n_images" else text)
+        lines.append("| " + " | ".join([str(r[first])] + cells) + " |")
+    return "\n".join(lines)
+
+
+def _learning_rows(results: dict) -> list[dict]:
+    rows = []
+    for r in results.get("runs", []):
+        u = r.get("untrained")
+        if r.get("status") == "ok" and u:
+            m = (r.get("metrics") or {}).get("test") or {}
+            rows.append({"run": r["id"], "status": "ok", "abs_rel_untrained": u.get("abs_rel"),
+                         "abs_rel": m.get("abs_rel"), "rmse_untrained": u.get("rmse"), "rmse": m.get("rmse")})
+    return rows
+
+
+def _category_rows(results: dict, key: str) -> list[dict]:
+    rows = []
+    for r in results.get("runs", []):
+        for cat, m in ((r.get("per_category") or {}).get(key) or {}).items():
+            rows.append({"run / category": f"{r['id']} / {cat}", "status": "ok", **m})
+    return rows
+
+
+def _section_html(sec: dict, base: Path) -> str:
+    parts = [f"<h2>{_esc(sec.get('title', 'section'))}</h2>"]
+    if sec.get("message"):
+        cls = "warn" if sec.get("status") in ("skipped", "failed") else "note"
+        parts.append(f'<p class="{cls}">{_esc(sec["message"])}</p>')
+    for t in sec.get("tables") or []:
+        if t.get("protocol_description"):
+            parts.append(f'<p class="protocol"><b>protocol: {_esc(t.get("protocol", ""))}</b> — '
+                         f'{_esc(t["protocol_description"])}</p>')
+        if t.get("caption"):
+            parts.append(f'<p class="note">{_esc(t["caption"])}</p>')
+        parts.append(_table(t["rows"], t["columns"], first=t.get("first", "run"), mark_best=t.get("mark_best", True),
+                            table_id=t.get("id", "")))
+    for f in sec.get("figures") or []:
+        p = base / f
+        if p.is_file():
+            parts.append(f"<p>{_img(p, sec.get('title', 'figure'))}</p>")
+    if sec.get("result") is not None:
+        parts.append("<details><summary>raw result</summary><pre>"
+                     + _esc(json.dumps(sec["result"], indent=1, default=str)[:20000]) + "</pre></details>")
+    return "".join(parts)
+
+
+def render_html(results: dict, base: Path) -> str:
+    """The report of a ``run_experiment`` result as one HTML string (figures read from ``base``)."""
+    base = Path(base)
+    runs = results.get("runs", [])
+    failed = [r for r in runs if r.get("status") != "ok"]
+    title = results.get("title") or results.get("name", "experiment")
+    p = ['<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
+         f"<title>{_esc(title)}</title><style>{CSS}</style></head><body>",
+         f"<h1>{_esc(title)}</h1>"]
+    if results.get("description"):
+        p.append(f"<p>{_esc(results['description'])}</p>")
+    p.append(f'<p class="note">experiment <b>{_esc(results.get("name"))}</b>{" (smoke)" if results.get("smoke") else ""}'
+             f" · {len(runs)} run(s), {len(failed)} failed · created {_esc(results.get('created', ''))}"
+             f" · depthlab {_esc(results.get('depthlab_version', ''))}</p>")
+    if results.get("message"):
+        p.append(f'<p class="warn">{_esc(results["message"])}</p>')
+    for sec in results.get("sections_before", []) or []:
+        p.append(_section_html(sec, base))
+    for ev in results.get("evaluations", []):
+        key = ev["key"]
+        if ev.get("status") != "ok":
+            p.append(f"<h2>Results: {_esc(key)}</h2><p class=\"warn\">skipped: {_esc(ev.get('message'))}</p>")
+            continue
+        p.append(f"<h2>Results: {_esc(key)} ({_esc(ev['dataset'])} / {_esc(ev['split'])}, "
+                 f"{ev['n_samples']} images)</h2>")
+        p.append(f'<p class="protocol"><b>protocol: {_esc(ev["protocol"])}</b> — {_esc(ev["protocol_description"])}'
+                 f'<br><code>{_esc(json.dumps(ev.get("protocol_settings"), default=str))}</code></p>')
+        if isinstance(ev.get("protocol_spec"), dict):
+            p.append(f'<p class="protocol">protocol by the model\'s output kind: '
+                     f'<code>{_esc(json.dumps(ev["protocol_spec"]))}</code> (above: the metric one)</p>')
+        p.append(_table(metric_rows(results, key), [*TABLE_COLUMNS, "n_images", *SPEED_COLUMNS],
+                        table_id=f"metrics-{key}"))
+        threads = sorted({r.get("latency_threads") for r in runs if r.get("status") == "ok" and r.get("latency_threads")})
+        p.append('<p class="note">Bold: best per column (lower is better, except δ and FPS). Latency: median CPU '
+                 "time of one forward pass at batch 1 and the run's input size"
+                 + (f", {'/'.join(map(str, threads))} torch thread(s)" if threads else "") + ".</p>")
+        learn = _learning_rows(results) if key == "test" else []
+        if learn:
+            p.append("<h3>Learning check</h3><p class=\"note\">AbsRel / RMSE of the same architecture freshly "
+                     "initialised (same seed) against the trained run, same test images and protocol.</p>")
+            p.append(_table(learn, ["abs_rel_untrained", "abs_rel", "rmse_untrained", "rmse"], mark_best=False,
+                            table_id="learning"))
+        cat_rows = _category_rows(results, key)
+        if cat_rows:
+            p.append(f"<h3>Per category ({_esc(key)})</h3>")
+            p.append('<p class="note">Mean of the per-image metrics of the images of each meta["category"].</p>')
+            p.append(_table(cat_rows, ["abs_rel", "rmse", "delta1", "n_images"], first="run / category",
+                            mark_best=False, table_id=f"categories-{key}"))
+        fig = (results.get("figures") or {}).get("samples", {}).get(key)
+        if fig and (base / fig).is_file():
+            p.append(f"<h3>Depth maps ({_esc(key)})</h3><p class=\"note\">Per sample: RGB | ground truth | "
+                     "each run, on one shared depth colour scale per row (colour bar), then each run's absolute error "
+                     "(one shared error scale per row). Pixels without ground truth are blank.</p>")
+            p.append(f"<p>{_img(base / fig, 'depth maps ' + key)}</p>")
+    figs = results.get("figures") or {}
+    if figs.get("curves") and (base / figs["curves"]).is_file():
+        p.append("<h2>Loss curves</h2>" + f"<p>{_img(base / figs['curves'], 'loss curves')}</p>")
+    if figs.get("test_loss") and (base / figs["test_loss"]).is_file():
+        p.append("<h2>Test loss per batch</h2><p class=\"note\">Each run's own training objective on every batch "
+                 "of the test split, in the run's own target encoding (compare runs with the same encoding).</p>" + f"<p>{_img(base / figs['test_loss'], 'test loss per batch')}</p>")
+    for sec in results.get("sections", []) or []:
+        p.append(_section_html(sec, base))
+    if failed:
+        p.append("<h2>Failed runs</h2><ul>")
+        p.extend(f"<li><b>{_esc(r['id'])}</b>: {_esc(r.get('error'))}</li>" for r in failed)
+        p.append("</ul>")
+    if runs:
+        p.append("<h2>Run configurations</h2>")
+        for r in runs:
+            cfg = yaml.safe_dump(r.get("config") or {}, sort_keys=False, default_flow_style=None)
+            extra = f" · {r.get('global_step')} steps · trained {r.get('train_seconds')} s" if r.get("status") == "ok" else ""
+            reused = " · reused" if r.get("reused") else ""
+            p.append(f"<details><summary><b>{_esc(r['id'])}</b> ({_esc(r.get('status'))}{extra}{reused}) — overrides: "
+                     f"<code>{_esc(' '.join(r.get('overrides') or []))}</code></summary><pre>{_esc(cfg)}</pre></details>")
+    p.append("</body></html>")
+    return "".join(p)
+
+
+def render_markdown(results: dict) -> str:
+    """The tables of the report in Markdown (same numbers and formatting as the HTML)."""
+    lines = [f"# {results.get('title') or results.get('name')}", ""]
+    if results.get("message"):
+        lines += [f"> {results['message']}", ""]
+    for sec in results.get("sections_before", []) or []:
+        lines += _section_md(sec)
+    for ev in results.get("evaluations", []):
+        if ev.get("status") != "ok":
+            lines += [f"## {ev['key']}: skipped ({ev.get('message')})", ""]
+            continue
+        lines += [f"## {ev['key']} ({ev['dataset']} / {ev['split']}, {ev['n_samples']} images)", "",
+                  f"Protocol **{ev['protocol']}**: {ev['protocol_description']}", "",
+                  _md_table(metric_rows(results, ev["key"]), [*TABLE_COLUMNS, "n_images", *SPEED_COLUMNS]), ""]
+        cat_rows = _category_rows(results, ev["key"])
+        if cat_rows:
+            lines += [f"### Per category ({ev['key']})", "",
+                      _md_table(cat_rows, ["abs_rel", "rmse", "delta1", "n_images"], first="run / category",
+                                mark_best=False), ""]
+    for sec in results.get("sections", []) or []:
+        lines += _section_md(sec)
+    return "\n".join(lines) + "\n"
+
+
+def _section_md(sec: dict) -> list[str]:
+    lines = [f"## {sec.get('title', 'section')}", ""]
+    if sec.get("message"):
+        lines += [sec["message"], ""]
+    for t in sec.get("tables") or []:
+        if t.get("protocol_description"):
+            lines += [f"Protocol **{t.get('protocol', '')}**: {t['protocol_description']}", ""]
+        lines += [_md_table(t["rows"], list(t["columns"]), first=t.get("first", "run"),
+                            mark_best=t.get("mark_best", True)), ""]
+    return lines
+
+
+def write_report(results: dict, path, base=None) -> Path:
+    """Write the self-contained HTML report (atomically)."""
+    from depthlab.io import atomic_write
+
+    path = Path(path)
+    text = render_html(results, Path(base) if base is not None else path.parent)
+    with atomic_write(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def write_markdown(results: dict, path) -> Path:
+    from depthlab.io import atomic_write
+
+    with atomic_write(Path(path), "w") as f:
+        f.write(render_markdown(results))
+    return Path(path)
