@@ -92,7 +92,7 @@ def test_benchmark_runs_each_model_under_its_protocol_and_skips_missing_weights(
 
     native = rows["fastdepth_native"]
     direct = evaluate("folder", root=NYU_SAMPLES, model=depthlab.create_model("fastdepth", pretrained=True),
-                      protocol="nyu_eigen", limit=2)
+                      protocol="nyu_eigen", limit=2, input_size=None)
     assert direct["summary"]["abs_rel"] == native["abs_rel"] and direct["summary"]["rmse"] == native["rmse"]
 
 

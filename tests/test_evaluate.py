@@ -441,4 +441,21 @@ def test_cli_input_size_is_the_predictors(tmp_path):
     assert res["native"]["summary"]["abs_rel"] > 1.5 * res["model"]["summary"]["abs_rel"]
     r = CliRunner().invoke(app, ["eval", "--dataset", "folder", "--root", str(root), "--model", "fastdepth",
                                  "--input-size", "big"])
-    assert r.exit_code == 2 and "--input-size must be native, model, N or HxW" in r.output
+    assert r.exit_code == 2 and "--input-size must be auto, native, model, N or HxW" in r.output
+    # the default ("auto") is the trained size for weights that declare one
+    default = evaluate("folder", root=root, model="fastdepth", protocol="nyu_eigen", limit=1)
+    assert default["summary"] == res["model"]["summary"] and default["model"]["input_size"] == [224, 224]
+
+
+def test_predict_output_folder_evaluates_directly(tmp_path):
+    """`depthlab predict` writes .npy next to colour/16-bit PNGs: eval --predictions takes that folder as it is."""
+    from depthlab.predictor import predict_files
+
+    root = Path(__file__).resolve().parents[1] / "src" / "depthlab" / "assets" / "samples" / "nyu"
+    preds = tmp_path / "preds"
+    predict_files([str(root / "rgb" / "metric3d_00000.png")], model="fastdepth", out_dir=preds,
+                  formats=["npy", "png16", "color"])
+    from_files = evaluate("folder", root=root, predictions=preds, protocol="nyu_eigen", limit=1)
+    from_model = evaluate("folder", root=root, model="fastdepth", protocol="nyu_eigen", limit=1)
+    assert from_files["skipped"] == {}
+    assert from_files["summary"]["abs_rel"] == pytest.approx(from_model["summary"]["abs_rel"], abs=1e-6)

@@ -102,8 +102,14 @@ def test_exif_rotated_jpeg(predictor, small, tmp_path):
     np.testing.assert_array_equal(predictor(Image.open(path)).depth, pred.depth)
 
 
-def test_padding_is_cropped_back(predictor, small):
-    """Default: keep resolution, replicate-pad to a multiple of 32, crop the output back."""
+def test_default_is_the_declared_training_size(predictor):
+    """Weights that declare their training size (FastDepth 224x224) run at it by default ("auto")."""
+    assert predictor.input_size == (224, 224) and predictor.network_size(480, 640) == (224, 224)
+
+
+def test_padding_is_cropped_back(small):
+    """input_size=None: keep resolution, replicate-pad to a multiple of 32, crop the output back."""
+    predictor = Predictor("fastdepth", input_size=None)
     x = torch.from_numpy(small).permute(2, 0, 1).float()[None] / 255
     assert predictor.network_size(100, 150) == (128, 160)
     padded = torch.nn.functional.pad(x, (5, 5, 14, 14), mode="replicate")

@@ -15,8 +15,10 @@ err_console = Console(stderr=True)
 
 
 def _parse_size(text: Optional[str]):
-    """``--input-size``: native | model | N (short side) | HxW  ->  Predictor's input_size."""
-    if text is None or text == "native":
+    """``--input-size``: auto | native | model | N (short side) | HxW  ->  Predictor's input_size."""
+    if text is None or text == "auto":
+        return "auto"
+    if text == "native":
         return None
     if text == "model":
         return "model"
@@ -26,11 +28,12 @@ def _parse_size(text: Optional[str]):
             return (int(h), int(w))
         return int(text)
     except ValueError:
-        _fail(f"--input-size must be native, model, N or HxW, got {text!r}")
+        _fail(f"--input-size must be auto, native, model, N or HxW, got {text!r}")
 
 
-INPUT_SIZE_HELP = ("network input size: native (image size padded to the model's multiple), model (the size the "
-                   "weights were trained at, e.g. FastDepth 224x224), N (short side) or HxW")
+INPUT_SIZE_HELP = ("network input size: auto (default: the trained size when the weights declare one, else "
+                   "native), native (image size padded to the model's multiple), model (the size the weights were "
+                   "trained at, e.g. FastDepth 224x224), N (short side) or HxW")
 
 
 def _fail(msg: str, code: int = 2):

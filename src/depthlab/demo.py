@@ -69,16 +69,11 @@ def _fastdepth_step(out: Path, console: Console) -> tuple[dict, dict]:
     tables = []
     figure = None
     with tempfile.TemporaryDirectory() as tmp:
-        # evaluate the float32 .npy predictions only (the folder also holds PNG renderings)
-        npy_dir = Path(tmp) / "pred_npy"
-        npy_dir.mkdir()
-        for f in pred_dir.glob("*.npy"):
-            shutil.copy(f, npy_dir / f.name)
         full = _subset_folder(SAMPLES, FULL_FRAMES, Path(tmp) / "nyu_full")
         ref = _subset_folder(SAMPLES, ["fastdepth_sample"], Path(tmp) / "nyu_ref")
         for key, root, protocol in (("nyu_eigen", full, "nyu_eigen"), ("reference_none", ref, "none")):
             res = evaluate(dataset="folder", root=root, split="test", model=None, checkpoint_path=None,
-                           checkpoint=None, predictions=npy_dir, pred_scale=None, protocol=protocol,
+                           checkpoint=None, predictions=pred_dir, pred_scale=None, protocol=protocol,
                            out=out / f"eval_{key}.json", device="cpu", limit=None, progress=True)
             results[key] = res
             console.print(format_markdown(res), highlight=False, soft_wrap=True, markup=False)

@@ -183,7 +183,9 @@ class Predictor:
     """Image(s) in any common form -> depth in the model's declared unit, at the input resolution.
 
     ``model``: an ``nn.Module`` with ``depth_info`` (built by :func:`depthlab.create_model`), a registered
-    model name, or the path of a depthlab checkpoint. ``input_size``: ``None`` = keep resolution and pad to
+    model name, or the path of a depthlab checkpoint. ``input_size``: ``"auto"`` (default) = the size the
+    weights were trained at when they declare one (FastDepth: 224x224), else the image's own size;
+    ``None`` = keep resolution and pad to
     ``multiple_of``; an int = resize so the short side is that many pixels; ``(H, W)`` = resize to that
     (rounded to ``multiple_of``); ``"model"`` = the size the weights were trained at
     (``depth_info.input_size``). Models with their own ``preprocess``/``postprocess`` (foundation adapters)
@@ -196,7 +198,7 @@ class Predictor:
     """
 
     def __init__(self, model: nn.Module | str, device: str | torch.device = "cpu", checkpoint_path=None,
-                 pretrained: bool = True, input_size: int | tuple[int, int] | str | None = None,
+                 pretrained: bool = True, input_size: int | tuple[int, int] | str | None = "auto",
                  batch_size: int = 1, channels_last: bool = False, autocast_bf16: bool = False,
                  pad_mode: str = "replicate", backend: str = "torch", onnx_cache_dir=None,
                  onnx_input_shape: tuple[int, int, int, int] | None = None):
@@ -217,6 +219,8 @@ class Predictor:
         # the model's own image processing (foundation adapters): it decides the network input size
         self.own_processing = callable(getattr(self.model, "preprocess", None)) and \
             callable(getattr(self.model, "postprocess", None))
+        if input_size == "auto":
+            input_size = "model" if info.input_size is not None else None
         if self.own_processing:
             if input_size not in (None, "model"):
                 raise ValueError(
@@ -229,7 +233,7 @@ class Predictor:
                 raise ValueError(f"{self.model_name} declares no input_size; pass an int or (H, W)")
             input_size = tuple(info.input_size)
         if isinstance(input_size, str):
-            raise ValueError(f"input_size must be None, an int, (H, W) or 'model', got {input_size!r}")
+            raise ValueError(f"input_size must be 'auto', None, an int, (H, W) or 'model', got {input_size!r}")
         self.input_size = input_size
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -510,7 +514,7 @@ def write_outputs(pred: Prediction, rgb: torch.Tensor | None, out_dir: Path, ste
 def predict_files(inputs, model: str | nn.Module = "fastdepth", checkpoint_path=None, pretrained: bool = True,
                   out_dir="outputs/predict", formats: Sequence[str] = ("npy", "png16", "color"),
                   colormap: str = "Spectral_r", batch_size: int = 1, device: str = "cpu",
-                  progress: bool = False, input_size=None, intrinsics=None,
+                  progress: bool = False, input_size="auto", intrinsics=None,
                   ply_scale: float | None = None) -> PredictReport:
     """Predict every image in ``inputs`` (files, folders, globs) and write the requested ``formats``.
 

@@ -113,7 +113,7 @@ def check_kind(pred_kind: str, protocol: Protocol) -> None:
 def evaluate(dataset, root=None, split: str = "test", model=None, checkpoint_path=None, checkpoint=None,
              predictions=None, pred_scale: float | None = None, protocol: str | Protocol = "none", out=None,
              device: str = "cpu", limit: int | None = None, progress: bool = False,
-             pred_kind: str = "metric", input_size=None) -> dict[str, Any]:
+             pred_kind: str = "metric", input_size="auto") -> dict[str, Any]:
     """Evaluate a model or a folder of predictions on a dataset under a protocol.
 
     Args:
@@ -129,7 +129,8 @@ def evaluate(dataset, root=None, split: str = "test", model=None, checkpoint_pat
         device: where the model runs. limit: first N samples only. progress: rich progress bar.
         pred_kind: what files in ``predictions`` hold: ``metric`` (default), ``relative`` or ``disparity``.
         input_size: the network input size for a model source, as :class:`~depthlab.predictor.Predictor`
-            takes it: ``None`` = the image's own size (padded to ``multiple_of``), ``"model"`` = the size the
+            takes it: ``"auto"`` (default) = the trained size when the weights declare one, else the image's;
+            ``None`` = the image's own size (padded to ``multiple_of``), ``"model"`` = the size the
             weights were trained at (FastDepth: 224x224), an int (short side) or ``(H, W)``. The prediction
             is resized back to the ground truth either way.
 
@@ -161,7 +162,10 @@ def evaluate(dataset, root=None, split: str = "test", model=None, checkpoint_pat
         pred_dir = Path(predictions)
         if not pred_dir.is_dir():
             raise FileNotFoundError(f"{pred_dir}: predictions folder not found")
-        if pred_scale is None and next(pred_dir.rglob("*.png"), None) is not None:
+        # only PNGs (no .npy to prefer): they need a scale, say so once instead of once per image. A folder
+        # written by `depthlab predict` (.npy plus colour PNGs) is fine: .npy files are matched first.
+        if (pred_scale is None and next(pred_dir.rglob("*.png"), None) is not None
+                and next(pred_dir.rglob("*.npy"), None) is None):
             raise ValueError(f"{pred_dir} holds PNG predictions: give pred_scale (metres per unit, e.g. 0.001 for mm)")
         if pred_kind not in ("metric", "relative", "disparity"):
             raise ValueError(f"pred_kind must be metric, relative or disparity, got {pred_kind!r}")
@@ -316,7 +320,7 @@ def _predict(predictor, images: torch.Tensor, flip_average: bool) -> torch.Tenso
     return pred
 
 
-def _build_predictor(model, checkpoint_path, checkpoint, device, input_size=None):
+def _build_predictor(model, checkpoint_path, checkpoint, device, input_size="auto"):
     from depthlab.predictor import Predictor
 
     if checkpoint is not None:

@@ -73,7 +73,7 @@ class DepthService:
 
     @classmethod
     def build(cls, model="fastdepth", checkpoint_path=None, device: str = "cpu", pretrained: bool = True,
-              input_size=None) -> "DepthService":
+              input_size="auto") -> "DepthService":
         from depthlab.predictor import Predictor
 
         p = Predictor(model, device=device, checkpoint_path=checkpoint_path, pretrained=pretrained,
@@ -114,7 +114,7 @@ def prediction_json(pred, image, colormap: str, seconds: float) -> dict[str, Any
 
 
 def create_app(model="fastdepth", checkpoint_path=None, device: str = "cpu", pretrained: bool = True,
-               input_size=None, max_upload_mb: float = 25.0, service: DepthService | None = None):
+               input_size="auto", max_upload_mb: float = 25.0, service: DepthService | None = None):
     """The FastAPI app serving ``model`` (registered name, depthlab checkpoint path or ``nn.Module``).
 
     ``checkpoint_path``: local weights for a registered ``model``. ``input_size``: as in
@@ -200,7 +200,7 @@ def create_app(model="fastdepth", checkpoint_path=None, device: str = "cpu", pre
 
 
 def serve(model="fastdepth", checkpoint_path=None, host: str = "127.0.0.1", port: int = 8000,
-          device: str = "cpu", input_size=None, log_level: str = "info") -> None:
+          device: str = "cpu", input_size="auto", log_level: str = "info") -> None:
     """Build the app and run it with uvicorn until interrupted (``depthlab serve``)."""
     try:
         import uvicorn
