@@ -329,25 +329,6 @@ def _test_losses(task, dataset: _ListDataset, batch_size: int, size) -> list[flo
     return losses
 
 
-def _per_category(per_image: dict, categories: dict[str, str]) -> dict[str, dict[str, float]]:
-    """Mean of the per-image metrics per ``meta['category']`` (plus the number of images)."""
-    groups: dict[str, list[dict]] = {}
-    for name, m in per_image.items():
-        cat = categories.get(name)
-        if cat is not None:
-            groups.setdefault(str(cat), []).append(m)
-    out = {}
-    for cat in sorted(groups):
-        rows = groups[cat]
-        entry: dict[str, Any] = {}
-        for k in METRIC_COLUMNS:
-            vals = [r[k] for r in rows if r.get(k) is not None]
-            entry[k] = sum(vals) / len(vals) if vals else None
-        entry["n_images"] = len(rows)
-        out[cat] = entry
-    return out
-
-
 def _input_size(model, input_size, cfg):
     """The Predictor ``input_size`` of an evaluation: ``None`` = the image's own size (padded to
     ``multiple_of``); ``"model"`` = the size the weights were trained at (``depth_info.input_size``;
@@ -475,9 +456,8 @@ def _train_and_measure(cfg, run_dir: Path, spec: dict, eval_sets: dict, progress
         metrics[key] = res["summary"]
         protocols[key] = res["protocol_description"]
         skipped[key] = {**getattr(ds, "failures", {}), **res["skipped"]}
-        cats = {str((s.get("meta") or {}).get("name")): (s.get("meta") or {}).get("category") for s in ds.samples}
-        if any(c is not None for c in cats.values()):
-            per_category[key] = _per_category(res["per_image"], cats)
+        if res.get("per_category"):  # evaluate's breakdown by meta["category"], averaged like the summary
+            per_category[key] = res["per_category"]
         if n_show:
             sample_preds[key] = _predict_samples(model, ds.samples[:n_show], run_dir, key,
                                                  _run_protocol(protocol, model), size)

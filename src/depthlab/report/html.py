@@ -220,7 +220,7 @@ def render_html(results: dict, base: Path) -> str:
         cat_rows = _category_rows(results, key)
         if cat_rows:
             p.append(f"<h3>Per category ({_esc(key)})</h3>")
-            p.append('<p class="note">Mean of the per-image metrics of the images of each meta["category"].</p>')
+            p.append('<p class="note">Each category averaged as the protocol averages (depthlab.evaluate per_category), images with that meta["category"] only.</p>')
             p.append(_table(cat_rows, ["abs_rel", "rmse", "delta1", "n_images"], first="run / category",
                             mark_best=False, table_id=f"categories-{key}"))
         fig = (results.get("figures") or {}).get("samples", {}).get(key)
