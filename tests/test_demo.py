@@ -3,31 +3,11 @@ from __future__ import annotations
 
 import json
 import os
-from html.parser import HTMLParser
 
 import pytest
+from html_cells import TableReader
 
 os.environ.setdefault("DEPTHLAB_NO_PROGRESS", "1")
-
-
-class Cells(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.cells, self._cell = [], None
-
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        if tag == "td" and "data-col" in a:
-            self._cell = {**a, "text": ""}
-
-    def handle_data(self, data):
-        if self._cell is not None:
-            self._cell["text"] += data
-
-    def handle_endtag(self, tag):
-        if tag == "td" and self._cell is not None:
-            self.cells.append(self._cell)
-            self._cell = None
 
 
 def test_demo_spec_ships_inside_the_package():
@@ -61,7 +41,7 @@ def test_quick_demo_outputs_agree_with_summary(tmp_path):
     assert summary["eval"]["nyu_eigen"]["n_images"] == 4 and summary["eval"]["reference_none"]["n_images"] == 1
     # step 2: three models, all finished, numbers in summary == results.json == report
     results = json.loads((tmp_path / "results.json").read_text())
-    parser = Cells()
+    parser = TableReader()
     parser.feed((tmp_path / "report.html").read_text())
     cells = {(c["data-run"], c["data-col"]): c for c in parser.cells}
     assert set(summary["experiment"]["runs"]) == {"unet", "smp_unet_resnet34", "leve"}

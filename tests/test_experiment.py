@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ import yaml
 
 from depthlab.experiment import ExperimentError, expand_grid, load_spec, run_experiment
 from depthlab.report.html import fmt
+from html_cells import TableReader
 
 REPO = Path(__file__).resolve().parents[1]
 STUDIES = REPO / "configs" / "studies"
@@ -34,28 +34,8 @@ TINY = {
 }
 
 
-class Cells(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.cells, self._cell = [], None
-
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        if tag == "td" and "data-col" in a:
-            self._cell = {**a, "text": ""}
-
-    def handle_data(self, data):
-        if self._cell is not None:
-            self._cell["text"] += data
-
-    def handle_endtag(self, tag):
-        if tag == "td" and self._cell is not None:
-            self.cells.append(self._cell)
-            self._cell = None
-
-
 def html_cells(path: Path) -> dict:
-    parser = Cells()
+    parser = TableReader()
     parser.feed(Path(path).read_text())
     return {(c["data-run"], c["data-col"]): c for c in parser.cells}
 

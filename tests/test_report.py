@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import base64
 import json
-from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -13,38 +12,7 @@ import torch
 from depthlab.experiment import read_curves
 from depthlab.report.figures import curves_figure, depth_rows_figure, per_batch_loss_figure, shared_range
 from depthlab.report.html import fmt, render_html, render_markdown, write_report
-
-
-class TableReader(HTMLParser):
-    """Collects every <td data-run data-col data-value> cell with its text and classes, and <img> sources."""
-
-    def __init__(self):
-        super().__init__()
-        self.cells: list[dict] = []
-        self.images: list[str] = []
-        self.links: list[str] = []
-        self.tags: set[str] = set()
-        self._cell = None
-
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        self.tags.add(tag)
-        if tag == "td" and "data-col" in a:
-            self._cell = {**a, "text": ""}
-        if tag == "img":
-            self.images.append(a.get("src", ""))
-        for key in ("href", "src"):
-            if key in a and tag != "img":
-                self.links.append(a[key])
-
-    def handle_data(self, data):
-        if self._cell is not None:
-            self._cell["text"] += data
-
-    def handle_endtag(self, tag):
-        if tag == "td" and self._cell is not None:
-            self.cells.append(self._cell)
-            self._cell = None
+from html_cells import TableReader
 
 
 def _sample(seed: int, h: int = 24, w: int = 32) -> dict:
