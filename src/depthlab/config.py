@@ -481,7 +481,7 @@ def _set_path(cfg: Any, parts: list[str], raw: str, value: Any) -> None:
         tp = hints[name]
         if len(parts) == 1:
             if dataclasses.is_dataclass(tp) and isinstance(value, dict):  # merge a mapping into a section
-                merged = _deep_merge(config_to_dict(getattr(obj, name)), value)
+                merged = deep_merge(config_to_dict(getattr(obj, name)), value)
                 setattr(obj, name, _coerce(merged, tp, ".".join(done)))
             else:
                 setattr(obj, name, _coerce(value, tp, ".".join(done), raw))
@@ -563,11 +563,12 @@ def _set_in_container(container: Any, tp: Any, parts: list[str], raw: str, value
 # files
 
 
-def _deep_merge(base: dict, top: dict) -> dict:
-    out = dict(base)
+def deep_merge(base: dict, top: dict) -> dict:
+    """``top`` merged into a deep copy of ``base`` (nested mappings merged, everything else replaced)."""
+    out = copy.deepcopy(base)
     for k, v in top.items():
         if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _deep_merge(out[k], v)
+            out[k] = deep_merge(out[k], v)
         else:
             out[k] = copy.deepcopy(v)
     return out
@@ -611,8 +612,8 @@ def _resolve_bases(data: dict, folder: Path, chain: tuple[Path, ...] = ()) -> di
     merged: dict = {}
     for b in bases:
         p = Path(b)
-        merged = _deep_merge(merged, _read_yaml(p if p.is_absolute() else folder / p, chain))
-    return _deep_merge(merged, data)
+        merged = deep_merge(merged, _read_yaml(p if p.is_absolute() else folder / p, chain))
+    return deep_merge(merged, data)
 
 
 def load_config(source: str | os.PathLike | dict | ExperimentConfig | None = None,

@@ -50,6 +50,7 @@ from typing import Any, Iterable, Sequence
 
 import yaml
 
+from depthlab.config import deep_merge
 from depthlab.errors import DepthlabError
 from depthlab.io import write_json
 
@@ -67,16 +68,6 @@ class ExperimentError(DepthlabError, ValueError):
 
 
 # ------------------------------------------------------------------------------------------ spec
-def _deep_merge(a: dict, b: dict) -> dict:
-    out = copy.deepcopy(a)
-    for k, v in b.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _deep_merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
 def load_spec(spec_path_or_dict, smoke: bool = False) -> tuple[dict, Path]:
     """(spec dict with the smoke block applied when ``smoke``, folder that relative paths start from)."""
     if isinstance(spec_path_or_dict, dict):
@@ -107,7 +98,7 @@ def load_spec(spec_path_or_dict, smoke: bool = False) -> tuple[dict, Path]:
             if k not in SPEC_KEYS:
                 raise ExperimentError(f"{where}: unknown key smoke.{k}")
             merge = isinstance(v, dict) and isinstance(spec.get(k), dict) and k not in ("grid", "benchmark")
-            spec[k] = _deep_merge(spec[k], v) if merge else v
+            spec[k] = deep_merge(spec[k], v) if merge else v
         spec["overrides"] = list(spec.get("overrides") or []) + extra
     for i, item in enumerate(spec.get("overrides") or []):
         if not isinstance(item, str) or "=" not in item:

@@ -243,26 +243,22 @@ class DDRNet23SlimEncoder(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
+    def _bilateral(self, low, high, down, compression):
+        """Bilateral fusion: high -> low by strided convs, low -> high by 1x1 conv + bilinear upsampling."""
+        fused_low = low + down(self.relu(high))
+        fused_high = high + _resize(compression(self.relu(low)), high)
+        return fused_low, fused_high
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         stem = self.conv1[:3](x)
         x1 = self.layer1(self.conv1[3:](stem))
         x2 = self.layer2(self.relu(x1))
-        low = self.layer3(self.relu(x2))
-        high = self.layer3_(self.relu(x2))
-        low_pre = low
-        low = low + self.down3(self.relu(high))
-        high = high + _resize(self.compression3(self.relu(low_pre)), high)
-        low3 = low
-
-        low = self.layer4(self.relu(low))
-        high = self.layer4_(self.relu(high))
-        low_pre = low
-        low = low + self.down4(self.relu(high))
-        high = high + _resize(self.compression4(self.relu(low_pre)), high)
-        low4 = low
-
+        low3, high = self._bilateral(self.layer3(self.relu(x2)), self.layer3_(self.relu(x2)),
+                                     self.down3, self.compression3)
+        low4, high = self._bilateral(self.layer4(self.relu(low3)), self.layer4_(self.relu(high)),
+                                     self.down4, self.compression4)
         high = self.layer5_(self.relu(high))
-        dappm = self.spp(self.layer5(self.relu(low)))
+        dappm = self.spp(self.layer5(self.relu(low4)))
         fused = high + _resize(dappm, high)
         return [stem, x1, x2, low3, low4, high, dappm, fused]
 
