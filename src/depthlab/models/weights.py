@@ -40,7 +40,8 @@ def resolve_local(path: str | os.PathLike | None) -> Path | None:
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a state dict from ``.safetensors`` or a ``.pth``/``.pt``/``.bin`` file (no code unpickled).
 
-    Lightning/other checkpoints that wrap the weights in ``state_dict`` / ``model`` are unwrapped.
+    Lightning/other checkpoints that wrap the weights in ``state_dict`` / ``model`` are unwrapped; a depthlab
+    checkpoint is a safetensors file, so its weights read the same way (its JSON header is not needed here).
     """
     path = Path(path)
     if not path.exists():
@@ -130,11 +131,5 @@ def load_pretrained(model: nn.Module, info, checkpoint_path=None, model_name: st
     if hasattr(model, "load_pretrained_weights"):  # adapters load hub ids / HF folders / official files themselves
         return model.load_pretrained_weights(checkpoint_path, model_name=model_name, strict=strict)
     path = find_weights(info, checkpoint_path, model_name)
-    from depthlab.checkpoint import is_depthlab_checkpoint, read_checkpoint
-
-    if path.suffix == ".safetensors" and is_depthlab_checkpoint(path):
-        state, _ = read_checkpoint(path)
-    else:
-        state = read_state_dict(path)
-    load_into(model, state, strict=strict, source=str(path))
+    load_into(model, read_state_dict(path), strict=strict, source=str(path))
     return model

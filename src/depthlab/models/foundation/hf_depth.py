@@ -265,14 +265,9 @@ class HFDepthModel(nn.Module):
         if path.is_dir():
             self._load_from_pretrained(str(path), name, from_hub=False)
             return self
-        from depthlab.checkpoint import is_depthlab_checkpoint, read_checkpoint
         from depthlab.models.weights import load_into, read_state_dict
 
-        if path.suffix == ".safetensors" and is_depthlab_checkpoint(path):
-            state, _ = read_checkpoint(path)
-        else:
-            state = read_state_dict(path)
-        load_into(self, state, strict=strict, source=str(path))
+        load_into(self, read_state_dict(path), strict=strict, source=str(path))
         return self
 
     def _unavailable(self, name: str, err: Exception) -> WeightsUnavailableError:
