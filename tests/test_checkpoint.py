@@ -56,7 +56,13 @@ def test_atomic_outputs_get_normal_permissions(tmp_path):
     try:
         j = write_json(tmp_path / "r.json", {"a": 1})
         c = save_checkpoint(create_model("unet", base_channels=8), tmp_path / "c.safetensors")
+        from depthlab.export.onnx import export_onnx
+
+        o = tmp_path / "m.onnx"
+        export_onnx(create_model("fastdepth").eval(), o, (1, 3, 64, 64))
     finally:
         os.umask(old)
     assert oct(j.stat().st_mode & 0o777) == oct(0o644)
     assert oct(c.stat().st_mode & 0o777) == oct(0o644)
+    assert oct(o.stat().st_mode & 0o777) == oct(0o644)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.safetensors", "m.onnx", "r.json"]  # no temp files left

@@ -120,3 +120,18 @@ def test_serve_command_calls_uvicorn(monkeypatch):
     assert TestClient(seen["app"]).get("/healthz").json()["model"] == "fastdepth"
     res = CliRunner().invoke(app, ["serve", "--model", "no_such_model"])
     assert res.exit_code == 2 and "unknown" in res.output.lower()
+
+
+def test_exif_rotated_photo_is_shown_as_it_is_predicted(client, sample):
+    """A phone photo with EXIF orientation 6: the RGB preview and the depth map have the same (rotated) shape."""
+    img = Image.open(sample).convert("RGB").crop((0, 0, 224, 160))  # 224 wide, 160 high as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", exif=exif.tobytes())
+    r = client.post("/api/predict", files={"file": ("phone.jpg", buf.getvalue(), "image/jpeg")})
+    assert r.status_code == 200, r.text
+    j = r.json()
+    rgb = Image.open(io.BytesIO(base64.b64decode(j["rgb_png"])))
+    depth = Image.open(io.BytesIO(base64.b64decode(j["depth_png"])))
+    assert j["shape"] == [224, 160] and rgb.size == depth.size == (160, 224)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,17 +13,9 @@ import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from depthlab.io import publish
+from depthlab.io import atomic_path
 
 FORMAT = "depthlab-checkpoint/1"
-
-
-def atomic_target(path: Path):
-    """A temp file beside ``path`` (rename it over ``path`` when written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
 
 
 def save_checkpoint(model: nn.Module, path: str | os.PathLike, config: dict | None = None,
@@ -52,13 +43,8 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, config: dict | No
     if meta["model_name"] is None:
         raise ValueError("model has no model_name: build it with depthlab.create_model to checkpoint it")
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    tmp = atomic_target(path)
-    try:
+    with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata={"depthlab": json.dumps(meta)})
-        publish(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

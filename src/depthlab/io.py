@@ -22,7 +22,16 @@ IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def _default_file_mode() -> int:
-    """0o666 minus the process umask: what ``open()`` would give a new file."""
+    """0o666 minus the process umask: what ``open()`` would give a new file.
+
+    Read from /proc where possible: toggling ``os.umask`` to read it is process-wide and would race with
+    files created by other threads (web app, data loaders) in between."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask
@@ -35,19 +44,26 @@ def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb"):
-    """Open a temp file beside ``path``; on success rename it over ``path``, on error delete it."""
+def atomic_path(path: str | os.PathLike):
+    """Yield a temp path beside ``path`` for a writer that wants a file name (safetensors, ONNX); on success
+    it is published over ``path`` (normal permissions, atomic rename), on error deleted."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, mode) as f:
-            yield f
+        yield Path(tmp)
         publish(tmp, path)
-    except BaseException:
+    finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        raise
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb"):
+    """Open a temp file beside ``path``; on success rename it over ``path``, on error delete it."""
+    with atomic_path(path) as tmp, open(tmp, mode) as f:
+        yield f
 
 
 def write_json(path, obj, indent: int = 2) -> Path:
@@ -71,15 +87,23 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def open_pil(path) -> Image.Image:
-    """Open and fully decode an image file, honouring EXIF orientation. Raises DataError."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(path, "file not found")
+def open_pil(path, data: bytes | None = None) -> Image.Image:
+    """Open and fully decode an image file (or its bytes ``data``, named ``path`` in errors), honouring EXIF
+    orientation. Raises DataError naming ``path``."""
+    import io as _pyio
+
+    if data is None:
+        path = Path(path)
+        if not path.exists():
+            raise DataError(path, "file not found")
+    elif not data:
+        raise DataError(path, "empty file")
     try:
-        img = Image.open(path)
+        img = Image.open(path if data is None else _pyio.BytesIO(data))
         img.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except UnidentifiedImageError:
+        raise DataError(path, "cannot decode image (not a recognised image format)") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise DataError(path, f"cannot decode image ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'corrupt'})") from None
     try:
         img = ImageOps.exif_transpose(img)

@@ -18,10 +18,8 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 import warnings
-from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
+
+from depthlab.io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -146,42 +146,37 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape, dynamic:
     info = getattr(model, "depth_info", None)
     if info is not None:  # a realistic, normalised input
         x = (x - torch.tensor(info.mean).view(1, 3, 1, 1)) / torch.tensor(info.std).view(1, 3, 1, 1)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
     t0 = time.perf_counter()
     exporter = ""
     try:
-        errors = []
-        for use_dynamo in ([False, True] if dynamo is None else [bool(dynamo)]):
-            try:
-                _export(wrapper, x, tmp, opset, dynamic, use_dynamo)
-                exporter = "dynamo" if use_dynamo else "torchscript"
-                break
-            except Exception as e:  # try the other exporter, report both if neither works
-                errors.append(f"{'dynamo' if use_dynamo else 'torchscript'}: {type(e).__name__}: {str(e)[:300]}")
-        else:
-            raise OnnxExportError(f"torch.onnx.export failed for {type(model).__name__}: " + " | ".join(errors))
-        seconds = time.perf_counter() - t0
-        sess = _session(tmp, threads)
-        shapes = [shape]
-        if dynamic:
-            step = int(getattr(info, "multiple_of", 32) or 32)
-            shapes.append(_second_shape(shape, step))
-        worst_abs, worst_rel = 0.0, 0.0
-        for s in shapes:
-            xs = x if s == shape else torch.rand(s, generator=gen)
-            max_abs, rel = compare(sess, wrapper, xs)
-            worst_abs, worst_rel = max(worst_abs, max_abs), max(worst_rel, rel)
-            if not rel <= tolerance:  # also catches NaN
-                raise OnnxExportError(
-                    f"ONNX Runtime output differs from PyTorch for input {s}: max abs diff {max_abs:.3e}, "
-                    f"relative {rel:.3e} > tolerance {tolerance:.1e} ({exporter} exporter, opset {opset})")
-        del sess
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            errors = []
+            for use_dynamo in ([False, True] if dynamo is None else [bool(dynamo)]):
+                try:
+                    _export(wrapper, x, tmp, opset, dynamic, use_dynamo)
+                    exporter = "dynamo" if use_dynamo else "torchscript"
+                    break
+                except Exception as e:  # try the other exporter, report both if neither works
+                    errors.append(f"{'dynamo' if use_dynamo else 'torchscript'}: {type(e).__name__}: {str(e)[:300]}")
+            else:
+                raise OnnxExportError(f"torch.onnx.export failed for {type(model).__name__}: " + " | ".join(errors))
+            seconds = time.perf_counter() - t0
+            sess = _session(tmp, threads)
+            shapes = [shape]
+            if dynamic:
+                step = int(getattr(info, "multiple_of", 32) or 32)
+                shapes.append(_second_shape(shape, step))
+            worst_abs, worst_rel = 0.0, 0.0
+            for s in shapes:
+                xs = x if s == shape else torch.rand(s, generator=gen)
+                max_abs, rel = compare(sess, wrapper, xs)
+                worst_abs, worst_rel = max(worst_abs, max_abs), max(worst_rel, rel)
+                if not rel <= tolerance:  # also catches NaN
+                    raise OnnxExportError(
+                        f"ONNX Runtime output differs from PyTorch for input {s}: max abs diff {max_abs:.3e}, "
+                        f"relative {rel:.3e} > tolerance {tolerance:.1e} ({exporter} exporter, opset {opset})")
+            del sess
     finally:
-        with suppress(FileNotFoundError):
-            tmp.unlink()
         model.train(was_training)
     return ExportReport(path=str(path), input_shape=list(shape), opset=opset, dynamic=dynamic, exporter=exporter,
                         max_abs_diff=worst_abs, rel_diff=worst_rel, tolerance=tolerance, export_seconds=seconds,

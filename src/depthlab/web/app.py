@@ -45,20 +45,12 @@ def _b64(data: bytes) -> str:
 
 
 def decode_upload(data: bytes, name: str):
-    """Upload bytes -> a fully decoded PIL image; DataError naming the upload when empty or not an image."""
-    from PIL import Image, UnidentifiedImageError
+    """Upload bytes -> a fully decoded, EXIF-oriented PIL image (as files are read); DataError naming the upload."""
+    from depthlab.io import open_pil
 
     if not data:
         raise DataError(name, "empty upload")
-    try:
-        img = Image.open(_pyio.BytesIO(data))
-        img.load()
-    except UnidentifiedImageError:
-        raise DataError(name, "cannot decode image (not a recognised image format)") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        first = str(e).splitlines()[0] if str(e) else "corrupt"
-        raise DataError(name, f"cannot decode image ({type(e).__name__}: {first})") from None
-    return img
+    return open_pil(name, data=data)
 
 
 @dataclass
