@@ -131,6 +131,13 @@ def test_failed_run_is_reported_and_finished_run_is_reused(tmp_path):
     changed = run_experiment(TINY, out_dir=tmp_path, quiet=True, overrides=["train.max_steps=3"])
     assert changed["runs"][0]["reused"] is False and changed["runs"][0]["global_step"] == 3
 
+    # any other change (here the learning rate) retrains from scratch: the old weights must not be reported
+    # under the new config (2 steps, not 3 continued from the old run)
+    relr = run_experiment(TINY, out_dir=tmp_path, quiet=True, overrides=["train.max_steps=2", "optim.lr=0.5"])
+    assert relr["runs"][0]["reused"] is False and relr["runs"][0]["global_step"] == 2
+    assert relr["runs"][0]["config"]["optim"]["lr"] == 0.5
+    assert relr["runs"][0]["metrics"]["test"]["rmse"] != ok["metrics"]["test"]["rmse"]
+
 
 def test_cli_experiment_exit_code_and_report(tmp_path):
     from typer.testing import CliRunner

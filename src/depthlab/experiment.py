@@ -411,6 +411,32 @@ def _run_one(run: dict, spec: dict, base_source, base_overrides: list[str], out_
     return record
 
 
+# a run may continue from its last checkpoint when only its length changed; any other change retrains it
+RESUMABLE_CHANGES = {"train.max_steps", "train.max_epochs"}
+
+
+def _can_resume(run_dir: Path, cfg) -> bool:
+    """True when ``run_dir`` holds a checkpoint of the same run (config equal up to its length). A run whose
+    config changed otherwise (learning rate, loss, data...) has its old checkpoints removed: resuming them would
+    report the old weights under the new config."""
+    import shutil
+
+    from depthlab.config import config_to_dict, load_config
+    from depthlab.training.train import _diff
+
+    ckpt_dir = run_dir / "checkpoints"
+    if not (ckpt_dir / "last.ckpt").is_file():
+        return False
+    try:
+        changed = _diff(config_to_dict(load_config(str(run_dir / "config.yaml"))), config_to_dict(cfg))
+    except Exception:  # no readable config beside the checkpoint: do not trust it
+        changed = {"config.yaml"}
+    if changed <= RESUMABLE_CHANGES:
+        return True
+    shutil.rmtree(ckpt_dir)
+    return False
+
+
 def _train_and_measure(cfg, run_dir: Path, spec: dict, eval_sets: dict, progress, do_train: bool = True) -> dict:
     import torch
 
@@ -422,7 +448,7 @@ def _train_and_measure(cfg, run_dir: Path, spec: dict, eval_sets: dict, progress
 
     t0 = time.perf_counter()
     if do_train:
-        resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
+        resume = _can_resume(run_dir, cfg)
         progress(f"train {cfg.name}" + (" (resume)" if resume else ""))
         result = train(cfg, (), resume=resume)
         ckpt = result.best_checkpoint or result.last_checkpoint
