@@ -41,7 +41,6 @@ import copy
 import csv
 import datetime as _dt
 import hashlib
-import inspect
 import itertools
 import json
 import time
@@ -249,15 +248,6 @@ def _config_hash(cfg_dict: dict, spec_part: dict) -> str:
 
 
 # ------------------------------------------------------------------------------------------ datasets
-def _accepts(dataset: str, argument: str) -> bool:
-    from depthlab.data import _resolve
-
-    try:
-        return argument in inspect.signature(_resolve(dataset)).parameters
-    except (TypeError, ValueError, KeyError):
-        return False
-
-
 class _ListDataset:
     """Samples held in memory (a small test set, read once and shared by every run)."""
 
@@ -282,6 +272,8 @@ def _load_eval_set(ev: dict, cfg, base_dir: Path) -> _ListDataset:
         root = str(cand) if cand.exists() else str(root)
     split = ev.get("split") or cfg.data.test_split
     kwargs = dict(ev.get("kwargs") or ({} if ev.get("dataset") else dict(cfg.data.kwargs or {})))
+    from depthlab.training.datamodule import _accepts
+
     if "size" not in kwargs and _accepts(name, "size"):
         kwargs["size"] = tuple(int(s) for s in cfg.data.size)
     ds = create_dataset(name, root=root, split=split, **kwargs)

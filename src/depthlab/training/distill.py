@@ -35,6 +35,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import Dataset
 
+from depthlab.training.task import _get  # config section field (dataclass or dict)
 from depthlab.types import encode_target
 
 __all__ = ["TEACHER_KEY", "Teacher", "TeacherCache", "WithTeacher", "teacher_to_encoding", "distill_active",
@@ -46,11 +47,6 @@ DISPARITY_FLOOR = 1e-3
 ``1 / disparity`` (a depth student); caps the depth range at 1000:1 where the shift of an
 affine-invariant disparity makes far pixels <= 0."""
 FLOAT16_MAX = float(np.finfo(np.float16).max)
-
-
-def _get(obj: Any, name: str, default: Any = None) -> Any:
-    value = obj.get(name, default) if isinstance(obj, dict) else getattr(obj, name, default)
-    return default if value is None else value
 
 
 def distill_active(cfg) -> bool:

@@ -32,7 +32,6 @@ transformers is imported only when a model is built, so this module (and the reg
 """
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
@@ -46,6 +45,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from depthlab.config import deep_merge
 from depthlab.errors import WeightsUnavailableError
 from depthlab.models.foundation.convert_dav2 import attention_style_of, is_official_dav2, official_to_hf
 from depthlab.models.registry import IMAGENET_MEAN, IMAGENET_STD, WeightsInfo, register_model
@@ -413,16 +413,6 @@ class DPTDepthModel(HFDepthModel):
 # Helpers: configs, loading through transformers
 # ----------------------------------------------------------------------------------------------------------
 
-def _merge(base: dict, overrides: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in (overrides or {}).items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
 def _json_safe(obj):
     return json.loads(json.dumps(obj, default=str))
 
@@ -442,7 +432,7 @@ def _make_config(base: dict, config=None, config_overrides: dict | None = None):
         cfg = dict(config)
     else:  # a transformers config object
         cfg = config.to_dict()
-    cfg = _merge(cfg, config_overrides or {})
+    cfg = deep_merge(cfg, config_overrides or {})
     model_type = cfg.pop("model_type", base["model_type"])
     for k in ("transformers_version", "architectures", "_name_or_path"):
         cfg.pop(k, None)
@@ -492,7 +482,7 @@ def _build(cls: type[HFDepthModel], base_config: dict, info: WeightsInfo, resize
         raise TypeError(f"unexpected keyword argument(s) {sorted(unused)}; "
                         "use config_overrides={...} for configuration fields")
     transformers = require_transformers()
-    cfg = _make_config(base_config, config, _merge(config_overrides or {}, load_overrides or {}))
+    cfg = _make_config(base_config, config, deep_merge(config_overrides or {}, load_overrides or {}))
     hf_model = transformers.AutoModelForDepthEstimation.from_config(cfg)  # train mode, like every create_model result
     if input_size is not None:
         size = (int(input_size), int(input_size)) if isinstance(input_size, (int, float)) else tuple(map(int, input_size))
