@@ -120,7 +120,7 @@ def test_checkpoint_every_n_steps_is_a_train_field():
 
     cfg = load_config({}, ["train.checkpoint_every_n_steps=3"])
     assert cfg.train.checkpoint_every_n_steps == 3
-    assert resolve_config({}, ["train.checkpoint_every_n_steps=5"])[1]["checkpoint_every_n_steps"] == 5
+    assert resolve_config({}, ["train.checkpoint_every_n_steps=5"]).train.checkpoint_every_n_steps == 5
     assert load_config({}).train.checkpoint_every_n_steps is None
     with pytest.raises(ConfigError, match="train.checkpoint_every_n_steps"):
         load_config({}, ["train.checkpoint_every_n_steps=0"])

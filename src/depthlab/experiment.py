@@ -376,7 +376,7 @@ def _run_one(run: dict, spec: dict, base_source, base_overrides: list[str], out_
         overrides = [*base_overrides, *run["overrides"], _override("name", run["id"]),
                      _override("output_dir", str(runs_dir))]
         source = _base_source(spec, base_dir, run["base"]) if run.get("base") else base_source
-        cfg, _extra = resolve_config(source, overrides)
+        cfg = resolve_config(source, overrides)
         cfg_dict = config_to_dict(cfg)
         record["config"] = cfg_dict
         # what a finished run's record depends on (the colormap or title only change the report)
@@ -436,7 +436,7 @@ def _train_and_measure(cfg, run_dir: Path, spec: dict, eval_sets: dict, progress
     from depthlab.config import config_to_dict
     from depthlab.evaluation.evaluate import evaluate
     from depthlab.training.task import DepthTask
-    from depthlab.training.train import prepare_run_dir, resolve_config, train
+    from depthlab.training.train import prepare_run_dir, train
 
     t0 = time.perf_counter()
     if do_train:
@@ -449,7 +449,7 @@ def _train_and_measure(cfg, run_dir: Path, spec: dict, eval_sets: dict, progress
             raise RuntimeError(f"{run_dir}: training wrote no checkpoint")
     else:  # evaluate the configured model as it is (pretrained / zero-shot); same files as a trained run
         progress(f"load {cfg.name}")
-        prepare_run_dir(cfg, resolve_config(cfg)[1], resume=False)
+        prepare_run_dir(cfg, resume=False)
         ckpt = run_dir / "model.safetensors"
         save_checkpoint(DepthTask(cfg).model, ckpt, config=config_to_dict(cfg))
         validation, global_step = {}, 0
@@ -625,7 +625,7 @@ def run_experiment(spec_path_or_dict, out_dir=None, smoke: bool = False, overrid
         n_show = int(report_opts.get("samples", 3) or 0)
         try:
             first = _base_source(spec, base_dir, runs[0]["base"]) if runs[0].get("base") else base_source
-            cfg0, _ = resolve_config(first, [*base_overrides, *runs[0]["overrides"]])
+            cfg0 = resolve_config(first, [*base_overrides, *runs[0]["overrides"]])
             wanted = [] if ev.get("test", True) is False else [
                 {"name": "test", "split": ev.get("split"), "limit": ev.get("limit"), "protocol": ev.get("protocol", "none"),
                  "input_size": ev.get("input_size")}]

@@ -16,8 +16,8 @@ run on the same machine and settings).
 """
 from __future__ import annotations
 
-import dataclasses
 import os
+import shutil
 import subprocess
 import sys
 import warnings
@@ -33,8 +33,6 @@ from depthlab.training.datamodule import DepthDataModule
 from depthlab.training.task import DepthTask, _get
 
 CHECKPOINT_DIR = "checkpoints"
-# Settings read from ``train.*`` that older configs may lack; accepted as overrides either way.
-EXTRA_TRAIN_KEYS = {"checkpoint_every_n_steps": None}
 
 
 @dataclass
@@ -51,54 +49,13 @@ class RunResult:
 
 
 # ------------------------------------------------------------------------------------------- config
-def _train_fields() -> set[str]:
-    from depthlab.config import TrainConfig
-
-    return {f.name for f in dataclasses.fields(TrainConfig)}
-
-
-def _split_extra_overrides(overrides: Sequence[str]) -> tuple[list[str], dict[str, Any]]:
-    """Separate ``train.<key>=value`` overrides of :data:`EXTRA_TRAIN_KEYS` the config schema lacks."""
-    import yaml
-
-    known = _train_fields()
-    keep, extra = [], {}
-    for item in overrides:
-        key, sep, value = str(item).partition("=")
-        key = key.strip()
-        short = key.removeprefix("train.")
-        if sep and key.startswith("train.") and short in EXTRA_TRAIN_KEYS and short not in known:
-            extra[short] = yaml.safe_load(value) if value.strip() else None
-        else:
-            keep.append(item)
-    return keep, extra
-
-
 def resolve_config(cfg_or_path, overrides: Sequence[str] = ()):
-    """(ExperimentConfig, extra train settings) from a YAML path, dict or config plus dotted overrides.
-
-    The extra settings are the :data:`EXTRA_TRAIN_KEYS` (``checkpoint_every_n_steps``), read from
-    the config when its schema has them, else from ``train.<key>=...`` overrides.
-    """
+    """The ExperimentConfig of a YAML path, dict or config plus dotted overrides."""
     from depthlab.config import load_config
 
     if isinstance(overrides, str):
         overrides = [overrides]
-    rest, extra = _split_extra_overrides(list(overrides or ()))
-    if isinstance(cfg_or_path, dict):  # a dict may carry the extra keys too
-        train_section = dict(cfg_or_path.get("train") or {})
-        known = _train_fields()
-        for key in EXTRA_TRAIN_KEYS:
-            if key in train_section and key not in known:
-                extra.setdefault(key, train_section.pop(key))
-        cfg_or_path = {**cfg_or_path, "train": train_section} if "train" in cfg_or_path else cfg_or_path
-    cfg = load_config(cfg_or_path, rest)
-    for key, default in EXTRA_TRAIN_KEYS.items():
-        if hasattr(cfg.train, key):
-            extra[key] = getattr(cfg.train, key)
-        else:
-            extra.setdefault(key, default)
-    return cfg, extra
+    return load_config(cfg_or_path, list(overrides or ()))
 
 
 def git_commit() -> str:
@@ -184,13 +141,13 @@ def _interactive() -> bool:
     return sys.stderr.isatty() and os.environ.get("DEPTHLAB_NO_PROGRESS", "") == ""
 
 
-def build_trainer(cfg, run_dir: Path, extra: dict[str, Any], callbacks: Iterable = ()) -> tuple[L.Trainer, LastCheckpoint]:
+def build_trainer(cfg, run_dir: Path, callbacks: Iterable = ()) -> tuple[L.Trainer, LastCheckpoint]:
     """The Lightning Trainer of a run, with depthlab's checkpoint, RNG and logging callbacks."""
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 
     t = cfg.train
     ckpt_dir = run_dir / CHECKPOINT_DIR
-    last_cb = LastCheckpoint(ckpt_dir, every_n_train_steps=extra.get("checkpoint_every_n_steps"))
+    last_cb = LastCheckpoint(ckpt_dir, every_n_train_steps=cfg.train.checkpoint_every_n_steps)
     cbs: list = [last_cb, RngStateCallback()]
     if _get(cfg.data, "val_split", None):
         mode = _get(t, "monitor_mode", "min")
@@ -259,7 +216,7 @@ def export_checkpoint(task: DepthTask, ckpt_path: Path, out: Path, config: dict)
 
 
 # ------------------------------------------------------------------------------------------- train
-def prepare_run_dir(cfg, extra: dict, resume: bool) -> Path:
+def prepare_run_dir(cfg, resume: bool) -> Path:
     """Create ``<output_dir>/<name>/`` with config.yaml and git_commit.txt (rank 0 writes)."""
     from depthlab.config import config_to_dict, save_config
 
@@ -284,10 +241,6 @@ def prepare_run_dir(cfg, extra: dict, resume: bool) -> Path:
             except Exception as e:  # an unreadable old config must not block the resume
                 warnings.warn(f"could not compare with the previous config.yaml: {e}")
         save_config(cfg, run_dir / "config.yaml")
-        if any(extra.get(k) is not None and not hasattr(cfg.train, k) for k in EXTRA_TRAIN_KEYS):
-            from depthlab.io import write_json
-
-            write_json(run_dir / "train_extra.json", {k: v for k, v in extra.items() if v is not None})
         from depthlab.io import atomic_write
 
         with atomic_write(run_dir / "git_commit.txt", "w") as f:
@@ -315,10 +268,10 @@ def train(cfg_or_path, overrides: Sequence[str] = (), resume: bool = False, *,
     """
     from depthlab.config import config_to_dict
 
-    cfg, extra = resolve_config(cfg_or_path, overrides)
+    cfg = resolve_config(cfg_or_path, overrides)
     seed = int(_get(cfg.train, "seed", 0))
     L.seed_everything(seed, workers=True)
-    run_dir = prepare_run_dir(cfg, extra, resume)
+    run_dir = prepare_run_dir(cfg, resume)
 
     task = DepthTask(cfg)
     from depthlab.training.distill import build_distillation
@@ -326,7 +279,7 @@ def train(cfg_or_path, overrides: Sequence[str] = (), resume: bool = False, *,
     teacher, cache = build_distillation(cfg, run_dir)  # after the student: its init is unchanged
     task.teacher = teacher
     data = DepthDataModule(cfg.data, seed=seed, teacher_cache=cache)
-    trainer, _ = build_trainer(cfg, run_dir, extra, callbacks)
+    trainer, _ = build_trainer(cfg, run_dir, callbacks)
     ckpt_path = run_dir / CHECKPOINT_DIR / "last.ckpt" if resume else None
     with warnings.catch_warnings():
         # expected here: the run's own folders exist on resume; workers=0 is a valid choice on CPU
@@ -341,15 +294,17 @@ def train(cfg_or_path, overrides: Sequence[str] = (), resume: bool = False, *,
                        lightning_checkpoint=last_ckpt if last_ckpt.exists() else None)
     if trainer.is_global_zero:
         cfg_dict = config_to_dict(cfg)
-        if extra.get("checkpoint_every_n_steps") is not None:
-            cfg_dict.setdefault("train", {}).setdefault("checkpoint_every_n_steps", extra["checkpoint_every_n_steps"])
         if last_ckpt.exists():
             result.last_metrics = export_checkpoint(task, last_ckpt, run_dir / "last.safetensors", cfg_dict)
             result.last_checkpoint = run_dir / "last.safetensors"
         if best_ckpt.exists():
             result.metrics = export_checkpoint(task, best_ckpt, run_dir / "best.safetensors", cfg_dict)
-        elif last_ckpt.exists():  # no validation: the last weights are the best we know
-            result.metrics = export_checkpoint(task, last_ckpt, run_dir / "best.safetensors", cfg_dict)
+        elif last_ckpt.exists():  # no validation: the last weights are the best we know (same file, copied)
+            from depthlab.io import atomic_path
+
+            with atomic_path(run_dir / "best.safetensors") as tmp:
+                shutil.copyfile(run_dir / "last.safetensors", tmp)
+            result.metrics = dict(result.last_metrics)
         result.best_checkpoint = run_dir / "best.safetensors" if (run_dir / "best.safetensors").exists() else None
     trainer.strategy.barrier("depthlab-export")
     if not trainer.is_global_zero:
