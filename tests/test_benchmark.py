@@ -97,9 +97,10 @@ def test_benchmark_runs_each_model_under_its_protocol_and_skips_missing_weights(
 
 
 def test_benchmark_numbers_equal_evaluate_at_the_training_size(bench):
-    """The benchmark's FastDepth row is evaluate(..., input_size="model") exactly: the size is chosen in one place."""
-    from depthlab.benchmark import network_input_size
+    """The benchmark's FastDepth row is evaluate(..., input_size="model") exactly: the size is chosen in one place
+    (the Predictor's "auto" rule)."""
     from depthlab.evaluation.evaluate import evaluate
+    from depthlab.predictor import Predictor
 
     _, result = bench
     fd = {r["model"]: r for r in result["rows"]}["fastdepth"]
@@ -107,9 +108,9 @@ def test_benchmark_numbers_equal_evaluate_at_the_training_size(bench):
     direct = evaluate("folder", root=NYU_SAMPLES, model=model, protocol="nyu_eigen", limit=2, input_size="model")
     assert direct["model"]["input_size"] == [224, 224]
     assert direct["summary"]["abs_rel"] == fd["abs_rel"] and direct["summary"]["rmse"] == fd["rmse"]
-    assert network_input_size(model, "model") == "model" and network_input_size(model, None) is None
+    assert Predictor(model).input_size == (224, 224) and Predictor(model, input_size=None).input_size is None
     tiny_unet = depthlab.create_model("unet", base_channels=8)  # declares no training size
-    assert network_input_size(tiny_unet, "model") is None
+    assert Predictor(tiny_unet).input_size is None
 
 
 def test_benchmark_files_agree_and_the_figure_has_a_panel_per_model(bench):

@@ -127,7 +127,7 @@ class ModelSpec:
     kwargs: dict[str, Any] = field(default_factory=dict)
     label: str | None = None
     module: nn.Module | None = None  # an already built model (then name/kwargs are only descriptive)
-    input_size: Any = "model"  # "model" = depth_info.input_size when declared; None = native size; int; [H, W]
+    input_size: Any = "auto"  # as the Predictor takes it: "auto" = the declared training size if any; None = native
 
     @property
     def display(self) -> str:
@@ -150,7 +150,7 @@ def parse_model_spec(spec) -> ModelSpec:
                              + (f" (unknown: {sorted(unknown)})" if unknown else ""))
         return ModelSpec(name=str(spec["name"]), checkpoint_path=spec.get("checkpoint_path"),
                          pretrained=bool(spec.get("pretrained", True)), kwargs=dict(spec.get("kwargs") or {}),
-                         label=spec.get("label"), input_size=spec.get("input_size", "model"))
+                         label=spec.get("label"), input_size=spec.get("input_size", "auto"))
     if isinstance(spec, str):
         name, sep, path = spec.strip().partition(":")
         if not name:
@@ -168,19 +168,6 @@ def build_model(spec: ModelSpec) -> nn.Module:
 
     return create_model(spec.name, pretrained=spec.pretrained and spec.checkpoint_path is None,
                         checkpoint_path=spec.checkpoint_path, **spec.kwargs)
-
-
-def network_input_size(model: nn.Module, input_size="model"):
-    """The Predictor ``input_size`` to evaluate ``model`` at: ``"model"`` becomes None for foundation
-    adapters (they size images themselves) and for models that declare no training size.
-
-    Zero-shot numbers are meant at the resolution a model was trained at (FastDepth: 224 x 224); at the
-    image's native size such a model can be several times worse.
-    """
-    own = callable(getattr(model, "preprocess", None)) and callable(getattr(model, "postprocess", None))
-    if input_size == "model" and (own or getattr(model.depth_info, "input_size", None) is None):
-        return None
-    return input_size
 
 
 # --------------------------------------------------------------------------------------------------
@@ -278,9 +265,8 @@ def run_benchmark(models: Sequence, datasets: Sequence[str], out_dir, roots: Map
             try:
                 proto = protocol_for(kind, ds, root, dataset_presets)
                 row["protocol"] = proto.name
-                size = network_input_size(model, s.input_size)
                 res = evaluate(ds, root=root, split=split, model=model, protocol=proto, device=device, limit=limit,
-                               progress=progress, input_size=size)
+                               progress=progress, input_size=s.input_size)
             except Exception as e:  # the evaluation of this pair failed: report it, go on
                 row.update(status="failed", error=f"{type(e).__name__}: {_one_line(e)}")
                 rows.append(row)
@@ -293,7 +279,7 @@ def run_benchmark(models: Sequence, datasets: Sequence[str], out_dir, roots: Map
             row.update(status="ok" if summ["n_images"] else "no images", n_images=summ["n_images"],
                        n_skipped=len(res["skipped"]), latency_ms=timer.ms_per_image,
                        protocol_description=res["protocol_description"],
-                       resolution=_resolution(model, ds, root, split, device, size))
+                       resolution=_resolution(model, ds, root, split, device, s.input_size))
             rows.append(row)
         if figure_rows > 0:
             n_fig = figure_rows if limit is None else max(1, min(figure_rows, limit))
@@ -301,7 +287,7 @@ def run_benchmark(models: Sequence, datasets: Sequence[str], out_dir, roots: Map
                 figures[ds] = save_comparison_figure(
                     {lbl: built[lbl] for lbl in labels if lbl in built and _ok(rows, lbl, ds)}, ds, root, split,
                     out_dir / f"figure_{_safe(ds)}.png", n_rows=n_fig, device=device,
-                    dataset_presets=dataset_presets)
+                    dataset_presets=dataset_presets, input_sizes={sp.display: sp.input_size for sp in specs})
             except Exception as e:  # a figure problem must not lose the numbers
                 figures[ds] = {"error": f"{type(e).__name__}: {_one_line(e)}"}
 
@@ -378,7 +364,8 @@ def format_markdown(result: Mapping[str, Any]) -> str:
 
 def save_comparison_figure(models: Mapping[str, nn.Module], dataset: str, root, split: str, path,
                            n_rows: int = 3, device: str = "cpu",
-                           dataset_presets: Mapping[str, str] | None = None) -> dict[str, Any]:
+                           dataset_presets: Mapping[str, str] | None = None,
+                           input_sizes: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """RGB | GT | each model for the first ``n_rows`` samples with valid ground truth; one depth colour scale
     (metres, ground truth's 2-98th percentiles) per row; affine-invariant predictions aligned as the protocol
     says before display. Returns ``{"path", "rows", "columns", "panels"}`` (panels counted on the figure)."""
@@ -396,7 +383,8 @@ def save_comparison_figure(models: Mapping[str, nn.Module], dataset: str, root, 
     from depthlab.viz.colorize import colorize, get_cmap
 
     ds = create_dataset(dataset, root=root, split=split)
-    predictors = {lbl: Predictor(m, device=device) for lbl, m in models.items()}
+    sizes = dict(input_sizes or {})  # the same network input size as the scored numbers
+    predictors = {lbl: Predictor(m, device=device, input_size=sizes.get(lbl, "auto")) for lbl, m in models.items()}
     samples = []
     for i in range(len(ds)):
         if len(samples) >= n_rows:
@@ -463,7 +451,7 @@ def _params(model: nn.Module) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 
 
-def _resolution(model: nn.Module, dataset: str, root, split: str, device: str, input_size=None) -> str | None:
+def _resolution(model: nn.Module, dataset: str, root, split: str, device: str, input_size="auto") -> str | None:
     """``HxW`` the network sees for the dataset's first image (None if unknown)."""
     from depthlab.data import create_dataset
     from depthlab.predictor import Predictor
@@ -509,5 +497,4 @@ def _safe(name: str) -> str:
 
 
 __all__ = ["run_benchmark", "protocol_for", "dataset_preset", "protocol_table", "parse_model_spec", "ModelSpec",
-           "save_comparison_figure", "format_markdown", "DATASET_PRESETS", "AFFINE_PRESETS",
-           "network_input_size"]
+           "save_comparison_figure", "format_markdown", "DATASET_PRESETS", "AFFINE_PRESETS"]

@@ -312,20 +312,17 @@ def _test_losses(task, dataset: _ListDataset, batch_size: int, size) -> list[flo
     return losses
 
 
-def _input_size(model, input_size, cfg):
-    """The Predictor ``input_size`` of an evaluation: ``None`` = the image's own size (padded to
-    ``multiple_of``); ``"model"`` = the size the weights were trained at (``depth_info.input_size``;
-    None for models that do their own pre-processing or declare no size); ``"train"`` = the run's
-    ``data.size``; an int (short side) or ``[H, W]`` as given. The output is resized back to the image.
+def _input_size(input_size, cfg):
+    """The Predictor ``input_size`` of an evaluation: as the Predictor takes it (``None`` = the image's own
+    size, ``"model"`` / ``"auto"`` = the size the weights were trained at when they declare one, an int or
+    ``[H, W]``), plus ``"train"`` = the run's ``data.size``. The output is resized back to the image.
     """
-    if input_size is None:
-        return None
     if input_size == "train":
         return tuple(int(v) for v in cfg.data.size)
-    if input_size == "model":
-        own = callable(getattr(model, "preprocess", None)) and callable(getattr(model, "postprocess", None))
-        declared = getattr(getattr(model, "depth_info", None), "input_size", None)
-        return None if own or declared is None else tuple(declared)
+    if input_size in (None, "auto"):
+        return input_size
+    if input_size == "model":  # accepted in specs; the Predictor's "auto" is the same rule without failing
+        return "auto"
     return tuple(input_size) if isinstance(input_size, (list, tuple)) else int(input_size)
 
 
@@ -459,7 +456,7 @@ def _train_and_measure(cfg, run_dir: Path, spec: dict, eval_sets: dict, progress
     model = load_checkpoint(ckpt)
     for key, (ds, protocol, n_show, input_size) in eval_sets.items():
         progress(f"evaluate {cfg.name} on {key}")
-        size = _input_size(model, input_size, cfg)
+        size = _input_size(input_size, cfg)
         res = evaluate(ds, model=model, protocol=_run_protocol(protocol, model), device="cpu", progress=False,
                        input_size=size)
         metrics[key] = res["summary"]
@@ -479,7 +476,7 @@ def _train_and_measure(cfg, run_dir: Path, spec: dict, eval_sets: dict, progress
         fresh = DepthTask(cfg).model
         progress(f"evaluate untrained {cfg.name}")
         untrained = evaluate(eval_sets["test"][0], model=fresh, protocol=_run_protocol(eval_sets["test"][1], fresh),
-                             device="cpu", input_size=_input_size(fresh, eval_sets["test"][3], cfg))["summary"]
+                             device="cpu", input_size=_input_size(eval_sets["test"][3], cfg))["summary"]
     test_loss: list[float] = []
     if "test" in eval_sets:
         task = DepthTask(cfg, model=load_checkpoint(ckpt))
