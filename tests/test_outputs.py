@@ -195,3 +195,27 @@ def test_predict_cli_accepts_new_formats(tmp_path, shared_data):
     res = CliRunner().invoke(app, ["predict", str(inp), "--model", "fastdepth", "--out", str(tmp_path),
                                    "--formats", "las"])
     assert res.exit_code != 0 and "las" in res.output and "ply" in res.output
+
+
+def test_predict_reads_16bit_4band_orthophotos(tmp_path, rio, shared_data):
+    """The aerial study's inputs (uint16 RGBA GeoTIFF) predict like their 8-bit RGB version: PIL cannot decode
+    them, rasterio reads them with the same [0,1] scaling."""
+    from PIL import Image
+    from rasterio.crs import CRS
+    from rasterio.transform import from_origin
+
+    from depthlab import predict_files
+
+    rgb8 = np.asarray(Image.open(shared_data / "nyu" / "rgb" / "fastdepth_sample.png").convert("RGB"))
+    inp = tmp_path / "in"
+    inp.mkdir()
+    Image.fromarray(rgb8).save(inp / "ortho8.png")
+    rgba16 = np.concatenate([rgb8.transpose(2, 0, 1).astype(np.uint16) * 257,
+                             np.full((1, *rgb8.shape[:2]), 65535, np.uint16)])
+    with rio.open(inp / "ortho16.tif", "w", driver="GTiff", width=rgb8.shape[1], height=rgb8.shape[0], count=4,
+                  dtype="uint16", crs=CRS.from_epsg(25832), transform=from_origin(0.0, 0.0, 0.2, 0.2)) as dst:
+        dst.write(rgba16)
+    report = predict_files(inp, model="fastdepth", out_dir=tmp_path / "out", formats=["npy"])
+    assert report.n_ok == 2 and not report.failures
+    np.testing.assert_allclose(np.load(tmp_path / "out" / "ortho16.npy"), np.load(tmp_path / "out" / "ortho8.npy"),
+                               atol=1e-5)

@@ -135,8 +135,22 @@ def to_float_chw(rgb: np.ndarray) -> torch.Tensor:
 
 
 def read_rgb(path) -> torch.Tensor:
-    """An image file -> float32 (3,H,W) in [0,1]. Raises DataError naming the file."""
-    return to_float_chw(pil_to_rgb_array(open_pil(path)))
+    """An image file -> float32 (3,H,W) in [0,1]. Raises DataError naming the file.
+
+    GeoTIFF orthophotos PIL cannot decode (16-bit or 4-band rasters, as the aerial dataset reads them) are
+    read with rasterio when the ``[geo]`` extra is installed."""
+    try:
+        return to_float_chw(pil_to_rgb_array(open_pil(path)))
+    except DataError:
+        if Path(path).suffix.lower() not in (".tif", ".tiff"):
+            raise
+        try:
+            from depthlab.geo import read_rgb_raster
+
+            return read_rgb_raster(path)
+        except ImportError:
+            pass
+        raise
 
 
 def read_depth(path, scale: float | None = None) -> np.ndarray:
