@@ -57,10 +57,10 @@ class Georef:
     @classmethod
     def from_meta(cls, meta: dict[str, Any], shape: tuple[int, int] | None = None) -> "Georef":
         """Inverse of :meth:`to_meta`; also takes an aerial sample's ``meta`` (size from ``window`` or ``shape``)."""
+        require_rasterio()
         from affine import Affine
         from rasterio.crs import CRS
 
-        require_rasterio()
         if shape is not None:
             h, w = shape
         elif "width" in meta and "height" in meta:

@@ -7,7 +7,7 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from depthlab.data.base import DepthDataset, make_sample, natural_key, read_csv_rows, read_list_file
+from depthlab.data.base import DepthDataset, first_existing, make_sample, natural_key, read_csv_rows, read_list_file
 from depthlab.errors import DataError
 
 CATEGORIES = ("residential", "suburb", "industrial", "field")
@@ -78,7 +78,7 @@ class AerialHeights(DepthDataset):
         # items: (name, stem, window or None); raster sizes come from the headers (cheap)
         self.items: list[tuple[str, str, object]] = []
         for stem in stems:
-            rgb_path = self._rgb_path(stem)
+            rgb_path = self._raster(self.rgb_dir, stem)
             if self.tile_size is None:
                 self.items.append((stem, stem, None))
                 continue
@@ -91,27 +91,20 @@ class AerialHeights(DepthDataset):
                 self.items.append((f"{stem}_r{int(w.row_off)}_c{int(w.col_off)}", stem, w))
         self.names = [n for n, _, _ in self.items]
 
-    def _rgb_path(self, stem: str) -> Path:
-        for ext in (".tif", ".tiff", ".TIF", ".TIFF"):
-            p = self.rgb_dir / f"{stem}{ext}"
-            if p.exists():
-                return p
-        return self.rgb_dir / f"{stem}.tif"
-
-    def _height_path(self, stem: str) -> Path:
-        for ext in (".tif", ".tiff", ".TIF", ".TIFF"):
-            p = self.height_dir / f"{stem}{ext}"
-            if p.exists():
-                return p
-        return self.height_dir / f"{stem}.tif"
+    @staticmethod
+    def _raster(folder: Path, stem: str) -> Path:
+        """``<folder>/<stem>.tif`` (or .tiff, any case); the .tif name when none exists (the reader reports it)."""
+        found = first_existing(folder / f"{stem}{ext}" for ext in (".tif", ".tiff", ".TIF", ".TIFF"))
+        return found or folder / f"{stem}.tif"
 
     def load_sample(self, index: int):
+        from depthlab.geo import Georef, check_aligned, open_raster, require_rasterio, rgb_to_float
+
+        require_rasterio()  # the install hint, not a bare ModuleNotFoundError
         from rasterio.windows import transform as window_transform
 
-        from depthlab.geo import Georef, check_aligned, open_raster, rgb_to_float
-
         name, stem, window = self.items[index]
-        rgb_path, height_path = self._rgb_path(stem), self._height_path(stem)
+        rgb_path, height_path = self._raster(self.rgb_dir, stem), self._raster(self.height_dir, stem)
         with open_raster(rgb_path) as src, open_raster(height_path) as hsrc:
             check_aligned(src, hsrc, rgb_path, height_path)
             if hsrc.count != 1:
