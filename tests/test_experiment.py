@@ -180,3 +180,29 @@ def test_study_smoke(study, tmp_path):
             assert m["n_images"] >= 1
             assert json.loads(cells[(r["id"], "abs_rel")]["data-value"]) is not None
         assert r["params"] > 0 and r["latency_ms"] > 0
+
+
+def test_eval_set_reads_lazily_and_keeps_only_the_figure_samples():
+    """A full test split is not held in memory: items are read on access; head(k) keeps k readable ones."""
+    from depthlab.experiment import _EvalSet
+
+    reads = []
+
+    class Counting:
+        def __len__(self):
+            return 1000
+
+        def __getitem__(self, i):
+            reads.append(i)
+            if i == 1:
+                raise ValueError("corrupt.png: cannot decode")
+            return {"meta": {"name": str(i)}}
+
+    es = _EvalSet(Counting(), n=500, name="counting", split="test")
+    assert len(es) == 500 and reads == []
+    assert [s["meta"]["name"] for s in es.head(2)] == ["0", "2"] and reads == [0, 1, 2]
+    assert es.failures == {"#1": "ValueError: corrupt.png: cannot decode"}
+    es.head(2)
+    assert reads == [0, 1, 2]  # cached
+    with pytest.raises(IndexError):
+        es[500]

@@ -248,21 +248,39 @@ def _config_hash(cfg_dict: dict, spec_part: dict) -> str:
 
 
 # ------------------------------------------------------------------------------------------ datasets
-class _ListDataset:
-    """Samples held in memory (a small test set, read once and shared by every run)."""
+class _EvalSet:
+    """An evaluation set read lazily (a full test split does not fit in memory: NYU 654 frames are ~3 GB as
+    float tensors); only the few samples shown in figures are kept (:meth:`head`)."""
 
-    def __init__(self, samples: list, name: str, split: str, failures: dict[str, str]):
-        self.samples, self.dataset_name, self.split, self.failures = samples, name, split, failures
+    def __init__(self, ds, n: int, name: str, split: str):
+        self.ds, self.n, self.dataset_name, self.split = ds, n, name, split
+        self.failures: dict[str, str] = {}  # unreadable items met by head() (evaluate records the rest)
+        self._head: list | None = None
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return self.n
 
     def __getitem__(self, i: int):
-        return self.samples[i]
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        return self.ds[i]
+
+    def head(self, k: int) -> list:
+        """The first ``k`` readable samples (read once, shared by every run and the figures)."""
+        if self._head is None or len(self._head) < k:
+            self._head, self.failures = [], {}
+            for i in range(self.n):
+                if len(self._head) >= k:
+                    break
+                try:
+                    self._head.append(self.ds[i])
+                except Exception as e:  # a bad file: recorded, the others still count
+                    self.failures[f"#{i}"] = _one_line(e)
+        return self._head[:k]
 
 
-def _load_eval_set(ev: dict, cfg, base_dir: Path) -> _ListDataset:
-    """Materialise an evaluation set: ``ev`` = {dataset, root, split, limit, kwargs}; defaults from ``cfg.data``."""
+def _load_eval_set(ev: dict, cfg, base_dir: Path) -> _EvalSet:
+    """An evaluation set: ``ev`` = {dataset, root, split, limit, kwargs}; defaults from ``cfg.data``."""
     from depthlab.data import create_dataset
 
     name = ev.get("dataset") or cfg.data.dataset
@@ -279,17 +297,11 @@ def _load_eval_set(ev: dict, cfg, base_dir: Path) -> _ListDataset:
     ds = create_dataset(name, root=root, split=split, **kwargs)
     limit = ev.get("limit")
     n = len(ds) if limit is None else min(len(ds), int(limit))
-    samples, failures = [], {}
-    for i in range(n):
-        try:
-            samples.append(ds[i])
-        except Exception as e:  # a bad file: recorded, the others still count
-            failures[f"#{i}"] = _one_line(e)
-    return _ListDataset(samples, name, split, failures)
+    return _EvalSet(ds, n, name, split)
 
 
 # ------------------------------------------------------------------------------------------ one run
-def _test_losses(task, dataset: _ListDataset, batch_size: int, size) -> list[float]:
+def _test_losses(task, dataset: _EvalSet, batch_size: int, size) -> list[float]:
     """Loss of the run's own objective on each test batch (resized to the training size)."""
     import torch
     import torch.nn.functional as F
@@ -301,7 +313,15 @@ def _test_losses(task, dataset: _ListDataset, batch_size: int, size) -> list[flo
     h, w = int(size[0]), int(size[1])
     with torch.inference_mode():
         for start in range(0, len(dataset), batch_size):
-            batch = collate_samples([dataset[i] for i in range(start, min(len(dataset), start + batch_size))])
+            items = []
+            for i in range(start, min(len(dataset), start + batch_size)):
+                try:
+                    items.append(dataset[i])
+                except Exception:  # unreadable item: evaluate() reports it in `skipped`
+                    continue
+            if not items:
+                continue
+            batch = collate_samples(items)
             image, depth, mask = batch["image"], batch["depth"], batch["mask"]
             if image.shape[-2:] != (h, w):
                 image = F.interpolate(image, size=(h, w), mode="bilinear", align_corners=False)
@@ -465,7 +485,7 @@ def _train_and_measure(cfg, run_dir: Path, spec: dict, eval_sets: dict, progress
         if res.get("per_category"):  # evaluate's breakdown by meta["category"], averaged like the summary
             per_category[key] = res["per_category"]
         if n_show:
-            sample_preds[key] = _predict_samples(model, ds.samples[:n_show], run_dir, key,
+            sample_preds[key] = _predict_samples(model, ds.head(n_show), run_dir, key,
                                                  _run_protocol(protocol, model), size)
     untrained = None
     if "test" in eval_sets and ev_spec.get("untrained"):

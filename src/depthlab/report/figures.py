@@ -186,7 +186,7 @@ def experiment_figures(results: dict[str, Any], out: Path, eval_sets: dict) -> d
     if any(losses.values()):
         figs["test_loss"] = str(Path(per_batch_loss_figure(losses, out / "figures" / "test_loss.png")).relative_to(out))
     for key, (ds, _protocol, n_show, *_rest) in eval_sets.items():
-        samples = ds.samples[:n_show]
+        samples = ds.head(n_show)
         preds = {}
         for r in ok:
             files = (r.get("sample_predictions") or {}).get(key) or []
