@@ -449,8 +449,7 @@ def _can_resume(run_dir: Path, cfg) -> bool:
 def _train_and_measure(cfg, run_dir: Path, spec: dict, eval_sets: dict, progress, do_train: bool = True) -> dict:
     import torch
 
-    from depthlab.checkpoint import load_checkpoint, save_checkpoint
-    from depthlab.config import config_to_dict
+    from depthlab.checkpoint import load_checkpoint
     from depthlab.evaluation.evaluate import evaluate
     from depthlab.training.task import DepthTask
     from depthlab.training.train import prepare_run_dir, train
@@ -464,16 +463,15 @@ def _train_and_measure(cfg, run_dir: Path, spec: dict, eval_sets: dict, progress
         validation, global_step = result.metrics, result.global_step
         if ckpt is None:
             raise RuntimeError(f"{run_dir}: training wrote no checkpoint")
-    else:  # evaluate the configured model as it is (pretrained / zero-shot); same files as a trained run
+        model = load_checkpoint(ckpt)
+    else:  # evaluate the configured model as it is (pretrained / zero-shot): built once, its weights not copied
         progress(f"load {cfg.name}")
-        prepare_run_dir(cfg, resume=False)
-        ckpt = run_dir / "model.safetensors"
-        save_checkpoint(DepthTask(cfg).model, ckpt, config=config_to_dict(cfg))
+        prepare_run_dir(cfg, resume=False)  # config.yaml + git commit, as for a trained run
+        ckpt, model = None, DepthTask(cfg).model
         validation, global_step = {}, 0
     train_seconds = time.perf_counter() - t0
     ev_spec = spec.get("evaluation") or {}
     metrics, protocols, per_category, skipped, sample_preds = {}, {}, {}, {}, {}
-    model = load_checkpoint(ckpt)
     for key, (ds, protocol, n_show, input_size) in eval_sets.items():
         progress(f"evaluate {cfg.name} on {key}")
         size = _input_size(input_size, cfg)
@@ -499,7 +497,7 @@ def _train_and_measure(cfg, run_dir: Path, spec: dict, eval_sets: dict, progress
                              device="cpu", input_size=_input_size(eval_sets["test"][3], cfg))["summary"]
     test_loss: list[float] = []
     if "test" in eval_sets:
-        task = DepthTask(cfg, model=load_checkpoint(ckpt))
+        task = DepthTask(cfg, model=model)
         test_loss = _test_losses(task, eval_sets["test"][0], int(ev_spec.get("batch_size", cfg.data.batch_size)),
                                  cfg.data.size)
     speed = spec.get("speed") or {}
@@ -510,7 +508,7 @@ def _train_and_measure(cfg, run_dir: Path, spec: dict, eval_sets: dict, progress
     return {"metrics": metrics, "untrained": untrained, "protocols": protocols, "per_category": per_category, "skipped_images": skipped,
             "sample_predictions": sample_preds, "test_loss": test_loss, "curves": read_curves(run_dir),
             "validation": validation, "global_step": global_step, "train_seconds": round(train_seconds, 2),
-            "checkpoint": str(Path(ckpt).relative_to(run_dir)), **sp}
+            "checkpoint": str(Path(ckpt).relative_to(run_dir)) if ckpt else None, **sp}
 
 
 # ------------------------------------------------------------------------------------------ experiment
