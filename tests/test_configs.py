@@ -35,23 +35,13 @@ SHRINK = {
                      "distill.teacher_input_size=70", "distill.teacher_kwargs=" + json.dumps(
                          {"config_overrides": TINY_DAV2})],
 }
-# slower runs (ResNet / DenseNet encoders) are on demand; one config per study stays in the default run
-SLOW = {"nyu_study.yaml", "nyu_study_berhu.yaml", "nyu_study_ssim_l1.yaml"}
-
-
-def _params():
-    for name in ALL_YAMLS:
-        marks = [pytest.mark.slow] if name in SLOW else []
-        yield pytest.param(name, marks=marks, id=name)
-
-
 def test_the_study_configs_exist():
     expected = {"aerial_smp_unet.yaml", "nyu_study.yaml", "nyu_study_l1.yaml", "nyu_study_berhu.yaml",
                 "nyu_study_ssim_l1.yaml", "leve.yaml", "leve_kd.yaml", "diode_unet.yaml", "synthetic_quick.yaml"}
     assert expected <= set(ALL_YAMLS)
 
 
-@pytest.mark.parametrize("name", list(_params()))
+@pytest.mark.parametrize("name", ALL_YAMLS)  # every config, in the default CI run (about 4 s each)
 def test_config_runs_two_steps(name, tmp_path):
     from depthlab.training import train
 
