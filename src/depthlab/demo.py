@@ -129,7 +129,6 @@ def run_demo(out: str | Path = "outputs/demo", console: Console | None = None, q
     ``threads``: torch intra-op threads of step 1 (the experiment sets its own, ``threads:`` in its spec).
     """
     from depthlab.experiment import run_experiment
-    from depthlab.report.html import write_markdown, write_report
 
     console = console or Console()
     out = Path(out)
@@ -141,14 +140,10 @@ def run_demo(out: str | Path = "outputs/demo", console: Console | None = None, q
         fd_results, section = _fastdepth_step(out, console)
 
     console.rule("step 2/3: U-Net, smp U-Net/ResNet34 and Leve trained on synthetic scenes")
-    results = run_experiment(DEMO_EXPERIMENT, out_dir=out, smoke=quick, console=console)
+    results = run_experiment(DEMO_EXPERIMENT, out_dir=out, smoke=quick, console=console, sections_before=[section])
 
     console.rule("step 3/3: report")
-    results["sections_before"] = [section]
-    results["seconds_total"] = round(time.perf_counter() - t0, 2)
-    write_json(out / "results.json", results)
-    write_markdown(results, out / "results.md")
-    report_path = write_report(results, out / "report.html", base=out)
+    report_path = Path(results["report_path"])  # written once, with the real-data section first
     test_ev = next((e for e in results["evaluations"] if e["key"] == "test" and e.get("status") == "ok"), None)
     runs = {}
     for r in results["runs"]:

@@ -586,7 +586,7 @@ def _benchmark_section(spec: dict, out_dir: Path, base_dir: Path) -> dict | None
 
 
 def run_experiment(spec_path_or_dict, out_dir=None, smoke: bool = False, overrides: Iterable[str] = (),
-                   console=None, quiet: bool = False) -> dict:
+                   console=None, quiet: bool = False, sections_before: Sequence[dict] = ()) -> dict:
     """Run (or resume) an experiment grid and write ``results.json``, ``results.md`` and ``report.html``.
 
     Args:
@@ -595,6 +595,8 @@ def run_experiment(spec_path_or_dict, out_dir=None, smoke: bool = False, overrid
         smoke: apply the spec's ``smoke:`` block (tiny data, few steps, reduced grid).
         overrides: dotted training overrides applied to every run (after the spec's own).
         console: a rich Console for progress (default: stderr); ``quiet`` hides progress.
+        sections_before: report sections (``{"title", "html", "markdown", ...}``) placed before the grid's
+            results, e.g. the demo's real-data evaluation; stored in ``results["sections_before"]``.
 
     Returns the results dict (also in ``results.json``): ``runs`` (one record per run: status,
     error, metrics per evaluation, per-category metrics, params, latency, curves, test losses,
@@ -690,6 +692,8 @@ def run_experiment(spec_path_or_dict, out_dir=None, smoke: bool = False, overrid
     results["figures"] = experiment_figures(results, out, eval_sets)
     results["seconds"] = round(time.perf_counter() - t_start, 2)
     results["report_path"] = str(out / "report.html")
+    if sections_before:
+        results["sections_before"] = list(sections_before)
     write_json(out / "results.json", results)
     write_markdown(results, out / "results.md")
     write_report(results, out / "report.html", base=out)
