@@ -49,6 +49,16 @@ def aerial_root(tmp_path):
     return tmp_path, heights
 
 
+def test_ground_height_keeps_bare_ground_as_a_target(aerial_root):
+    """ground_height=0.01: the 0 m ground pixel becomes a valid 0.01 m target; nodata stays invalid."""
+    root, _ = aerial_root
+    s = create_dataset("aerial", root=root, split="test", ground_height=0.01)[0]
+    depth, mask = s["depth"][0].numpy(), s["mask"][0].numpy()
+    assert mask[0, 1] and depth[0, 1] == pytest.approx(0.01)
+    assert not mask[0, 0] and depth[0, 0] == 0.0
+    assert depth[2, 3] == 24.0 and mask.sum() == 6 * 8 - 1
+
+
 def test_registered():
     assert "aerial" in list_datasets()
 

@@ -101,7 +101,7 @@ def test_diode_and_aerial_settings():
     assert (a.model.name, a.data.dataset, a.optim.name, a.optim.lr, a.train.max_epochs) == \
         ("smp_unet_resnet34", "aerial", "adam", 1e-4, 10)
     assert _terms(a) == {"huber": 1.0} and a.loss.params == {"huber": {"delta": 1.0}}
-    assert a.data.kwargs == {"tile_size": 256}
+    assert a.data.kwargs == {"tile_size": 256, "ground_height": 0.01}
 
 
 # ------------------------------------------------------------------------------ config schema additions

@@ -38,6 +38,10 @@ class AerialHeights(DepthDataset):
             row/column shifted back to the edge so all tiles are full-sized; see
             :func:`depthlab.geo.tile_windows`); ``None`` = whole rasters.
         categories: keep only tiles of these categories (needs ``categories.csv``).
+        ground_height: when set (e.g. 0.01 m), valid heights below it (bare ground at 0, negative noise)
+            are raised to it and stay valid targets, so a model is trained and scored on ground too (field
+            tiles are mostly ground); only nodata is then invalid. Score such targets with MAE/RMSE: AbsRel
+            is not meaningful near zero height. ``None`` keeps the depthlab convention (<= 0 invalid).
         rgb_max: white level of uint16 orthophotos (e.g. 4095 for 12-bit data); default: the dtype's maximum.
 
     Meta: ``name`` (``<stem>`` or ``<stem>_r<row>_c<col>`` for tiles, pixel offsets), ``category``, ``crs``
@@ -49,12 +53,14 @@ class AerialHeights(DepthDataset):
     dataset_name = "aerial"
 
     def __init__(self, root, split: str = "test", transform: Callable | None = None, tile_size: int | None = None,
-                 categories: Iterable[str] | str | None = None, rgb_max: float | None = None):
+                 categories: Iterable[str] | str | None = None, rgb_max: float | None = None,
+                 ground_height: float | None = None):
         from depthlab.geo import read_georef, tile_windows
 
         if root is None:
             raise ValueError("aerial needs root= (a folder with rgb/ and height/ GeoTIFFs)")
         super().__init__(root, split, transform)
+        self.ground_height = None if ground_height is None else float(ground_height)
         self.rgb_dir, self.height_dir = self.root / "rgb", self.root / "height"
         if not self.rgb_dir.is_dir():
             raise FileNotFoundError(f"{self.rgb_dir}: aerial orthophoto folder not found")
@@ -123,6 +129,8 @@ class AerialHeights(DepthDataset):
         image = torch.from_numpy(np.ascontiguousarray(rgb_to_float(rgb, rgb_path, self.rgb_max)))
         valid = ~np.ma.getmaskarray(height)
         depth = np.ma.getdata(height).astype(np.float32)
+        if self.ground_height is not None:
+            depth = np.where(valid, np.maximum(depth, np.float32(self.ground_height)), depth)
         win = (int(window.col_off), int(window.row_off), int(window.width), int(window.height)) if window is not None \
             else (0, 0, w, h)
         meta = self.base_meta(name, category=self.category_of.get(stem), crs=georef["crs"],
