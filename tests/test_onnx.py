@@ -64,9 +64,11 @@ def test_backend_as_runner_of_the_adapter_pipeline(tiny_dav2, tmp_path):
     """Preprocess -> ONNX Runtime -> bicubic back: same result as the eager adapter."""
     images = torch.rand(1, 3, 60, 80, generator=torch.Generator().manual_seed(2))
     net_shape = (1, 3, *tiny_dav2.input_size_for(60, 80))
+    from depthlab.predictor import Predictor
+
+    got = Predictor(tiny_dav2, backend="onnx", onnx_cache_dir=tmp_path).predict_tensor(images)
+    assert rel_diff(got, Predictor(tiny_dav2).predict_tensor(images)) < RTOL
     backend = dl_onnx.OnnxBackend(tiny_dav2, net_shape, cache_dir=tmp_path, strict_shape=True)
-    got = tiny_dav2.predict(images, runner=backend)
-    assert rel_diff(got, tiny_dav2.predict(images)) < RTOL
     with pytest.raises(ValueError, match="exported for input"):
         backend(torch.randn(1, 3, 70, 70))
 

@@ -213,18 +213,6 @@ class HFDepthModel(nn.Module):
         return F.interpolate(depth, size=tuple(size), mode="bicubic", align_corners=False)
 
     @torch.inference_mode()
-    def predict(self, images: torch.Tensor, runner=None) -> torch.Tensor:
-        """Images (B,3,H,W) in [0,1] (or uint8) -> raw output (B,1,H,W) at the input size.
-
-        ``runner`` replaces ``self`` for the network call (e.g. an ONNX Runtime backend with the same
-        ``__call__(x) -> {"depth": ...}`` contract).
-        """
-        if images.ndim == 3:
-            images = images.unsqueeze(0)
-        size = tuple(images.shape[-2:])
-        out = (runner or self)(self.preprocess(images))["depth"]
-        return self.postprocess(out.float(), size)
-
     # -- weights -------------------------------------------------------------------------------------------
     def convert_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Map any supported weight layout onto this module's keys (called by ``weights.load_into``).

@@ -131,9 +131,6 @@ class MarigoldDepthModel(nn.Module):
         return depth
 
     @torch.inference_mode()
-    def predict(self, images: torch.Tensor, runner=None) -> torch.Tensor:
-        return (runner or self)(self.preprocess(images))["depth"]
-
     # -- weights -------------------------------------------------------------------------------------------
     def load_pretrained_weights(self, checkpoint_path=None, model_name: str = "", strict: bool = True):
         """Hub id (``None``) or a local diffusers folder (model_index.json + unet/ vae/ scheduler/ ...).
