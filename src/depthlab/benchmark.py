@@ -47,6 +47,7 @@ import torch.nn as nn
 from depthlab.errors import WeightsUnavailableError
 from depthlab.evaluation.protocols import Protocol, get_protocol
 from depthlab.metrics import METRIC_NAMES
+from depthlab.models.zoo import count_params
 
 DATASET_PRESETS: dict[str, str] = {
     "nyu": "nyu_eigen", "nyu_mat": "nyu_eigen", "nyu_reduced": "nyu_eigen",
@@ -260,7 +261,7 @@ def run_benchmark(models: Sequence, datasets: Sequence[str], out_dir, roots: Map
                 continue
             model = built[label]
             kind = model.depth_info.output_kind
-            row: dict[str, Any] = {"model": label, "dataset": ds, "output_kind": kind, "params": _params(model)}
+            row: dict[str, Any] = {"model": label, "dataset": ds, "output_kind": kind, "params": count_params(model)}
             timer = _ForwardTimer(model)
             try:
                 proto = protocol_for(kind, ds, root, dataset_presets)
@@ -445,10 +446,6 @@ def save_comparison_figure(models: Mapping[str, nn.Module], dataset: str, root, 
 
 def _ok(rows: Iterable[dict], label: str, ds: str) -> bool:
     return any(r["model"] == label and r["dataset"] == ds and r.get("status") == "ok" for r in rows)
-
-
-def _params(model: nn.Module) -> int:
-    return int(sum(p.numel() for p in model.parameters()))
 
 
 def _resolution(model: nn.Module, dataset: str, root, split: str, device: str, input_size="auto") -> str | None:

@@ -74,9 +74,4 @@ def resize_to(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tens
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
-def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
-    """Number of parameters (elements) of ``module``."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
-
-
-__all__ = ["ConvBNReLU", "DoubleConv", "UpResidual", "up2", "resize_to", "count_parameters"]
+__all__ = ["ConvBNReLU", "DoubleConv", "UpResidual", "up2", "resize_to"]
