@@ -182,6 +182,9 @@ class MarigoldDepthModel(nn.Module):
             self.num_inference_steps = cfg.get("default_denoising_steps")
         if self.processing_resolution is None:
             self.processing_resolution = cfg.get("default_processing_resolution")
+        if hasattr(self, "model_args"):  # a checkpoint rebuilds with the pipeline's defaults it ran with
+            self.model_args = {**self.model_args, "num_inference_steps": self.num_inference_steps,
+                               "processing_resolution": self.processing_resolution}
         emb = getattr(pipe, "empty_text_embedding", None)
         if emb is None:
             emb = empty_prompt_embedding(pipe.tokenizer, pipe.text_encoder)
