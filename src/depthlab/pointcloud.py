@@ -11,6 +11,7 @@ and the principal point at the image centre -- a guess: the cloud's shape is the
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 from pathlib import Path
@@ -61,6 +62,22 @@ def default_intrinsics(height: int, width: int, hfov_deg: float = DEFAULT_HFOV_D
     return {"fx": fx, "fy": fx, "cx": (width - 1) / 2.0, "cy": (height - 1) / 2.0}
 
 
+def _intrinsics_table(csv_path: Path) -> dict:
+    """``intrinsics.csv`` parsed once per file version (a folder of N images reads it once, not N times)."""
+    try:
+        stamp = csv_path.stat().st_mtime_ns
+    except OSError:
+        return {}
+    return _read_intrinsics_cached(str(csv_path), stamp)
+
+
+@functools.lru_cache(maxsize=64)
+def _read_intrinsics_cached(path: str, stamp: int) -> dict:
+    from depthlab.data.base import read_intrinsics_csv
+
+    return read_intrinsics_csv(Path(path))
+
+
 def find_intrinsics(image_path) -> dict[str, float] | None:
     """Intrinsics shipped beside an image, or ``None``.
 
@@ -68,8 +85,6 @@ def find_intrinsics(image_path) -> dict[str, float] | None:
     top level); then ``intrinsics.csv`` (``name,fx,fy,cx,cy``; the layout of depthlab folder datasets) in the
     image's folder or its parent, row ``name`` = the image's stem. Rows with blank fields count as unknown.
     """
-    from depthlab.data.base import read_intrinsics_csv
-
     p = Path(image_path)
     for side in (p.with_name(p.name + ".json"), p.with_suffix(".json")):
         if side.is_file() and side != p:
@@ -79,7 +94,7 @@ def find_intrinsics(image_path) -> dict[str, float] | None:
             except (ValueError, AttributeError, TypeError) as e:
                 raise DataError(side, f"bad intrinsics sidecar ({e})") from None
     for folder in (p.parent, p.parent.parent):
-        table = read_intrinsics_csv(folder / "intrinsics.csv")
+        table = _intrinsics_table(folder / "intrinsics.csv")
         if p.stem in table:
             return as_intrinsics(table[p.stem])
     return None
