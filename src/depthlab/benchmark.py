@@ -35,6 +35,7 @@ import datetime as _dt
 import io as _io
 import math
 import os
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,10 +177,12 @@ def build_model(spec: ModelSpec) -> nn.Module:
 
 
 class _ForwardTimer:
-    """Wall time spent inside ``model.forward`` and the number of images it saw (forward hooks)."""
+    """Per-image wall time of each ``model.forward`` call during the evaluation (forward hooks); reported as
+    the median over calls after the first (the first call pays one-off warm-up costs)."""
 
     def __init__(self, model: nn.Module):
-        self.seconds, self.images, self._t0 = 0.0, 0, None
+        self.calls: list[float] = []  # ms per image of each forward call
+        self._t0 = None
         self._handles = [model.register_forward_pre_hook(self._pre), model.register_forward_hook(self._post)]
 
     def _pre(self, module, args):
@@ -187,8 +190,8 @@ class _ForwardTimer:
 
     def _post(self, module, args, output):
         if self._t0 is not None:
-            self.seconds += time.perf_counter() - self._t0
-            self.images += int(args[0].shape[0]) if args and hasattr(args[0], "shape") else 1
+            n = int(args[0].shape[0]) if args and hasattr(args[0], "shape") else 1
+            self.calls.append(1000.0 * (time.perf_counter() - self._t0) / max(n, 1))
             self._t0 = None
 
     def close(self):
@@ -197,7 +200,8 @@ class _ForwardTimer:
 
     @property
     def ms_per_image(self) -> float | None:
-        return 1000.0 * self.seconds / self.images if self.images else None
+        timed = self.calls[1:] or self.calls  # drop the warm-up call when there are others
+        return float(statistics.median(timed)) if timed else None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -326,7 +330,8 @@ def format_markdown(result: Mapping[str, Any]) -> str:
     lines = ["# Zero-shot benchmark", "",
              f"Created {result['created']} with depthlab {result['depthlab_version']}; split "
              f"`{result['settings']['split']}`, limit {result['settings']['limit']}, device {result['settings']['device']}. "
-             "ms/image = wall time inside the model's forward per image (pre/post-processing excluded).", ""]
+             "ms/image = median wall time per image inside the model's forward over the evaluation's calls, the "
+             "first (warm-up) call excluded; pre/post-processing excluded.", ""]
     for ds in result["settings"]["datasets"]:
         lines += [f"## {ds}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         described: dict[str, str] = {}
