@@ -13,7 +13,16 @@ Both sides do the whole job, PIL image in -> depth at 480x640 out:
 * ``depthlab_onnx``: ``Predictor(model, backend="onnx")(image)`` -- the adapter's own pre/post-processing
   (same as the processor) around ONNX Runtime (exported once at Predictor construction, verified against
   PyTorch, cached on disk; float32 -- no reduced precision);
-* ``depthlab_eager``: ``Predictor(model)(image)``, the same with eager PyTorch (``--no-eager`` skips it).
+* ``depthlab_eager``: ``Predictor(model)(image)``, the same with eager PyTorch (``--no-eager`` skips it);
+* ``depthlab_eager_bf16``: ``Predictor(model, autocast_bf16=True)(image)``, the users' opt-in reduced precision,
+  shown for what it costs in accuracy (``--no-bf16`` skips it); it is not a candidate for the target.
+
+Roofline. The script also counts the network's floating-point operations (``torch.utils.flop_counter``,
+attention through the math SDPA path so that its two matrix products are counted) and measures this
+machine's float32 matrix-multiply peak (``torch.mm`` on square matrices, best of a few sizes, same threads).
+``gflop_per_s`` per side and ``fp32_speedup_bound`` = hf time / (FLOPs / peak) -- the speedup over the
+pipeline that a float32 backend running *every* FLOP at the GEMM peak, with zero pre/post-processing, would
+reach -- say how far any float32 execution backend could go on this CPU.
 
 Timings are medians of ``--runs`` runs after ``--warmup`` warm-up runs, interleaved round-robin so that
 load changes on a shared machine hit every side alike. ``speedup`` = median(hf) / median(depthlab_onnx).
@@ -59,6 +68,33 @@ def load_depthlab(folder: Path):
     return depthlab.create_model("depth_anything_v2_vits", checkpoint_path=str(folder)).eval()
 
 
+def count_gflops(model, shape) -> float:
+    """Forward-pass GFLOPs (multiply-add = 2). Attention runs through the math SDPA path here so that its
+    Q K^T and A V products are counted (the fused CPU kernels are not registered with the flop counter)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.inference_mode(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(shape))
+    return counter.get_total_flops() / 1e9
+
+
+def gemm_peak_gflops(sizes=(1024, 2048, 3072), runs: int = 5) -> float:
+    """This CPU's float32 matrix-multiply throughput: best median over a few square sizes."""
+    best = 0.0
+    with torch.inference_mode():
+        for n in sizes:
+            a, b = torch.randn(n, n), torch.randn(n, n)
+            a @ b
+            ts = []
+            for _ in range(runs):
+                t = time.perf_counter()
+                a @ b
+                ts.append(time.perf_counter() - t)
+            best = max(best, 2 * n**3 / statistics.median(ts) / 1e9)
+    return best
+
+
 def test_image(seed: int):
     from PIL import Image
 
@@ -77,6 +113,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--cache-dir", default=None, help="ONNX cache (default: a temporary folder, so the export "
                                                       "is part of this run)")
     ap.add_argument("--no-eager", action="store_true", help="skip the depthlab eager row")
+    ap.add_argument("--no-bf16", action="store_true", help="skip the opt-in bf16 autocast row")
     ap.add_argument("--results-dir", default=None)
     args = ap.parse_args(argv)
 
@@ -99,6 +136,8 @@ def main(argv=None) -> dict:
         h, w = image.height, image.width
         eager = Predictor(model)
         net_hw = eager.network_size(h, w)
+        gflops = count_gflops(model, (1, 3, *net_hw))
+        peak = gemm_peak_gflops()
 
         t0 = time.perf_counter()  # export + verification against PyTorch, at construction
         onnx = Predictor(model, backend="onnx", onnx_cache_dir=args.cache_dir or Path(tmp) / "onnx",
@@ -118,6 +157,9 @@ def main(argv=None) -> dict:
         sides = {"hf": run_hf, "depthlab_onnx": run_onnx}
         if not args.no_eager:
             sides["depthlab_eager"] = run_eager
+        if not args.no_bf16:
+            bf16 = Predictor(model, autocast_bf16=True)
+            sides["depthlab_eager_bf16"] = lambda: torch.from_numpy(bf16(image).depth)
         outputs = {k: f() for k, f in sides.items()}  # also the first warm-up
         for _ in range(max(args.warmup - 1, 0)):
             for f in sides.values():
@@ -137,11 +179,18 @@ def main(argv=None) -> dict:
         ms = [t * 1000 for t in times[k]]
         rows.append({"side": k, "median_ms": statistics.median(ms), "min_ms": min(ms), "max_ms": max(ms),
                      "runs": len(ms), "speedup_vs_hf": statistics.median(times["hf"]) / statistics.median(times[k]),
-                     "rel_diff_vs_hf": diffs[k]["rel_diff"]})
+                     "rel_diff_vs_hf": diffs[k]["rel_diff"],
+                     "gflop_per_s": gflops / statistics.median(times[k]),
+                     "fraction_of_gemm_peak": gflops / statistics.median(times[k]) / peak})
+    hf_s = statistics.median(times["hf"])
+    bound = hf_s / (gflops / peak)
     print(f"Depth Anything V2 Small architecture (random weights), 640x480 -> network {net_hw[0]}x{net_hw[1]}, "
           f"{threads} threads, ONNX export+verify {export_s:.1f} s")
-    print_table(rows, ["side", "median_ms", "min_ms", "max_ms", "runs", "speedup_vs_hf", "rel_diff_vs_hf"])
-    speedup = statistics.median(times["hf"]) / statistics.median(times["depthlab_onnx"])
+    print_table(rows, ["side", "median_ms", "min_ms", "max_ms", "runs", "speedup_vs_hf", "rel_diff_vs_hf",
+                       "gflop_per_s", "fraction_of_gemm_peak"])
+    print(f"roofline: {gflops:.1f} GFLOP per forward, float32 GEMM peak {peak:.0f} GFLOP/s -> no float32 backend "
+          f"can beat the pipeline by more than {bound:.2f}x here")
+    speedup = hf_s / statistics.median(times["depthlab_onnx"])
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     payload = {
         "model": "depth_anything_v2_vits architecture, random weights (seed %d), same HF folder for both" % args.seed,
@@ -157,11 +206,17 @@ def main(argv=None) -> dict:
         "max_abs_diff": diffs["depthlab_onnx"]["max_abs_diff"],
         "rel_diff": diffs["depthlab_onnx"]["rel_diff"],
         "eager_rel_diff": diffs.get("depthlab_eager", {}).get("rel_diff"),
+        "bf16_rel_diff": diffs.get("depthlab_eager_bf16", {}).get("rel_diff"),
+        "model_gflop": gflops,
+        "gemm_peak_gflop_per_s": peak,
+        "fp32_speedup_bound": bound,
         "onnx_export_seconds": export_s,
         "onnx_export_report": backend.reports[backend.input_shape],
         "rows": rows,
         "runs": args.runs, "warmup": args.warmup,
-        "notes": "Medians of interleaved runs after warm-up. fp32 everywhere (no bf16). The machine is shared "
+        "notes": "Medians of interleaved runs after warm-up. fp32 except the opt-in bf16 row. fp32_speedup_bound = "
+                 "hf time / (model_gflop / gemm_peak_gflop_per_s): every FLOP at the measured float32 GEMM peak, "
+                 "no pre/post-processing. The machine is shared "
                  "with other developers' jobs (2 cores); load average at the end of the run: %s." % (load,),
     }
     path = write_result("predict_vs_hf", payload, args.results_dir)
