@@ -45,7 +45,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from depthlab.errors import WeightsUnavailableError
+from depthlab.errors import WeightsUnavailableError, first_line, one_line
 from depthlab.evaluation.protocols import Protocol, get_protocol
 from depthlab.metrics import METRIC_NAMES
 from depthlab.models.zoo import count_params
@@ -250,9 +250,9 @@ def run_benchmark(models: Sequence, datasets: Sequence[str], out_dir, roots: Map
         try:
             built[s.display] = build_model(s).eval()
         except WeightsUnavailableError as e:
-            skipped_models[s.display] = f"weights unavailable: {_one_line(e)}"
+            skipped_models[s.display] = f"weights unavailable: {first_line(e)}"
         except Exception as e:  # a model that cannot be built must not stop the others
-            skipped_models[s.display] = f"cannot build model ({type(e).__name__}: {_one_line(e)})"
+            skipped_models[s.display] = f"cannot build model ({one_line(e)})"
 
     rows: list[dict[str, Any]] = []
     evaluations: dict[str, dict[str, Any]] = {}
@@ -273,7 +273,7 @@ def run_benchmark(models: Sequence, datasets: Sequence[str], out_dir, roots: Map
                 res = evaluate(ds, root=root, split=split, model=model, protocol=proto, device=device, limit=limit,
                                progress=progress, input_size=s.input_size)
             except Exception as e:  # the evaluation of this pair failed: report it, go on
-                row.update(status="failed", error=f"{type(e).__name__}: {_one_line(e)}")
+                row.update(status="failed", error=one_line(e))
                 rows.append(row)
                 continue
             finally:
@@ -294,7 +294,7 @@ def run_benchmark(models: Sequence, datasets: Sequence[str], out_dir, roots: Map
                     out_dir / f"figure_{_safe(ds)}.png", n_rows=n_fig, device=device,
                     dataset_presets=dataset_presets, input_sizes={sp.display: sp.input_size for sp in specs})
             except Exception as e:  # a figure problem must not lose the numbers
-                figures[ds] = {"error": f"{type(e).__name__}: {_one_line(e)}"}
+                figures[ds] = {"error": one_line(e)}
 
     result = {
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -474,10 +474,6 @@ def _machine() -> dict[str, Any]:
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "cuda": torch.cuda.is_available()}
 
-
-def _one_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return lines[0] if lines else type(e).__name__
 
 
 def _csv_value(v):

@@ -8,6 +8,8 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
+from depthlab.errors import first_line
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="depthlab: monocular depth estimation -- data, models, training, evaluation, reports.")
 console = Console()
@@ -194,7 +196,7 @@ def export_cmd(
         r = export_model(out, model=model, checkpoint_path=checkpoint_path, checkpoint=checkpoint, height=height,
                          width=width, dynamic=dynamic, opset=opset)
     except (DepthlabError, FileNotFoundError, ValueError, KeyError, ImportError, RuntimeError) as e:
-        _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+        _fail(first_line(e))
     console.print(f"wrote {r['path']} ({r['model_name']}, input {'x'.join(map(str, r['input_shape']))}"
                   f"{', dynamic' if r['dynamic'] else ''}, opset {r['opset']}, {r['exporter']} exporter)",
                   highlight=False, soft_wrap=True, markup=False)
@@ -218,7 +220,7 @@ def serve_cmd(
     try:
         serve(model=model, checkpoint_path=checkpoint_path, host=host, port=port, device=device)
     except (DepthlabError, FileNotFoundError, ValueError, KeyError, ImportError) as e:
-        _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+        _fail(first_line(e))
 
 
 @app.command("experiment")
@@ -272,7 +274,7 @@ def benchmark_cmd(
                                [d.strip() for d in datasets.split(",") if d.strip()], out, roots=roots,
                                limit=limit, device=device, split=split, progress=True)
     except (DepthlabError, FileNotFoundError, ValueError, KeyError) as e:
-        _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+        _fail(first_line(e))
     for label, reason in result["skipped_models"].items():
         err_console.print(f"skipped {label}: {reason}", style="yellow", highlight=False, soft_wrap=True, markup=False)
     for r in result["rows"]:

@@ -20,3 +20,21 @@ class DataError(DepthlabError):
 
 class WeightsUnavailableError(DepthlabError):
     """Pretrained weights could neither be downloaded nor found locally."""
+
+
+def first_line(e: BaseException, default: str | None = None) -> str:
+    """The first non-empty line of ``str(e)``; ``default`` (else the exception's class name) when empty.
+
+    Errors from libraries (h5py, PIL, rasterio, safetensors) often carry multi-line messages; a skipped item
+    in a batch is reported on one line, so only the first line is kept.
+    """
+    for line in str(e).strip().splitlines():
+        if line.strip():
+            return line.strip()
+    return type(e).__name__ if default is None else default
+
+
+def one_line(e: BaseException) -> str:
+    """``"<ExceptionType>: <first line>"`` (just the type when the message is empty)."""
+    text = first_line(e, default="")
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__

@@ -50,7 +50,7 @@ from typing import Any, Iterable, Sequence
 import yaml
 
 from depthlab.config import deep_merge
-from depthlab.errors import DepthlabError
+from depthlab.errors import DepthlabError, first_line, one_line
 from depthlab.io import write_json
 
 __all__ = ["ExperimentError", "load_spec", "expand_grid", "run_experiment", "measure_latency", "read_curves",
@@ -79,7 +79,7 @@ def load_spec(spec_path_or_dict, smoke: bool = False) -> tuple[dict, Path]:
         try:
             spec = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:
-            raise ExperimentError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+            raise ExperimentError(f"{path}: invalid YAML ({first_line(e)})") from None
         base_dir = path.resolve().parent
         spec.setdefault("name", path.stem)
     if not isinstance(spec, dict):
@@ -237,10 +237,6 @@ def read_curves(run_dir: Path) -> dict[str, list[list[float]]]:
     return curves
 
 
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")
-
 
 def _config_hash(cfg_dict: dict, spec_part: dict) -> str:
     blob = json.dumps({"config": cfg_dict, "eval": spec_part}, sort_keys=True, default=str)
@@ -275,7 +271,7 @@ class _EvalSet:
                 try:
                     self._head.append(self.ds[i])
                 except Exception as e:  # a bad file: recorded, the others still count
-                    self.failures[f"#{i}"] = _one_line(e)
+                    self.failures[f"#{i}"] = one_line(e)
         return self._head[:k]
 
 
@@ -415,7 +411,7 @@ def _run_one(run: dict, spec: dict, base_source, base_overrides: list[str], out_
         record["seconds"] = round(time.perf_counter() - t0, 2)
         write_json(marker, record)
     except Exception as e:  # one failed run must not stop the grid
-        record["error"] = _one_line(e)
+        record["error"] = one_line(e)
         record["seconds"] = round(time.perf_counter() - t0, 2)
     return record
 
@@ -549,7 +545,7 @@ def _benchmark_section(spec: dict, out_dir: Path, base_dir: Path) -> dict | None
         from depthlab.benchmark import run_benchmark
     except ImportError as e:
         return {"title": title, "status": "skipped",
-                "message": f"depthlab.benchmark.run_benchmark is not available ({_one_line(e)}); section skipped"}
+                "message": f"depthlab.benchmark.run_benchmark is not available ({one_line(e)}); section skipped"}
     kwargs = {k: v for k, v in bench.items() if k not in ("models", "datasets", "roots")}
     roots = {}
     for ds, root in (bench.get("roots") or {}).items():
@@ -558,7 +554,7 @@ def _benchmark_section(spec: dict, out_dir: Path, base_dir: Path) -> dict | None
     try:
         res = run_benchmark(bench["models"], bench["datasets"], out_dir / "benchmark", roots=roots or None, **kwargs)
     except Exception as e:
-        return {"title": title, "status": "failed", "message": _one_line(e)}
+        return {"title": title, "status": "failed", "message": one_line(e)}
     tables, figures = [], []
     for ds in res["settings"]["datasets"]:
         rows = []
@@ -654,8 +650,8 @@ def run_experiment(spec_path_or_dict, out_dir=None, smoke: bool = False, overrid
                     spec_p = item.get("protocol", "none")
                     proto = get_protocol(spec_p if isinstance(spec_p, str) else spec_p.get("metric", "none"))
                 except Exception as e:  # an unavailable extra dataset: say so, keep the rest
-                    results["evaluations"].append({"key": key, "status": "skipped", "message": _one_line(e)})
-                    console.print(f"[yellow]evaluation {key} skipped[/yellow]: {_one_line(e)}", highlight=False,
+                    results["evaluations"].append({"key": key, "status": "skipped", "message": one_line(e)})
+                    console.print(f"[yellow]evaluation {key} skipped[/yellow]: {one_line(e)}", highlight=False,
                                   soft_wrap=True)
                     continue
                 eval_sets[key] = (ds, item.get("protocol", "none"), n_show, item.get("input_size"))
@@ -665,7 +661,7 @@ def run_experiment(spec_path_or_dict, out_dir=None, smoke: bool = False, overrid
                     "protocol_description": proto.describe(), "protocol_settings": proto.to_dict(),
                     "input_size": item.get("input_size"), "read_failures": ds.failures})
         except Exception as e:
-            results.update(status="failed", message=f"evaluation set-up failed: {_one_line(e)}")
+            results.update(status="failed", message=f"evaluation set-up failed: {one_line(e)}")
             runs = []
 
     if runs:

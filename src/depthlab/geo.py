@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from depthlab.errors import DataError
+from depthlab.errors import DataError, one_line
 
 GEO_INSTALL_HINT = "GeoTIFF support needs rasterio: pip install 'depthlab[geo]'"
 GEOTIFF_EXTS = (".tif", ".tiff")
@@ -35,10 +35,6 @@ def require_rasterio():
         raise ImportError(GEO_INSTALL_HINT) from e
     return rasterio
 
-
-def _first_line(e: BaseException) -> str:
-    s = str(e).strip()
-    return s.splitlines()[0] if s else type(e).__name__
 
 
 @dataclass(frozen=True)
@@ -91,7 +87,7 @@ def open_raster(path):
             warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
             return rasterio.open(path)
     except Exception as e:
-        raise DataError(path, f"cannot open raster ({type(e).__name__}: {_first_line(e)})") from None
+        raise DataError(path, f"cannot open raster ({one_line(e)})") from None
 
 
 def read_georef(path) -> Georef:
@@ -214,7 +210,7 @@ def read_geotiff(path) -> tuple[np.ndarray, Georef, float | None]:
         try:
             a = src.read(1).astype(np.float32)
         except Exception as e:
-            raise DataError(path, f"cannot read raster ({type(e).__name__}: {_first_line(e)})") from None
+            raise DataError(path, f"cannot read raster ({one_line(e)})") from None
         return a, Georef(src.crs, src.transform, src.width, src.height), src.nodata
 
 
@@ -246,7 +242,7 @@ def read_rgb_raster(path, rgb_max: float | None = None, window=None):
         try:
             arr = src.read(window=window)
         except Exception as e:
-            raise DataError(path, f"cannot read raster ({type(e).__name__}: {_first_line(e)})") from None
+            raise DataError(path, f"cannot read raster ({one_line(e)})") from None
     return torch.from_numpy(np.ascontiguousarray(rgb_to_float(arr, path, rgb_max)))
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from depthlab.errors import DataError
+from depthlab.errors import DataError, one_line
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -104,7 +104,7 @@ def open_pil(path, data: bytes | None = None) -> Image.Image:
     except UnidentifiedImageError:
         raise DataError(path, "cannot decode image (not a recognised image format)") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise DataError(path, f"cannot decode image ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'corrupt'})") from None
+        raise DataError(path, f"cannot decode image ({one_line(e)})") from None
     try:
         img = ImageOps.exif_transpose(img)
     except Exception:  # broken EXIF blocks must not make a readable image unreadable
@@ -184,7 +184,7 @@ def read_depth(path, scale: float | None = None) -> np.ndarray:
     except DataError:
         raise
     except Exception as e:
-        raise DataError(path, f"cannot read depth ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'corrupt'})") from None
+        raise DataError(path, f"cannot read depth ({one_line(e)})") from None
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
     if arr.ndim == 3 and arr.shape[0] == 1:

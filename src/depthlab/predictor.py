@@ -39,7 +39,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from depthlab.errors import DataError
+from depthlab.errors import DataError, one_line
 from depthlab.types import decode_target
 
 FORMATS = ("npy", "png16", "color", "side", "tiff", "ply")  # tiff: depthlab.geo; ply: depthlab.pointcloud
@@ -454,10 +454,8 @@ def _unique_stems(paths: list[Path]) -> dict[Path, str]:
 
 
 def _one_line(e: BaseException) -> str:
-    if isinstance(e, DataError):
-        return e.problem
-    msg = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {msg[0]}" if msg else type(e).__name__
+    """A failed item's reason; the caller already names the file, so a DataError gives its problem only."""
+    return e.problem if isinstance(e, DataError) else one_line(e)
 
 
 def write_outputs(pred: Prediction, rgb: torch.Tensor | None, out_dir: Path, stem: str,

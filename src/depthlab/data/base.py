@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from depthlab.errors import DataError
+from depthlab.errors import DataError, one_line
 from depthlab.io import pil_to_rgb_array, to_float_chw
 
 SPLITS_DIR = Path(__file__).resolve().parent / "splits"
@@ -114,7 +114,7 @@ def decode_rgb_bytes(data: bytes, where: str) -> torch.Tensor:
         img = Image.open(_pyio.BytesIO(data))
         img.load()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DataError(where, f"cannot decode image ({type(e).__name__}: {_first_line(e)})") from None
+        raise DataError(where, f"cannot decode image ({one_line(e)})") from None
     return to_float_chw(pil_to_rgb_array(img))
 
 
@@ -127,12 +127,8 @@ def decode_png_array(data: bytes, where: str) -> np.ndarray:
         img.load()
         return np.asarray(img)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DataError(where, f"cannot decode depth image ({type(e).__name__}: {_first_line(e)})") from None
+        raise DataError(where, f"cannot decode depth image ({one_line(e)})") from None
 
-
-def _first_line(e: BaseException) -> str:
-    s = str(e)
-    return s.splitlines()[0] if s else "corrupt"
 
 
 # --------------------------------------------------------------------------------------------------- units

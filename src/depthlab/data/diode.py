@@ -7,7 +7,7 @@ from typing import Callable
 import numpy as np
 
 from depthlab.data.base import DepthDataset, make_sample, natural_key
-from depthlab.errors import DataError
+from depthlab.errors import DataError, one_line
 from depthlab.io import read_depth, read_rgb
 
 #: Camera intrinsics published with DIODE (pixels, 1024x768 images).
@@ -70,7 +70,7 @@ class DIODE(DepthDataset):
         try:
             valid = np.load(mask_path, allow_pickle=False)
         except Exception as e:
-            raise DataError(mask_path, f"cannot read mask ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'corrupt'})") from None
+            raise DataError(mask_path, f"cannot read mask ({one_line(e)})") from None
         valid = np.squeeze(valid)
         if valid.ndim != 2:
             raise DataError(mask_path, f"mask must be 2-D, got shape {valid.shape}")

@@ -11,7 +11,7 @@ import numpy as np
 
 from depthlab.data.base import (DepthDataset, decode_png_array, decode_rgb_bytes, make_sample,
                                 read_index_file, split_file_path, worker_key)
-from depthlab.errors import DataError
+from depthlab.errors import DataError, one_line
 from depthlab.io import open_pil, read_rgb, to_float_chw
 
 #: Colour-camera intrinsics of NYU-Depth V2 (NYU toolbox ``camera_params.m``), pixels, for 640x480 frames.
@@ -113,7 +113,7 @@ class NYUv2Labeled(DepthDataset):
             img = np.asarray(f["images"][i1 - 1])          # (3, W, H) uint8
             dep = np.asarray(f[self.depth_key][i1 - 1])     # (W, H) float metres
         except Exception as e:  # broken HDF5 chunk
-            raise DataError(where, f"cannot read frame ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'corrupt'})") from None
+            raise DataError(where, f"cannot read frame ({one_line(e)})") from None
         if img.ndim != 3 or img.shape[0] != 3:
             raise DataError(where, f"images frame has shape {img.shape}, expected (3, W, H)")
         image = to_float_chw(np.ascontiguousarray(img.transpose(2, 1, 0)))  # -> (H, W, 3) -> (3, H, W)

@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from depthlab.errors import DataError
+from depthlab.errors import DataError, first_line, one_line
 from depthlab.evaluation.align import align
 from depthlab.evaluation.protocols import CropError, Protocol, get_protocol
 from depthlab.metrics import METRIC_NAMES, MetricAccumulator, metric_sums
@@ -57,7 +57,7 @@ def load_prediction(folder: Path, name: str, pred_scale: float | None = None) ->
         try:
             arr = np.load(path, allow_pickle=False)
         except Exception as e:
-            raise DataError(path, f"cannot read prediction ({type(e).__name__}: {_first_line(e)})") from None
+            raise DataError(path, f"cannot read prediction ({one_line(e)})") from None
         while arr.ndim > 2 and arr.shape[0] == 1:
             arr = arr[0]
         if arr.ndim == 3 and arr.shape[-1] == 1:
@@ -357,15 +357,11 @@ def _num(x) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def _first_line(e: BaseException) -> str:
-    s = str(e)
-    return s.splitlines()[0] if s else type(e).__name__
-
 
 def _reason(e: BaseException) -> str:
     if isinstance(e, DataError):
-        return _first_line(e)
-    return f"{type(e).__name__}: {_first_line(e)}"
+        return first_line(e)
+    return one_line(e)
 
 
 def _name_of_failed(ds, i: int, e: BaseException) -> str:

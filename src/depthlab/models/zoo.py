@@ -14,6 +14,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from depthlab.errors import one_line
+
 log = logging.getLogger(__name__)
 
 COST_SIZE = (480, 640)  # (H, W) at which GMACs are reported
@@ -111,7 +113,7 @@ def zoo_rows(pattern: str = "*", with_cost: bool = True) -> list[dict[str, Any]]
                 params, macs = _cost(name, info)
                 row["params"], row["gmacs"] = params, macs / 1e9
             except Exception as e:  # an optional dependency missing, etc.: keep the row, say why
-                row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                row["error"] = one_line(e)
         rows.append(row)
     return rows
 

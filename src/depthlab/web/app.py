@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from depthlab.errors import DataError
+from depthlab.errors import DataError, first_line
 
 WEB_INSTALL_HINT = "the web app needs FastAPI and uvicorn: pip install 'depthlab[web]'"
 RAW_FORMATS = ("json", "npy", "png16")
@@ -171,7 +171,7 @@ def create_app(model="fastdepth", checkpoint_path=None, device: str = "cpu", pre
         except DataError as e:
             return bad(400, str(e))
         except ValueError as e:  # e.g. an image the model cannot take
-            return bad(400, f"{name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+            return bad(400, f"{name}: {first_line(e)}")
         stem = name.rsplit(".", 1)[0] or "depth"
         headers = {"X-Depth-Kind": pred.kind, "X-Depth-Unit": pred.unit.encode("ascii", "replace").decode()}
         if format == "npy":

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from depthlab.errors import one_line
+
 
 class TimmEncoder(nn.Module):
     """A timm backbone built with ``features_only=True``.
@@ -39,7 +41,7 @@ class TimmEncoder(nn.Module):
                     f"ImageNet weights for timm encoder '{name}' could not be downloaded from the Hugging Face "
                     f"hub (timm/{name}) and are not in the local cache; pass a downloaded file with "
                     f"encoder checkpoint_path=... or build the model with pretrained=False "
-                    f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
+                    f"({one_line(e)})") from e
             raise
         self.out_channels = list(self.model.feature_info.channels())
         self.reductions = list(self.model.feature_info.reduction())

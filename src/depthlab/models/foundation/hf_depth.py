@@ -46,7 +46,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from depthlab.config import deep_merge
-from depthlab.errors import WeightsUnavailableError
+from depthlab.errors import WeightsUnavailableError, one_line
 from depthlab.models.foundation.convert_dav2 import attention_style_of, is_official_dav2, official_to_hf
 from depthlab.models.registry import IMAGENET_MEAN, IMAGENET_STD, WeightsInfo, register_model
 
@@ -281,7 +281,7 @@ class HFDepthModel(nn.Module):
             if from_hub:
                 raise self._unavailable(name, e) from e
             raise WeightsUnavailableError(f"{source}: cannot load a transformers model from this folder "
-                                          f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
+                                          f"({one_line(e)})") from e
         if loaded.config.model_type not in self.model_types:
             raise ValueError(f"{source}: holds a {loaded.config.model_type!r} model, {name} needs {self.model_types}")
         bad = {k: v for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
