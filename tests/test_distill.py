@@ -290,3 +290,12 @@ def test_uncached_distillation_with_zoo_teacher_runs_teacher_every_step(tmp_path
     assert cache is None and teacher.kind == "metric"
     assert build_distillation(load_config({}, ["distill.teacher=fastdepth", "distill.epsilon=0"]), tmp_path) \
         == (None, None)
+
+
+def test_teacher_input_size_goes_where_the_registry_declares():
+    # a zoo model is resized by the Predictor ...
+    zoo = Teacher("fastdepth", pretrained=False, input_size=(64, 96))
+    assert zoo.predictor.input_size == (64, 96) and zoo.identity(30, 40)["input_size"] == [64, 96]
+    # ... Marigold sizes itself by its longest side, so only one integer makes sense
+    with pytest.raises(ValueError, match="longest side: give teacher_input_size as one integer"):
+        Teacher("marigold_depth", pretrained=False, input_size=(64, 96))

@@ -67,7 +67,7 @@ def test_export_checkpoint_dynamic_shapes(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--out", "x.onnx"], "pass --model NAME"),
+    (["--out", "x.onnx"], "no model: pass --model NAME"),
     (["--model", "fastdepth", "--height", "100", "--out", "x.onnx"], "height 100 must be a positive multiple of 32"),
     (["--checkpoint", "missing.safetensors", "--out", "x.onnx"], "missing.safetensors: checkpoint not found"),
     (["--model", "fastdepht", "--out", "x.onnx"], "fastdepth"),  # unknown name -> close match suggested

@@ -177,3 +177,39 @@ def test_models_cli():
 
     r = CliRunner().invoke(app, ["models", "fast*", "--no-cost"])
     assert r.exit_code == 0 and "fastdepth" in r.output
+
+
+def test_resolve_model_every_way_a_user_names_a_model(throwaway_model, tmp_path):
+    from safetensors.torch import save_file
+
+    from depthlab.models import resolve_model
+
+    torch.manual_seed(0)
+    src = create_model(throwaway_model)
+    weights = tmp_path / "w.safetensors"
+    save_file(src.state_dict(), str(weights))
+    # a registered name with a weights file
+    by_name = resolve_model(throwaway_model, checkpoint_path=weights)
+    assert isinstance(by_name, _Tiny)
+    assert torch.equal(by_name.conv.weight, src.conv.weight)
+    # a module: the same object, with the weights loaded into it
+    blank = create_model(throwaway_model)
+    assert resolve_model(blank, checkpoint_path=weights) is blank
+    assert torch.equal(blank.conv.weight, src.conv.weight)
+    # a depthlab checkpoint, as the model argument or as checkpoint=
+    ckpt = save_checkpoint(src, tmp_path / "run.safetensors")
+    for rebuilt in (resolve_model(ckpt), resolve_model(checkpoint=ckpt)):
+        assert rebuilt.model_name == throwaway_model and torch.equal(rebuilt.head.weight, src.head.weight)
+    # errors, each one line naming what to do
+    with pytest.raises(ValueError, match="not both"):
+        resolve_model(checkpoint=ckpt, checkpoint_path=weights)
+    with pytest.raises(ValueError, match="carries its own weights"):
+        resolve_model(ckpt, checkpoint_path=weights)
+    with pytest.raises(FileNotFoundError, match="missing.safetensors: checkpoint not found"):
+        resolve_model(checkpoint=tmp_path / "missing.safetensors")
+    with pytest.raises(WeightsUnavailableError, match="does not exist"):
+        resolve_model(blank, checkpoint_path=tmp_path / "nope.safetensors")
+    with pytest.raises(ValueError, match="no model: pass --model NAME"):
+        resolve_model()
+    with pytest.raises(TypeError, match="got int"):
+        resolve_model(3)

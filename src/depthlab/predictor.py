@@ -40,6 +40,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from depthlab.errors import DataError, one_line
+from depthlab.models.registry import resolve_model
 from depthlab.types import decode_target
 
 FORMATS = ("npy", "png16", "color", "side", "tiff", "ply")  # tiff: depthlab.geo; ply: depthlab.pointcloud
@@ -205,7 +206,7 @@ class Predictor:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         self.device = torch.device(device)
-        self.model = self._build(model, checkpoint_path, pretrained).eval().to(self.device)
+        self.model = resolve_model(model, checkpoint_path, pretrained=pretrained).eval().to(self.device)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         info = getattr(self.model, "depth_info", None)
@@ -289,26 +290,6 @@ class Predictor:
         if tuple(raw.shape[-2:]) != (h, w):  # an adapter whose postprocess leaves the size to the caller
             raw = F.interpolate(raw, size=(h, w), mode="bilinear", align_corners=False)
         return decode_target(raw, self.info.target_encoding, self.info.max_depth).contiguous()
-
-    @staticmethod
-    def _build(model, checkpoint_path, pretrained) -> nn.Module:
-        if isinstance(model, nn.Module):
-            if checkpoint_path is not None:
-                from depthlab.models.weights import load_pretrained
-
-                load_pretrained(model, model.depth_info, checkpoint_path=checkpoint_path,
-                                model_name=getattr(model, "model_name", ""))
-            return model
-        if not isinstance(model, (str, os.PathLike)):
-            raise TypeError(f"model must be an nn.Module, a registered name or a checkpoint path, got {type(model).__name__}")
-        from depthlab.checkpoint import is_depthlab_checkpoint, load_checkpoint
-        from depthlab.models.registry import create_model
-
-        p = Path(model)
-        if p.suffix == ".safetensors" and p.is_file() and is_depthlab_checkpoint(p):
-            return load_checkpoint(p)
-        return create_model(str(model), pretrained=pretrained and checkpoint_path is None,
-                            checkpoint_path=checkpoint_path)
 
     # ---- geometry --------------------------------------------------------------------------------
     def network_size(self, h: int, w: int) -> tuple[int, int]:

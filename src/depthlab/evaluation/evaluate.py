@@ -321,22 +321,16 @@ def _predict(predictor, images: torch.Tensor, flip_average: bool) -> torch.Tenso
 
 
 def _build_predictor(model, checkpoint_path, checkpoint, device, input_size="auto"):
+    from depthlab.models.registry import resolve_model
     from depthlab.predictor import Predictor
 
+    module = resolve_model(model, checkpoint_path=checkpoint_path, checkpoint=checkpoint)
+    predictor = Predictor(module, device=device, input_size=input_size)
+    info = {"name": getattr(module, "model_name", None) or (model if isinstance(model, str) else type(module).__name__)}
     if checkpoint is not None:
-        from depthlab.checkpoint import load_checkpoint
-
-        module = load_checkpoint(checkpoint)
-        predictor = Predictor(module, device=device, input_size=input_size)
-        info = {"name": getattr(module, "model_name", None), "checkpoint": str(checkpoint)}
-    elif isinstance(model, nn.Module):
-        predictor = Predictor(model, device=device, checkpoint_path=checkpoint_path, input_size=input_size)
-        info = {"name": getattr(model, "model_name", None) or type(model).__name__,
-                "checkpoint_path": str(checkpoint_path) if checkpoint_path is not None else None}
+        info["checkpoint"] = str(checkpoint)
     else:
-        predictor = Predictor(str(model), device=device, checkpoint_path=checkpoint_path, pretrained=True,
-                              input_size=input_size)
-        info = {"name": str(model), "checkpoint_path": str(checkpoint_path) if checkpoint_path is not None else None}
+        info["checkpoint_path"] = str(checkpoint_path) if checkpoint_path is not None else None
     info["input_size"] = list(predictor.input_size) if isinstance(predictor.input_size, tuple) else predictor.input_size
     kind = getattr(predictor, "kind", None)
     if kind is None:

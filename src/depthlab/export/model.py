@@ -10,27 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch.nn as nn
-
-
-def resolve_model(model: str | None = None, checkpoint_path=None, checkpoint=None, pretrained: bool = True) -> nn.Module:
-    """``checkpoint`` (a depthlab checkpoint, rebuilds its own model) or ``model`` (registered name) with
-    optional ``checkpoint_path`` weights (else the bundled/published weights when ``pretrained``)."""
-    from depthlab.checkpoint import load_checkpoint
-    from depthlab.models.registry import create_model
-
-    if checkpoint is not None:
-        if checkpoint_path is not None:
-            raise ValueError("give either --checkpoint (a depthlab checkpoint) or --checkpoint-path (weights for "
-                             "--model), not both")
-        if not Path(checkpoint).is_file():
-            raise FileNotFoundError(f"{checkpoint}: checkpoint not found")
-        return load_checkpoint(checkpoint)
-    if not model:
-        raise ValueError("pass --model NAME (optionally with --checkpoint-path) or --checkpoint CKPT")
-    if checkpoint_path is not None and not Path(checkpoint_path).is_file():
-        raise FileNotFoundError(f"{checkpoint_path}: weights file not found")
-    return create_model(model, pretrained=pretrained and checkpoint_path is None, checkpoint_path=checkpoint_path)
+from depthlab.models.registry import resolve_model
 
 
 def export_model(out: str | os.PathLike, model: str | None = None, checkpoint_path=None, checkpoint=None,

@@ -5,6 +5,7 @@ from depthlab.models.registry import (
     get_weights_info,
     list_models,
     register_model,
+    resolve_model,
 )
 
-__all__ = ["WeightsInfo", "create_model", "get_weights_info", "list_models", "register_model"]
+__all__ = ["WeightsInfo", "create_model", "get_weights_info", "list_models", "register_model", "resolve_model"]

@@ -15,7 +15,9 @@ import dataclasses
 import difflib
 import fnmatch
 import importlib
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import torch.nn as nn
@@ -78,6 +80,10 @@ class ModelEntry:
     family: str  # module that registered it, e.g. "depthlab.models.fastdepth"
     description: str = ""
     tags: tuple[str, ...] = field(default_factory=tuple)
+    # the variant keyword that sets the size at which a model that resizes images itself (foundation
+    # adapters) runs: "input_size" (transformers adapters), "processing_resolution" (Marigold); None for
+    # models fed at the caller's size
+    resize_kwarg: str | None = None
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -111,15 +117,18 @@ def _load_families() -> None:
 
 
 def register_model(info: WeightsInfo | None = None, *, name: str | None = None, description: str = "",
-                   tags: tuple[str, ...] = ()):
-    """Decorator registering a variant function ``fn(**kwargs) -> nn.Module``."""
+                   tags: tuple[str, ...] = (), resize_kwarg: str | None = None):
+    """Decorator registering a variant function ``fn(**kwargs) -> nn.Module``.
+
+    ``resize_kwarg`` names the keyword of ``fn`` that sets the processing size of a model that resizes
+    images itself (see :class:`ModelEntry`)."""
 
     def deco(fn):
         key = name or fn.__name__
         if key in _REGISTRY:
             raise ValueError(f"model {key!r} registered twice ({_REGISTRY[key].family} and {fn.__module__})")
         doc = description or ((fn.__doc__ or "").strip().splitlines() or [""])[0]
-        _REGISTRY[key] = ModelEntry(key, fn, info or WeightsInfo(), fn.__module__, doc, tuple(tags))
+        _REGISTRY[key] = ModelEntry(key, fn, info or WeightsInfo(), fn.__module__, doc, tuple(tags), resize_kwarg)
         return fn
 
     return deco
@@ -167,3 +176,42 @@ def create_model(name: str, pretrained: bool = False, checkpoint_path: str | Non
 
         load_pretrained(model, info, checkpoint_path=checkpoint_path, model_name=name)
     return model
+
+
+def resolve_model(model: nn.Module | str | os.PathLike | None = None, checkpoint_path=None, checkpoint=None,
+                  pretrained: bool = True) -> nn.Module:
+    """The one place that turns what a user names into a model (Predictor, ``eval``, ``export``, ``serve``).
+
+    * ``checkpoint`` -- a depthlab checkpoint, which rebuilds its own model (not with ``checkpoint_path``);
+    * ``model`` an ``nn.Module`` -- used as is, with ``checkpoint_path`` weights loaded into it if given;
+    * ``model`` a path to a depthlab ``.safetensors`` checkpoint -- as ``checkpoint``;
+    * ``model`` a registered name -- :func:`create_model` with ``checkpoint_path`` weights (a file, or a
+      Hugging Face folder for foundation adapters), else the published weights when ``pretrained``.
+    """
+    from depthlab.checkpoint import is_depthlab_checkpoint, load_checkpoint
+
+    if checkpoint is not None:
+        if checkpoint_path is not None:
+            raise ValueError("give either a depthlab checkpoint (--checkpoint) or weights for a named model "
+                             "(--checkpoint-path), not both")
+        if not Path(checkpoint).is_file():
+            raise FileNotFoundError(f"{checkpoint}: checkpoint not found")
+        return load_checkpoint(checkpoint)
+    if isinstance(model, nn.Module):
+        if checkpoint_path is not None:
+            from depthlab.models.weights import load_pretrained
+
+            load_pretrained(model, model.depth_info, checkpoint_path=checkpoint_path,
+                            model_name=getattr(model, "model_name", ""))
+        return model
+    if model is None:
+        raise ValueError("no model: pass --model NAME (a registered name or checkpoint path; a module in Python) "
+                         "or --checkpoint CKPT")
+    if not isinstance(model, (str, os.PathLike)):
+        raise TypeError(f"model must be an nn.Module, a registered name or a checkpoint path, got {type(model).__name__}")
+    p = Path(model)
+    if p.suffix == ".safetensors" and p.is_file() and is_depthlab_checkpoint(p):
+        if checkpoint_path is not None:
+            raise ValueError(f"{p}: a depthlab checkpoint carries its own weights; drop checkpoint_path")
+        return load_checkpoint(p)
+    return create_model(str(model), pretrained=pretrained and checkpoint_path is None, checkpoint_path=checkpoint_path)

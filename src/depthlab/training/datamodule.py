@@ -287,6 +287,9 @@ class DepthDataModule(L.LightningDataModule):
             cache.fill(raw)
         if trainer is not None:
             trainer.strategy.barrier("depthlab-teacher-cache")
+        # filled: the teacher is only needed for a rare miss (in a DataLoader worker, on the CPU), so its
+        # weights leave the accelerator to the student
+        cache.teacher.to("cpu")
         return WithTeacher(raw, cache, self.transforms(True))
 
     def setup(self, stage: str | None = None) -> None:

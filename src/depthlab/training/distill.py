@@ -126,21 +126,18 @@ class Teacher:
 
     @staticmethod
     def _build(name, pretrained, checkpoint, kwargs: dict, input_size) -> nn.Module:
-        """``create_model``; ``input_size`` goes to a model that resizes images itself (foundation
-        adapters: ``create_model(..., input_size=...)`` sets their processing size), else to the Predictor."""
-        from depthlab.models.registry import create_model
+        """``create_model``; ``input_size`` goes to the model's own size keyword when the registry declares
+        one (``resize_kwarg``: foundation adapters resize images themselves -- ``input_size`` for the
+        transformers ones, ``processing_resolution``, the longest side, for Marigold), else to the Predictor."""
+        from depthlab.models.registry import create_model, get_entry
 
         build = dict(pretrained=bool(pretrained) and checkpoint is None, checkpoint_path=checkpoint, **kwargs)
-        if input_size is not None and "input_size" not in kwargs:
-            with torch.random.fork_rng(devices=[]):  # a failed attempt must not move the RNG
-                try:
-                    model = create_model(name, input_size=input_size, **build)
-                except TypeError as e:
-                    if "input_size" not in str(e):
-                        raise
-                    model = None
-            if model is not None and _own_processing(model):
-                return model
+        size_kw = get_entry(name).resize_kwarg
+        if input_size is not None and size_kw and size_kw not in kwargs:
+            if size_kw == "processing_resolution" and not isinstance(input_size, int):
+                raise ValueError(f"teacher {name} resizes by its longest side: give teacher_input_size as one "
+                                 f"integer, not {list(input_size)}")
+            build[size_kw] = input_size
         return create_model(name, **build)
 
     @classmethod

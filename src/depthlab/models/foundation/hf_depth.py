@@ -629,55 +629,55 @@ def _dav2(size: str, dataset: str | None, *, metric_head: bool = False, head: st
 # Registered variants
 # ----------------------------------------------------------------------------------------------------------
 
-@register_model(_dav2_info("vits"), tags=("foundation", "relative", "hf"))
+@register_model(_dav2_info("vits"), tags=("foundation", "relative", "hf"), resize_kwarg="input_size")
 def depth_anything_v2_vits(**kwargs) -> nn.Module:
     """Depth Anything V2 Small (ViT-S/14 DINOv2 + DPT), relative: affine-invariant inverse depth."""
     return _dav2("vits", None, **kwargs)
 
 
-@register_model(_dav2_info("vitb"), tags=("foundation", "relative", "hf"))
+@register_model(_dav2_info("vitb"), tags=("foundation", "relative", "hf"), resize_kwarg="input_size")
 def depth_anything_v2_vitb(**kwargs) -> nn.Module:
     """Depth Anything V2 Base (ViT-B/14 DINOv2 + DPT), relative: affine-invariant inverse depth."""
     return _dav2("vitb", None, **kwargs)
 
 
-@register_model(_dav2_info("vitl"), tags=("foundation", "relative", "hf"))
+@register_model(_dav2_info("vitl"), tags=("foundation", "relative", "hf"), resize_kwarg="input_size")
 def depth_anything_v2_vitl(**kwargs) -> nn.Module:
     """Depth Anything V2 Large (ViT-L/14 DINOv2 + DPT), relative: affine-invariant inverse depth."""
     return _dav2("vitl", None, **kwargs)
 
 
-@register_model(_dav2_info("vits", "hypersim"), tags=("foundation", "metric", "indoor", "hf"))
+@register_model(_dav2_info("vits", "hypersim"), tags=("foundation", "metric", "indoor", "hf"), resize_kwarg="input_size")
 def depth_anything_v2_metric_hypersim_vits(**kwargs) -> nn.Module:
     """Depth Anything V2 Small, metric indoor (Hypersim), metres up to 20."""
     return _dav2("vits", "hypersim", **kwargs)
 
 
-@register_model(_dav2_info("vitb", "hypersim"), tags=("foundation", "metric", "indoor", "hf"))
+@register_model(_dav2_info("vitb", "hypersim"), tags=("foundation", "metric", "indoor", "hf"), resize_kwarg="input_size")
 def depth_anything_v2_metric_hypersim_vitb(**kwargs) -> nn.Module:
     """Depth Anything V2 Base, metric indoor (Hypersim), metres up to 20."""
     return _dav2("vitb", "hypersim", **kwargs)
 
 
-@register_model(_dav2_info("vitl", "hypersim"), tags=("foundation", "metric", "indoor", "hf"))
+@register_model(_dav2_info("vitl", "hypersim"), tags=("foundation", "metric", "indoor", "hf"), resize_kwarg="input_size")
 def depth_anything_v2_metric_hypersim_vitl(**kwargs) -> nn.Module:
     """Depth Anything V2 Large, metric indoor (Hypersim), metres up to 20."""
     return _dav2("vitl", "hypersim", **kwargs)
 
 
-@register_model(_dav2_info("vits", "vkitti"), tags=("foundation", "metric", "outdoor", "hf"))
+@register_model(_dav2_info("vits", "vkitti"), tags=("foundation", "metric", "outdoor", "hf"), resize_kwarg="input_size")
 def depth_anything_v2_metric_vkitti_vits(**kwargs) -> nn.Module:
     """Depth Anything V2 Small, metric outdoor (Virtual KITTI 2), metres up to 80."""
     return _dav2("vits", "vkitti", **kwargs)
 
 
-@register_model(_dav2_info("vitb", "vkitti"), tags=("foundation", "metric", "outdoor", "hf"))
+@register_model(_dav2_info("vitb", "vkitti"), tags=("foundation", "metric", "outdoor", "hf"), resize_kwarg="input_size")
 def depth_anything_v2_metric_vkitti_vitb(**kwargs) -> nn.Module:
     """Depth Anything V2 Base, metric outdoor (Virtual KITTI 2), metres up to 80."""
     return _dav2("vitb", "vkitti", **kwargs)
 
 
-@register_model(_dav2_info("vitl", "vkitti"), tags=("foundation", "metric", "outdoor", "hf"))
+@register_model(_dav2_info("vitl", "vkitti"), tags=("foundation", "metric", "outdoor", "hf"), resize_kwarg="input_size")
 def depth_anything_v2_metric_vkitti_vitl(**kwargs) -> nn.Module:
     """Depth Anything V2 Large, metric outdoor (Virtual KITTI 2), metres up to 80."""
     return _dav2("vitl", "vkitti", **kwargs)
@@ -698,21 +698,21 @@ def _zoedepth_info(kind: str) -> WeightsInfo:
               + (" Two heads (NYU indoor, KITTI outdoor) chosen per batch by a learned router." if kind == "nyu_kitti" else ""))
 
 
-@register_model(_zoedepth_info("nyu"), tags=("foundation", "metric", "indoor", "hf"))
+@register_model(_zoedepth_info("nyu"), tags=("foundation", "metric", "indoor", "hf"), resize_kwarg="input_size")
 def zoedepth_nyu(config=None, config_overrides=None, **kwargs) -> nn.Module:
     """ZoeDepth (BEiT-L) fine-tuned on NYU-Depth V2, metric depth in metres."""
     return _build(ZoeDepthModel, _zoedepth_config("nyu"), _zoedepth_info("nyu"), ZOEDEPTH_RESIZE,
                   config=config, config_overrides=config_overrides, **kwargs)
 
 
-@register_model(_zoedepth_info("kitti"), tags=("foundation", "metric", "outdoor", "hf"))
+@register_model(_zoedepth_info("kitti"), tags=("foundation", "metric", "outdoor", "hf"), resize_kwarg="input_size")
 def zoedepth_kitti(config=None, config_overrides=None, **kwargs) -> nn.Module:
     """ZoeDepth (BEiT-L) fine-tuned on KITTI, metric depth in metres."""
     return _build(ZoeDepthModel, _zoedepth_config("kitti"), _zoedepth_info("kitti"), ZOEDEPTH_RESIZE,
                   config=config, config_overrides=config_overrides, **kwargs)
 
 
-@register_model(_zoedepth_info("nyu_kitti"), tags=("foundation", "metric", "hf"))
+@register_model(_zoedepth_info("nyu_kitti"), tags=("foundation", "metric", "hf"), resize_kwarg="input_size")
 def zoedepth_nyu_kitti(config=None, config_overrides=None, **kwargs) -> nn.Module:
     """ZoeDepth (BEiT-L) with NYU and KITTI heads and a domain router, metric depth in metres."""
     return _build(ZoeDepthModel, _zoedepth_config("nyu_kitti"), _zoedepth_info("nyu_kitti"), ZOEDEPTH_RESIZE,
@@ -733,7 +733,7 @@ def _midas_info(hub_id: str, backbone: str) -> WeightsInfo:
               "mean/std 0.5. transformers' DPT takes square inputs only (the hybrid exactly its image size).")
 
 
-@register_model(_midas_info("Intel/dpt-large", "ViT-L/16"), tags=("foundation", "relative", "hf"))
+@register_model(_midas_info("Intel/dpt-large", "ViT-L/16"), tags=("foundation", "relative", "hf"), resize_kwarg="input_size")
 def midas_dpt_large(config=None, config_overrides=None, **kwargs) -> nn.Module:
     """MiDaS v3.0 DPT-Large (ViT-L/16), relative inverse depth."""
     return _build(DPTDepthModel, _DPT_LARGE, _midas_info("Intel/dpt-large", "ViT-L/16"), DPT_RESIZE,
@@ -741,7 +741,7 @@ def midas_dpt_large(config=None, config_overrides=None, **kwargs) -> nn.Module:
 
 
 @register_model(_midas_info("Intel/dpt-hybrid-midas", "ViT-hybrid (BiT-R50 + ViT-B/16)"),
-                tags=("foundation", "relative", "hf"))
+                tags=("foundation", "relative", "hf"), resize_kwarg="input_size")
 def midas_dpt_hybrid(config=None, config_overrides=None, **kwargs) -> nn.Module:
     """MiDaS v3.0 DPT-Hybrid (BiT ResNet-50 + ViT-B/16), relative inverse depth."""
     return _build(DPTDepthModel, _DPT_HYBRID, _midas_info("Intel/dpt-hybrid-midas", "ViT-hybrid (BiT-R50 + ViT-B/16)"),

@@ -213,7 +213,8 @@ def _marigold_info(variant: str) -> WeightsInfo:
               "processing_resolution (default 768, longest side) and back. Diffusion: slow on CPU.")
 
 
-@register_model(_marigold_info("v1-1"), tags=("foundation", "relative", "diffusion", "hf"))
+@register_model(_marigold_info("v1-1"), tags=("foundation", "relative", "diffusion", "hf"),
+                resize_kwarg="processing_resolution")
 def marigold_depth(variant: str = "v1-1", num_inference_steps: int | None = None, ensemble_size: int = 1,
                    processing_resolution: int | None = None, seed: int | None = 0, batch_size: int = 1,
                    ensembling_kwargs: dict | None = None, config_overrides: dict | None = None) -> nn.Module:
