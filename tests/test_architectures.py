@@ -93,10 +93,10 @@ def test_smp_unet_is_smp_and_loads_local_resnet34(tmp_path, caplog):
     tv = torchvision.models.resnet34(weights=None)  # stands in for an ImageNet file (torchvision layout)
     path = tmp_path / "resnet34_imagenet.pth"
     torch.save(tv.state_dict(), path)
-    with caplog.at_level(logging.INFO, logger="depthlab.models.smp_unet"):
+    with caplog.at_level(logging.INFO, logger="depthlab.models.weights"):
         loaded = create_model("smp_unet_resnet34", encoder_checkpoint=str(path))
-    assert loaded.encoder_load_report["skipped"] == ["fc.bias", "fc.weight"]
-    assert "fc.bias" in caplog.text
+    assert loaded.encoder_load_report.skipped == ["fc.bias", "fc.weight"] and not loaded.encoder_load_report.missing
+    assert "ResNet34 encoder partial load" in caplog.text and "skipped 2 file keys (fc)" in caplog.text
     torch.testing.assert_close(loaded.net.encoder.layer4[2].conv2.weight, tv.layer4[2].conv2.weight)
     torch.save({"conv1.weight": torch.zeros(3)}, tmp_path / "bad.pth")
     with pytest.raises(RuntimeError, match="not a ResNet34"):
@@ -220,11 +220,11 @@ def test_ddrnet_official_checkpoint_loads_skipping_only_the_classifier(tmp_path,
     torch.manual_seed(0)
     donor = DDRNet23SlimEncoder()
     path = _official_file(tmp_path, donor)
-    with caplog.at_level(logging.INFO, logger="depthlab.models.encoders.ddrnet"):
+    with caplog.at_level(logging.INFO, logger="depthlab.models.weights"):
         enc = create_encoder("ddrnet23_slim", checkpoint_path=str(path))
     report = enc.load_report
     assert report.skipped == sorted(FAKE_CLASSIFIER) and report.missing == []
-    assert "skipped 5 classifier keys (down5, last_layer, linear)" in caplog.text
+    assert "skipped 5 file keys (down5, last_layer, linear)" in caplog.text
     for k, v in donor.state_dict().items():
         torch.testing.assert_close(enc.state_dict()[k], v, rtol=0, atol=0)
 

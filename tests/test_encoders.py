@@ -49,11 +49,11 @@ def test_imagenet_weights_reproduce_reference_logits(classifier):
 
 @needs_mnv2
 def test_encoder_features_equal_classifier_trunk(classifier, caplog):
-    with caplog.at_level(logging.INFO, logger="depthlab.models.encoders.mobilenetv2"):
+    with caplog.at_level(logging.INFO, logger="depthlab.models.weights"):
         enc = create_encoder("tv_mobilenet_v2", checkpoint_path=MNV2).eval()  # a folder works too
     # documented partial load: exactly the classifier was skipped, and it says so
     assert sorted(enc.skipped_keys) == ["classifier.1.bias", "classifier.1.weight"]
-    assert "skipped 2" in caplog.text and "classifier.1" in caplog.text
+    assert "MobileNetV2 partial load" in caplog.text and "skipped 2 file keys (classifier)" in caplog.text
     assert enc.out_channels == [16, 24, 32, 96, 1280]
     assert enc.reductions == [2, 4, 8, 16, 32]
     assert enc.mean == enc.std == (0.5, 0.5, 0.5)
@@ -140,3 +140,28 @@ def test_timm_encoder_offline_error_names_hub_and_local_file():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120).stdout
     assert out.startswith("WeightsUnavailableError:"), out
     assert "timm/resnet18" in out and "checkpoint_path" in out
+
+
+def test_load_partial_rules(tmp_path):
+    """The one partial-load rule: prefixes stripped, skipped keys reported, only allowed keys may be missing."""
+    from safetensors.torch import save_file
+
+    from depthlab.models.weights import load_partial
+
+    torch.manual_seed(0)
+    enc = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    src = {f"module.{k}": torch.randn_like(v.float()).to(v.dtype) for k, v in enc.state_dict().items()}
+    src["module.fc.weight"] = torch.zeros(10, 4)
+    del src["module.1.running_var"]
+    save_file(src, str(tmp_path / "cls.safetensors"))
+    report = load_partial(enc, tmp_path / "cls.safetensors", "toy", skip=lambda k: k.startswith("fc."),
+                          may_miss=lambda k: k == "1.running_var")
+    assert report.skipped == ["fc.weight"] and report.missing == ["1.running_var"]
+    assert torch.equal(enc[0].weight, src["module.0.weight"]) and torch.equal(enc[1].running_var, torch.ones(4))
+    # the same file without the allowance, or with a wrong shape, is "not a toy checkpoint"
+    with pytest.raises(RuntimeError, match=r"cls.safetensors: not a toy checkpoint: 0 shape .* 1 missing"):
+        load_partial(enc, tmp_path / "cls.safetensors", "toy", skip=lambda k: k.startswith("fc."))
+    src["module.0.weight"] = torch.zeros(4, 3, 5, 5)
+    with pytest.raises(RuntimeError, match=r"not a toy checkpoint: 1 shape mismatches \(e.g. \['0.weight'\]\), "
+                                           r"1 unexpected \(e.g. \['fc.weight'\]\)"):
+        load_partial(enc, src, "toy", may_miss=lambda k: k == "1.running_var")

@@ -16,47 +16,23 @@ Kwargs (JSON-serialisable, stored in checkpoints):
 """
 from __future__ import annotations
 
-import logging
 
 import torch
 import torch.nn as nn
 
 from depthlab.models.registry import IMAGENET_MEAN, IMAGENET_STD, WeightsInfo, register_model
 
-log = logging.getLogger(__name__)
 
-
-def load_resnet_encoder(encoder: nn.Module, path: str) -> dict[str, list[str]]:
+def load_resnet_encoder(encoder: nn.Module, path: str):
     """Load an ImageNet ResNet state dict (torchvision/timm names) into smp's ResNet encoder.
 
     Keys may carry an ``encoder.`` or ``module.`` prefix. Classifier keys (``fc.*``) are skipped; any
-    other mismatch raises. Returns ``{"skipped": [...], "missing": []}``.
+    other mismatch raises. Returns the :class:`depthlab.models.weights.LoadReport`.
     """
-    from depthlab.models.weights import read_state_dict
+    from depthlab.models.weights import load_partial
 
-    state = read_state_dict(path)
-    clean: dict[str, torch.Tensor] = {}
-    for k, v in state.items():
-        for prefix in ("module.", "net.encoder.", "encoder."):
-            if k.startswith(prefix):
-                k = k[len(prefix):]
-        clean[k] = v
-    skipped = sorted(k for k in clean if k.startswith("fc."))
-    for k in skipped:
-        del clean[k]
-    # nn.Module's method directly: smp's ResNetEncoder.load_state_dict drops the result we report from.
-    try:
-        result = nn.Module.load_state_dict(encoder, clean, strict=False)
-    except RuntimeError as e:  # shape mismatches raise even when strict=False
-        raise RuntimeError(f"{path}: not a ResNet34 encoder state dict: {e}") from None
-    if result.missing_keys or result.unexpected_keys:
-        raise RuntimeError(
-            f"{path}: not a ResNet34 encoder state dict: {len(result.missing_keys)} missing "
-            f"(e.g. {result.missing_keys[:3]}), {len(result.unexpected_keys)} unexpected "
-            f"(e.g. {result.unexpected_keys[:3]})")
-    if skipped:
-        log.info("%s: loaded ResNet34 encoder, skipped classifier keys %s", path, skipped)
-    return {"skipped": skipped, "missing": []}
+    return load_partial(encoder, path, "ResNet34 encoder", strip_prefixes=("module.", "net.encoder.", "encoder."),
+                        skip=lambda k: k.startswith("fc."))
 
 
 class SmpUNet(nn.Module):

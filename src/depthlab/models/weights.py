@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -133,3 +135,59 @@ def load_pretrained(model: nn.Module, info, checkpoint_path=None, model_name: st
     path = find_weights(info, checkpoint_path, model_name)
     load_into(model, read_state_dict(path), strict=strict, source=str(path))
     return model
+
+
+@dataclass
+class LoadReport:
+    """What a partial load did: ``loaded`` keys, ``skipped`` file keys, ``missing`` (left at init)."""
+
+    loaded: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        def modules(keys):
+            return ", ".join(sorted({".".join(k.split(".")[:2]) if k.split(".")[0] == "features" else k.split(".")[0]
+                                     for k in keys})) or "-"
+
+        return (f"loaded {len(self.loaded)} tensors; skipped {len(self.skipped)} file keys "
+                f"({modules(self.skipped)}); left at init {len(self.missing)} ({modules(self.missing)})")
+
+
+def load_partial(module: nn.Module, state_or_path, what: str, *, strip_prefixes: tuple[str, ...] = ("module.",),
+                 skip: Callable[[str], bool] = lambda k: False,
+                 may_miss: Callable[[str], bool] = lambda k: False) -> LoadReport:
+    """Load an encoder from a *classification* checkpoint: the one rule for partial loads.
+
+    Each key loses the ``strip_prefixes`` it starts with (in order); keys for which ``skip`` is true
+    (classifier heads, stages past the last tap) are dropped and reported; module keys the file lacks are
+    allowed only where ``may_miss`` is true (left at their initialisation, reported). Any other missing
+    or unexpected key, or any shape mismatch, means the file is not ``what``: ``RuntimeError`` naming the
+    file and examples. Loads through ``nn.Module.load_state_dict`` itself (some libraries' encoders
+    override it and drop the result this check reads).
+    """
+    if isinstance(state_or_path, dict):
+        state, source = state_or_path, "state dict"
+    else:
+        state, source = read_state_dict(state_or_path), str(state_or_path)
+    keep: dict[str, torch.Tensor] = {}
+    skipped: list[str] = []
+    for k, v in state.items():
+        for prefix in strip_prefixes:
+            if k.startswith(prefix):
+                k = k[len(prefix):]
+        (skipped.append(k) if skip(k) else keep.__setitem__(k, v))
+    own = module.state_dict()
+    bad_shape = [k for k, v in keep.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
+    unexpected = sorted(k for k in keep if k not in own)
+    missing = sorted(k for k in own if k not in keep)
+    unexplained = [k for k in missing if not may_miss(k)]
+    if bad_shape or unexpected or unexplained:
+        raise RuntimeError(
+            f"{source}: not a {what} checkpoint: {len(bad_shape)} shape mismatches (e.g. {bad_shape[:3]}), "
+            f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}), {len(unexplained)} missing "
+            f"(e.g. {unexplained[:3]})")
+    nn.Module.load_state_dict(module, keep, strict=False)
+    report = LoadReport(loaded=sorted(keep), skipped=sorted(skipped), missing=missing)
+    log.info("%s: %s partial load: %s", source, what, report.summary())
+    return report

@@ -46,14 +46,11 @@ Google Drive / Baidu links from the repository README, not on a model hub, so
 """
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass, field
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-log = logging.getLogger(__name__)
+from depthlab.models.weights import LoadReport, load_partial
 
 BN_MOMENTUM = 0.1
 CLASSIFIER_PREFIXES = ("down5.", "last_layer.", "linear.")  # official classification-only modules
@@ -169,22 +166,6 @@ class DAPPM(nn.Module):
         return self.compression(torch.cat(levels, dim=1)) + self.shortcut(x)
 
 
-@dataclass
-class LoadReport:
-    """What a partial load did: ``loaded`` keys, ``skipped`` file keys, ``missing`` (left at init)."""
-
-    loaded: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-
-    def summary(self) -> str:
-        def modules(keys):
-            return ", ".join(sorted({k.split(".")[0] for k in keys})) or "-"
-
-        return (f"loaded {len(self.loaded)} tensors; skipped {len(self.skipped)} classifier keys "
-                f"({modules(self.skipped)}); left at init {len(self.missing)} ({modules(self.missing)})")
-
-
 class DDRNet23SlimEncoder(nn.Module):
     """DDRNet-23-slim backbone returning multi-scale features (see module docstring).
 
@@ -263,51 +244,17 @@ class DDRNet23SlimEncoder(nn.Module):
         return [stem, x1, x2, low3, low4, high, dappm, fused]
 
 
-def convert_official_state_dict(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Official DDRNet keys -> this encoder's keys: strip ``module.``, split off classifier keys.
-
-    Returns ``(state_without_classifier, classifier_keys)``.
-    """
-    out, skipped = {}, []
-    for k, v in state.items():
-        if k.startswith("module."):
-            k = k[len("module."):]
-        if k.startswith(CLASSIFIER_PREFIXES):
-            skipped.append(k)
-        else:
-            out[k] = v
-    return out, sorted(skipped)
-
-
 def load_official_imagenet(encoder: DDRNet23SlimEncoder, path_or_state) -> LoadReport:
     """Load the official ``DDRNet23s_imagenet.pth`` (or a state dict with its key names) by name.
 
-    Skips the classification head (``down5``, ``last_layer``, ``linear``) and reports it; keys of the
-    DAPPM (``spp.*``) absent from the file stay at their initialisation and are reported as missing.
-    Any other missing/unexpected key or shape mismatch means the file is not DDRNet-23-slim: raises.
+    Strips ``module.``, skips the classification head (``down5``, ``last_layer``, ``linear``) and reports
+    it; keys of the DAPPM (``spp.*``) absent from the file stay at their initialisation and are reported as
+    missing. Any other missing/unexpected key or shape mismatch means the file is not DDRNet-23-slim: raises.
     """
-    if isinstance(path_or_state, dict):
-        state, source = path_or_state, "state dict"
-    else:
-        from depthlab.models.weights import read_state_dict
-
-        state, source = read_state_dict(path_or_state), str(path_or_state)
-    state, skipped = convert_official_state_dict(state)
-    own = encoder.state_dict()
-    bad_shape = [k for k, v in state.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
-    unexpected = sorted(k for k in state if k not in own)
-    missing = sorted(k for k in own if k not in state)
-    unexplained = [k for k in missing if not k.startswith(SEGMENTATION_ONLY_PREFIXES)]
-    if bad_shape or unexpected or unexplained:
-        raise RuntimeError(
-            f"{source}: not a DDRNet-23-slim checkpoint: {len(bad_shape)} shape mismatches "
-            f"(e.g. {bad_shape[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}), "
-            f"{len(unexplained)} missing (e.g. {unexplained[:3]})")
-    encoder.load_state_dict(state, strict=False)
-    report = LoadReport(loaded=sorted(state), skipped=skipped, missing=missing)
-    log.info("%s: DDRNet-23-slim partial load: %s", source, report.summary())
-    return report
+    return load_partial(encoder, path_or_state, "DDRNet-23-slim",
+                        skip=lambda k: k.startswith(CLASSIFIER_PREFIXES),
+                        may_miss=lambda k: k.startswith(SEGMENTATION_ONLY_PREFIXES))
 
 
 __all__ = ["DDRNet23SlimEncoder", "DAPPM", "BasicBlock", "Bottleneck", "LoadReport",
-           "convert_official_state_dict", "load_official_imagenet"]
+           "load_official_imagenet"]

@@ -23,14 +23,11 @@ when fine-tuning on small batches); ``frozen=True`` additionally stops gradients
 """
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
 import torch
 import torch.nn as nn
-
-log = logging.getLogger(__name__)
 
 DEFAULT_OUT_INDICES = (1, 3, 6, 13, 18)
 WEIGHTS_FILENAME = "mobilenet_v2_imagenet.safetensors"
@@ -107,26 +104,21 @@ class MobileNetV2Encoder(nn.Module):
         Skipped on purpose: ``classifier.*`` and ``features.<i>.*`` for stages beyond the last tap.
         Anything else that does not match raises ``RuntimeError`` (strict).
         """
-        from depthlab.models.weights import load_into, read_state_dict
+        from depthlab.models.weights import load_partial
 
         path = Path(checkpoint_path).expanduser()
         if path.is_dir():
             path = path / WEIGHTS_FILENAME
-        state = read_state_dict(path)
-        keep, skipped = {}, []
         n = len(self.features)
-        for k, v in state.items():
+
+        def beyond_encoder(k: str) -> bool:
             parts = k.split(".")
-            if parts[0] == "classifier" or (parts[0] == "features" and parts[1].isdigit() and int(parts[1]) >= n):
-                skipped.append(k)
-            else:
-                keep[k] = v
-        load_into(self, keep, strict=True, source=str(path))
-        self.skipped_keys = skipped
+            return parts[0] == "classifier" or (parts[0] == "features" and parts[1].isdigit() and int(parts[1]) >= n)
+
+        report = load_partial(self, path, "MobileNetV2", strip_prefixes=(), skip=beyond_encoder)
+        self.skipped_keys = report.skipped
         self.checkpoint_path = str(path)
-        log.info("%s: loaded %d tensors into MobileNetV2Encoder; skipped %d not in the encoder (%s)",
-                 path, len(keep), len(skipped), ", ".join(sorted({".".join(k.split(".")[:2]) for k in skipped})))
-        return skipped
+        return report.skipped
 
 
 __all__ = ["MobileNetV2Encoder", "DEFAULT_OUT_INDICES", "TF_MEAN", "TF_STD"]
