@@ -135,3 +135,23 @@ def test_exif_rotated_photo_is_shown_as_it_is_predicted(client, sample):
     rgb = Image.open(io.BytesIO(base64.b64decode(j["rgb_png"])))
     depth = Image.open(io.BytesIO(base64.b64decode(j["depth_png"])))
     assert j["shape"] == [224, 160] and rgb.size == depth.size == (160, 224)
+
+
+def test_colormap_change_recolours_without_rerunning_the_model(sample, reference):
+    from depthlab.web.app import DepthService, create_app
+
+    svc = DepthService.build("fastdepth")
+    svc.cache_size = 1
+    c = TestClient(create_app(service=svc))
+    first, second = _post(c, sample, colormap="magma").json(), _post(c, sample, colormap="gray").json()
+    assert svc.model_runs == 1 and (first["cached"], second["cached"]) == (False, True)
+    assert first["depth_png"] != second["depth_png"] and first["png16"] == second["png16"]
+    gray = np.asarray(Image.open(io.BytesIO(base64.b64decode(second["depth_png"]))))
+    assert (gray[..., 0] == gray[..., 1]).all()  # really re-coloured, with the new map
+    # another image evicts the only entry: the first one then runs again
+    other = Image.open(sample).convert("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    buf = io.BytesIO()
+    other.save(buf, format="PNG")
+    r = c.post("/api/predict", files={"file": ("flip.png", buf.getvalue(), "image/png")})
+    assert r.status_code == 200 and r.json()["cached"] is False
+    assert _post(c, sample, format="npy").status_code == 200 and svc.model_runs == 3

@@ -15,9 +15,11 @@ once in :func:`create_app`; predictions are serialised with a lock (one PyTorch 
 # no `from __future__ import annotations`: FastAPI reads the endpoint annotations at runtime
 
 import base64
+import hashlib
 import io as _pyio
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,13 +57,20 @@ def decode_upload(data: bytes, name: str):
 
 @dataclass
 class DepthService:
-    """The model behind the app: one :class:`~depthlab.predictor.Predictor`, used under a lock."""
+    """The model behind the app: one :class:`~depthlab.predictor.Predictor`, used under a lock.
+
+    The last ``cache_size`` predictions are kept by upload content (SHA-1): the page re-sends the same
+    image when the user only changes the colormap, and re-colouring must not re-run the model.
+    """
 
     predictor: Any
     checkpoint_path: str | None = None
+    cache_size: int = 8
 
     def __post_init__(self):
         self._lock = threading.Lock()
+        self._recent: OrderedDict[str, tuple[Any, float]] = OrderedDict()
+        self.model_runs = 0
 
     @classmethod
     def build(cls, model="fastdepth", checkpoint_path=None, device: str = "cpu", pretrained: bool = True,
@@ -80,10 +89,29 @@ class DepthService:
 
     def predict(self, image):
         with self._lock:
+            self.model_runs += 1
             return self.predictor(image)
 
+    def predict_upload(self, data: bytes, name: str):
+        """(image, prediction, model seconds, cached) for upload bytes; a recent identical upload is not re-run."""
+        image = decode_upload(data, name)
+        key = hashlib.sha1(data).hexdigest()
+        with self._lock:
+            hit = self._recent.get(key)
+            if hit is not None:
+                self._recent.move_to_end(key)
+                return image, hit[0], hit[1], True
+        t0 = time.perf_counter()
+        pred = self.predict(image)
+        seconds = time.perf_counter() - t0
+        with self._lock:
+            self._recent[key] = (pred, seconds)
+            while len(self._recent) > self.cache_size:
+                self._recent.popitem(last=False)
+        return image, pred, seconds, False
 
-def prediction_json(pred, image, colormap: str, seconds: float) -> dict[str, Any]:
+
+def prediction_json(pred, image, colormap: str, seconds: float, cached: bool = False) -> dict[str, Any]:
     """The JSON body of ``/api/predict``: stats, the 16-bit PNG decoding, base64 RGB and colourised PNGs."""
     from depthlab.io import pil_to_rgb_array
     from depthlab.predictor import png16_encoding
@@ -101,6 +129,7 @@ def prediction_json(pred, image, colormap: str, seconds: float) -> dict[str, Any
         "model": pred.model, "kind": pred.kind, "unit": pred.unit, "shape": list(d.shape),
         "min": float(d[valid].min()) if valid.any() else None, "max": float(d[valid].max()) if valid.any() else None,
         "valid_fraction": float(valid.mean()), "colormap": colormap, "seconds": round(seconds, 4),
+        "cached": cached,
         "png16": png16, "rgb_png": _b64(_png_bytes(rgb)), "depth_png": _b64(_png_bytes(color)),
     }
 
@@ -164,10 +193,7 @@ def create_app(model="fastdepth", checkpoint_path=None, device: str = "cpu", pre
         if len(data) > max_bytes:
             return bad(413, f"{name}: upload larger than {max_upload_mb:g} MB")
         try:
-            image = decode_upload(data, name)
-            t0 = time.perf_counter()
-            pred = svc.predict(image)
-            seconds = time.perf_counter() - t0
+            image, pred, seconds, cached = svc.predict_upload(data, name)
         except DataError as e:
             return bad(400, str(e))
         except ValueError as e:  # e.g. an image the model cannot take
@@ -186,7 +212,7 @@ def create_app(model="fastdepth", checkpoint_path=None, device: str = "cpu", pre
             headers["Content-Disposition"] = f'attachment; filename="{stem}_depth16.png"'
             headers.update({f"X-Png16-{k[6:].capitalize()}": str(val) for k, val in desc.items()})
             return Response(_png_bytes(v), media_type="image/png", headers=headers)
-        return prediction_json(pred, image, colormap, seconds)
+        return prediction_json(pred, image, colormap, seconds, cached)
 
     return app
 
