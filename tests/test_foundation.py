@@ -459,3 +459,28 @@ def test_dpt_fixed_network_size_any_input_size():
         square = model(torch.randn(1, 3, 96, 96))["depth"]  # square inputs go straight through
     assert out.shape == (1, 1, 48, 80) and torch.equal(out, ref)
     assert square.shape == (1, 1, 96, 96)
+
+
+def test_marigold_checkpoint_keeps_the_adopted_pipelines_scheduler(tmp_path):
+    diffusers = pytest.importorskip("diffusers")
+    from depthlab.models.foundation.marigold import TINY_MARIGOLD
+
+    torch.manual_seed(0)
+    model = depthlab.create_model("marigold_depth", config_overrides=TINY_MARIGOLD, processing_resolution=32)
+    # a hub pipeline may ship another scheduler class and settings than the default DDIM (trailing)
+    lcm = diffusers.LCMScheduler(num_train_timesteps=1000, beta_end=0.02, timestep_spacing="trailing",
+                                 prediction_type="v_prediction")
+    pipe = diffusers.MarigoldDepthPipeline(unet=model.unet, vae=model.vae, scheduler=lcm, text_encoder=None,
+                                           tokenizer=None, prediction_type="depth", scale_invariant=True,
+                                           shift_invariant=True, default_denoising_steps=1,
+                                           default_processing_resolution=32)
+    pipe.empty_text_embedding = torch.randn(1, 2, 16)
+    model.adopt_pipeline(pipe)
+    rebuilt = depthlab.load_checkpoint(depthlab.save_checkpoint(model, tmp_path / "m.safetensors"))
+    assert type(rebuilt.scheduler).__name__ == "LCMScheduler" and rebuilt.scheduler.config.beta_end == 0.02
+    assert rebuilt.num_inference_steps == 1
+    img = torch.rand(1, 3, 32, 40, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(Predictor(rebuilt).predict_tensor(img), Predictor(model).predict_tensor(img))
+    with pytest.raises(ValueError, match="unknown diffusers scheduler 'NoSuchScheduler'"):
+        depthlab.create_model("marigold_depth", config_overrides=TINY_MARIGOLD,
+                              scheduler={"class_name": "NoSuchScheduler", "config": {}})

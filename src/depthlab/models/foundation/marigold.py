@@ -19,6 +19,7 @@ then dropped). diffusers is imported only when a model is built.
 from __future__ import annotations
 
 import copy
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -182,9 +183,10 @@ class MarigoldDepthModel(nn.Module):
             self.num_inference_steps = cfg.get("default_denoising_steps")
         if self.processing_resolution is None:
             self.processing_resolution = cfg.get("default_processing_resolution")
-        if hasattr(self, "model_args"):  # a checkpoint rebuilds with the pipeline's defaults it ran with
+        if hasattr(self, "model_args"):  # a checkpoint rebuilds with the pipeline's defaults and scheduler
             self.model_args = {**self.model_args, "num_inference_steps": self.num_inference_steps,
-                               "processing_resolution": self.processing_resolution}
+                               "processing_resolution": self.processing_resolution,
+                               "scheduler": scheduler_spec(self.scheduler)}
         emb = getattr(pipe, "empty_text_embedding", None)
         if emb is None:
             emb = empty_prompt_embedding(pipe.tokenizer, pipe.text_encoder)
@@ -192,6 +194,12 @@ class MarigoldDepthModel(nn.Module):
         self._pipe = None
         if self.prediction_type not in ("depth", None) and hasattr(self, "depth_info"):
             raise ValueError(f"this pipeline predicts {self.prediction_type!r}; marigold_depth expects 'depth'")
+
+
+def scheduler_spec(scheduler) -> dict[str, Any]:
+    """``{"class_name", "config"}`` of a diffusers scheduler, JSON-safe: what rebuilds it (``marigold_depth(scheduler=...)``)."""
+    config = {k: v for k, v in dict(scheduler.config).items() if not k.startswith("_")}
+    return {"class_name": type(scheduler).__name__, "config": json.loads(json.dumps(config, default=str))}
 
 
 @torch.no_grad()
@@ -217,8 +225,12 @@ def _marigold_info(variant: str) -> WeightsInfo:
                 resize_kwarg="processing_resolution")
 def marigold_depth(variant: str = "v1-1", num_inference_steps: int | None = None, ensemble_size: int = 1,
                    processing_resolution: int | None = None, seed: int | None = 0, batch_size: int = 1,
-                   ensembling_kwargs: dict | None = None, config_overrides: dict | None = None) -> nn.Module:
+                   ensembling_kwargs: dict | None = None, config_overrides: dict | None = None,
+                   scheduler: dict | None = None) -> nn.Module:
     """Marigold depth (diffusers MarigoldDepthPipeline), affine-invariant depth; variant ``v1-1`` or ``lcm``.
+
+    ``scheduler`` (``{"class_name": "DDIMScheduler", "config": {...}}``, as :func:`scheduler_spec` writes it
+    into checkpoints) replaces the variant's default scheduler (DDIM trailing, or LCM for ``lcm``).
 
     ``config_overrides`` (random init only): ``{"unet": {...}, "vae": {...}, "scheduler": {...},
     "text_embedding": [tokens, dim]}`` merged into the Stable Diffusion 2 shapes, for tiny test models.
@@ -232,12 +244,18 @@ def marigold_depth(variant: str = "v1-1", num_inference_steps: int | None = None
         raise TypeError(f"config_overrides keys must be unet/vae/scheduler/text_embedding, got {sorted(unknown)}")
     unet = diffusers.UNet2DConditionModel(**{**SD2_UNET, **over.get("unet", {})})
     vae = diffusers.AutoencoderKL(**{**SD2_VAE, **over.get("vae", {})})
-    sched_cfg: dict[str, Any] = {**DDIM_TRAILING, **over.get("scheduler", {})}
-    sched_cls = diffusers.LCMScheduler if variant == "lcm" else diffusers.DDIMScheduler
-    scheduler = sched_cls(**sched_cfg)
+    if scheduler is not None:
+        sched_cls = getattr(diffusers, scheduler["class_name"], None)
+        if sched_cls is None or not hasattr(sched_cls, "from_config"):
+            raise ValueError(f"unknown diffusers scheduler {scheduler['class_name']!r}")
+        sched_cfg: dict[str, Any] = {**scheduler.get("config", {}), **over.get("scheduler", {})}
+    else:
+        sched_cls = diffusers.LCMScheduler if variant == "lcm" else diffusers.DDIMScheduler
+        sched_cfg = {**DDIM_TRAILING, **over.get("scheduler", {})}
+    sched = sched_cls.from_config(sched_cfg)
     tokens, dim = over.get("text_embedding", (2, unet.config.cross_attention_dim))
     model = MarigoldDepthModel(
-        unet.eval(), vae.eval(), scheduler, torch.zeros(1, int(tokens), int(dim)),
+        unet.eval(), vae.eval(), sched, torch.zeros(1, int(tokens), int(dim)),
         num_inference_steps=num_inference_steps, ensemble_size=ensemble_size,
         processing_resolution=processing_resolution, seed=seed, batch_size=batch_size,
         ensembling_kwargs=ensembling_kwargs, hub_id=MARIGOLD_HUB[variant])
