@@ -25,3 +25,14 @@ def shared_data(shared_dir) -> Path:
         pytest.skip(f"shared data not found at {p}")
     return p
 
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a module of tiny-tensor tests (``pytestmark = usefixtures(...)``): on the
+    shared 2-core CI box extra threads only add contention (50x slower ops seen)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -25,13 +25,7 @@ needs_ref = pytest.mark.skipif(not (REF / "expected_metrics.json").is_file(), re
 needs_nyu = pytest.mark.skipif(not (NYU / "index.csv").is_file(), reason="shared NYU samples missing")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small tensors: intra-op threads only add contention on the shared 2-core CI box (50x slower ops seen)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ----------------------------------------------------------------------------- helpers

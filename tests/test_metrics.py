@@ -12,13 +12,7 @@ LN2 = math.log(2.0)
 LN34 = math.log(0.75)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small tensors: intra-op threads only add contention on the shared 2-core CI box (50x slower ops seen)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _img_a():

@@ -4,7 +4,7 @@ The public API is imported lazily so that ``import depthlab`` and the CLI start 
 """
 from __future__ import annotations
 
-import importlib
+from depthlab._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -14,6 +14,7 @@ _API = {
     "list_models": "depthlab.models.registry",
     "register_model": "depthlab.models.registry",
     "WeightsInfo": "depthlab.models.registry",
+    "resolve_model": "depthlab.models.registry",
     "save_checkpoint": "depthlab.checkpoint",
     "load_checkpoint": "depthlab.checkpoint",
     "create_dataset": "depthlab.data",
@@ -45,14 +46,4 @@ _API = {
 
 __all__ = sorted(_API) + ["__version__"]
 
-
-def __getattr__(name: str):
-    if name in _API:
-        value = getattr(importlib.import_module(_API[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'depthlab' has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _API, __all__)

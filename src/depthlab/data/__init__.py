@@ -12,6 +12,8 @@ import difflib
 import importlib
 from typing import Any, Callable
 
+from depthlab._lazy import lazy_exports
+
 #: dataset name -> "module:attribute" (a Dataset class or a factory returning one)
 _DATASETS: dict[str, str] = {
     "nyu": "depthlab.data.nyu:open_nyu",
@@ -79,12 +81,6 @@ def describe_datasets() -> dict[str, str]:
     return out
 
 
-def __getattr__(name: str):
-    if name in _CLASSES:
-        value = getattr(importlib.import_module(_CLASSES[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'depthlab.data' has no attribute {name!r}")
-
-
 __all__ = ["create_dataset", "list_datasets", "describe_datasets", *sorted(_CLASSES)]
+
+__getattr__, __dir__ = lazy_exports(__name__, _CLASSES, __all__)

@@ -8,7 +8,7 @@ Names are imported lazily so ``import depthlab.evaluation.<module>`` stays cheap
 """
 from __future__ import annotations
 
-import importlib
+from depthlab._lazy import lazy_exports
 
 _API = {
     "Protocol": "depthlab.evaluation.protocols",
@@ -30,14 +30,4 @@ _API = {
 
 __all__ = sorted(_API)
 
-
-def __getattr__(name: str):
-    if name in _API:
-        value = getattr(importlib.import_module(_API[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'depthlab.evaluation' has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _API, __all__)

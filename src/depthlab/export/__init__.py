@@ -4,14 +4,10 @@ Nothing heavy is imported here; ``from depthlab.export.onnx import export_onnx, 
 """
 from __future__ import annotations
 
-import importlib
+from depthlab._lazy import lazy_exports
 
 _API = {"export_onnx": "depthlab.export.onnx", "OnnxBackend": "depthlab.export.onnx",
         "OnnxExportError": "depthlab.export.onnx"}
 __all__ = sorted(_API)
 
-
-def __getattr__(name: str):
-    if name in _API:
-        return getattr(importlib.import_module(_API[name]), name)
-    raise AttributeError(f"module 'depthlab.export' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _API, __all__)

@@ -5,13 +5,9 @@ only when these are called (``pip install 'depthlab[web]'``). See docs/web.md.
 """
 from __future__ import annotations
 
-import importlib
+from depthlab._lazy import lazy_exports
 
 _API = {"create_app": "depthlab.web.app", "serve": "depthlab.web.app", "DepthService": "depthlab.web.app"}
 __all__ = sorted(_API)
 
-
-def __getattr__(name: str):
-    if name in _API:
-        return getattr(importlib.import_module(_API[name]), name)
-    raise AttributeError(f"module 'depthlab.web' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _API, __all__)
