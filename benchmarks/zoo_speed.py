@@ -1,6 +1,8 @@
 """Params, GMACs and CPU latency of every registered model at 480x640 (the Leve thesis setting).
 
-Random input (1x3x480x640, padded up to each model's ``multiple_of``), randomly initialised weights
+Random input (1x3x480x640, padded up to each model's ``multiple_of``; a foundation adapter gets the network
+input its own processing makes of a 480x640 image, e.g. 518x686 for Depth Anything, while ZoeDepth and
+Marigold take the image as it is and resize inside), randomly initialised weights
 (latency does not depend on the values), ``torch.inference_mode()``, float32, batch 1. Per model:
 ``--warmup`` untimed runs, then up to ``--runs`` timed runs or until ``--budget-s`` seconds are spent
 (at least ``--min-runs``). Reports median latency, p10/p90 spread and FPS (= 1000 / median ms).
@@ -50,7 +52,7 @@ def time_model(model: torch.nn.Module, x: torch.Tensor, warmup: int, runs: int, 
 
 def bench_one(name: str, size: tuple[int, int], args) -> dict:
     from depthlab.models.registry import create_model, get_entry
-    from depthlab.models.zoo import count_macs, count_params, padded_size
+    from depthlab.models.zoo import count_macs, count_params, network_size
 
     info = get_entry(name).info
     row = {"model": name, "output": info.output_kind}
@@ -59,7 +61,7 @@ def bench_one(name: str, size: tuple[int, int], args) -> dict:
     except Exception as e:
         row["error"] = f"{type(e).__name__}: {e}"
         return row
-    h, w = padded_size(size, info.multiple_of)
+    h, w = network_size(model, size, info.multiple_of)  # adapters: their own processing size
     row.update(params=count_params(model), params_M=round(count_params(model) / 1e6, 3), input=f"{h}x{w}")
     row["GMACs"] = round(count_macs(model, size, info.multiple_of) / 1e9, 3)
     torch.manual_seed(0)

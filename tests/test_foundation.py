@@ -484,3 +484,25 @@ def test_marigold_checkpoint_keeps_the_adopted_pipelines_scheduler(tmp_path):
     with pytest.raises(ValueError, match="unknown diffusers scheduler 'NoSuchScheduler'"):
         depthlab.create_model("marigold_depth", config_overrides=TINY_MARIGOLD,
                               scheduler={"class_name": "NoSuchScheduler", "config": {}})
+
+
+def test_marigold_counts_its_macs_like_a_real_forward():
+    """Marigold's part-by-part MAC count (needed because diffusers' value checks cannot run on the meta
+    device) equals a flop count of the real pipeline run, attention included."""
+    pytest.importorskip("diffusers")
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from depthlab.models.foundation.marigold import TINY_MARIGOLD
+    from depthlab.models.zoo import count_macs
+
+    model = depthlab.create_model("marigold_depth", config_overrides=TINY_MARIGOLD, num_inference_steps=2,
+                                  ensemble_size=2, processing_resolution=32).eval()
+    img = torch.rand(1, 3, 40, 52)
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as c:
+        model(model.preprocess(img))
+    assert count_macs(model, (40, 52)) == c.get_total_flops() / 2 > 0
+    with torch.device("meta"):
+        on_meta = depthlab.create_model("marigold_depth", config_overrides=TINY_MARIGOLD, num_inference_steps=2,
+                                        ensemble_size=2, processing_resolution=32)
+    assert count_macs(on_meta, (40, 52), device="meta") == c.get_total_flops() / 2

@@ -213,3 +213,23 @@ def test_resolve_model_every_way_a_user_names_a_model(throwaway_model, tmp_path)
         resolve_model()
     with pytest.raises(TypeError, match="got int"):
         resolve_model(3)
+
+
+def test_count_macs_includes_attention_at_the_adapters_processing_size():
+    """Depth Anything's cost is counted at its own processing size (518 short side, multiple of 14) and
+    includes attention's two matrix products, which the fused SDPA kernels hide from the flop counter:
+    by hand, layers x 2 x tokens^2 x hidden MACs."""
+    pytest.importorskip("transformers")
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from depthlab.models.foundation.hf_depth import TINY_DAV2
+    from depthlab.models.zoo import count_macs, network_size
+
+    model = create_model("depth_anything_v2_vits", config_overrides=TINY_DAV2).eval()
+    h, w = network_size(model, (480, 640))
+    assert (h, w) == (518, 686)  # 518 short side, 686 = 49 x 14
+    with torch.no_grad(), FlopCounterMode(display=False) as fused:
+        model(torch.zeros(1, 3, h, w))
+    tokens = (h // 14) * (w // 14) + 1  # patches + CLS
+    attention = 4 * 2 * tokens**2 * 32  # 4 layers, Q K^T and A V, hidden 32
+    assert count_macs(model, (480, 640)) == fused.get_total_flops() / 2 + attention

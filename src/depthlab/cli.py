@@ -99,9 +99,9 @@ def datasets_cmd():
 @app.command("models")
 def models_cmd(
     pattern: str = typer.Argument("*", help="shell-style filter on model names"),
-    cost: bool = typer.Option(True, help="compute params and GMACs at 480x640 (slower)"),
+    cost: bool = typer.Option(True, help="compute params and GMACs for a 480x640 image (~25 s)"),
 ):
-    """The model zoo as a table: params, GMACs at 480x640, output kind, local weights, licence."""
+    """The model zoo as a table: params, GMACs for a 480x640 image, output kind, local weights, licence."""
     from depthlab.models.zoo import print_zoo_table
 
     print_zoo_table(pattern, with_cost=cost, console=console)

@@ -1,7 +1,8 @@
 """The model zoo as a table: one row per registered model (``depthlab models``).
 
-Columns: name, family, parameters, GMACs at 480x640 (padded up to the model's ``multiple_of`` exactly as
-the Predictor does; counted with ``torch.utils.flop_counter.FlopCounterMode``, MACs = FLOPs / 2), output
+Columns: name, family, parameters, GMACs for a 480x640 image (at the network input the Predictor feeds:
+padded up to the model's ``multiple_of``, or an adapter's own processing size; counted with
+``torch.utils.flop_counter.FlopCounterMode``, attention included, MACs = FLOPs / 2), output
 kind, training input size / ``multiple_of``, whether pretrained weights are available locally (bundled
 file or already in the Hugging Face / torch.hub cache) and the weights' licence.
 """
@@ -30,18 +31,34 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def network_size(model: nn.Module, size: tuple[int, int], multiple_of: int | None = None) -> tuple[int, int]:
+    """The network input for an ``H x W`` image: an adapter's own processing size (Depth Anything: 518 short
+    side, multiple of 14), else ``size`` padded up to ``multiple_of`` -- what the Predictor feeds at native size."""
+    if hasattr(model, "input_size_for"):
+        return tuple(int(v) for v in model.input_size_for(*size))
+    return padded_size(size, multiple_of)
+
+
 def count_macs(model: nn.Module, size: tuple[int, int] = COST_SIZE, multiple_of: int | None = None,
                device: str = "cpu") -> float:
-    """Multiply-accumulates (MACs) of one forward pass on a 1x3xHxW input (padded to ``multiple_of``)."""
+    """Multiply-accumulates (MACs) of one forward pass for an ``H x W`` image, at :func:`network_size`.
+
+    Attention runs through PyTorch's math path while counting so that its two matrix products are counted
+    (the fused CPU kernels are invisible to ``torch.utils.flop_counter``). A model with its own
+    ``count_macs(h, w, device)`` (Marigold: a denoising loop) counts itself.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
-    h, w = padded_size(size, multiple_of)
-    x = torch.rand(1, 3, h, w, device=device)
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(x)
+        with sdpa_kernel(SDPBackend.MATH):
+            if hasattr(model, "count_macs"):
+                return float(model.count_macs(*size, device=device))
+            x = torch.rand(1, 3, *network_size(model, size, multiple_of), device=device)
+            with torch.no_grad(), FlopCounterMode(display=False) as counter:
+                model(x)
     finally:
         model.train(was_training)
     return counter.get_total_flops() / 2.0
@@ -70,18 +87,22 @@ def weights_available_locally(info) -> bool:
     return False
 
 
-def _cost(name: str, info) -> tuple[int, float]:
-    """(params, MACs) of a randomly initialised model. Tries the meta device first (no memory, no compute)."""
+def _cost(name: str, info) -> tuple[int, float, tuple[int, int]]:
+    """(params, MACs, network input size) of a randomly initialised model for a ``COST_SIZE`` image.
+    Tries the meta device first (no memory, no compute)."""
     from depthlab.models.registry import create_model
+
+    def cost(model, device):
+        return (count_params(model), count_macs(model, multiple_of=info.multiple_of, device=device),
+                network_size(model, COST_SIZE, info.multiple_of))
 
     try:
         with torch.device("meta"):
             model = create_model(name)
-        return count_params(model), count_macs(model, multiple_of=info.multiple_of, device="meta")
+        return cost(model, "meta")
     except Exception as e:  # some models need real tensors (data-dependent code, weights read at init)
         log.debug("meta-device costing of %s failed (%s); using real tensors", name, e)
-    model = create_model(name)
-    return count_params(model), count_macs(model, multiple_of=info.multiple_of)
+    return cost(create_model(name), "cpu")
 
 
 def zoo_rows(pattern: str = "*", with_cost: bool = True) -> list[dict[str, Any]]:
@@ -110,8 +131,8 @@ def zoo_rows(pattern: str = "*", with_cost: bool = True) -> list[dict[str, Any]]
         }
         if with_cost:
             try:
-                params, macs = _cost(name, info)
-                row["params"], row["gmacs"] = params, macs / 1e9
+                params, macs, size = _cost(name, info)
+                row["params"], row["gmacs"], row["cost_size"] = params, macs / 1e9, list(size)
             except Exception as e:  # an optional dependency missing, etc.: keep the row, say why
                 row["error"] = one_line(e)
         rows.append(row)
@@ -143,8 +164,9 @@ def _weights_cell(row) -> str:
 
 
 COLUMNS = ("model", "params", "GMACs@480x640", "output", "input / multiple_of", "weights local", "licence")
-LEGEND = ("GMACs: one forward pass at 480x640, MACs = FLOPs/2; * = at 480x640 padded up to the model's "
-          "multiple_of (e.g. 490x644 for 14), as the Predictor feeds it. "
+LEGEND = ("GMACs: one forward pass for a 480x640 image, attention included, MACs = FLOPs/2; * = at the network "
+          "input the Predictor feeds for it: padded up to the model's multiple_of, or an "
+          "adapter's own processing size (e.g. 518x686 for Depth Anything). "
           "input/multiple_of: training resolution / required divisor. weights local: yes = pretrained file on disk "
           "(bundled or cached), no = downloadable, n/a = none published.")
 SHORT_COLUMNS = ("model", "params", "GMACs", "output", "input/mult.", "weights", "licence")
@@ -153,7 +175,7 @@ SHORT_COLUMNS = ("model", "params", "GMACs", "output", "input/mult.", "weights",
 def _cells(row) -> list[str]:
     gm = _fmt_gmacs(row["gmacs"])
     if row["gmacs"] is not None and tuple(row["cost_size"]) != COST_SIZE:
-        gm += "*"  # counted at the padded size (see LEGEND)
+        gm += "*"  # counted at another network size (see LEGEND)
     return [row["name"], _fmt_params(row["params"]), gm, row["output_kind"], _fmt_size(row), _weights_cell(row),
             _short_license(row["license"])]
 

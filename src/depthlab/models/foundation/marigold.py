@@ -117,6 +117,34 @@ class MarigoldDepthModel(nn.Module):
                    ensembling_kwargs=self.ensembling_kwargs or None, generator=generator, output_type="pt")
         return {"depth": out.prediction.to(x.dtype)}
 
+    def count_macs(self, height: int, width: int, device="cpu") -> float:
+        """MACs of one forward on a ``height x width`` image, counted part by part because the pipeline's
+        value checks cannot run on the meta device: VAE encoder once, ``ensemble x steps`` UNet passes and
+        ``ensemble`` VAE decodes, at the processing size (longest side ``processing_resolution``, default 768,
+        padded to the VAE's factor) -- what diffusers' pipeline runs."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        res = 768 if self.processing_resolution is None else int(self.processing_resolution)
+        h, w = (height * res // max(height, width), width * res // max(height, width)) if res > 0 else (height, width)
+        f = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        h, w = -(-h // f) * f, -(-w // f) * f
+        steps = int(self.num_inference_steps or 4)
+        latent = (1, self.vae.config.latent_channels, h // f, w // f)
+        text = self.empty_text_embedding.to(device)
+        counts = []
+        with torch.no_grad():
+            for run in ("encode", "unet", "decode"):
+                with FlopCounterMode(display=False) as c:
+                    if run == "encode":
+                        self.vae.encode(torch.zeros(1, 3, h, w, device=device))
+                    elif run == "unet":
+                        self.unet(torch.zeros(1, self.unet.config.in_channels, *latent[2:], device=device),
+                                  torch.tensor(1, device=device), encoder_hidden_states=text)
+                    else:
+                        self.vae.decode(torch.zeros(latent, device=device))
+                counts.append(c.get_total_flops() / 2.0)
+        return counts[0] + self.ensemble_size * (steps * counts[1] + counts[2])
+
     # -- image side: no resizing by the caller; mean = std = 0.5 -----------------------------------------
     def input_size_for(self, height: int, width: int) -> tuple[int, int]:
         return height, width
