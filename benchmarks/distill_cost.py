@@ -35,7 +35,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_info, print_table, write_result  # noqa: E402
+from common import print_table, write_result  # noqa: E402
 
 
 class EpochTimer(Callback):

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_info, print_table, write_result  # noqa: E402
+from common import print_table, write_result  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 NYU_FRAME = REPO.parent / "shared" / "data" / "nyu" / "rgb" / "metric3d_00000.png"

@@ -12,7 +12,7 @@ import torch.nn as nn
 import torchvision.transforms.v2.functional as TF
 
 from depthlab.data.transforms import CenterCrop, Compose, RandomCrop, RandomHorizontalFlip, Resize
-from depthlab.losses import build_loss, distillation_loss, l1, max_normalized_l1
+from depthlab.losses import build_loss, distillation_loss, max_normalized_l1
 from depthlab.models.registry import WeightsInfo
 from depthlab.training.distill import (
     DISPARITY_FLOOR,
@@ -251,11 +251,23 @@ def test_distillation_run_with_tiny_dav2_cache_reused_teacher_frozen(tmp_path, m
             seen["in_optimiser"] = any(id(p) in opt_params for p in pl_module.teacher.model.parameters())
             seen["loss_terms"] = sorted(k for k in trainer.callback_metrics if k.startswith("train/loss_"))
 
+    moves = []  # (caller, device) of every Teacher.to: the teacher must end the set-up on the CPU
+    real_to = Teacher.to
+
+    def recording_to(self, device):
+        import inspect
+
+        moves.append((inspect.stack()[1].function, str(device)))
+        return real_to(self, device)
+
+    monkeypatch.setattr(Teacher, "to", recording_to)
     cache_dir = tmp_path / "shared_cache"
     common = [*TINY_DAV2_TEACHER, "distill.epsilon=0.25", f"distill.cache_dir={cache_dir}",
               "loss.terms={l1: 0.1, ssim: 1.0}", "train.log_every_n_steps=1"]
     r1 = train({}, _run_overrides(tmp_path, "first", *common), callbacks=[Inspect()])
     assert r1.global_step == 2
+    # to the training device for the fill, then back to the CPU; nothing moves it back afterwards
+    assert [m[0] for m in moves] == ["_train_with_teacher", "_train_with_teacher"] and moves[-1][1] == "cpu"
     assert calls.n == 1  # the fill: 4 training images in one teacher batch (teacher_batch_size 8)
     n_files = len(list(cache_dir.glob("*.npy")))
     assert n_files == 4
@@ -293,9 +305,20 @@ def test_uncached_distillation_with_zoo_teacher_runs_teacher_every_step(tmp_path
 
 
 def test_teacher_input_size_goes_where_the_registry_declares():
+    from depthlab.models.foundation.marigold import TINY_MARIGOLD
+
     # a zoo model is resized by the Predictor ...
     zoo = Teacher("fastdepth", pretrained=False, input_size=(64, 96))
     assert zoo.predictor.input_size == (64, 96) and zoo.identity(30, 40)["input_size"] == [64, 96]
-    # ... Marigold sizes itself by its longest side, so only one integer makes sense
+    # ... Marigold by its own processing_resolution (longest side), which is then part of the cache identity
+    tiny = {"config_overrides": TINY_MARIGOLD, "num_inference_steps": 1}
+    small, large = (Teacher("marigold_depth", pretrained=False, input_size=n, kwargs=tiny) for n in (32, 64))
+    assert (small.model.processing_resolution, large.model.processing_resolution) == (32, 64)
+    assert small.predictor.input_size is None
+    assert small.identity(40, 52) != large.identity(40, 52)
+    assert small.identity(40, 52)["kwargs"]["processing_resolution"] == 32
     with pytest.raises(ValueError, match="longest side: give teacher_input_size as one integer"):
-        Teacher("marigold_depth", pretrained=False, input_size=(64, 96))
+        Teacher("marigold_depth", pretrained=False, input_size=(64, 96), kwargs=tiny)
+    # a module that resizes itself but declares no size keyword: the size cannot be honoured, so it is refused
+    with pytest.raises(ValueError, match="resizes images itself and declares no size keyword"):
+        Teacher(model=small.model, input_size=48)

@@ -165,3 +165,17 @@ def test_load_partial_rules(tmp_path):
     with pytest.raises(RuntimeError, match=r"not a toy checkpoint: 1 shape mismatches \(e.g. \['0.weight'\]\), "
                                            r"1 unexpected \(e.g. \['fc.weight'\]\)"):
         load_partial(enc, src, "toy", may_miss=lambda k: k == "1.running_var")
+
+
+def test_load_partial_tolerates_missing_batchnorm_step_counters(tmp_path):
+    """Older PyTorch saves (and converted checkpoints) have no ``num_batches_tracked``; load_state_dict
+    accepts them, so the partial-load rule must too -- and nothing else may be missing."""
+    from depthlab.models.weights import load_partial
+
+    enc = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    state = {k: v.clone() for k, v in enc.state_dict().items() if not k.endswith("num_batches_tracked")}
+    report = load_partial(enc, state, "toy")
+    assert report.missing == ["1.num_batches_tracked"]
+    del state["1.running_mean"]
+    with pytest.raises(RuntimeError, match=r"1 missing \(e.g. \['1.running_mean'\]\)"):
+        load_partial(enc, state, "toy")

@@ -453,3 +453,14 @@ def test_predict_output_folder_evaluates_directly(tmp_path):
     from_model = evaluate("folder", root=root, model="fastdepth", protocol="nyu_eigen", limit=1)
     assert from_files["skipped"] == {}
     assert from_files["summary"]["abs_rel"] == pytest.approx(from_model["summary"]["abs_rel"], abs=1e-6)
+
+
+def test_a_checkpoint_given_as_the_model_is_named_in_the_results(tmp_path):
+    import depthlab
+
+    ckpt = depthlab.save_checkpoint(depthlab.create_model("fastdepth", pretrained=True), tmp_path / "fd.safetensors")
+    samples = Path(depthlab.__file__).parent / "assets" / "samples" / "nyu"
+    by_path = evaluate("folder", root=samples, model=str(ckpt), protocol="nyu_eigen", limit=1)
+    by_name = evaluate("folder", root=samples, model="fastdepth", protocol="nyu_eigen", limit=1)
+    assert by_path["model"]["checkpoint"] == str(ckpt) and "checkpoint" not in by_name["model"]
+    assert by_path["summary"] == by_name["summary"]  # the same weights, evaluated the same way

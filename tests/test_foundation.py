@@ -481,9 +481,15 @@ def test_marigold_checkpoint_keeps_the_adopted_pipelines_scheduler(tmp_path):
     assert rebuilt.num_inference_steps == 1
     img = torch.rand(1, 3, 32, 40, generator=torch.Generator().manual_seed(1))
     assert torch.equal(Predictor(rebuilt).predict_tensor(img), Predictor(model).predict_tensor(img))
-    with pytest.raises(ValueError, match="unknown diffusers scheduler 'NoSuchScheduler'"):
-        depthlab.create_model("marigold_depth", config_overrides=TINY_MARIGOLD,
-                              scheduler={"class_name": "NoSuchScheduler", "config": {}})
+    # a scheduler object works too; a non-scheduler class or an unknown setting is refused
+    again = depthlab.create_model("marigold_depth", config_overrides=TINY_MARIGOLD, scheduler=lcm)
+    assert type(again.scheduler).__name__ == "LCMScheduler" and again.scheduler.config.beta_end == 0.02
+    for name in ("NoSuchScheduler", "AutoencoderKL"):
+        with pytest.raises(ValueError, match=f"unknown diffusers scheduler '{name}'"):
+            depthlab.create_model("marigold_depth", config_overrides=TINY_MARIGOLD,
+                                  scheduler={"class_name": name, "config": {}})
+    with pytest.raises(TypeError, match=r"DDIMScheduler has no settings \['beta_ends'\]"):
+        depthlab.create_model("marigold_depth", config_overrides={**TINY_MARIGOLD, "scheduler": {"beta_ends": 1}})
 
 
 def test_marigold_counts_its_macs_like_a_real_forward():

@@ -233,3 +233,10 @@ def test_count_macs_includes_attention_at_the_adapters_processing_size():
     tokens = (h // 14) * (w // 14) + 1  # patches + CLS
     attention = 4 * 2 * tokens**2 * 32  # 4 layers, Q K^T and A V, hidden 32
     assert count_macs(model, (480, 640)) == fused.get_total_flops() / 2 + attention
+
+
+def test_a_folder_as_weights_file_is_a_clear_error(tmp_path):
+    from depthlab.models import resolve_model
+
+    with pytest.raises(WeightsUnavailableError, match="checkpoint_path is a folder; give the weights file"):
+        resolve_model("fastdepth", checkpoint_path=tmp_path)

@@ -155,3 +155,8 @@ def test_colormap_change_recolours_without_rerunning_the_model(sample, reference
     r = c.post("/api/predict", files={"file": ("flip.png", buf.getvalue(), "image/png")})
     assert r.status_code == 200 and r.json()["cached"] is False
     assert _post(c, sample, format="npy").status_code == 200 and svc.model_runs == 3
+    # a byte budget smaller than one map: nothing is kept, every request runs the model
+    tight = DepthService(svc.predictor, cache_mb=0.1)
+    c = TestClient(create_app(service=tight))  # FastDepth's 224x224 float32 map is 0.19 MB
+    assert not _post(c, sample, colormap="magma").json()["cached"] and not _post(c, sample).json()["cached"]
+    assert tight.model_runs == 2

@@ -157,7 +157,9 @@ class DistillConfig:
     ``(1 - epsilon) * loss + epsilon * L1(out / max(out), teacher / max(teacher))``. The teacher is
     ``create_model(teacher, pretrained=teacher_pretrained, checkpoint_path=teacher_checkpoint,
     **teacher_kwargs)`` run through a ``Predictor``. ``teacher_input_size``: the processing size of a
-    foundation adapter (its ``input_size`` kwarg); for other models the Predictor's ``input_size``
+    foundation adapter (the size keyword its registry entry declares: ``input_size`` for the transformers
+    adapters, ``processing_resolution`` -- one integer, the longest side -- for Marigold; part of the
+    cache key); for other models the Predictor's ``input_size``
     (``None`` = the image's own size padded to the model's multiple, an int = short side,
     ``[H, W]``). With ``cache: true``
     its predictions on the un-augmented training images are computed once and stored under

@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from depthlab.errors import DataError, first_line, one_line
@@ -327,6 +326,8 @@ def _build_predictor(model, checkpoint_path, checkpoint, device, input_size="aut
     module = resolve_model(model, checkpoint_path=checkpoint_path, checkpoint=checkpoint)
     predictor = Predictor(module, device=device, input_size=input_size)
     info = {"name": getattr(module, "model_name", None) or (model if isinstance(model, str) else type(module).__name__)}
+    if checkpoint is None and isinstance(model, (str, os.PathLike)) and Path(model).is_file():
+        checkpoint = model  # a depthlab checkpoint given as the model: say which file was evaluated
     if checkpoint is not None:
         info["checkpoint"] = str(checkpoint)
     else:

@@ -102,6 +102,9 @@ def find_weights(info, checkpoint_path=None, model_name: str = "") -> Path:
         p = Path(checkpoint_path).expanduser()
         if not p.exists():
             raise WeightsUnavailableError(f"{p}: checkpoint_path does not exist")
+        if p.is_dir():
+            raise WeightsUnavailableError(f"{p}: checkpoint_path is a folder; give the weights file "
+                                          "(.safetensors, .pth or .pt)")
         return p
     local = resolve_local(info.local_file)
     if local is not None:
@@ -161,7 +164,8 @@ def load_partial(module: nn.Module, state_or_path, what: str, *, strip_prefixes:
 
     Each key loses the ``strip_prefixes`` it starts with (in order); keys for which ``skip`` is true
     (classifier heads, stages past the last tap) are dropped and reported; module keys the file lacks are
-    allowed only where ``may_miss`` is true (left at their initialisation, reported). Any other missing
+    allowed only where ``may_miss`` is true, and for BatchNorm's ``num_batches_tracked`` (left at their
+    initialisation, reported). Any other missing
     or unexpected key, or any shape mismatch, means the file is not ``what``: ``RuntimeError`` naming the
     file and examples. Loads through ``nn.Module.load_state_dict`` itself (some libraries' encoders
     override it and drop the result this check reads).
@@ -181,7 +185,9 @@ def load_partial(module: nn.Module, state_or_path, what: str, *, strip_prefixes:
     bad_shape = [k for k, v in keep.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
     unexpected = sorted(k for k in keep if k not in own)
     missing = sorted(k for k in own if k not in keep)
-    unexplained = [k for k in missing if not may_miss(k)]
+    # BatchNorm's step counter: absent from older PyTorch saves and converted checkpoints, never used in
+    # eval and reset by training -- load_state_dict itself tolerates its absence
+    unexplained = [k for k in missing if not (may_miss(k) or k.endswith(".num_batches_tracked"))]
     if bad_shape or unexpected or unexplained:
         raise RuntimeError(
             f"{source}: not a {what} checkpoint: {len(bad_shape)} shape mismatches (e.g. {bad_shape[:3]}), "

@@ -112,9 +112,17 @@ class Teacher:
         if model is None:
             if not name:
                 raise ValueError("Teacher: give a model name or a model")
-            model = self._build(name, pretrained, checkpoint, self.kwargs, input_size)
+            model, size_kwarg = self._build(name, pretrained, checkpoint, self.kwargs, input_size)
+            # the processing size is part of what a prediction depends on (cache keys, see identity())
+            self.kwargs.update(size_kwarg)
+        else:
+            size_kwarg = {}
         if _own_processing(model):
-            self.input_size = None  # a foundation adapter resizes itself (its input_size kwarg)
+            if input_size is not None and not size_kwarg:
+                raise ValueError(f"teacher {name or type(model).__name__} resizes images itself and declares no "
+                                 "size keyword (registry resize_kwarg): set its size in teacher_kwargs and leave "
+                                 "teacher_input_size unset")
+            self.input_size = None  # a foundation adapter resizes itself (its size keyword)
         self.name = name or getattr(model, "model_name", None) or type(model).__name__
         self.checkpoint = None if checkpoint is None else str(checkpoint)
         self.batch_size = int(batch_size)
@@ -125,20 +133,22 @@ class Teacher:
         self._set_device(device)
 
     @staticmethod
-    def _build(name, pretrained, checkpoint, kwargs: dict, input_size) -> nn.Module:
+    def _build(name, pretrained, checkpoint, kwargs: dict, input_size) -> tuple[nn.Module, dict]:
         """``create_model``; ``input_size`` goes to the model's own size keyword when the registry declares
         one (``resize_kwarg``: foundation adapters resize images themselves -- ``input_size`` for the
         transformers ones, ``processing_resolution``, the longest side, for Marigold), else to the Predictor."""
         from depthlab.models.registry import create_model, get_entry
 
-        build = dict(pretrained=bool(pretrained) and checkpoint is None, checkpoint_path=checkpoint, **kwargs)
         size_kw = get_entry(name).resize_kwarg
+        applied = {}
         if input_size is not None and size_kw and size_kw not in kwargs:
             if size_kw == "processing_resolution" and not isinstance(input_size, int):
                 raise ValueError(f"teacher {name} resizes by its longest side: give teacher_input_size as one "
                                  f"integer, not {list(input_size)}")
-            build[size_kw] = input_size
-        return create_model(name, **build)
+            applied = {size_kw: list(input_size) if isinstance(input_size, tuple) else input_size}
+        build = dict(pretrained=bool(pretrained) and checkpoint is None, checkpoint_path=checkpoint, **kwargs)
+        build.update({k: tuple(v) if isinstance(v, list) else v for k, v in applied.items()})
+        return create_model(name, **build), applied
 
     @classmethod
     def from_config(cls, distill_cfg, device="cpu") -> "Teacher":

@@ -237,7 +237,7 @@ class DepthTask(L.LightningModule):
             image = batch["image"]
             if not self.normalize_inputs:  # the pipeline normalised with the model's statistics
                 image = image * self.img_std + self.img_mean
-            teacher = self.teacher.predict(image)
+            teacher = self.teacher.to(image.device).predict(image)  # no-op when already there
         teacher = teacher_to_encoding(teacher.to(raw.device), self.teacher.kind, self.target_encoding,
                                       self.max_depth)
         depth, mask = batch["depth"], batch["mask"]
@@ -255,7 +255,10 @@ class DepthTask(L.LightningModule):
                 from depthlab.training.distill import build_distillation
 
                 self.teacher, _ = build_distillation(self.cfg, ".", device=self.device)
-            self.teacher.to(self.device)
+            if not bool(getattr(self.cfg.distill, "cache", True)):
+                # uncached: the teacher runs on every batch, on the student's device; cached: the data module
+                # filled the cache on this device and then sent the teacher back to the CPU (rare misses only)
+                self.teacher.to(self.device)
 
     # ------------------------------------------------------------------------------------ training
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

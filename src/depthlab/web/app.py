@@ -59,16 +59,20 @@ def decode_upload(data: bytes, name: str):
 class DepthService:
     """The model behind the app: one :class:`~depthlab.predictor.Predictor`, used under a lock.
 
-    The last ``cache_size`` predictions are kept by upload content (SHA-1): the page re-sends the same
-    image when the user only changes the colormap, and re-colouring must not re-run the model.
+    Recent predictions are kept by upload content (SHA-1), at most ``cache_size`` of them and
+    ``cache_mb`` megabytes of depth maps: the page re-sends the same image when the user only changes the
+    colormap, and re-colouring must not re-run the model. The cache has its own lock, so a re-colour never
+    waits behind a prediction in progress.
     """
 
     predictor: Any
     checkpoint_path: str | None = None
     cache_size: int = 8
+    cache_mb: float = 256.0
 
     def __post_init__(self):
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the model
+        self._cache_lock = threading.Lock()  # the recent predictions
         self._recent: OrderedDict[str, tuple[Any, float]] = OrderedDict()
         self.model_runs = 0
 
@@ -96,7 +100,7 @@ class DepthService:
         """(image, prediction, model seconds, cached) for upload bytes; a recent identical upload is not re-run."""
         image = decode_upload(data, name)
         key = hashlib.sha1(data).hexdigest()
-        with self._lock:
+        with self._cache_lock:
             hit = self._recent.get(key)
             if hit is not None:
                 self._recent.move_to_end(key)
@@ -104,10 +108,13 @@ class DepthService:
         t0 = time.perf_counter()
         pred = self.predict(image)
         seconds = time.perf_counter() - t0
-        with self._lock:
-            self._recent[key] = (pred, seconds)
-            while len(self._recent) > self.cache_size:
-                self._recent.popitem(last=False)
+        limit = self.cache_mb * 2**20
+        if pred.depth.nbytes <= limit:  # predictions are only read afterwards: sharing them is safe
+            with self._cache_lock:
+                self._recent[key] = (pred, seconds)
+                while len(self._recent) > self.cache_size or \
+                        sum(p.depth.nbytes for p, _ in self._recent.values()) > limit:
+                    self._recent.popitem(last=False)
         return image, pred, seconds, False
 
 

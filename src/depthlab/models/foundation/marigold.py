@@ -19,6 +19,7 @@ then dropped). diffusers is imported only when a model is built.
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import os
 from pathlib import Path
@@ -272,14 +273,20 @@ def marigold_depth(variant: str = "v1-1", num_inference_steps: int | None = None
         raise TypeError(f"config_overrides keys must be unet/vae/scheduler/text_embedding, got {sorted(unknown)}")
     unet = diffusers.UNet2DConditionModel(**{**SD2_UNET, **over.get("unet", {})})
     vae = diffusers.AutoencoderKL(**{**SD2_VAE, **over.get("vae", {})})
+    if scheduler is not None and not isinstance(scheduler, dict):  # a scheduler object: its spec
+        scheduler = scheduler_spec(scheduler)
     if scheduler is not None:
-        sched_cls = getattr(diffusers, scheduler["class_name"], None)
-        if sched_cls is None or not hasattr(sched_cls, "from_config"):
-            raise ValueError(f"unknown diffusers scheduler {scheduler['class_name']!r}")
+        sched_cls = getattr(diffusers, str(scheduler.get("class_name")), None)
+        if not (isinstance(sched_cls, type) and issubclass(sched_cls, diffusers.SchedulerMixin)):
+            raise ValueError(f"unknown diffusers scheduler {scheduler.get('class_name')!r}")
         sched_cfg: dict[str, Any] = {**scheduler.get("config", {}), **over.get("scheduler", {})}
     else:
         sched_cls = diffusers.LCMScheduler if variant == "lcm" else diffusers.DDIMScheduler
         sched_cfg = {**DDIM_TRAILING, **over.get("scheduler", {})}
+    accepted = set(inspect.signature(sched_cls.__init__).parameters) - {"self"}
+    unknown = sorted(set(over.get("scheduler", {})) - accepted)
+    if unknown:  # from_config would drop them silently
+        raise TypeError(f"{sched_cls.__name__} has no settings {unknown}")
     sched = sched_cls.from_config(sched_cfg)
     tokens, dim = over.get("text_embedding", (2, unet.config.cross_attention_dim))
     model = MarigoldDepthModel(
