@@ -36,3 +36,15 @@ def test_import_is_lazy():
     code = "import sys, depthlab; print('lightning' in sys.modules, 'transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]
+
+
+def test_evaluate_is_the_function_whatever_was_imported_first():
+    """The evaluation package's ``evaluate`` must not be shadowed by a submodule of the same name."""
+    import subprocess
+    import sys
+
+    code = ("import depthlab.evaluation.runner, depthlab.evaluation.protocols\n"
+            "from depthlab.evaluation import evaluate\n"
+            "import depthlab\n"
+            "assert callable(evaluate) and evaluate is depthlab.evaluate, evaluate\n")
+    subprocess.run([sys.executable, "-c", code], check=True)

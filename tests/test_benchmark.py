@@ -88,7 +88,7 @@ def test_benchmark_runs_each_model_under_its_protocol_and_skips_missing_weights(
     assert "does/not/exist.safetensors" in skipped["fastdepth:does/not/exist.safetensors"]
 
     # the numbers are exactly those of depthlab.evaluation.evaluate under the same protocol
-    from depthlab.evaluation.evaluate import evaluate
+    from depthlab.evaluation.runner import evaluate
 
     native = rows["fastdepth_native"]
     direct = evaluate("folder", root=NYU_SAMPLES, model=depthlab.create_model("fastdepth", pretrained=True),
@@ -99,7 +99,7 @@ def test_benchmark_runs_each_model_under_its_protocol_and_skips_missing_weights(
 def test_benchmark_numbers_equal_evaluate_at_the_training_size(bench):
     """The benchmark's FastDepth row is evaluate(..., input_size="model") exactly: the size is chosen in one place
     (the Predictor's "auto" rule)."""
-    from depthlab.evaluation.evaluate import evaluate
+    from depthlab.evaluation.runner import evaluate
     from depthlab.predictor import Predictor
 
     _, result = bench

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from depthlab.evaluation.evaluate import evaluate, format_markdown
+from depthlab.evaluation.runner import evaluate, format_markdown
 from depthlab.evaluation.protocols import get_protocol
 from depthlab.metrics import METRIC_NAMES
 

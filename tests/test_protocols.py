@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from depthlab.evaluation.align import align, lstsq_scale_shift, median_scale
-from depthlab.evaluation.evaluate import apply_protocol
+from depthlab.evaluation.runner import apply_protocol
 from depthlab.evaluation.protocols import (CropError, Protocol, crop_bounds, crop_mask, get_protocol,
                                            list_protocols)
 from depthlab.metrics import compute_metrics

@@ -23,7 +23,7 @@ _API = {
     "Protocol": "depthlab.evaluation.protocols",
     "get_protocol": "depthlab.evaluation.protocols",
     "list_protocols": "depthlab.evaluation.protocols",
-    "evaluate": "depthlab.evaluation.evaluate",
+    "evaluate": "depthlab.evaluation.runner",
     "compute_metrics": "depthlab.metrics",
     "Predictor": "depthlab.predictor",
     "Prediction": "depthlab.predictor",

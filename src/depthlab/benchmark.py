@@ -224,7 +224,7 @@ def run_benchmark(models: Sequence, datasets: Sequence[str], out_dir, roots: Map
     Returns the results dict also written to ``results.json``.
     """
     from depthlab import __version__
-    from depthlab.evaluation.evaluate import evaluate
+    from depthlab.evaluation.runner import evaluate
     from depthlab.io import atomic_write, write_json
     from depthlab.models.registry import get_entry
 
@@ -383,7 +383,7 @@ def save_comparison_figure(models: Mapping[str, nn.Module], dataset: str, root, 
     from matplotlib.colors import Normalize
 
     from depthlab.data import create_dataset
-    from depthlab.evaluation.evaluate import apply_protocol
+    from depthlab.evaluation.runner import apply_protocol
     from depthlab.io import atomic_write
     from depthlab.predictor import Predictor
     from depthlab.viz.colorize import colorize, get_cmap

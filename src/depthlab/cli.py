@@ -62,7 +62,7 @@ def eval_cmd(
 ):
     """Evaluate predictions or a model on a dataset under a named protocol."""
     from depthlab.errors import DepthlabError
-    from depthlab.evaluation.evaluate import evaluate, format_markdown
+    from depthlab.evaluation.runner import evaluate, format_markdown
 
     try:
         result = evaluate(dataset=dataset, root=root, split=split, model=model, checkpoint_path=checkpoint_path,

@@ -52,7 +52,7 @@ def _fastdepth_step(out: Path, console: Console) -> tuple[dict, dict]:
     import numpy as np
 
     from depthlab.data import create_dataset
-    from depthlab.evaluation.evaluate import evaluate, format_markdown
+    from depthlab.evaluation.runner import evaluate, format_markdown
     from depthlab.predictor import predict_files
     from depthlab.report.figures import depth_rows_figure
     from depthlab.report.html import TABLE_COLUMNS

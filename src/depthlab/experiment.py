@@ -27,7 +27,7 @@ An experiment spec (YAML file or dict; full schema in docs/experiments.md)::
       grid: {...}                    # any other key replaces the spec's key
 
 Every run trains with :func:`depthlab.training.train` into ``<out>/runs/<run_id>/``, is evaluated
-with :func:`depthlab.evaluation.evaluate.evaluate` (test split + extra datasets) and measured
+with :func:`depthlab.evaluation.runner.evaluate` (test split + extra datasets) and measured
 (parameters, CPU latency). A run whose ``experiment_run.json`` (the finished marker, with the
 run's results) exists and whose resolved config is unchanged is reused without training again; a
 run that stopped part-way resumes from its ``last.ckpt``. A failing run is recorded with its
@@ -446,7 +446,7 @@ def _train_and_measure(cfg, run_dir: Path, spec: dict, eval_sets: dict, progress
     import torch
 
     from depthlab.checkpoint import load_checkpoint
-    from depthlab.evaluation.evaluate import evaluate
+    from depthlab.evaluation.runner import evaluate
     from depthlab.training.task import DepthTask
     from depthlab.training.train import prepare_run_dir, train
 

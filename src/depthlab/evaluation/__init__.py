@@ -2,7 +2,7 @@
 
 * :mod:`depthlab.evaluation.protocols` -- :class:`Protocol`, presets, crops.
 * :mod:`depthlab.evaluation.align` -- median / least-squares alignment in depth or disparity space.
-* :mod:`depthlab.evaluation.evaluate` -- :func:`evaluate` and :func:`format_markdown`.
+* :mod:`depthlab.evaluation.runner` -- :func:`evaluate` and :func:`format_markdown`.
 
 Names are imported lazily so ``import depthlab.evaluation.<module>`` stays cheap.
 """
@@ -22,10 +22,10 @@ _API = {
     "align": "depthlab.evaluation.align",
     "median_scale": "depthlab.evaluation.align",
     "lstsq_scale_shift": "depthlab.evaluation.align",
-    "evaluate": "depthlab.evaluation.evaluate",
-    "format_markdown": "depthlab.evaluation.evaluate",
-    "apply_protocol": "depthlab.evaluation.evaluate",
-    "load_prediction": "depthlab.evaluation.evaluate",
+    "evaluate": "depthlab.evaluation.runner",
+    "format_markdown": "depthlab.evaluation.runner",
+    "apply_protocol": "depthlab.evaluation.runner",
+    "load_prediction": "depthlab.evaluation.runner",
 }
 
 __all__ = sorted(_API)
