@@ -241,7 +241,7 @@ def test_cli_bad_items_are_skipped_with_reasons(tmp_path):
     assert "corrupt.png" in sk["corrupt"] and "decode" in sk["corrupt"]
     assert "mismatch.png" in sk["mismatch"] and "differs" in sk["mismatch"]
     assert "allzero.png" in sk["allzero"] and "no valid ground-truth pixels" in sk["allzero"]
-    assert sk["nopred"] == f"no prediction file nopred.npy/.png in {preds}"
+    assert sk["nopred"] == f"no prediction file nopred.npy, nopred.png or nopred_depth16.png in {preds}"
     assert "listed_missing.png" in sk["listed_missing"] and "not found" in sk["listed_missing"]
     # the two good images, pooled per image, against numpy
     exp = [_np_metrics(np.full((good[n] > 0).sum(), 2.5), good[n][good[n] > 0]) for n in ("good1", "good2")]
@@ -464,3 +464,41 @@ def test_a_checkpoint_given_as_the_model_is_named_in_the_results(tmp_path):
     by_name = evaluate("folder", root=samples, model="fastdepth", protocol="nyu_eigen", limit=1)
     assert by_path["model"]["checkpoint"] == str(ckpt) and "checkpoint" not in by_name["model"]
     assert by_path["summary"] == by_name["summary"]  # the same weights, evaluated the same way
+
+
+def test_predict_output_folder_evaluates_as_it_is(tmp_path):
+    """`depthlab predict` writes <stem>.npy and <stem>_depth16.png (+ predictions.json with the PNG scale);
+    `depthlab eval --predictions` reads either without extra flags, with the same numbers (to mm rounding)."""
+    import depthlab
+    from depthlab.predictor import predict_files
+
+    samples = Path(depthlab.__file__).parent / "assets" / "samples" / "nyu"
+    out = tmp_path / "pred"
+    predict_files(sorted((samples / "rgb").glob("*.png")), model="fastdepth", out_dir=out, formats=["npy", "png16"])
+    from_npy = evaluate("folder", root=samples, predictions=out, protocol="nyu_eigen")
+    for f in out.glob("*.npy"):
+        f.unlink()
+    from_png = evaluate("folder", root=samples, predictions=out, protocol="nyu_eigen")
+    assert from_png["summary"]["n_images"] == from_npy["summary"]["n_images"] > 0
+    assert from_png["summary"]["abs_rel"] == pytest.approx(from_npy["summary"]["abs_rel"], abs=5e-4)
+
+
+def test_cli_nothing_scored_exits_1_and_dataset_options_reach_the_dataset(tmp_path):
+    from typer.testing import CliRunner
+
+    from depthlab.cli import app
+
+    samples = Path(__file__).resolve().parents[1] / "src" / "depthlab" / "assets" / "samples" / "nyu"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = CliRunner().invoke(app, ["eval", "--dataset", "folder", "--root", str(samples), "--predictions", str(empty)])
+    assert r.exit_code == 1 and "no image was scored" in r.output
+    # --data-opt reaches the dataset: a wrong depth_scale (metres per unit) changes every number
+    args = ["eval", "--dataset", "folder", "--root", str(samples), "--model", "fastdepth", "--limit", "1"]
+    plain = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "a.json")])
+    scaled = CliRunner().invoke(app, [*args, "--data-opt", "depth_scale=0.002", "--out", str(tmp_path / "b.json")])
+    assert plain.exit_code == scaled.exit_code == 0, scaled.output
+    a, b = (json.loads((tmp_path / f).read_text())["summary"]["rmse"] for f in ("a.json", "b.json"))
+    assert a != b
+    bad = CliRunner().invoke(app, [*args, "--data-opt", "depth_scale"])
+    assert bad.exit_code == 2 and "--data-opt 'depth_scale': expected KEY=VALUE" in bad.output

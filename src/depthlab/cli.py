@@ -38,6 +38,19 @@ INPUT_SIZE_HELP = ("network input size: auto (default: the trained size when the
                    "trained at, e.g. FastDepth 224x224), N (short side) or HxW")
 
 
+def _key_values(items: Optional[List[str]], flag: str) -> dict:
+    """``["k=v", ...]`` -> ``{k: yaml(v)}``; a one-line usage error for an item without ``=``."""
+    import yaml
+
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            _fail(f"{flag} {item!r}: expected KEY=VALUE")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
 def _fail(msg: str, code: int = 2):
     err_console.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
@@ -59,8 +72,12 @@ def eval_cmd(
     device: str = typer.Option("cpu"),
     limit: Optional[int] = typer.Option(None, help="evaluate only the first N samples"),
     input_size: Optional[str] = typer.Option(None, help=INPUT_SIZE_HELP),
+    data_opt: Optional[List[str]] = typer.Option(None, "--data-opt", help="dataset option KEY=VALUE (YAML value), "
+                                                 "repeatable, e.g. --data-opt gt_root=/data/kitti_gt"),
 ):
-    """Evaluate predictions or a model on a dataset under a named protocol."""
+    """Evaluate predictions or a model on a dataset under a named protocol.
+
+    Exit status: 0 when at least one image was scored, 1 when none was, 2 on a usage or input error."""
     from depthlab.errors import DepthlabError
     from depthlab.evaluation.runner import evaluate, format_markdown
 
@@ -68,14 +85,16 @@ def eval_cmd(
         result = evaluate(dataset=dataset, root=root, split=split, model=model, checkpoint_path=checkpoint_path,
                           checkpoint=checkpoint, predictions=predictions, pred_scale=pred_scale, pred_kind=pred_kind,
                           protocol=protocol, out=out, device=device, limit=limit, progress=True,
-                          input_size=_parse_size(input_size))
+                          input_size=_parse_size(input_size), dataset_kwargs=_key_values(data_opt, "--data-opt"))
     except (DepthlabError, FileNotFoundError, ValueError, KeyError) as e:
-        _fail(str(e))
+        _fail(first_line(e))
     console.print(format_markdown(result), highlight=False, soft_wrap=True, markup=False)
     for name, reason in result.get("skipped", {}).items():
         err_console.print(f"[yellow]skipped[/yellow] {name}: {reason}", highlight=False, soft_wrap=True)
     if out:
         console.print(f"wrote {out}")
+    if not result["summary"].get("n_images"):
+        _fail("no image was scored (see the skipped reasons above)", code=1)
 
 
 @app.command("protocols")

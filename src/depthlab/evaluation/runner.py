@@ -21,6 +21,7 @@ line naming the file) and the evaluation goes on.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import math
 import os
 import warnings
@@ -45,13 +46,18 @@ class _Skip(Exception):
 
 # ----------------------------------------------------------------------------- per-sample pieces
 def load_prediction(folder: Path, name: str, pred_scale: float | None = None) -> torch.Tensor:
-    """``<folder>/<name>.npy`` (float, metres or the predictions' unit) or ``<name>.png`` (16-bit, times
-    ``pred_scale``) -> float32 ``(H, W)``. Leading singleton dims of an ``.npy`` are dropped
-    (``(1,1,H,W)`` works). Missing file -> ``_Skip``; unreadable -> DataError naming the file."""
+    """``<folder>/<name>.npy`` (float, metres or the predictions' unit) or ``<name>.png`` / ``<name>_depth16.png``
+    (16-bit, times ``pred_scale``) -> float32 ``(H, W)``. Leading singleton dims of an ``.npy`` are dropped
+    (``(1,1,H,W)`` works). ``depthlab predict`` output folders work as they are: their ``predictions.json``
+    gives the 16-bit PNGs' scale of metric predictions when ``pred_scale`` is None. Missing file -> ``_Skip``;
+    unreadable -> DataError naming the file."""
     folder = Path(folder)
-    path = next((folder / f"{name}{ext}" for ext in PRED_EXTS if (folder / f"{name}{ext}").is_file()), None)
+    candidates = [folder / f"{name}{ext}" for ext in PRED_EXTS] + [folder / f"{name}_depth16.png"]
+    path = next((c for c in candidates if c.is_file()), None)
     if path is None:
-        raise _Skip(f"no prediction file {name}.npy/.png in {folder}")
+        raise _Skip(f"no prediction file {name}.npy, {name}.png or {name}_depth16.png in {folder}")
+    if path.suffix == ".png" and pred_scale is None:
+        pred_scale = _sidecar_png16_scale(folder, name)
     if path.suffix == ".npy":
         try:
             arr = np.load(path, allow_pickle=False)
@@ -72,6 +78,16 @@ def load_prediction(folder: Path, name: str, pred_scale: float | None = None) ->
     if pred_scale is None:
         raise DataError(path, "16-bit PNG prediction needs pred_scale (metres per unit, e.g. 0.001 for mm)")
     return torch.from_numpy(read_depth(path, pred_scale))
+
+
+def _sidecar_png16_scale(folder: Path, name: str) -> float | None:
+    """The metres-per-unit of ``name``'s 16-bit PNG from a ``depthlab predict`` sidecar, for metric maps only
+    (relative/disparity PNGs are min-max encoded per image and cannot be scored as depth)."""
+    try:
+        entry = json.loads((folder / "predictions.json").read_text())["files"][name]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return float(entry["png16_scale"]) if entry.get("kind") == "metric" and entry.get("png16_scale") else None
 
 
 def resize_to(pred: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
@@ -112,13 +128,14 @@ def check_kind(pred_kind: str, protocol: Protocol) -> None:
 def evaluate(dataset, root=None, split: str = "test", model=None, checkpoint_path=None, checkpoint=None,
              predictions=None, pred_scale: float | None = None, protocol: str | Protocol = "none", out=None,
              device: str = "cpu", limit: int | None = None, progress: bool = False,
-             pred_kind: str = "metric", input_size="auto") -> dict[str, Any]:
+             pred_kind: str = "metric", input_size="auto", dataset_kwargs: dict | None = None) -> dict[str, Any]:
     """Evaluate a model or a folder of predictions on a dataset under a protocol.
 
     Args:
         dataset: registered dataset name (``depthlab.data.create_dataset(name, root=root, split=split)``,
             e.g. ``"folder"`` for ``rgb/ + depth/ + index.csv``) or a Dataset object returning Samples.
-        root, split: passed to ``create_dataset``.
+        root, split: passed to ``create_dataset``; ``dataset_kwargs``: its other options (e.g. KITTI's
+            ``gt_root``, ``require_gt``).
         model: registered model name or ``nn.Module`` (with ``depth_info``); ``checkpoint_path`` = its
             weights file. ``checkpoint``: a depthlab checkpoint (rebuilds its own model).
         predictions: folder of ``<meta name>.npy`` (float32 metres) or ``.png`` (16-bit) files.
@@ -162,9 +179,10 @@ def evaluate(dataset, root=None, split: str = "test", model=None, checkpoint_pat
         if not pred_dir.is_dir():
             raise FileNotFoundError(f"{pred_dir}: predictions folder not found")
         # only PNGs (no .npy to prefer): they need a scale, say so once instead of once per image. A folder
-        # written by `depthlab predict` (.npy plus colour PNGs) is fine: .npy files are matched first.
+        # written by `depthlab predict` is fine: .npy files are matched first, and its predictions.json
+        # gives the scale of its 16-bit PNGs.
         if (pred_scale is None and next(pred_dir.rglob("*.png"), None) is not None
-                and next(pred_dir.rglob("*.npy"), None) is None):
+                and next(pred_dir.rglob("*.npy"), None) is None and not (pred_dir / "predictions.json").is_file()):
             raise ValueError(f"{pred_dir} holds PNG predictions: give pred_scale (metres per unit, e.g. 0.001 for mm)")
         if pred_kind not in ("metric", "relative", "disparity"):
             raise ValueError(f"pred_kind must be metric, relative or disparity, got {pred_kind!r}")
@@ -184,7 +202,7 @@ def evaluate(dataset, root=None, split: str = "test", model=None, checkpoint_pat
     if isinstance(dataset, (str, os.PathLike)):
         from depthlab.data import create_dataset
 
-        ds = create_dataset(str(dataset), root=root, split=split)
+        ds = create_dataset(str(dataset), root=root, split=split, **(dataset_kwargs or {}))
         ds_name = str(dataset)
     else:
         ds = dataset
