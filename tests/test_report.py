@@ -148,3 +148,20 @@ def test_depth_rows_figure_writes_png(tmp_path):
     out = depth_rows_figure([s], {"x": [s["depth"][0].numpy()[::2, ::2]]}, tmp_path / "f.png", cmap="viridis")
     data = Path(out).read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000
+
+
+def test_depth_figures_show_near_warm_like_predict(tmp_path):
+    """Report figures colour depth as `depthlab predict` does (Spectral_r named, near = red, far = blue)."""
+    from PIL import Image
+
+    gt = np.full((1, 32, 64), 5.0, np.float32)
+    gt[..., :32] = 1.0  # near on the left half
+    sample = {"image": np.full((3, 32, 64), 0.5, np.float32), "depth": gt, "mask": gt > 0, "meta": {"name": "lr"}}
+    path = depth_rows_figure([sample], {"run": [gt[0]]}, tmp_path / "f.png")
+    rgb = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    red = (r > 150) & (b < 100) & (g < 120)
+    blue = (b > 150) & (r < 100)
+    cols = np.arange(rgb.shape[1])[None, :].repeat(rgb.shape[0], 0)
+    assert red.sum() > 200 and blue.sum() > 200
+    assert cols[red].mean() < cols[blue].mean()  # red (near) left of blue (far) in the depth panels

@@ -76,9 +76,13 @@ def depth_rows_figure(samples: Sequence[dict], predictions: dict[str, Sequence[n
     ``samples``: dicts with ``image`` (3,H,W) in [0,1], ``depth`` (1,H,W) metres, ``mask`` and ``meta``;
     ``predictions``: run label -> one (H,W) depth map (metres) per sample. A row shares ONE depth
     scale (2nd..98th percentile of its valid ground truth) for GT and every run, and one error scale
-    (0 .. 98th percentile of its runs' errors, or ``max_error``); invalid GT pixels are blank.
+    (0 .. 98th percentile of its runs' errors, or ``max_error``); invalid GT pixels are blank. ``cmap`` is
+    reversed for depth, as everywhere in depthlab: with ``Spectral_r`` near is red and far is blue.
     """
     plt = _plt()
+    # the colormap is named as for `depthlab predict` (Spectral_r): depth maps use it reversed so that
+    # near is warm there and here alike (depthlab.viz.colorize(..., reverse=True) for depth)
+    cmap = plt.get_cmap(cmap).reversed()
     labels = list(predictions)
     k = len(labels)
     widths = [1, 1] + [1] * k + [0.07] + [1] * k + [0.07]
