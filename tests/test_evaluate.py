@@ -502,3 +502,15 @@ def test_cli_nothing_scored_exits_1_and_dataset_options_reach_the_dataset(tmp_pa
     assert a != b
     bad = CliRunner().invoke(app, [*args, "--data-opt", "depth_scale"])
     assert bad.exit_code == 2 and "--data-opt 'depth_scale': expected KEY=VALUE" in bad.output
+
+
+def test_console_script_prints_depthlab_warnings_on_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    samples = Path(__file__).resolve().parents[1] / "src" / "depthlab" / "assets" / "samples" / "nyu"
+    r = subprocess.run([sys.executable, "-m", "depthlab", "eval", "--dataset", "folder", "--root", str(samples),
+                        "--predictions", str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 1
+    assert "warning: no image could be evaluated (5 skipped)\n" in r.stderr
+    assert "warnings.warn" not in r.stderr and "UserWarning" not in r.stderr

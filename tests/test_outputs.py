@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from depthlab.pointcloud import (as_intrinsics, default_intrinsics, depth_to_points, find_intrinsics, read_ply,
+from depthlab.pointcloud import (as_intrinsics, default_intrinsics, depth_to_points, find_intrinsics,
+                                 locate_intrinsics, read_ply,
                                  write_ply)
 from depthlab.predictor import FORMATS, Prediction, write_outputs
 
@@ -52,9 +53,12 @@ def test_find_intrinsics_from_csv_and_json_sidecar(tmp_path):
     img.write_bytes(b"")
     (tmp_path / "intrinsics.csv").write_text("name,fx,fy,cx,cy\nframe1,500,501,320,240\nother,,,,\n")
     assert find_intrinsics(img) == {"fx": 500.0, "fy": 501.0, "cx": 320.0, "cy": 240.0}
+    assert locate_intrinsics(img)[1] == f"{tmp_path / 'intrinsics.csv'} row frame1"  # the source is named
     assert find_intrinsics(tmp_path / "rgb" / "other.png") is None  # blank row = unknown
+    assert locate_intrinsics(tmp_path / "rgb" / "other.png") == (None, None)
     (tmp_path / "rgb" / "frame1.json").write_text(json.dumps({"intrinsics": {"fx": 1, "fy": 2, "cx": 3, "cy": 4}}))
     assert find_intrinsics(img) == {"fx": 1.0, "fy": 2.0, "cx": 3.0, "cy": 4.0}  # sidecar wins
+    assert locate_intrinsics(img)[1] == "sidecar frame1.json"
 
 
 # ------------------------------------------------------------------------------------------------ PLY

@@ -169,3 +169,20 @@ def test_cli_ply_with_given_intrinsics(tmp_path):
     bad = CliRunner().invoke(app, ["predict", str(rgb), "--model", "fastdepth", "--out", str(out), "--formats", "ply",
                                    "--intrinsics", "1,2"])
     assert bad.exit_code == 2 and "fx,fy,cx,cy" in bad.output
+
+
+def test_ply_for_a_disparity_model_fails_before_writing_anything(tmp_path):
+    pytest.importorskip("transformers")
+    import depthlab
+    from depthlab.models.foundation.hf_depth import TINY_DAV2
+    from depthlab.predictor import predict_files
+
+    img = tmp_path / "room.png"
+    Image.fromarray(np.full((28, 42, 3), 128, np.uint8)).save(img)
+    tiny = depthlab.create_model("depth_anything_v2_vits", config_overrides=TINY_DAV2)
+    with pytest.raises(ValueError, match=r"predicts disparity values without a metric scale; pass ply_scale \(--ply-scale"):
+        predict_files([img], model=tiny, out_dir=tmp_path / "out", formats="npy,png16,ply")
+    assert not any((tmp_path / "out").iterdir())
+    report = predict_files([img], model=tiny, out_dir=tmp_path / "ok", formats="npy,ply", ply_scale=2.0)
+    assert report.n_ok == 1 and sorted(p.name for p in (tmp_path / "ok").iterdir()) == \
+        ["predictions.json", "room.npy", "room.ply"]

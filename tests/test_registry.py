@@ -38,8 +38,9 @@ def throwaway_model():
 def test_unknown_name_suggests_close_matches():
     with pytest.raises(KeyError, match=r"unknown model 'fastdeph'.*did you mean: fastdepth"):
         create_model("fastdeph")
-    with pytest.raises(KeyError, match="see `depthlab models`"):
+    with pytest.raises(KeyError, match="see `depthlab models`") as err:
         get_entry("zzzzzzzzzzzz")
+    assert str(err.value).startswith("unknown model 'zzzzzzzzzzzz'")  # no KeyError quotes around the message
 
 
 def test_list_models_pattern():

@@ -153,7 +153,7 @@ def predict_cmd(
                                input_size=_parse_size(input_size), intrinsics=intrinsics,
                                ply_scale=ply_scale)
     except (DepthlabError, FileNotFoundError, ValueError, KeyError) as e:
-        _fail(str(e))
+        _fail(first_line(e))
     for path, reason in report.failures.items():
         err_console.print(f"failed {path}: {reason}", style="red", highlight=False, soft_wrap=True, markup=False)
     console.print(f"{report.n_ok} written to {out}, {len(report.failures)} failed")
@@ -185,7 +185,7 @@ def train_cmd(
     try:
         result = train(config, overrides or [], resume=resume)
     except (DepthlabError, FileNotFoundError, FileExistsError, ValueError, KeyError, MisconfigurationException) as e:
-        _fail(str(e))
+        _fail(first_line(e))
     from lightning.fabric.utilities.rank_zero import _get_rank
 
     if (_get_rank() or 0) == 0:
@@ -247,7 +247,8 @@ def experiment_cmd(
     config: Path = typer.Argument(..., help="experiment YAML (see configs/studies/ and docs/experiments.md)"),
     overrides: Optional[List[str]] = typer.Argument(None, help="dotted training overrides for every run, e.g. train.max_epochs=5"),
     smoke: bool = typer.Option(False, "--smoke", help="apply the experiment's smoke block (tiny data, few steps)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="output folder (default outputs/experiments/<name>)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="output folder (default outputs/experiments/<name>, "
+                                       "<name>_smoke with --smoke)"),
 ):
     """Run a grid of training runs, evaluate and time each, and write results.json, results.md and report.html."""
     from depthlab.errors import DepthlabError
@@ -256,7 +257,7 @@ def experiment_cmd(
     try:
         result = run_experiment(config, out_dir=out, smoke=smoke, overrides=overrides or [], console=err_console)
     except (DepthlabError, FileNotFoundError, ValueError, KeyError) as e:
-        _fail(str(e))
+        _fail(first_line(e))
     failed = [r for r in result["runs"] if r["status"] != "ok"]
     for r in failed:
         err_console.print(f"[red]failed[/red] {r['id']}: {r['error']}", highlight=False, soft_wrap=True)
@@ -304,7 +305,23 @@ def benchmark_cmd(
     console.print(f"wrote {out}/results.json, results.csv, results.md", highlight=False, markup=False)
 
 
+_python_formatwarning = None  # warnings.formatwarning before main() replaced it
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """depthlab's own warnings read like the CLI's errors (one line, no source excerpt); others keep
+    Python's format, where the location helps."""
+    if filename and "depthlab" in str(filename).replace("\\", "/").split("/site-packages/")[-1]:
+        return f"warning: {first_line(message) if isinstance(message, Warning) else message}\n"
+    return _python_formatwarning(message, category, filename, lineno, line)
+
+
 def main():  # console-script entry point
+    import warnings
+
+    global _python_formatwarning
+    _python_formatwarning = warnings.formatwarning
+    warnings.formatwarning = _one_line_warning
     app()
 
 

@@ -18,6 +18,16 @@ class DataError(DepthlabError):
         super().__init__(f"{self.path}: {problem}")
 
 
+class UnknownNameError(DepthlabError, KeyError):
+    """An unregistered model / dataset name (a KeyError, so ``except KeyError`` still works).
+
+    ``str(err)`` is the message itself: KeyError's own ``str`` would wrap it in quotes.
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class WeightsUnavailableError(DepthlabError):
     """Pretrained weights could neither be downloaded nor found locally."""
 

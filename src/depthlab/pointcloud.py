@@ -85,19 +85,25 @@ def find_intrinsics(image_path) -> dict[str, float] | None:
     top level); then ``intrinsics.csv`` (``name,fx,fy,cx,cy``; the layout of depthlab folder datasets) in the
     image's folder or its parent, row ``name`` = the image's stem. Rows with blank fields count as unknown.
     """
+    return locate_intrinsics(image_path)[0]
+
+
+def locate_intrinsics(image_path) -> tuple[dict[str, float] | None, str | None]:
+    """(:func:`find_intrinsics`'s result, where it came from: ``"sidecar <file>"`` or
+    ``"<folder>/intrinsics.csv row <stem>"``; None when nothing was found)."""
     p = Path(image_path)
     for side in (p.with_name(p.name + ".json"), p.with_suffix(".json")):
         if side.is_file() and side != p:
             try:
                 obj = json.loads(side.read_text())
-                return as_intrinsics(obj.get("intrinsics", obj))
+                return as_intrinsics(obj.get("intrinsics", obj)), f"sidecar {side.name}"
             except (ValueError, AttributeError, TypeError) as e:
                 raise DataError(side, f"bad intrinsics sidecar ({e})") from None
     for folder in (p.parent, p.parent.parent):
         table = _intrinsics_table(folder / "intrinsics.csv")
         if p.stem in table:
-            return as_intrinsics(table[p.stem])
-    return None
+            return as_intrinsics(table[p.stem]), f"{folder / 'intrinsics.csv'} row {p.stem}"
+    return None, None
 
 
 # --------------------------------------------------------------------------------------------------- geometry
@@ -225,7 +231,8 @@ def metric_depth_for_cloud(depth: np.ndarray, kind: str, scale: float | None = N
         return d * np.float32(scale) if scale is not None else d
     if scale is None:
         raise ValueError(f"point clouds need metric depth; this model predicts {kind} values "
-                         "(pass a scale: metres per unit for relative, metres x disparity for disparity)")
+                         "(pass a scale -- ply_scale / --ply-scale: metres per unit for relative, metres x "
+                         "disparity for disparity)")
     if kind == "relative":
         return d * np.float32(scale)
     if kind == "disparity":
@@ -273,8 +280,7 @@ def write_prediction_ply(path, pred, rgb=None, intrinsics=None, scale: float | N
     """
     source = "given"
     if intrinsics is None and pred.source:
-        intrinsics = find_intrinsics(pred.source)
-        source = "sidecar beside the input"
+        intrinsics, source = locate_intrinsics(pred.source)
     colors = None
     if rgb is not None:
         a = rgb.detach().cpu().numpy() if hasattr(rgb, "detach") else np.asarray(rgb)

@@ -509,6 +509,8 @@ def predict_files(inputs, model: str | nn.Module = "fastdepth", checkpoint_path=
     from depthlab.io import list_images
     from depthlab.viz.colorize import get_cmap
 
+    if isinstance(formats, str):  # "npy,png16" as on the command line
+        formats = [f.strip() for f in formats.split(",") if f.strip()]
     formats = list(dict.fromkeys(formats))
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
@@ -525,6 +527,10 @@ def predict_files(inputs, model: str | nn.Module = "fastdepth", checkpoint_path=
     out_dir.mkdir(parents=True, exist_ok=True)
     predictor = Predictor(model, device=device, checkpoint_path=checkpoint_path, pretrained=pretrained,
                           batch_size=batch_size, input_size=input_size)
+    if "ply" in formats and predictor.kind != "metric" and ply_scale is None:  # before any file is written
+        raise ValueError(f"ply: {predictor.model_name} predicts {predictor.kind} values without a metric scale; "
+                         "pass ply_scale (--ply-scale: metres per unit for relative depth, metres x disparity "
+                         "for disparity) or drop ply")
     stems = _unique_stems(paths)
     report = PredictReport(n_ok=0, out_dir=out_dir)
     sidecar: dict[str, Any] = {

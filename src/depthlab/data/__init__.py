@@ -13,6 +13,7 @@ import importlib
 from typing import Any, Callable
 
 from depthlab._lazy import lazy_exports
+from depthlab.errors import UnknownNameError
 
 #: dataset name -> "module:attribute" (a Dataset class or a factory returning one)
 _DATASETS: dict[str, str] = {
@@ -47,7 +48,7 @@ def _resolve(name: str) -> Callable[..., Any]:
     except KeyError:
         close = difflib.get_close_matches(name, list(_DATASETS), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise KeyError(f"unknown dataset {name!r}{hint} (registered: {', '.join(sorted(_DATASETS))})") from None
+        raise UnknownNameError(f"unknown dataset {name!r}{hint} (registered: {', '.join(sorted(_DATASETS))})") from None
     module, _, attr = target.partition(":")
     return getattr(importlib.import_module(module), attr)
 

@@ -57,7 +57,7 @@ def _fixed_480x640(name: str, top: int, bottom: int, left: int, right: int):
     def bounds(h: int, w: int) -> tuple[int, int, int, int]:
         if (h, w) != (480, 640):
             raise CropError(f"crop {name!r} (rows {top}:{bottom}, cols {left}:{right}) is defined on 480x640 "
-                            f"ground truth, got {h}x{w}; use crop='none' or resize the ground truth")
+                            f"ground truth, got {h}x{w}; use crop='none', or evaluate on ground truth of that size (depthlab never resizes it)")
         return top, bottom, left, right
 
     bounds.__doc__ = f"rows {top}:{bottom}, cols {left}:{right} on 480x640 (0-based, end exclusive)"

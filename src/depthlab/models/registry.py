@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 import torch.nn as nn
 
+from depthlab.errors import UnknownNameError
 from depthlab.types import OUTPUT_KINDS, TARGET_ENCODINGS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -145,7 +146,7 @@ def get_entry(name: str) -> ModelEntry:
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.5)
         hint = f"; did you mean: {', '.join(close)}?" if close else "; see `depthlab models`"
-        raise KeyError(f"unknown model {name!r}{hint}")
+        raise UnknownNameError(f"unknown model {name!r}{hint}")
     return _REGISTRY[name]
 
 
