@@ -12,6 +12,7 @@ If none works, :class:`~depthlab.errors.WeightsUnavailableError` names the hub i
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass, field
@@ -61,16 +62,57 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return obj
 
 
+# How a user passes local weights, in every place depthlab takes them (one text for every offline error).
+LOCAL_WEIGHTS_HINT = ("checkpoint_path=PATH in Python; --checkpoint-path PATH for depthlab predict / eval / export / "
+                      "serve; NAME:PATH in depthlab benchmark --models; model.checkpoint_path=PATH (student) or "
+                      "distill.teacher_checkpoint=PATH (teacher) in a training config")
+
+
+@functools.lru_cache(maxsize=1)
+def hub_unreachable() -> str | None:
+    """Why the Hugging Face hub cannot be used (``HF_HUB_OFFLINE`` set, or its host does not resolve within
+    2 s), else None. Checked once per process: loads then read the local cache only (``local_files_only``)
+    instead of spending ~30 s in huggingface_hub's connection retries before failing."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+        return "HF_HUB_OFFLINE is set"
+    import socket
+    import threading
+    from urllib.parse import urlparse
+
+    try:
+        from huggingface_hub import constants
+
+        host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    except Exception:
+        host = "huggingface.co"
+    result: list = []
+
+    def resolve():
+        try:
+            socket.getaddrinfo(host, 443)
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    t = threading.Thread(target=resolve, daemon=True)
+    t.start()
+    t.join(2.0)
+    return None if result and result[0] else f"{host} does not resolve (offline?); only the local cache was read"
+
+
 def download(info, model_name: str = "") -> Path:
     """Fetch ``info``'s weights from the hub or URL (cache first). Raises WeightsUnavailableError."""
     errors = []
     if info.hub_id:
+        offline = None
         try:
             from huggingface_hub import hf_hub_download
 
-            return Path(hf_hub_download(info.hub_id, info.hub_filename or "model.safetensors"))
+            offline = hub_unreachable()
+            return Path(hf_hub_download(info.hub_id, info.hub_filename or "model.safetensors",
+                                        local_files_only=offline is not None))
         except Exception as e:  # offline, missing file, auth ...
-            errors.append(f"hub {info.hub_id}: {type(e).__name__}")
+            errors.append(f"hub {info.hub_id}: {type(e).__name__}" + (f" ({offline})" if offline else ""))
     if info.url:
         try:
             from torch.hub import download_url_to_file, get_dir
@@ -93,8 +135,7 @@ def download(info, model_name: str = "") -> Path:
     raise WeightsUnavailableError(
         f"pretrained weights for {model_name or 'this model'} unavailable: tried {src}"
         f"{' (' + '; '.join(errors) + ')' if errors else ''}. Go online to download them once (they are cached), "
-        f"or pass a local file: create_model({model_name!r}, checkpoint_path='path/to/weights') "
-        f"/ --checkpoint-path PATH.")
+        f"or pass a local weights file: {LOCAL_WEIGHTS_HINT}.")
 
 
 def find_weights(info, checkpoint_path=None, model_name: str = "") -> Path:

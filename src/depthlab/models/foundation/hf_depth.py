@@ -259,21 +259,28 @@ class HFDepthModel(nn.Module):
         return self
 
     def _unavailable(self, name: str, err: Exception) -> WeightsUnavailableError:
-        offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+        from depthlab.models.weights import LOCAL_WEIGHTS_HINT, hub_unreachable
+
+        offline = hub_unreachable()
         alt = "a local Hugging Face folder (config.json + model.safetensors)"
         if self.official_filename:
             alt += f" or the official checkpoint file {self.official_filename}"
         return WeightsUnavailableError(
             f"pretrained weights for {name} unavailable: could not get {self.hub_id} from the Hugging Face hub "
-            f"or its local cache ({type(err).__name__}{'; HF_HUB_OFFLINE is set' if offline else ''}). "
-            f"Download it once while online (it is cached), or pass a local copy: "
-            f"create_model({name!r}, checkpoint_path=PATH) / --checkpoint-path PATH with PATH = {alt}.")
+            f"or its local cache ({type(err).__name__}{'; ' + offline if offline else ''}). "
+            f"Download it once while online (it is cached), or pass a local copy, PATH = {alt}: "
+            f"{LOCAL_WEIGHTS_HINT}.")
 
     def _load_from_pretrained(self, source: str, name: str, from_hub: bool) -> None:
         transformers = require_transformers()
         kwargs: dict[str, Any] = dict(self.load_overrides)
         if not from_hub:
             kwargs["local_files_only"] = True
+        else:
+            from depthlab.models.weights import hub_unreachable
+
+            if hub_unreachable():  # the cache only: no ~30 s of connection retries before the same failure
+                kwargs["local_files_only"] = True
         try:
             loaded, info = transformers.AutoModelForDepthEstimation.from_pretrained(
                 source, dtype=torch.float32, output_loading_info=True, **kwargs)
@@ -434,7 +441,10 @@ def _read_processor_config(source: str, from_hub: bool) -> dict | None:
     try:
         from huggingface_hub import hf_hub_download
 
-        return json.loads(Path(hf_hub_download(source, "preprocessor_config.json")).read_text())
+        from depthlab.models.weights import hub_unreachable
+
+        return json.loads(Path(hf_hub_download(source, "preprocessor_config.json",
+                                               local_files_only=hub_unreachable() is not None)).read_text())
     except Exception:  # no processor config in the repo or offline: keep the built-in policy
         return None
 

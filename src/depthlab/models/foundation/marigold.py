@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 import inspect
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -184,20 +183,22 @@ class MarigoldDepthModel(nn.Module):
                 state, _ = read_checkpoint(path)
                 load_into(self, state, strict=strict, source=str(path))
                 return self
+        from depthlab.models.weights import LOCAL_WEIGHTS_HINT, hub_unreachable
+
         source = str(checkpoint_path) if checkpoint_path is not None else self.hub_id
+        offline = None if checkpoint_path is not None else hub_unreachable()
         try:
             pipe = diffusers.MarigoldDepthPipeline.from_pretrained(
-                source, torch_dtype=torch.float32, local_files_only=checkpoint_path is not None)
+                source, torch_dtype=torch.float32, local_files_only=checkpoint_path is not None or bool(offline))
         except Exception as e:
             if checkpoint_path is not None:
                 raise WeightsUnavailableError(f"{source}: cannot load a Marigold depth pipeline from this folder "
                                               f"({type(e).__name__})") from e
-            offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
             raise WeightsUnavailableError(
                 f"pretrained weights for {name} unavailable: could not get {self.hub_id} from the Hugging Face hub "
-                f"or its local cache ({type(e).__name__}{'; HF_HUB_OFFLINE is set' if offline else ''}). Download it "
-                f"once while online (it is cached), or pass a local diffusers folder: "
-                f"create_model({name!r}, checkpoint_path='path/to/marigold-folder') / --checkpoint-path PATH.") from e
+                f"or its local cache ({type(e).__name__}{'; ' + offline if offline else ''}). Download it "
+                f"once while online (it is cached), or pass a local diffusers folder as PATH: "
+                f"{LOCAL_WEIGHTS_HINT}.") from e
         self.adopt_pipeline(pipe)
         return self
 
