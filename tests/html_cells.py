@@ -5,7 +5,7 @@ from html.parser import HTMLParser
 
 
 class TableReader(HTMLParser):
-    """Collects every <td data-run data-col data-value> cell with its text and classes, and <img> sources."""
+    """Collects every <td data-run data-col data-value> cell with its text, classes and table id, and <img> sources."""
 
     def __init__(self):
         super().__init__()
@@ -14,12 +14,15 @@ class TableReader(HTMLParser):
         self.links: list[str] = []
         self.tags: set[str] = set()
         self._cell = None
+        self._table = None  # id of the enclosing <table>
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
         self.tags.add(tag)
+        if tag == "table":
+            self._table = a.get("id")
         if tag == "td" and "data-col" in a:
-            self._cell = {**a, "text": ""}
+            self._cell = {**a, "text": "", "table": self._table}
         if tag == "img":
             self.images.append(a.get("src", ""))
         for key in ("href", "src"):

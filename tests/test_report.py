@@ -42,7 +42,7 @@ def make_results(tmp_path: Path, figures: bool = True) -> dict:
                                      "n_images": 2}},
                 "per_category": {"test": {"sparse": {"abs_rel": cat_abs, "rmse": 1.0, "delta1": 0.5, "n_images": 2}}},
                 "params": 123456, "latency_ms": latency, "fps": 1000.0 / latency, "curves": curves[rid],
-                "test_loss": [1.0]}
+                "test_loss": [1.0], "untrained": {"abs_rel": 0.9, "rmse": 3.0}}
 
     return {
         "name": "unit", "title": "unit <report>", "smoke": True, "runs": [
@@ -76,7 +76,10 @@ def test_html_numbers_equal_results_and_best_is_direction_aware(tmp_path):
     text = render_html(results, tmp_path)
     reader = TableReader()
     reader.feed(text)
-    cells = {(c["data-run"], c["data-col"]): c for c in reader.cells if c.get("data-run") in ("a", "b")}
+    cells = {(c["data-run"], c["data-col"]): c for c in reader.cells
+             if c.get("data-run") in ("a", "b") and c["table"] == "metrics-test"}
+    learning = {(c["data-run"], c["data-col"]): c["text"] for c in reader.cells if c["table"] == "learning"}
+    assert learning[("a", "abs_rel_untrained")] == "0.9000" and learning[("a", "abs_rel")] == "0.1235"
     for rid in ("a", "b"):
         run = next(r for r in results["runs"] if r["id"] == rid)
         for col in ("abs_rel", "rmse", "delta1", "n_images"):
@@ -122,6 +125,9 @@ def test_markdown_has_the_same_numbers(tmp_path):
     assert "| b | 0.2000 |" in md
     assert "| broken | failed: KeyError: unknown model 'nope' |" in md
     assert "Protocol **none**" in md
+    # like the HTML: the learning check (untrained vs trained) and the failed runs with their error
+    assert "### Learning check" in md and "| a | 0.9000 | 0.1235 | 3.0000 | 1.1235 |" in md
+    assert md.rstrip().endswith("## Failed runs\n\n- **broken**: KeyError: unknown model 'nope'")
 
 
 def test_shared_range_is_gt_percentiles():

@@ -267,6 +267,11 @@ def render_markdown(results: dict) -> str:
         lines += [f"## {ev['key']} ({ev['dataset']} / {ev['split']}, {ev['n_samples']} images)", "",
                   f"Protocol **{ev['protocol']}**: {ev['protocol_description']}", "",
                   _md_table(metric_rows(results, ev["key"]), [*TABLE_COLUMNS, "n_images", *SPEED_COLUMNS]), ""]
+        learn = _learning_rows(results) if ev["key"] == "test" else []
+        if learn:
+            lines += ["### Learning check", "", "AbsRel / RMSE of the same architecture freshly initialised (same "
+                      "seed) against the trained run, same test images and protocol.", "",
+                      _md_table(learn, ["abs_rel_untrained", "abs_rel", "rmse_untrained", "rmse"], mark_best=False), ""]
         cat_rows = _category_rows(results, ev["key"])
         if cat_rows:
             lines += [f"### Per category ({ev['key']})", "",
@@ -274,6 +279,9 @@ def render_markdown(results: dict) -> str:
                                 mark_best=False), ""]
     for sec in results.get("sections", []) or []:
         lines += _section_md(sec)
+    failed = [r for r in results.get("runs", []) if r.get("status") != "ok"]  # as in the HTML
+    if failed:
+        lines += ["## Failed runs", "", *(f"- **{r['id']}**: {r.get('error')}" for r in failed), ""]
     return "\n".join(lines) + "\n"
 
 
