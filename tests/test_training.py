@@ -325,3 +325,18 @@ def test_datamodule_batches_are_seeded_and_sized():
     assert a["image"].shape == (4, 3, 32, 48) and a["depth"].shape == (4, 1, 32, 48) and a["mask"].dtype == torch.bool
     assert torch.equal(a["image"], b["image"]) and [m["name"] for m in a["meta"]] == [m["name"] for m in b["meta"]]
     assert not torch.equal(a["image"], c["image"])
+
+
+def test_a_run_shorter_than_its_first_validation_is_validated_at_the_end(tmp_path):
+    """max_steps below one epoch (and no val_check_interval): Lightning never validates, so train()
+    validates the final weights once; the run reports metrics and best == the validated last weights."""
+    from depthlab.checkpoint import read_checkpoint
+    from depthlab.training import train
+
+    cfg = _config(tmp_path / "runs", "short", train={"max_epochs": -1, "max_steps": 2},
+                  data={"kwargs": {"n": 16}})  # 16 / batch 4 = 4 steps per epoch > max_steps 2
+    result = train(cfg)
+    assert result.global_step == 2
+    assert math.isfinite(result.metrics["abs_rel"]) and result.metrics["step"] == 2
+    _, meta = read_checkpoint(result.best_checkpoint)
+    assert meta["metrics"]["abs_rel"] == result.metrics["abs_rel"] and meta["global_step"] == 2

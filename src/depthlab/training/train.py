@@ -289,6 +289,14 @@ def train(cfg_or_path, overrides: Sequence[str] = (), resume: bool = False, *,
 
     ckpt_dir = run_dir / CHECKPOINT_DIR
     best_ckpt, last_ckpt = ckpt_dir / "best.ckpt", ckpt_dir / "last.ckpt"
+    if _get(cfg.data, "val_split", None) and not best_ckpt.exists() and trainer.global_step > 0:
+        # the run ended before its first validation (max_steps shorter than an epoch or than
+        # val_check_interval): validate the final weights once, so the run reports metrics and its
+        # best checkpoint is the validated last one
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+            trainer.validate(task, datamodule=data, verbose=False)
+        trainer.save_checkpoint(best_ckpt)
     result = RunResult(run_dir=run_dir, best_checkpoint=None, last_checkpoint=None,
                        global_step=int(trainer.global_step),
                        lightning_checkpoint=last_ckpt if last_ckpt.exists() else None)
