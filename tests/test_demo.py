@@ -58,8 +58,8 @@ def test_quick_demo_outputs_agree_with_summary(tmp_path):
     assert summary["report"].endswith("report.html")
 
 
-def test_cli_demo_prints_report_path(tmp_path, monkeypatch):
-    """The CLI is thin: it calls run_demo once and prints the report path."""
+def test_cli_demo_prints_report_path_once(tmp_path, monkeypatch):
+    """The CLI is thin: it calls run_demo once, which prints the report path (the CLI adds no second copy)."""
     from typer.testing import CliRunner
 
     import depthlab.demo
@@ -69,9 +69,10 @@ def test_cli_demo_prints_report_path(tmp_path, monkeypatch):
 
     def fake(out, console=None, quick=False, threads=1):
         calls.append(out)
+        console.print(f"demo done in 1.0 s; report: {out / 'report.html'}")
         return {"summary": {"report": str(out / "report.html")}}
 
     monkeypatch.setattr(depthlab.demo, "run_demo", fake)
     result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "d")])
     assert result.exit_code == 0, result.output
-    assert calls == [tmp_path / "d"] and "report: " in result.output and "report.html" in result.output
+    assert calls == [tmp_path / "d"] and result.output.count("report: ") == 1 and "report.html" in result.output

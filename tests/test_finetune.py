@@ -32,6 +32,7 @@ def overrides(tmp_path, *extra):
 def test_metric_head_option_and_encoder_groups():
     model = depthlab.create_model("depth_anything_v2_vits", config_overrides=TINY_DAV2, head="metric", max_depth=12)
     assert model.depth_info.output_kind == "metric" and model.depth_info.max_depth == 12
+    assert "metric head (sigmoid x 12 m)" in model.depth_info.notes and "Relative (" not in model.depth_info.notes
     assert model.hf.config.depth_estimation_type == "metric"
     with torch.no_grad():
         d = model(torch.randn(2, 3, 42, 56))["depth"]

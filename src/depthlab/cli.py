@@ -166,8 +166,7 @@ def demo_cmd(out: Path = typer.Option(Path("outputs/demo"), help="output folder"
     """The main job on the embedded default (bundled samples and weights)."""
     from depthlab.demo import run_demo
 
-    result = run_demo(out, console=console)  # prints the summary table itself
-    console.print(f"report: {result['summary']['report']}", highlight=False, soft_wrap=True, markup=False)
+    run_demo(out, console=console)  # prints the summary table and the report's path itself
 
 
 @app.command("train")
