@@ -340,3 +340,22 @@ def test_a_run_shorter_than_its_first_validation_is_validated_at_the_end(tmp_pat
     assert math.isfinite(result.metrics["abs_rel"]) and result.metrics["step"] == 2
     _, meta = read_checkpoint(result.best_checkpoint)
     assert meta["metrics"]["abs_rel"] == result.metrics["abs_rel"] and meta["global_step"] == 2
+
+
+def test_datamodule_warns_when_validation_reads_the_training_images(tmp_path):
+    """A folder without splits serves every split: training on it and validating on it is not held-out."""
+    import warnings
+
+    import depthlab
+    from depthlab.config import load_config
+    from depthlab.training import DepthDataModule
+
+    samples = Path(depthlab.__file__).parent / "assets" / "samples" / "nyu"
+    data = load_config(_config(tmp_path, data={"dataset": "folder", "root": str(samples), "kwargs": {},
+                                               "size": [32, 32], "limit_val": 2})).data
+    with pytest.warns(UserWarning, match=r"training and validation share 2 of 2 images .* not held-out"):
+        DepthDataModule(data, seed=0).setup("fit")
+    synthetic = load_config(_config(tmp_path)).data  # seeded splits, no files: nothing to warn about
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        DepthDataModule(synthetic, seed=0).setup("fit")

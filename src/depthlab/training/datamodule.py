@@ -18,6 +18,7 @@ Determinism and exact resume rest on three small pieces:
 from __future__ import annotations
 
 import contextlib
+import warnings
 import random
 from typing import Any, Iterator, Sequence
 
@@ -191,6 +192,30 @@ class EnsureSize:
         return f"EnsureSize(size={self.size})"
 
 
+def _base_items(ds) -> tuple[Any, set[str]] | None:
+    """(root, names) of the files behind a (possibly wrapped) depthlab dataset, or None."""
+    indices = None
+    while ds is not None and not hasattr(ds, "names"):
+        if isinstance(ds, Subset):
+            indices = [ds.indices[i] for i in indices] if indices is not None else list(ds.indices)
+        ds = getattr(ds, "dataset", None)
+    if ds is None or getattr(ds, "root", None) is None:
+        return None  # e.g. synthetic scenes: no files, splits are seeded apart
+    names = list(ds.names)
+    return ds.root, {names[i] for i in indices} if indices is not None else set(names)
+
+
+def _warn_if_shared(train_set, val_set, val_split: str) -> None:
+    """Warn when training and validation read the same files (a folder without splits serves every split)."""
+    a, b = _base_items(train_set), _base_items(val_set)
+    if a and b and a[0] == b[0]:
+        shared = a[1] & b[1]
+        if shared:
+            warnings.warn(f"training and validation share {len(shared)} of {len(b[1])} images in {b[0]} (the "
+                          f"dataset has no separate {val_split!r} split): validation numbers are not held-out",
+                          stacklevel=3)
+
+
 def _accepts(dataset: str, argument: str) -> bool:
     """Whether the registered dataset's constructor takes ``argument``."""
     import inspect
@@ -300,6 +325,8 @@ class DepthDataModule(L.LightningDataModule):
                 self.train_set = self._dataset(self.cfg.train_split, True, getattr(self.cfg, "limit_train", None))
         if stage in (None, "fit", "validate") and self.val_set is None:
             self.val_set = self._dataset(self.cfg.val_split, False, getattr(self.cfg, "limit_val", None))
+            if stage in (None, "fit"):
+                _warn_if_shared(self.train_set, self.val_set, self.cfg.val_split)
         if stage in (None, "test") and self.test_set is None:
             self.test_set = self._dataset(getattr(self.cfg, "test_split", None), False, None)
 
