@@ -514,3 +514,55 @@ def test_console_script_prints_depthlab_warnings_on_one_line(tmp_path):
     assert r.returncode == 1
     assert "warning: no image could be evaluated (5 skipped)\n" in r.stderr
     assert "warnings.warn" not in r.stderr and "UserWarning" not in r.stderr
+
+
+def test_a_disparity_predict_folder_is_scored_as_disparity(tmp_path):
+    """The folder's predictions.json says what it holds: a disparity model's .npy files are not scored as
+    metres; contradicting it is an error, and a scale read from it is recorded."""
+    pytest.importorskip("transformers")
+    import depthlab
+    from depthlab.models.foundation.hf_depth import TINY_DAV2
+    from depthlab.predictor import predict_files
+
+    samples = Path(depthlab.__file__).parent / "assets" / "samples" / "nyu"
+    tiny = depthlab.create_model("depth_anything_v2_vits", config_overrides=TINY_DAV2)
+    out = tmp_path / "pred"
+    predict_files(sorted((samples / "rgb").glob("metric3d_*.png"))[:1], model=tiny, out_dir=out, formats="npy")
+    res = evaluate("folder", root=samples, predictions=out, protocol="depth_anything:crop=nyu_eigen,max_depth=10")
+    assert res["predictions"]["kind"] == "disparity" and res["summary"]["n_images"] == 1
+    with pytest.raises(ValueError, match="predictions.json says the predictions are disparity"):
+        evaluate("folder", root=samples, predictions=out, protocol="nyu_eigen", pred_kind="metric")
+    # a metric folder's PNG scale comes from the sidecar and is recorded as such
+    metric = tmp_path / "metric"
+    predict_files(sorted((samples / "rgb").glob("metric3d_*.png"))[:1], model="fastdepth", out_dir=metric,
+                  formats="png16")
+    res = evaluate("folder", root=samples, predictions=metric, protocol="nyu_eigen")
+    assert res["predictions"]["pred_scale"] == "per file from predictions.json" and res["summary"]["n_images"] == 1
+
+
+def test_bad_data_opt_values_are_usage_errors(tmp_path):
+    from typer.testing import CliRunner
+
+    from depthlab.cli import app
+
+    samples = Path(__file__).resolve().parents[1] / "src" / "depthlab" / "assets" / "samples" / "nyu"
+    base = ["eval", "--dataset", "folder", "--root", str(samples), "--model", "fastdepth", "--limit", "1"]
+    for opt, message in [("typo=1", "--data-opt: "), ("root=/x", "--data-opt root=...: use --root"),
+                         ("x=[1,", "value is not valid YAML")]:
+        r = CliRunner().invoke(app, [*base, "--data-opt", opt])
+        assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output, (opt, r.output)
+    with pytest.raises(ValueError, match="dataset_kwargs apply to a registered dataset name"):
+        evaluate(dataset=ListDataset([]), predictions=tmp_path, dataset_kwargs={"a": 1})
+
+
+def test_main_twice_keeps_python_warnings_working(monkeypatch):
+    import warnings
+
+    from depthlab import cli
+
+    monkeypatch.setattr(cli, "app", lambda: None)
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)
+    cli.main()
+    cli.main()
+    text = warnings.formatwarning("x", UserWarning, "/elsewhere/mod.py", 3)
+    assert "mod.py:3: UserWarning: x" in text

@@ -223,3 +223,14 @@ def test_predict_reads_16bit_4band_orthophotos(tmp_path, rio, shared_data):
     assert report.n_ok == 2 and not report.failures
     np.testing.assert_allclose(np.load(tmp_path / "out" / "ortho16.npy"), np.load(tmp_path / "out" / "ortho8.npy"),
                                atol=1e-5)
+
+
+def test_ply_header_stays_ascii_with_a_non_ascii_intrinsics_source(tmp_path):
+    folder = tmp_path / "Küche"
+    folder.mkdir()
+    (folder / "intrinsics.csv").write_text("name,fx,fy,cx,cy\nf,2,2,1,1\n")
+    d = np.full((3, 3), 2.0, np.float32)
+    write_outputs(_pred(d, "metric", source=str(folder / "f.png")), None, tmp_path, "f", ["ply"])
+    raw = (tmp_path / "f.ply").read_bytes()
+    header = raw[: raw.index(b"end_header")].decode("ascii")
+    assert "K\\xfcche" in header and len(read_ply(tmp_path / "f.ply")[0]) == 9

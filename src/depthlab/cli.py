@@ -45,9 +45,15 @@ def _key_values(items: Optional[List[str]], flag: str) -> dict:
     out = {}
     for item in items or []:
         key, sep, value = item.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key:
             _fail(f"{flag} {item!r}: expected KEY=VALUE")
-        out[key.strip()] = yaml.safe_load(value)
+        if key in ("root", "split"):
+            _fail(f"{flag} {key}=...: use --{key}")
+        try:
+            out[key] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            _fail(f"{flag} {item!r}: value is not valid YAML ({first_line(e)})")
     return out
 
 
@@ -66,7 +72,8 @@ def eval_cmd(
     checkpoint: Optional[Path] = typer.Option(None, help="a depthlab checkpoint (rebuilds its own model)"),
     predictions: Optional[Path] = typer.Option(None, help="folder of predictions (.npy metres or 16-bit .png), matched by stem"),
     pred_scale: Optional[float] = typer.Option(None, help="16-bit PNG predictions: metres per unit (e.g. 0.001 for mm)"),
-    pred_kind: str = typer.Option("metric", help="what --predictions hold: metric | relative | disparity"),
+    pred_kind: Optional[str] = typer.Option(None, help="what --predictions hold: metric | relative | disparity "
+                                            "(default: from the folder's predictions.json, else metric)"),
     protocol: str = typer.Option("none", help="evaluation protocol preset (see `depthlab protocols`)"),
     out: Optional[Path] = typer.Option(None, help="write the results JSON here (atomically)"),
     device: str = typer.Option("cpu"),
@@ -88,6 +95,10 @@ def eval_cmd(
                           input_size=_parse_size(input_size), dataset_kwargs=_key_values(data_opt, "--data-opt"))
     except (DepthlabError, FileNotFoundError, ValueError, KeyError) as e:
         _fail(first_line(e))
+    except TypeError as e:  # an option the dataset does not take (--data-opt)
+        if not data_opt:
+            raise
+        _fail(f"--data-opt: {first_line(e)}")
     console.print(format_markdown(result), highlight=False, soft_wrap=True, markup=False)
     for name, reason in result.get("skipped", {}).items():
         err_console.print(f"[yellow]skipped[/yellow] {name}: {reason}", highlight=False, soft_wrap=True)
@@ -319,8 +330,9 @@ def main():  # console-script entry point
     import warnings
 
     global _python_formatwarning
-    _python_formatwarning = warnings.formatwarning
-    warnings.formatwarning = _one_line_warning
+    if warnings.formatwarning is not _one_line_warning:  # main() may run twice in one process
+        _python_formatwarning = warnings.formatwarning
+        warnings.formatwarning = _one_line_warning
     app()
 
 

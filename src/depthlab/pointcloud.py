@@ -164,7 +164,8 @@ def write_ply(path, points: np.ndarray, colors: np.ndarray | None = None, commen
             raise ValueError(f"{len(c)} colours for {len(pts)} points")
         rec["red"], rec["green"], rec["blue"] = c[:, 0], c[:, 1], c[:, 2]
     lines = ["ply", "format binary_little_endian 1.0"]
-    lines += [f"comment {c}" for c in comments]
+    # the PLY header is ASCII: a non-ASCII comment (a folder name, say) is written escaped (\\xfc ...)
+    lines += [f"comment {str(c).encode('ascii', 'backslashreplace').decode('ascii')}" for c in comments]
     lines += [f"element vertex {len(pts)}", "property float x", "property float y", "property float z"]
     if colors is not None:
         lines += ["property uchar red", "property uchar green", "property uchar blue"]
@@ -291,5 +292,5 @@ def write_prediction_ply(path, pred, rgb=None, intrinsics=None, scale: float | N
     return out
 
 
-__all__ = ["write_prediction_ply", "as_intrinsics", "default_intrinsics", "find_intrinsics", "valid_depth_mask", "depth_to_points",
-           "write_ply", "read_ply", "metric_depth_for_cloud", "prediction_to_ply", "DEFAULT_HFOV_DEG"]
+__all__ = ["write_prediction_ply", "as_intrinsics", "default_intrinsics", "find_intrinsics", "locate_intrinsics",
+           "valid_depth_mask", "depth_to_points", "write_ply", "read_ply", "metric_depth_for_cloud", "prediction_to_ply", "DEFAULT_HFOV_DEG"]

@@ -45,11 +45,12 @@ class _Skip(Exception):
 
 
 # ----------------------------------------------------------------------------- per-sample pieces
-def load_prediction(folder: Path, name: str, pred_scale: float | None = None) -> torch.Tensor:
+def load_prediction(folder: Path, name: str, pred_scale: float | None = None,
+                    png16_scales: dict[str, float] | None = None) -> torch.Tensor:
     """``<folder>/<name>.npy`` (float, metres or the predictions' unit) or ``<name>.png`` / ``<name>_depth16.png``
     (16-bit, times ``pred_scale``) -> float32 ``(H, W)``. Leading singleton dims of an ``.npy`` are dropped
-    (``(1,1,H,W)`` works). ``depthlab predict`` output folders work as they are: their ``predictions.json``
-    gives the 16-bit PNGs' scale of metric predictions when ``pred_scale`` is None. Missing file -> ``_Skip``;
+    (``(1,1,H,W)`` works). ``png16_scales`` (name -> metres per unit, from a ``depthlab predict`` sidecar, see
+    :func:`read_predict_sidecar`) gives a PNG's scale when ``pred_scale`` is None. Missing file -> ``_Skip``;
     unreadable -> DataError naming the file."""
     folder = Path(folder)
     candidates = [folder / f"{name}{ext}" for ext in PRED_EXTS] + [folder / f"{name}_depth16.png"]
@@ -57,7 +58,7 @@ def load_prediction(folder: Path, name: str, pred_scale: float | None = None) ->
     if path is None:
         raise _Skip(f"no prediction file {name}.npy, {name}.png or {name}_depth16.png in {folder}")
     if path.suffix == ".png" and pred_scale is None:
-        pred_scale = _sidecar_png16_scale(folder, name)
+        pred_scale = (png16_scales or {}).get(name)
     if path.suffix == ".npy":
         try:
             arr = np.load(path, allow_pickle=False)
@@ -80,14 +81,23 @@ def load_prediction(folder: Path, name: str, pred_scale: float | None = None) ->
     return torch.from_numpy(read_depth(path, pred_scale))
 
 
-def _sidecar_png16_scale(folder: Path, name: str) -> float | None:
-    """The metres-per-unit of ``name``'s 16-bit PNG from a ``depthlab predict`` sidecar, for metric maps only
-    (relative/disparity PNGs are min-max encoded per image and cannot be scored as depth)."""
+def read_predict_sidecar(folder: Path) -> tuple[str | None, dict[str, float]]:
+    """``(output kind, {name: 16-bit PNG metres per unit})`` from the ``predictions.json`` that
+    ``depthlab predict`` writes beside its outputs; ``(None, {})`` without one. Scales only for metric maps
+    (relative/disparity PNGs are min-max encoded per image and cannot be scored as depth). Read once per
+    evaluation."""
     try:
-        entry = json.loads((folder / "predictions.json").read_text())["files"][name]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return float(entry["png16_scale"]) if entry.get("kind") == "metric" and entry.get("png16_scale") else None
+        side = json.loads((Path(folder) / "predictions.json").read_text())
+    except (OSError, ValueError):
+        return None, {}
+    if not isinstance(side, dict):
+        return None, {}
+    scales = {}
+    for name, entry in (side.get("files") or {}).items() if isinstance(side.get("files"), dict) else []:
+        if isinstance(entry, dict) and entry.get("kind") == "metric" and entry.get("png16_scale"):
+            scales[str(name)] = float(entry["png16_scale"])
+    kind = side.get("output_kind")
+    return (kind if kind in ("metric", "relative", "disparity") else None), scales
 
 
 def resize_to(pred: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
@@ -128,7 +138,7 @@ def check_kind(pred_kind: str, protocol: Protocol) -> None:
 def evaluate(dataset, root=None, split: str = "test", model=None, checkpoint_path=None, checkpoint=None,
              predictions=None, pred_scale: float | None = None, protocol: str | Protocol = "none", out=None,
              device: str = "cpu", limit: int | None = None, progress: bool = False,
-             pred_kind: str = "metric", input_size="auto", dataset_kwargs: dict | None = None) -> dict[str, Any]:
+             pred_kind: str | None = None, input_size="auto", dataset_kwargs: dict | None = None) -> dict[str, Any]:
     """Evaluate a model or a folder of predictions on a dataset under a protocol.
 
     Args:
@@ -143,7 +153,8 @@ def evaluate(dataset, root=None, split: str = "test", model=None, checkpoint_pat
         protocol: preset name, ``"preset:key=value,..."`` spec or a :class:`Protocol`.
         out: write the result JSON here (atomic).
         device: where the model runs. limit: first N samples only. progress: rich progress bar.
-        pred_kind: what files in ``predictions`` hold: ``metric`` (default), ``relative`` or ``disparity``.
+        pred_kind: what files in ``predictions`` hold: ``metric``, ``relative`` or ``disparity``; default:
+            what the folder's ``predictions.json`` (written by ``depthlab predict``) says, else ``metric``.
         input_size: the network input size for a model source, as :class:`~depthlab.predictor.Predictor`
             takes it: ``"auto"`` (default) = the trained size when the weights declare one, else the image's;
             ``None`` = the image's own size (padded to ``multiple_of``), ``"model"`` = the size the
@@ -178,16 +189,24 @@ def evaluate(dataset, root=None, split: str = "test", model=None, checkpoint_pat
         pred_dir = Path(predictions)
         if not pred_dir.is_dir():
             raise FileNotFoundError(f"{pred_dir}: predictions folder not found")
-        # only PNGs (no .npy to prefer): they need a scale, say so once instead of once per image. A folder
-        # written by `depthlab predict` is fine: .npy files are matched first, and its predictions.json
-        # gives the scale of its 16-bit PNGs.
-        if (pred_scale is None and next(pred_dir.rglob("*.png"), None) is not None
-                and next(pred_dir.rglob("*.npy"), None) is None and not (pred_dir / "predictions.json").is_file()):
+        # a `depthlab predict` folder says what it holds (kind, 16-bit PNG scales): read once
+        side_kind, png16_scales = read_predict_sidecar(pred_dir)
+        # only PNGs (no .npy to prefer) and no scale from anywhere: say so once instead of once per image
+        if (pred_scale is None and not png16_scales and next(pred_dir.rglob("*.png"), None) is not None
+                and next(pred_dir.rglob("*.npy"), None) is None):
             raise ValueError(f"{pred_dir} holds PNG predictions: give pred_scale (metres per unit, e.g. 0.001 for mm)")
+        if pred_kind is None:
+            pred_kind = side_kind or "metric"
+        elif side_kind and side_kind != pred_kind:
+            raise ValueError(f"{pred_dir}/predictions.json says the predictions are {side_kind}, but pred_kind "
+                             f"is {pred_kind!r}; drop pred_kind (--pred-kind) or fix it")
         if pred_kind not in ("metric", "relative", "disparity"):
             raise ValueError(f"pred_kind must be metric, relative or disparity, got {pred_kind!r}")
         kind = pred_kind
-        pred_info = {"dir": str(pred_dir), "pred_scale": pred_scale, "kind": kind}
+        pred_info = {"dir": str(pred_dir), "kind": kind,
+                     "pred_scale": pred_scale if pred_scale is not None or not png16_scales
+                     else "per file from predictions.json",
+                     "_png16_scales": png16_scales}
         if proto.flip_average:
             msg = (f"protocol {proto.name!r} asks for flip averaging, which cannot be applied to prediction files; "
                    "scoring the files as they are")
@@ -205,6 +224,8 @@ def evaluate(dataset, root=None, split: str = "test", model=None, checkpoint_pat
         ds = create_dataset(str(dataset), root=root, split=split, **(dataset_kwargs or {}))
         ds_name = str(dataset)
     else:
+        if dataset_kwargs:
+            raise ValueError("dataset_kwargs apply to a registered dataset name, not to a dataset object")
         ds = dataset
         ds_name = getattr(ds, "dataset_name", None) or type(ds).__name__
     n_total = len(ds)
@@ -273,7 +294,7 @@ def evaluate(dataset, root=None, split: str = "test", model=None, checkpoint_pat
         "dataset": {"name": ds_name, "root": str(root) if root is not None else _root_of(ds), "split": getattr(ds, "split", split),
                     "n_samples": n_total, "n_considered": n},
         "model": model_info,
-        "predictions": pred_info,
+        "predictions": {k: v for k, v in pred_info.items() if not k.startswith("_")} if pred_info else None,
         "per_image": per_image,
         "per_category": per_category,
         "skipped": skipped,
@@ -315,8 +336,8 @@ def _score_sample(sample, proto: Protocol, kind: str, predictor, pred_info, pred
                     f"(crop={proto.crop}, {proto.min_depth:g} < gt < {'inf' if proto.max_depth is None else f'{proto.max_depth:g}'} m)")
 
     if predictor is None:
-        pred = load_prediction(Path(pred_info["dir"]), name, pred_scale)[None, None]
-        source = f"{Path(pred_info['dir']) / name}.npy/.png"
+        pred = load_prediction(Path(pred_info["dir"]), name, pred_scale, pred_info["_png16_scales"])[None, None]
+        source = f"{Path(pred_info['dir']) / name}.npy/.png/_depth16.png"
     else:
         if image is None:
             raise _Skip(f"{where}: sample has no image to run the model on")

@@ -70,14 +70,19 @@ LOCAL_WEIGHTS_HINT = ("checkpoint_path=PATH in Python; --checkpoint-path PATH fo
 
 @functools.lru_cache(maxsize=1)
 def hub_unreachable() -> str | None:
-    """Why the Hugging Face hub cannot be used (``HF_HUB_OFFLINE`` set, or its host does not resolve within
-    2 s), else None. Checked once per process: loads then read the local cache only (``local_files_only``)
-    instead of spending ~30 s in huggingface_hub's connection retries before failing."""
+    """Why the Hugging Face hub cannot be used (``HF_HUB_OFFLINE`` set, or -- without a proxy configured --
+    its host does not resolve within 5 s), else None. Checked once per process (restart to re-check): loads
+    then read the local cache only (``local_files_only``) instead of spending ~30 s in huggingface_hub's
+    connection retries before failing."""
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
         return "HF_HUB_OFFLINE is set"
     import socket
     import threading
     from urllib.parse import urlparse
+    from urllib.request import getproxies
+
+    if getproxies():  # the hub may be reached through a proxy without resolving here: let huggingface_hub try
+        return None
 
     try:
         from huggingface_hub import constants
@@ -96,7 +101,7 @@ def hub_unreachable() -> str | None:
 
     t = threading.Thread(target=resolve, daemon=True)
     t.start()
-    t.join(2.0)
+    t.join(5.0)
     return None if result and result[0] else f"{host} does not resolve (offline?); only the local cache was read"
 
 

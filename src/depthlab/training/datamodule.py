@@ -213,7 +213,7 @@ def _warn_if_shared(train_set, val_set, val_split: str) -> None:
         if shared:
             warnings.warn(f"training and validation share {len(shared)} of {len(b[1])} images in {b[0]} (the "
                           f"dataset has no separate {val_split!r} split): validation numbers are not held-out",
-                          stacklevel=3)
+                          stacklevel=2)
 
 
 def _accepts(dataset: str, argument: str) -> bool:
@@ -325,7 +325,7 @@ class DepthDataModule(L.LightningDataModule):
                 self.train_set = self._dataset(self.cfg.train_split, True, getattr(self.cfg, "limit_train", None))
         if stage in (None, "fit", "validate") and self.val_set is None:
             self.val_set = self._dataset(self.cfg.val_split, False, getattr(self.cfg, "limit_val", None))
-            if stage in (None, "fit"):
+            if stage in (None, "fit") and self._rank_world()[0] == 0:
                 _warn_if_shared(self.train_set, self.val_set, self.cfg.val_split)
         if stage in (None, "test") and self.test_set is None:
             self.test_set = self._dataset(getattr(self.cfg, "test_split", None), False, None)

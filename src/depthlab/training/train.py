@@ -289,7 +289,10 @@ def train(cfg_or_path, overrides: Sequence[str] = (), resume: bool = False, *,
 
     ckpt_dir = run_dir / CHECKPOINT_DIR
     best_ckpt, last_ckpt = ckpt_dir / "best.ckpt", ckpt_dir / "last.ckpt"
-    if _get(cfg.data, "val_split", None) and not best_ckpt.exists() and trainer.global_step > 0:
+    # rank 0 decides (file systems may differ between nodes): every rank must take the same branch, since
+    # validate() and save_checkpoint() synchronise the processes
+    no_validation = trainer.strategy.broadcast(not best_ckpt.exists(), src=0)
+    if _get(cfg.data, "val_split", None) and no_validation and trainer.global_step > 0:
         # the run ended before its first validation (max_steps shorter than an epoch or than
         # val_check_interval): validate the final weights once, so the run reports metrics and its
         # best checkpoint is the validated last one

@@ -627,7 +627,7 @@ def _dav2(size: str, dataset: str | None, *, metric_head: bool = False, head: st
             raise ValueError("metric_head=True needs max_depth (metres), e.g. 20 indoors, 80 outdoors")
         load_overrides = {"depth_estimation_type": "metric", "max_depth": _config_number(max_depth)}
         info = info.replace(output_kind="metric", max_depth=float(max_depth), min_depth=1e-3,
-                            notes=f"Relative Depth Anything V2 backbone with a metric head (sigmoid x {max_depth:g} m) "
+                            notes=f"Relative Depth Anything V2 backbone with a metric head (sigmoid x {float(max_depth):g} m) "
                                   "for fine-tuning on metric ground truth: metres once fine-tuned; the head is "
                                   "untrained until then.")
     elif max_depth is not None and dataset is not None:
