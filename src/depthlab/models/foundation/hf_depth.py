@@ -642,58 +642,29 @@ def _dav2(size: str, dataset: str | None, *, metric_head: bool = False, head: st
 # Registered variants
 # ----------------------------------------------------------------------------------------------------------
 
-@register_model(_dav2_info("vits"), tags=("foundation", "relative", "hf"), resize_kwarg="input_size")
-def depth_anything_v2_vits(**kwargs) -> nn.Module:
-    """Depth Anything V2 Small (ViT-S/14 DINOv2 + DPT), relative: affine-invariant inverse depth."""
-    return _dav2("vits", None, **kwargs)
+_DAV2_SIZE_NAMES = {"vits": "Small (ViT-S/14)", "vitb": "Base (ViT-B/14)", "vitl": "Large (ViT-L/14)"}
+_DAV2_DATASETS = {None: ("relative", "affine-invariant inverse depth"),
+                  "hypersim": ("metric", "indoor (Hypersim), metres up to 20"),
+                  "vkitti": ("metric", "outdoor (Virtual KITTI 2), metres up to 80")}
 
 
-@register_model(_dav2_info("vitb"), tags=("foundation", "relative", "hf"), resize_kwarg="input_size")
-def depth_anything_v2_vitb(**kwargs) -> nn.Module:
-    """Depth Anything V2 Base (ViT-B/14 DINOv2 + DPT), relative: affine-invariant inverse depth."""
-    return _dav2("vitb", None, **kwargs)
+def _register_dav2(size: str, dataset: str | None) -> str:
+    """Register one Depth Anything V2 variant: ``depth_anything_v2_<size>`` or
+    ``depth_anything_v2_metric_<dataset>_<size>``, built by :func:`_dav2` (DINOv2 + DPT)."""
+    name = f"depth_anything_v2_{size}" if dataset is None else f"depth_anything_v2_metric_{dataset}_{size}"
+    kind, what = _DAV2_DATASETS[dataset]
+    tags = ("foundation", kind, *({"hypersim": ("indoor",), "vkitti": ("outdoor",)}.get(dataset, ())), "hf")
+
+    def variant(**kwargs) -> nn.Module:
+        return _dav2(size, dataset, **kwargs)
+
+    variant.__name__ = variant.__qualname__ = name
+    register_model(_dav2_info(size, dataset), name=name, tags=tags, resize_kwarg="input_size",
+                   description=f"Depth Anything V2 {_DAV2_SIZE_NAMES[size]} + DPT, {kind}: {what}")(variant)
+    return name
 
 
-@register_model(_dav2_info("vitl"), tags=("foundation", "relative", "hf"), resize_kwarg="input_size")
-def depth_anything_v2_vitl(**kwargs) -> nn.Module:
-    """Depth Anything V2 Large (ViT-L/14 DINOv2 + DPT), relative: affine-invariant inverse depth."""
-    return _dav2("vitl", None, **kwargs)
-
-
-@register_model(_dav2_info("vits", "hypersim"), tags=("foundation", "metric", "indoor", "hf"), resize_kwarg="input_size")
-def depth_anything_v2_metric_hypersim_vits(**kwargs) -> nn.Module:
-    """Depth Anything V2 Small, metric indoor (Hypersim), metres up to 20."""
-    return _dav2("vits", "hypersim", **kwargs)
-
-
-@register_model(_dav2_info("vitb", "hypersim"), tags=("foundation", "metric", "indoor", "hf"), resize_kwarg="input_size")
-def depth_anything_v2_metric_hypersim_vitb(**kwargs) -> nn.Module:
-    """Depth Anything V2 Base, metric indoor (Hypersim), metres up to 20."""
-    return _dav2("vitb", "hypersim", **kwargs)
-
-
-@register_model(_dav2_info("vitl", "hypersim"), tags=("foundation", "metric", "indoor", "hf"), resize_kwarg="input_size")
-def depth_anything_v2_metric_hypersim_vitl(**kwargs) -> nn.Module:
-    """Depth Anything V2 Large, metric indoor (Hypersim), metres up to 20."""
-    return _dav2("vitl", "hypersim", **kwargs)
-
-
-@register_model(_dav2_info("vits", "vkitti"), tags=("foundation", "metric", "outdoor", "hf"), resize_kwarg="input_size")
-def depth_anything_v2_metric_vkitti_vits(**kwargs) -> nn.Module:
-    """Depth Anything V2 Small, metric outdoor (Virtual KITTI 2), metres up to 80."""
-    return _dav2("vits", "vkitti", **kwargs)
-
-
-@register_model(_dav2_info("vitb", "vkitti"), tags=("foundation", "metric", "outdoor", "hf"), resize_kwarg="input_size")
-def depth_anything_v2_metric_vkitti_vitb(**kwargs) -> nn.Module:
-    """Depth Anything V2 Base, metric outdoor (Virtual KITTI 2), metres up to 80."""
-    return _dav2("vitb", "vkitti", **kwargs)
-
-
-@register_model(_dav2_info("vitl", "vkitti"), tags=("foundation", "metric", "outdoor", "hf"), resize_kwarg="input_size")
-def depth_anything_v2_metric_vkitti_vitl(**kwargs) -> nn.Module:
-    """Depth Anything V2 Large, metric outdoor (Virtual KITTI 2), metres up to 80."""
-    return _dav2("vitl", "vkitti", **kwargs)
+DAV2_MODELS = tuple(_register_dav2(size, dataset) for dataset in _DAV2_DATASETS for size in _DAV2_SIZE_NAMES)
 
 
 ZOEDEPTH_PAPER = "Bhat, Birkl, Wofk, Wonka, Mueller. ZoeDepth: Zero-shot Transfer by Combining Relative and Metric Depth. 2023"
@@ -803,9 +774,6 @@ TEST_SIZES = {"midas_dpt_hybrid": [(64, 64)], "midas_dpt_large": [(64, 64), (96,
 __all__ = [
     "HFDepthModel", "ZoeDepthModel", "DPTDepthModel", "ResizePolicy", "DAV2_RESIZE", "DPT_RESIZE", "ZOEDEPTH_RESIZE",
     "dav2_config", "require_transformers",
-    "depth_anything_v2_vits", "depth_anything_v2_vitb", "depth_anything_v2_vitl",
-    "depth_anything_v2_metric_hypersim_vits", "depth_anything_v2_metric_hypersim_vitb",
-    "depth_anything_v2_metric_hypersim_vitl", "depth_anything_v2_metric_vkitti_vits",
-    "depth_anything_v2_metric_vkitti_vitb", "depth_anything_v2_metric_vkitti_vitl",
+    "DAV2_MODELS",
     "zoedepth_nyu", "zoedepth_kitti", "zoedepth_nyu_kitti", "midas_dpt_large", "midas_dpt_hybrid",
 ]
