@@ -302,12 +302,19 @@ def test_splits_and_base_seeds_never_share_a_scene():
         scene_seed(0, "train", 1 << 32)
 
 
-def test_disk_cache_round_trip(tmp_path):
+def test_disk_cache_round_trip(tmp_path, monkeypatch):
+    import depthlab.data.synthetic as synthetic
+
     a = SyntheticScenes(root=tmp_path, split="train", n=2, size=(16, 20), cache=False)
     first = a[1]
     files = list(tmp_path.rglob("*.npz"))
     assert len(files) == 1 and files[0].parent.name == f"synthetic_v{RENDER_VERSION}_16x20"
     b = SyntheticScenes(root=tmp_path, split="train", n=2, size=(16, 20))
+
+    def no_render(*args, **kwargs):
+        raise AssertionError("rendered again: the disk cache was not read")
+
+    monkeypatch.setattr(synthetic, "render_scene", no_render)
     second = b[1]
     assert torch.equal(first["image"], second["image"]) and torch.equal(first["depth"], second["depth"])
     assert first["meta"] == second["meta"]

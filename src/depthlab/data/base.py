@@ -15,7 +15,6 @@ constructing a dataset never fails because of one bad item and evaluation can sk
 from __future__ import annotations
 
 import csv
-import io as _pyio
 import os
 import re
 from pathlib import Path
@@ -25,8 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from depthlab.errors import DataError, one_line
-from depthlab.io import pil_to_rgb_array, to_float_chw
+from depthlab.errors import DataError
 
 SPLITS_DIR = Path(__file__).resolve().parent / "splits"
 
@@ -104,31 +102,6 @@ def make_sample(image: torch.Tensor, depth: np.ndarray | None, meta: dict[str, A
         "mask": torch.from_numpy(np.ascontiguousarray(m))[None],
         "meta": meta,
     }
-
-
-def decode_rgb_bytes(data: bytes, where: str) -> torch.Tensor:
-    """Encoded image bytes (e.g. a zip member) -> float32 (3,H,W) in [0,1]. Raises DataError naming ``where``."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        img = Image.open(_pyio.BytesIO(data))
-        img.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DataError(where, f"cannot decode image ({one_line(e)})") from None
-    return to_float_chw(pil_to_rgb_array(img))
-
-
-def decode_png_array(data: bytes, where: str) -> np.ndarray:
-    """Encoded PNG bytes -> the raw integer array (H,W) or (H,W,C). Raises DataError naming ``where``."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        img = Image.open(_pyio.BytesIO(data))
-        img.load()
-        return np.asarray(img)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DataError(where, f"cannot decode depth image ({one_line(e)})") from None
-
 
 
 # --------------------------------------------------------------------------------------------------- units

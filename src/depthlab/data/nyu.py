@@ -9,10 +9,9 @@ from typing import Callable
 
 import numpy as np
 
-from depthlab.data.base import (DepthDataset, decode_png_array, decode_rgb_bytes, make_sample,
-                                read_index_file, split_file_path, worker_key)
+from depthlab.data.base import DepthDataset, make_sample, read_index_file, split_file_path, worker_key
 from depthlab.errors import DataError, one_line
-from depthlab.io import open_pil, read_rgb, to_float_chw
+from depthlab.io import open_pil, pil_to_rgb_array, to_float_chw
 
 #: Colour-camera intrinsics of NYU-Depth V2 (NYU toolbox ``camera_params.m``), pixels, for 640x480 frames.
 NYU_INTRINSICS = {"fx": 518.857901, "fy": 519.469611, "cx": 325.582449, "cy": 253.736166}
@@ -254,12 +253,10 @@ class NYUReduced(DepthDataset):
     def load_sample(self, index: int):
         rgb_rel, depth_rel = self.pairs[index]
         data, rgb_where, rgb_disk = self._read(rgb_rel)
-        image = read_rgb(rgb_disk) if rgb_disk is not None else decode_rgb_bytes(data, rgb_where)
+        # files and zip members decode the same way (io.open_pil: EXIF orientation, one-line errors)
+        image = to_float_chw(pil_to_rgb_array(open_pil(rgb_disk or rgb_where, data=data)))
         data, d_where, d_disk = self._read(depth_rel)
-        if d_disk is not None:
-            arr = np.asarray(open_pil(d_disk))
-        else:
-            arr = decode_png_array(data, d_where)
+        arr = np.asarray(open_pil(d_disk or d_where, data=data))
         depth = decode_reduced_depth(arr, d_where)
         scene = _reduced_scene(rgb_rel)
         meta = self.base_meta(self.names[index], category=scene, intrinsics=dict(NYU_INTRINSICS),

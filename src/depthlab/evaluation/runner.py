@@ -372,12 +372,7 @@ def _build_predictor(model, checkpoint_path, checkpoint, device, input_size="aut
     else:
         info["checkpoint_path"] = str(checkpoint_path) if checkpoint_path is not None else None
     info["input_size"] = list(predictor.input_size) if isinstance(predictor.input_size, tuple) else predictor.input_size
-    kind = getattr(predictor, "kind", None)
-    if kind is None:
-        kind = getattr(getattr(predictor, "model", None), "depth_info", None)
-        kind = getattr(kind, "output_kind", "metric")
-        predictor.kind = kind
-    info.update({"output_kind": kind, "device": str(device)})
+    info.update({"output_kind": predictor.kind, "device": str(device)})
     return predictor, info
 
 
