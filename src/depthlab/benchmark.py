@@ -86,12 +86,7 @@ def protocol_for(kind: str, dataset: str, root=None, overrides: Mapping[str, str
         return base
     if kind not in AFFINE_PRESETS:
         raise ValueError(f"unknown output kind {kind!r}; expected metric, disparity or relative")
-    changes: dict[str, Any] = {}
-    if base.crop != "none":
-        changes["crop"] = base.crop
-    if base.max_depth is not None:
-        changes["max_depth"] = base.max_depth
-    return get_protocol(AFFINE_PRESETS[kind], **changes)
+    return get_protocol(AFFINE_PRESETS[kind], **_caps(base))
 
 
 def protocol_table() -> list[dict[str, str]]:
@@ -105,8 +100,9 @@ def protocol_table() -> list[dict[str, str]]:
     return rows
 
 
-def _caps(preset: str) -> dict[str, Any]:
-    p = get_protocol(preset)
+def _caps(preset) -> dict[str, Any]:
+    """The crop and depth cap of a dataset preset (name or Protocol): what an affine preset keeps."""
+    p = get_protocol(preset) if isinstance(preset, str) else preset
     out: dict[str, Any] = {}
     if p.crop != "none":
         out["crop"] = p.crop

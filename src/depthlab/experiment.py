@@ -199,13 +199,14 @@ def _base_source(spec: dict, base_dir: Path, base: str | None = None):
 
 # ------------------------------------------------------------------------------------------ measures
 def measure_latency(model, size: Sequence[int], repeats: int = 5, warmup: int = 1) -> dict[str, float]:
-    """Median CPU latency (ms) of ``model`` on one ``1x3xHxW`` input (padded to ``multiple_of``) and FPS."""
+    """Median CPU latency (ms) of ``model`` on one input for an ``HxW`` image (at the network size the Predictor
+    feeds: padded to ``multiple_of``, or an adapter's own processing size; zoo.network_size) and FPS."""
     import torch
 
-    from depthlab.models.zoo import count_params, padded_size
+    from depthlab.models.zoo import count_params, network_size
 
     info = getattr(model, "depth_info", None)
-    h, w = padded_size(tuple(int(s) for s in size), getattr(info, "multiple_of", None))
+    h, w = network_size(model, tuple(int(s) for s in size), getattr(info, "multiple_of", None))
     x = torch.rand(1, 3, h, w)
     model = model.eval().cpu()
     times = []
