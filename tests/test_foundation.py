@@ -541,3 +541,29 @@ def test_offline_hub_reads_the_cache_only_and_names_every_local_option(monkeypat
     assert "HF_HUB_OFFLINE is set" in msg and "\n" not in msg
     for way in ("checkpoint_path=PATH", "--checkpoint-path PATH", "NAME:PATH", "distill.teacher_checkpoint=PATH"):
         assert way in msg
+
+
+def test_marigold_loaded_from_a_folder_is_trainable(tmp_path, monkeypatch):
+    """Loading must not happen under inference mode: modules built there get inference-tensor parameters
+    that no later load_state_dict or backward pass can touch."""
+    diffusers = pytest.importorskip("diffusers")
+    from depthlab.models.foundation.marigold import TINY_MARIGOLD
+
+    torch.manual_seed(0)
+    src = depthlab.create_model("marigold_depth", config_overrides=TINY_MARIGOLD, processing_resolution=32)
+    (tmp_path / "mg").mkdir()
+
+    def fake_from_pretrained(source, **kwargs):  # builds its modules the way diffusers does: inside the call
+        twin = depthlab.create_model("marigold_depth", config_overrides=TINY_MARIGOLD)
+        pipe = diffusers.MarigoldDepthPipeline(unet=twin.unet, vae=twin.vae, scheduler=twin.scheduler,
+                                               text_encoder=None, tokenizer=None, prediction_type="depth")
+        pipe.empty_text_embedding = twin.empty_text_embedding
+        return pipe
+
+    monkeypatch.setattr(diffusers.MarigoldDepthPipeline, "from_pretrained", fake_from_pretrained)
+    model = depthlab.create_model("marigold_depth", config_overrides=TINY_MARIGOLD, processing_resolution=32,
+                                  checkpoint_path=tmp_path / "mg")
+    assert not any(p.is_inference() for p in model.parameters())
+    model.load_state_dict(src.state_dict())  # raised "Inplace update to inference tensor" before
+    x = torch.randn(1, 8, 4, 4)
+    model.unet(x, torch.tensor(1), encoder_hidden_states=model.empty_text_embedding).sample.sum().backward()

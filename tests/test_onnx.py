@@ -128,7 +128,7 @@ def test_predictor_onnx_backend_matches_torch_and_reuses_the_cache(tiny_dav2, tm
     assert np.array_equal(again.depth, got.depth)
 
 
-def test_predictor_onnx_backend_errors():
+def test_predictor_onnx_backend_errors(tmp_path):
     from depthlab.predictor import Predictor
 
     model = depthlab.create_model("fastdepth")
@@ -140,5 +140,10 @@ def test_predictor_onnx_backend_errors():
     from depthlab.models.foundation.marigold import TEST_KWARGS
 
     marigold = depthlab.create_model("marigold_depth", **TEST_KWARGS["marigold_depth"])
-    with pytest.raises(ValueError, match="marigold_depth cannot run in ONNX Runtime"):
+    from depthlab.export.onnx import OnnxExportError, export_onnx
+
+    with pytest.raises(OnnxExportError, match="marigold_depth cannot be exported to ONNX"):
         Predictor(marigold, backend="onnx").predict_tensor(torch.rand(1, 3, 32, 32))
+    with pytest.raises(OnnxExportError, match="marigold_depth cannot be exported to ONNX"):  # nothing written
+        export_onnx(marigold, tmp_path / "m.onnx", (1, 3, 32, 32))
+    assert not (tmp_path / "m.onnx").exists()

@@ -260,9 +260,6 @@ class Predictor:
     def _onnx_runner(self, shape: tuple[int, ...]):
         """The ONNX Runtime backend, built on first use for ``shape`` (later shapes export lazily, cached)."""
         if self._onnx is None:
-            if getattr(self.model, "onnx_exportable", True) is False:
-                raise ValueError(f"{self.model_name} cannot run in ONNX Runtime (its forward is a sampling "
-                                 "loop, not one graph); use backend='torch'")
             from depthlab.export.onnx import OnnxBackend
 
             self._onnx = OnnxBackend(self.model, shape, cache_dir=self.onnx_cache_dir)

@@ -132,6 +132,9 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape, dynamic:
     and falls back to the dynamo exporter; ``True``/``False`` forces one. Raises :class:`OnnxExportError`
     if the export fails or ``max|ort - torch| / max|torch| > tolerance``. The file is written atomically.
     """
+    if getattr(model, "onnx_exportable", True) is False:  # declared by the model family (Marigold)
+        raise OnnxExportError(f"{getattr(model, 'model_name', type(model).__name__)} cannot be exported to ONNX: "
+                              "its forward is a sampling loop, not one graph; run it with PyTorch")
     _require_ort()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

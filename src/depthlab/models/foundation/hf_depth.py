@@ -212,7 +212,6 @@ class HFDepthModel(nn.Module):
             return depth
         return F.interpolate(depth, size=tuple(size), mode="bicubic", align_corners=False)
 
-    @torch.inference_mode()
     # -- weights -------------------------------------------------------------------------------------------
     def convert_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Map any supported weight layout onto this module's keys (called by ``weights.load_into``).

@@ -159,7 +159,6 @@ class MarigoldDepthModel(nn.Module):
     def postprocess(depth: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         return depth
 
-    @torch.inference_mode()
     # -- weights -------------------------------------------------------------------------------------------
     def load_pretrained_weights(self, checkpoint_path=None, model_name: str = "", strict: bool = True):
         """Hub id (``None``) or a local diffusers folder (model_index.json + unet/ vae/ scheduler/ ...).
