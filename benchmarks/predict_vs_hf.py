@@ -68,15 +68,49 @@ def load_depthlab(folder: Path):
     return depthlab.create_model("depth_anything_v2_vits", checkpoint_path=str(folder)).eval()
 
 
-def count_gflops(model, shape) -> float:
-    """Forward-pass GFLOPs (multiply-add = 2). Attention runs through the math SDPA path here so that its
-    Q K^T and A V products are counted (the fused CPU kernels are not registered with the flop counter)."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-    from torch.utils.flop_counter import FlopCounterMode
+def median_ms(fn, runs: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts) * 1000
 
-    with torch.inference_mode(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
-        model(torch.zeros(shape))
-    return counter.get_total_flops() / 1e9
+
+def forward_rows(model, backend, net_hw, tmp: Path, runs: int) -> tuple[list[dict], dict]:
+    """The forward pass alone (no pre/post-processing) at the pipeline's 518x686 and at a square 518x518:
+    eager PyTorch, ONNX Runtime float32, and ONNX Runtime after int8 dynamic quantisation (onnxruntime
+    ``quantize_dynamic``, weights int8) with its output difference to float32."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from depthlab.export.onnx import _session, export_onnx
+
+    rows, rel = [], {}
+    for hw in (tuple(net_hw), (518, 518)):
+        shape = (1, 3, *hw)
+        x = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+        if hw == tuple(net_hw):  # the Predictor's own exported, verified file
+            sess, path = backend._session_for(shape), backend.path_for(shape)
+        else:
+            path = tmp / f"square_{hw[0]}x{hw[1]}.onnx"
+            export_onnx(model, path, shape)
+            sess = _session(path)
+        feed = {sess.get_inputs()[0].name: x.numpy()}
+        with torch.inference_mode():
+            rows.append({"what": f"eager forward {hw[0]}x{hw[1]}", "median_ms": median_ms(lambda: model(x), runs)})
+        rows.append({"what": f"onnxruntime forward {hw[0]}x{hw[1]}",
+                     "median_ms": median_ms(lambda: sess.run(None, feed), runs)})
+        if hw == tuple(net_hw):
+            q = tmp / "int8.onnx"
+            quantize_dynamic(str(path), str(q), weight_type=QuantType.QInt8)
+            qs = _session(q)
+            rows.append({"what": f"onnxruntime int8 dynamic {hw[0]}x{hw[1]}",
+                         "median_ms": median_ms(lambda: qs.run(None, feed), runs)})
+            a, b = sess.run(None, feed)[0], qs.run(None, feed)[0]
+            rel["int8_rel_diff"] = float(np.abs(b - a).max() / np.abs(a).max())
+    return rows, rel
 
 
 def gemm_peak_gflops(sizes=(1024, 2048, 3072), runs: int = 5) -> float:
@@ -114,6 +148,7 @@ def main(argv=None) -> dict:
                                                       "is part of this run)")
     ap.add_argument("--no-eager", action="store_true", help="skip the depthlab eager row")
     ap.add_argument("--no-bf16", action="store_true", help="skip the opt-in bf16 autocast row")
+    ap.add_argument("--no-forward", action="store_true", help="skip the forward-only / square / int8 rows")
     ap.add_argument("--results-dir", default=None)
     args = ap.parse_args(argv)
 
@@ -136,7 +171,10 @@ def main(argv=None) -> dict:
         h, w = image.height, image.width
         eager = Predictor(model)
         net_hw = eager.network_size(h, w)
-        gflops = count_gflops(model, (1, 3, *net_hw))
+        from depthlab.models.zoo import macs_by_op
+
+        split = {op: 2 * m / 1e9 for op, m in macs_by_op(model, (h, w)).items()}  # GFLOP per ATen op
+        gflops = sum(split.values())
         peak = gemm_peak_gflops()
 
         t0 = time.perf_counter()  # export + verification against PyTorch, at construction
@@ -170,6 +208,8 @@ def main(argv=None) -> dict:
                 t = time.perf_counter()
                 f()
                 times[k].append(time.perf_counter() - t)
+        fwd_rows, fwd_rel = ([], {}) if args.no_forward else forward_rows(
+            model, backend, net_hw, Path(tmp), max(3, args.runs // 2))
 
     ref = outputs["hf"].float()
     rows, diffs = [], {}
@@ -190,6 +230,10 @@ def main(argv=None) -> dict:
                        "gflop_per_s", "fraction_of_gemm_peak"])
     print(f"roofline: {gflops:.1f} GFLOP per forward, float32 GEMM peak {peak:.0f} GFLOP/s -> no float32 backend "
           f"can beat the pipeline by more than {bound:.2f}x here")
+    if fwd_rows:
+        print_table(fwd_rows, ["what", "median_ms"])
+        print(f"int8 dynamic quantisation: relative output difference {fwd_rel['int8_rel_diff']:.3g}")
+    print("GFLOP by op: " + ", ".join(f"{op} {g:.1f}" for op, g in split.items()))
     speedup = hf_s / statistics.median(times["depthlab_onnx"])
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     payload = {
@@ -208,6 +252,8 @@ def main(argv=None) -> dict:
         "eager_rel_diff": diffs.get("depthlab_eager", {}).get("rel_diff"),
         "bf16_rel_diff": diffs.get("depthlab_eager_bf16", {}).get("rel_diff"),
         "model_gflop": gflops,
+        "model_gflop_by_op": split,
+        "forward_only": fwd_rows, **fwd_rel,
         "gemm_peak_gflop_per_s": peak,
         "fp32_speedup_bound": bound,
         "onnx_export_seconds": export_s,

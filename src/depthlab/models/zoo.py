@@ -47,21 +47,30 @@ def count_macs(model: nn.Module, size: tuple[int, int] = COST_SIZE, multiple_of:
     (the fused CPU kernels are invisible to ``torch.utils.flop_counter``). A model with its own
     ``count_macs(h, w, device)`` (Marigold: a denoising loop) counts itself.
     """
+    if hasattr(model, "count_macs"):
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        with sdpa_kernel(SDPBackend.MATH):
+            return float(model.count_macs(*size, device=device))
+    return sum(macs_by_op(model, size, multiple_of, device).values())
+
+
+def macs_by_op(model: nn.Module, size: tuple[int, int] = COST_SIZE, multiple_of: int | None = None,
+               device: str = "cpu") -> dict[str, float]:
+    """:func:`count_macs` split by ATen op (``addmm``/``mm`` = linear layers, ``bmm`` = attention's products
+    on the math path, ``convolution`` ...), for one forward pass at :func:`network_size`."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
     was_training = model.training
     model.eval()
     try:
-        with sdpa_kernel(SDPBackend.MATH):
-            if hasattr(model, "count_macs"):
-                return float(model.count_macs(*size, device=device))
-            x = torch.rand(1, 3, *network_size(model, size, multiple_of), device=device)
-            with torch.no_grad(), FlopCounterMode(display=False) as counter:
-                model(x)
+        x = torch.rand(1, 3, *network_size(model, size, multiple_of), device=device)
+        with sdpa_kernel(SDPBackend.MATH), torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(x)
     finally:
         model.train(was_training)
-    return counter.get_total_flops() / 2.0
+    return {str(op).split(".")[-1]: flops / 2.0 for op, flops in counter.get_flop_counts()["Global"].items()}
 
 
 def weights_available_locally(info) -> bool:
