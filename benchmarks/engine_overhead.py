@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import sys
 import time
 from pathlib import Path
@@ -31,30 +30,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-try:
-    from common import machine_info, print_table, write_result  # noqa: E402
-except ImportError:  # minimal fallback when benchmarks/common.py is absent
-    import json
-    import platform
-
-    RESULTS = Path(__file__).resolve().parent / "results"
-
-    def machine_info() -> dict:
-        return {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
-                "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-                "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-
-    def write_result(name: str, payload: dict) -> Path:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        path = RESULTS / f"{name}.json"
-        path.write_text(json.dumps({"benchmark": name, "machine": machine_info(), **payload}, indent=2) + "\n")
-        return path
-
-    def print_table(rows: list[dict], columns: list[str] | None = None) -> None:
-        columns = columns or list(rows[0])
-        print("  ".join(columns))
-        for r in rows:
-            print("  ".join(f"{r.get(c)}" for c in columns))
+from common import print_table, write_result  # noqa: E402
 
 
 def _config(args) -> dict:
