@@ -22,6 +22,9 @@ An experiment spec (YAML file or dict; full schema in docs/experiments.md)::
     speed: {repeats: 5, warmup: 1}   # CPU latency at batch 1 and the run's data.size
     report: {title: ..., samples: 3, colormap: Spectral_r}
     benchmark: {models: [...], datasets: [...], protocol: ...}   # optional zero-shot section (run_benchmark)
+    fixtures:                        # real-format dataset trees written before the runs (usually in smoke:)
+      nyu: {kind: nyu_mat, n: 8}     #   name -> depthlab.data.fixtures.write_fixture(kind, <out>/fixtures/<name>, ...)
+                                     #   "fixture:nyu" anywhere in the spec's strings = that tree's data.root
     smoke:                           # merged over the spec by ``smoke=True``
       overrides: [data.size=[32,32], train.max_steps=2]   # appended to ``overrides``
       grid: {...}                    # any other key replaces the spec's key
@@ -43,6 +46,7 @@ import datetime as _dt
 import hashlib
 import itertools
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -53,13 +57,13 @@ from depthlab.config import deep_merge
 from depthlab.errors import DepthlabError, first_line, one_line
 from depthlab.io import write_json
 
-__all__ = ["ExperimentError", "load_spec", "expand_grid", "run_experiment", "measure_latency", "read_curves",
+__all__ = ["ExperimentError", "load_spec", "expand_grid", "with_fixtures", "run_experiment", "measure_latency", "read_curves",
            "METRIC_COLUMNS"]
 
 MARKER = "experiment_run.json"
 METRIC_COLUMNS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog", "delta1", "delta2", "delta3")
 SPEC_KEYS = {"name", "title", "description", "base", "config", "overrides", "grid", "runs", "evaluation", "speed",
-             "report", "benchmark", "smoke", "output_dir", "threads"}
+             "report", "benchmark", "smoke", "output_dir", "threads", "fixtures"}
 
 
 class ExperimentError(DepthlabError, ValueError):
@@ -106,6 +110,41 @@ def load_spec(spec_path_or_dict, smoke: bool = False) -> tuple[dict, Path]:
     spec["smoke"] = bool(smoke)
     spec.setdefault("name", "experiment")
     return spec, base_dir
+
+
+_FIXTURE_REF = re.compile(r"fixture:([A-Za-z0-9_]+)")
+
+
+def with_fixtures(spec: dict, folder: Path) -> dict:
+    """Write the spec's ``fixtures`` (``name -> {kind, **kwargs}``) under ``folder/<name>`` and replace
+    every ``fixture:<name>`` in the spec's strings by the written tree's path (its ``data.root``)."""
+    from depthlab.data.fixtures import write_fixture
+
+    wanted = spec.get("fixtures") or {}
+    if not isinstance(wanted, dict):
+        raise ExperimentError(f"fixtures: a mapping name -> {{kind: ..., ...}}, got {type(wanted).__name__}")
+    paths = {}
+    for name, item in wanted.items():
+        if not isinstance(item, dict) or "kind" not in item:
+            raise ExperimentError(f"fixtures.{name}: needs a 'kind' (one of the depthlab.data.fixtures kinds)")
+        kwargs = {k: v for k, v in item.items() if k != "kind"}
+        paths[name] = str(write_fixture(item["kind"], folder / name, **kwargs))
+
+    def sub(obj):
+        if isinstance(obj, str):
+            def path_of(m):
+                if m.group(1) not in paths:
+                    raise ExperimentError(f"{obj!r} names fixture {m.group(1)!r}, which the spec's fixtures: "
+                                          f"does not define (defined: {', '.join(paths) or 'none'})")
+                return paths[m.group(1)]
+            return _FIXTURE_REF.sub(path_of, obj)
+        if isinstance(obj, dict):
+            return {k: (v if k == "fixtures" else sub(v)) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [sub(v) for v in obj]
+        return obj
+
+    return sub(spec)
 
 
 def _override(key: str, value: Any) -> str:
@@ -610,6 +649,7 @@ def run_experiment(spec_path_or_dict, out_dir=None, smoke: bool = False, overrid
     name = str(spec["name"])
     out = Path(out_dir or spec.get("output_dir") or Path("outputs/experiments") / (name + ("_smoke" if smoke else "")))
     out.mkdir(parents=True, exist_ok=True)
+    spec = with_fixtures(spec, out / "fixtures")
     console = console or Console(stderr=True)
     report_opts = {"title": spec.get("title") or name, "samples": 3, "colormap": "Spectral_r", **(spec.get("report") or {})}
     results: dict[str, Any] = {

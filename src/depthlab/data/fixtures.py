@@ -1,0 +1,259 @@
+"""Small dataset trees in the real on-disk formats, for smoke runs and tests.
+
+``write_fixture(kind, root, **kwargs)`` writes a tiny copy of a dataset *as it is downloaded*
+(the NYU labelled ``.mat`` in MATLAB v7.3/HDF5, the DenseDepth ``nyu_data.zip``, the raw KITTI
+tree with annotated 16-bit depth PNGs, DIODE's ``.png``/``_depth.npy``/``_depth_mask.npy``,
+EndoSLAM's UnityCam folders, aerial GeoTIFF orthophotos + height rasters with a CRS) and returns
+the path to pass as ``data.root``. The readers in :mod:`depthlab.data` read these trees exactly as
+they read the real ones, so a study's smoke run exercises the real loading code.
+
+The pictures are depthlab's synthetic scenes (:func:`depthlab.data.synthetic.render_scene`): RGB
+and depth agree, so a few training steps on a fixture learn something. Every writer is
+deterministic in ``seed``; the files are written through temp files and renamed (a killed write
+leaves no half tree behind a finished one: :func:`write_fixture` writes a ``.complete`` marker
+last and reuses a complete tree).
+
+Experiment specs use them through their ``fixtures:`` key (see :mod:`depthlab.experiment`).
+"""
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import zipfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from depthlab.errors import UnknownNameError
+
+__all__ = ["write_fixture", "list_fixtures", "FIXTURES"]
+
+_MARKER = ".complete"   # the arguments the tree was written with, written last
+_PATH = ".path"         # the path to pass as data.root, relative to the tree
+
+
+def _scenes(n: int, size, seed: int):
+    """``n`` rendered synthetic scenes: (rgb uint8 HxWx3, depth float32 HxW metres, category)."""
+    from depthlab.data.synthetic import render_scene
+
+    for k in range(n):
+        r = render_scene(seed * 100_003 + k, size=tuple(size), supersample=1)
+        rgb = np.clip(np.asarray(r["image"]) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        if rgb.shape[0] == 3:
+            rgb = rgb.transpose(1, 2, 0)
+        depth = np.asarray(r["depth"], dtype=np.float32).reshape(rgb.shape[:2])
+        yield rgb, depth, r["meta"].get("category")
+
+
+def _save_png(path: Path, arr: np.ndarray, **kw) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG" if path.suffix.lower() == ".jpg" else "PNG", **kw)
+    path.write_bytes(buf.getvalue())
+
+
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, arr)
+
+
+# ------------------------------------------------------------------------------------------ NYU
+def write_nyu_mat(root: Path, n: int = 8, size=(48, 64), seed: int = 0, n_test: int | None = None) -> Path:
+    """``nyu_depth_v2_labeled.mat`` (HDF5, MATLAB column-major axes: images (N,3,W,H) uint8, depths
+    and rawDepths (N,W,H) metres, sceneTypes as character refs) plus a v7.3 ``splits.mat`` with
+    1-based ``trainNdxs``/``testNdxs`` (the last ``n_test`` frames, default a quarter, are test)."""
+    import h5py
+
+    frames = list(_scenes(n, size, seed))
+    images = np.stack([f[0] for f in frames])                                   # (N,H,W,3)
+    depths = np.stack([f[1] for f in frames]).astype(np.float32)               # (N,H,W)
+    raw = depths.copy()
+    raw[:, :2, :3] = 0.0                                                        # Kinect holes
+    path = root / "nyu_depth_v2_labeled.mat"
+    with h5py.File(path, "w") as f:
+        f["images"] = images.transpose(0, 3, 2, 1)
+        f["depths"] = depths.transpose(0, 2, 1)
+        f["rawDepths"] = raw.transpose(0, 2, 1)
+        refs = f.create_dataset("sceneTypes", (1, n), dtype=h5py.ref_dtype)
+        for k, fr in enumerate(frames):
+            d = f.create_dataset(f"#refs#/s{k}", data=np.array([ord(c) for c in (fr[2] or "room")], np.uint16)[:, None])
+            refs[0, k] = d.ref
+    n_test = max(1, n // 4) if n_test is None else int(n_test)
+    with h5py.File(root / "splits.mat", "w") as f:                              # v7.3: (1, k) doubles
+        f["trainNdxs"] = np.arange(1, n - n_test + 1, dtype=np.float64)[None]
+        f["testNdxs"] = np.arange(n - n_test + 1, n + 1, dtype=np.float64)[None]
+    return path
+
+
+def write_nyu_reduced(root: Path, n_train: int = 8, n_test: int = 4, size=(48, 64), seed: int = 0) -> Path:
+    """DenseDepth's ``nyu_data.zip``: ``data/nyu2_train/<scene>/<k>.jpg`` + 8-bit ``<k>.png``
+    (255 = 10 m), ``data/nyu2_test/<k>_colors.png`` + 16-bit ``<k>_depth.png`` (millimetres), and
+    the two CSV lists. Returns the zip's path."""
+    members: dict[str, bytes] = {}
+
+    def png(arr, fmt="PNG", **kw) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, format=fmt, **kw)
+        return buf.getvalue()
+
+    train_rows, test_rows = [], []
+    for k, (rgb, depth, _) in enumerate(_scenes(n_train, size, seed)):
+        stem = f"data/nyu2_train/scene_{k // 4:04d}_out/{k}"
+        members[stem + ".jpg"] = png(rgb, "JPEG", quality=95)
+        members[stem + ".png"] = png(np.clip(depth / 10.0 * 255.0 + 0.5, 0, 255).astype(np.uint8))
+        train_rows.append(f"{stem}.jpg,{stem}.png")
+    for k, (rgb, depth, _) in enumerate(_scenes(n_test, size, seed + 1)):
+        stem = f"data/nyu2_test/{k:05d}"
+        members[stem + "_colors.png"] = png(rgb)
+        members[stem + "_depth.png"] = png(np.clip(depth * 1000.0 + 0.5, 0, 65535).astype(np.uint16))
+        test_rows.append(f"{stem}_colors.png,{stem}_depth.png")
+    members["data/nyu2_train.csv"] = ("\n".join(train_rows) + "\n").encode()
+    members["data/nyu2_test.csv"] = ("\n".join(test_rows) + "\n").encode()
+    path = root / "nyu_data.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        for name in sorted(members):
+            zf.writestr(name, members[name])
+    return path
+
+
+# ------------------------------------------------------------------------------------------ KITTI
+_KITTI_CALIB = ("P_rect_02: 7.215377e+02 0.000000e+00 6.095593e+02 4.485728e+01 0.000000e+00 7.215377e+02 "
+                "1.728540e+02 2.163791e-01 0.000000e+00 0.000000e+00 1.000000e+00 2.745884e-03\n")
+
+
+def write_kitti(root: Path, n: int = 4, size=(64, 208), seed: int = 0, density: float = 0.3) -> Path:
+    """Raw KITTI (``<date>/<drive>/image_02/data/<frame>.png``, ``calib_cam_to_cam.txt``) with the
+    annotated depth PNGs (uint16, metres x 256, 0 = no LiDAR return; only the lower two thirds hold
+    returns, like the velodyne's field of view) at ``<date>/<drive>/proj_depth/groundtruth/image_02``.
+    The frames are the first ``n`` of the shipped Eigen test list, so ``split="test"`` reads them with
+    no split file (the other listed frames have no ground truth and are skipped)."""
+    from depthlab.data.base import read_list_file, split_file_path
+    from depthlab.data.kitti import parse_split_line
+
+    entries = [parse_split_line(ln) for ln in read_list_file(split_file_path("kitti_eigen_test.txt"))[:n]]
+    rng = np.random.default_rng(seed)
+    for e, (rgb, depth, _) in zip(entries, _scenes(n, size, seed)):
+        drive = root / e.date / e.drive
+        _save_png(drive / e.cam / "data" / f"{e.frame}.png", rgb)
+        keep = rng.random(depth.shape) < density
+        keep[: depth.shape[0] // 3] = False
+        gt = np.where(keep, np.clip(depth * 256.0 + 0.5, 0, 65535), 0).astype(np.uint16)
+        _save_png(drive / "proj_depth" / "groundtruth" / e.cam / f"{e.frame}.png", gt)
+        (root / e.date / "calib_cam_to_cam.txt").write_text(_KITTI_CALIB)
+    return root
+
+
+# ------------------------------------------------------------------------------------------ DIODE
+def write_diode(root: Path, n: int = 4, size=(48, 64), seed: int = 0,
+                scene_types=("indoors", "outdoors"), splits=("train", "val")) -> Path:
+    """DIODE: ``<split>/<indoors|outdoors>/scene_<s>/scan_<c>/<stem>.png`` with ``<stem>_depth.npy``
+    (H,W,1 float32 metres) and ``<stem>_depth_mask.npy`` (H,W float32 0/1). ``n`` frames per split
+    and scene type."""
+    for si, split in enumerate(splits):
+        for ti, t in enumerate(scene_types):
+            tag = "indoors" if t == "indoors" else "outdoor"
+            for k, (rgb, depth, _) in enumerate(_scenes(n, size, seed + 10 * si + ti)):
+                scene, scan = f"scene_{100 * si + 10 * ti:05d}", f"scan_{k:05d}"
+                stem = f"{100 * si + 10 * ti:05d}_{k:05d}_{tag}_000_000"
+                d = root / split / t / scene / scan
+                mask = (depth > 0).astype(np.float32)
+                mask[:2, :2] = 0.0                                              # an invalid corner
+                _save_png(d / f"{stem}.png", rgb)
+                _save_npy(d / f"{stem}_depth.npy", (depth * mask)[..., None].astype(np.float32))
+                _save_npy(d / f"{stem}_depth_mask.npy", mask)
+    return root
+
+
+# ------------------------------------------------------------------------------------------ EndoSLAM
+def write_endoslam(root: Path, n: int = 10, size=(40, 40), seed: int = 0) -> Path:
+    """EndoSLAM's Unity part: ``UnityCam/<Colon|Small Intestine|Stomach>/Frames/image_<k>.png`` and
+    ``Pixelwise Depths/aov_image_<k>.png`` (RGBA, grey = depth / 1 m x 255, as the Unity AOV writes it),
+    ``UnityCam/Calibration/cam.txt``; ``n`` frames per organ."""
+    unity = root / "UnityCam"
+    for oi, organ in enumerate(("Colon", "Small Intestine", "Stomach")):
+        for k, (rgb, depth, _) in enumerate(_scenes(n, size, seed + oi), start=1):
+            _save_png(unity / organ / "Frames" / f"image_{k:04d}.png", rgb)
+            rel = depth / max(float(depth.max()), 1e-6)                         # the organ spans 0..1 m
+            g = np.clip(rel * 255.0 + 0.5, 0, 255).astype(np.uint8)
+            _save_png(unity / organ / "Pixelwise Depths" / f"aov_image_{k:04d}.png",
+                      np.dstack([g, g, g, np.full_like(g, 255)]))
+    (unity / "Calibration").mkdir(parents=True, exist_ok=True)
+    (unity / "Calibration" / "cam.txt").write_text("156.0418,0,178.5604,0,155.7529,181.8043,0,0,1")
+    return root
+
+
+# ------------------------------------------------------------------------------------------ aerial
+def write_aerial(root: Path, n: int = 6, size=(64, 64), seed: int = 0, epsg: int = 25832,
+                 pixel: float = 0.1, categories=None, splits=(4, 1, 1)) -> Path:
+    """Aerial tiles: ``rgb/<name>.tif`` (uint8 RGB orthophoto) and ``height/<name>.tif`` (float32 heights
+    above ground in metres, nodata -9999, one corner without LiDAR returns) on the same grid in
+    EPSG:``epsg`` at ``pixel`` metres, ``categories.csv`` (the aerial dataset's categories in turn,
+    or ``categories``) and ``splits/{train,val,test}.txt`` with ``splits`` tiles each."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from depthlab.data.aerial import CATEGORIES
+
+    cats = list(categories or CATEGORIES)
+    names, rows = [], ["name,category"]
+    for k, (rgb, depth, _) in enumerate(_scenes(n, size, seed)):
+        name = f"tile_{k:03d}"
+        height = np.clip(float(depth.max()) - depth, 0.0, None).astype(np.float32)   # the view from above
+        height[:2, :2] = -9999.0
+        tf = from_origin(350000.0 + 1000.0 * k, 5650000.0, pixel, pixel)
+        for sub, bands, dtype, nodata in (("rgb", rgb.transpose(2, 0, 1), "uint8", None),
+                                          ("height", height[None], "float32", -9999.0)):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+            with rasterio.open(root / sub / f"{name}.tif", "w", driver="GTiff", width=size[1], height=size[0],
+                               count=bands.shape[0], dtype=dtype, crs=f"EPSG:{epsg}", transform=tf,
+                               nodata=nodata) as dst:
+                dst.write(bands)
+        names.append(name)
+        rows.append(f"{name},{cats[k % len(cats)]}")
+    (root / "categories.csv").write_text("\n".join(rows) + "\n")
+    (root / "splits").mkdir(exist_ok=True)
+    start = 0
+    for split, count in zip(("train", "val", "test"), splits):
+        (root / "splits" / f"{split}.txt").write_text("".join(f"{s}\n" for s in names[start:start + count]))
+        start += count
+    return root
+
+
+FIXTURES: dict[str, Callable[..., Path]] = {
+    "nyu_mat": write_nyu_mat,
+    "nyu_reduced": write_nyu_reduced,
+    "kitti": write_kitti,
+    "diode": write_diode,
+    "endoslam": write_endoslam,
+    "aerial": write_aerial,
+}
+
+
+def list_fixtures() -> list[str]:
+    return sorted(FIXTURES)
+
+
+def write_fixture(kind: str, root, **kwargs) -> Path:
+    """Write fixture ``kind`` into the folder ``root`` (created) and return the path for ``data.root``.
+
+    A tree written before with the same kind and arguments (its ``.complete`` marker matches) is reused;
+    anything else in ``root`` is replaced. The tree is built in a sibling temp folder and renamed."""
+    if kind not in FIXTURES:
+        raise UnknownNameError(f"unknown fixture kind {kind!r}; choose from {', '.join(sorted(FIXTURES))}")
+    root = Path(root)
+    stamp = json.dumps({"kind": kind, **kwargs}, sort_keys=True, default=str)
+    marker = root / _MARKER
+    if marker.is_file() and (root / _PATH).is_file() and marker.read_text() == stamp:
+        return (root / (root / _PATH).read_text()).resolve()
+    tmp = root.with_name(root.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    path = FIXTURES[kind](tmp, **kwargs)
+    (tmp / _PATH).write_text(Path(path).resolve().relative_to(tmp.resolve()).as_posix())
+    (tmp / _MARKER).write_text(stamp)
+    shutil.rmtree(root, ignore_errors=True)
+    tmp.rename(root)
+    return (root / (root / _PATH).read_text()).resolve()
