@@ -17,6 +17,37 @@ from depthlab.io import open_pil, pil_to_rgb_array, to_float_chw
 NYU_INTRINSICS = {"fx": 518.857901, "fy": 519.469611, "cx": 325.582449, "cy": 253.736166}
 NYU_LABELED_SIZE = 1449
 MAT_NAME = "nyu_depth_v2_labeled.mat"
+#: The NYU six-model study's split of the labelled set: 1111 train / 338 test frames, drawn by
+#: :func:`seeded_split` with this seed (the study gives no seed; 0 is depthlab's choice).
+STUDY_SPLIT = {"n_test": 338, "seed": 0, "names": ("train1111", "test338")}
+
+
+def seeded_split(n_frames: int, n_test: int, seed: int = 0) -> tuple[list[int], list[int]]:
+    """A random train/test split of frames ``1..n_frames``: ``(train, test)``, 1-based, each sorted.
+
+    ``test`` = the first ``n_test`` entries of ``numpy.random.default_rng(seed).permutation(n_frames)``
+    (+1), ``train`` = the others. ``seeded_split(1449, 338, 0)`` is the NYU study's 1111/338 split; it
+    ships frozen as ``splits/nyu_labeled_{train1111,test338}.txt`` (the files, not this call, are the
+    reference for the real 1449-frame set, so a change of NumPy's permutation algorithm cannot move it).
+    """
+    if not 0 <= n_test <= n_frames:
+        raise ValueError(f"n_test must be in [0, {n_frames}], got {n_test}")
+    perm = np.random.default_rng(seed).permutation(n_frames) + 1
+    return sorted(int(i) for i in perm[n_test:]), sorted(int(i) for i in perm[:n_test])
+
+
+def study_split_indices(split: str, n_frames: int) -> list[int]:
+    """1-based frames of the study split ``train1111`` / ``test338`` for a file of ``n_frames`` frames.
+
+    The real set (1449 frames) reads the shipped lists. A smaller file (a fixture, a subset) gets the
+    same seeded draw with the test share scaled, ``round(n_frames * 338 / 1449)`` frames (at least 1).
+    """
+    names = STUDY_SPLIT["names"]
+    if n_frames == NYU_LABELED_SIZE:
+        return read_index_file(split_file_path(f"nyu_labeled_{split}.txt"))
+    n_test = min(n_frames - 1, max(1, round(n_frames * STUDY_SPLIT["n_test"] / NYU_LABELED_SIZE)))
+    train, test = seeded_split(n_frames, n_test, STUDY_SPLIT["seed"])
+    return train if split == names[0] else test
 
 
 # ================================================================================================ labelled .mat
@@ -28,7 +59,8 @@ class NYUv2Labeled(DepthDataset):
     ``(1,480,640)`` in metres (``mask = depth > 0``; ``depths`` is hole-filled, ``rawDepths`` has 0 = missing).
 
     Splits (1-based indices into the 1449 frames, as in the official ``splits.mat``): ``test`` = the 654 of
-    ``testNdxs``, ``train`` = the other 795, ``all`` = 1..N. They ship as ``splits/nyu_labeled_{train,test}.txt``;
+    ``testNdxs``, ``train`` = the other 795, ``all`` = 1..N; ``train1111`` / ``test338`` = the NYU six-model
+    study's seeded random split (:func:`seeded_split`, :data:`STUDY_SPLIT`). They ship as ``splits/nyu_labeled_{train,test}.txt``;
     ``splits_mat=`` reads ``trainNdxs``/``testNdxs`` from a user's ``splits.mat`` instead (v7.3 via h5py, older
     via scipy), ``indices=`` gives them directly. An index beyond the file's frame count raises DataError from
     ``__getitem__``.
@@ -81,8 +113,11 @@ class NYUv2Labeled(DepthDataset):
             idx = list(range(1, self.n_frames + 1))
         elif split in ("train", "test"):
             idx = read_index_file(split_file_path(f"nyu_labeled_{split}.txt"))
+        elif split in STUDY_SPLIT["names"]:
+            idx = study_split_indices(split, self.n_frames)
         else:
-            raise ValueError(f"unknown NYU labelled split {split!r}; choose test, train or all (or pass indices=)")
+            raise ValueError(f"unknown NYU labelled split {split!r}; choose test, train, all, train1111 or test338 "
+                             "(or pass indices=)")
         self.indices = idx
         self.names = [f"{i:04d}" for i in idx]
         self._h5 = None
@@ -352,4 +387,4 @@ def open_nyu(root=None, split: str = "test", transform: Callable | None = None, 
 
 
 __all__ = ["NYUv2Labeled", "NYUReduced", "open_nyu", "detect_nyu_layout", "read_splits_mat",
-           "decode_reduced_depth", "NYU_INTRINSICS"]
+           "decode_reduced_depth", "NYU_INTRINSICS", "seeded_split", "study_split_indices", "STUDY_SPLIT"]

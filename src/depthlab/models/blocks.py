@@ -47,18 +47,23 @@ class DoubleConv(nn.Sequential):
 
 
 class UpResidual(nn.Module):
-    """Decoder-internal residual: ``1x1 conv`` on the lower-resolution map, then bilinear x2.
+    """Decoder-internal residual: ``1x1 conv`` on the lower-resolution map, then bilinear x2
+    [, then ReLU when ``relu``].
 
     Used where a decoder block adds a shortcut from its own (coarser) input to its output.
-    ``(B, in_channels, H, W) -> (B, out_channels, 2H, 2W)``.
+    ``(B, in_channels, H, W) -> (B, out_channels, 2H, 2W)``. The NYU study's ResNetE decoders describe
+    theirs as "a convolutional layer followed by bilinear upsampling, and a ReLU activation"
+    (``relu=True``); DE NoSkip's is "a convolutional layer and an upsample layer" (``relu=False``).
     """
 
-    def __init__(self, in_channels: int, out_channels: int):
+    def __init__(self, in_channels: int, out_channels: int, relu: bool = False):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=False)
+        self.relu = nn.ReLU() if relu else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return up2(self.conv(x))
+        y = up2(self.conv(x))
+        return y if self.relu is None else self.relu(y)
 
 
 def up2(x: torch.Tensor) -> torch.Tensor:

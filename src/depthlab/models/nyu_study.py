@@ -6,7 +6,8 @@ All encoders are timm ``features_only`` backbones built by :func:`depthlab.model
 (ImageNet-normalised) to ``{"depth": (B,1,H,W)}`` in metres (NYU, capped at 10 m).
 
 Notation: ``up2`` = bilinear x2, ``T`` = 3x3 transposed conv with stride 2 (exact x2),
-``res`` = decoder-internal residual (1x1 conv on the block's lower-resolution input, then bilinear x2),
+``res`` = decoder-internal residual (1x1 conv on the block's lower-resolution input, then bilinear x2;
+in the ResNetE decoders followed by a ReLU: "convolutional layer followed by bilinear upsampling, and a ReLU"),
 ``f0..f4`` = encoder features at strides 2, 4, 8, 16, 32.
 
 * ``de_noskip`` -- ResNet50 cut after ``layer3`` (no ``layer4``, no classifier; stride 16, 1024 ch);
@@ -119,7 +120,7 @@ class TConvBlock(nn.Module):
         self.up = nn.Sequential(_tconv(in_channels, out_channels), nn.ReLU(inplace=True))
         self.conv = ConvBNReLU(out_channels, out_channels, 3, batch_norm=False)
         self.skip_bn = nn.BatchNorm2d(out_channels) if skip else None
-        self.residual = UpResidual(in_channels, out_channels) if residual else None
+        self.residual = UpResidual(in_channels, out_channels, relu=True) if residual else None
         self.res_bn = nn.BatchNorm2d(out_channels) if residual else None
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
@@ -156,7 +157,7 @@ class ResNetE(nn.Module):
             if version == 1:
                 self.head = nn.Conv2d(dec[-1], 1, kernel_size=3, padding=1)
             else:
-                self.last_residual = UpResidual(dec[-2], dec[-1])
+                self.last_residual = UpResidual(dec[-2], dec[-1], relu=True)
                 self.head = nn.Conv2d(3 + 2 * dec[-1], 1, kernel_size=3, padding=1)
         else:
             concatenated = skips + [3]  # after each block: f3, f2, f1, f0, then the RGB image
