@@ -14,6 +14,9 @@ An experiment spec (YAML file or dict; full schema in docs/experiments.md)::
     runs:                            # extra runs outside the product: {id, set: {dotted: value}}
       - {id: leve_kd_0.25, set: {model.name: leve, distill.epsilon: 0.25}}
     evaluation:
+      title: "Figure 2: ..."         # optional headings of the metrics table and the depth-map figure, as a
+      figure_title: "Figure 3: ..."  #   study names them (also per extra dataset)
+      normalized_errors: false       # true: add l1_norm / mse_norm (L1, MSE on depth / max_depth)
       protocol: none                 # protocol of the test split of the training dataset
       limit: 32                      # test samples (null = all)
       batch_size: 8
@@ -514,6 +517,10 @@ def _train_and_measure(cfg, run_dir: Path, spec: dict, eval_sets: dict, progress
         res = evaluate(ds, model=model, protocol=_run_protocol(protocol, model), device="cpu", progress=False,
                        input_size=size)
         metrics[key] = res["summary"]
+        if ev_spec.get("normalized_errors"):  # a study reporting L1 / MSE on depth / max_depth in [0, 1]
+            from depthlab.metrics import normalized_errors
+
+            metrics[key].update(normalized_errors(res["summary"], model.depth_info.max_depth))
         protocols[key] = res["protocol_description"]
         skipped[key] = {**getattr(ds, "failures", {}), **res["skipped"]}
         if res.get("per_category"):  # evaluate's breakdown by meta["category"], averaged like the summary
@@ -682,7 +689,7 @@ def run_experiment(spec_path_or_dict, out_dir=None, smoke: bool = False, overrid
             cfg0 = resolve_config(first, [*base_overrides, *runs[0]["overrides"]])
             wanted = [] if ev.get("test", True) is False else [
                 {"name": "test", "split": ev.get("split"), "limit": ev.get("limit"), "protocol": ev.get("protocol", "none"),
-                 "input_size": ev.get("input_size")}]
+                 "input_size": ev.get("input_size"), "title": ev.get("title"), "figure_title": ev.get("figure_title")}]
             wanted += list(ev.get("datasets") or [])
             for item in wanted:
                 key = _label(item.get("name") or item.get("dataset"))
@@ -700,7 +707,8 @@ def run_experiment(spec_path_or_dict, out_dir=None, smoke: bool = False, overrid
                     "key": key, "status": "ok", "dataset": ds.dataset_name, "split": ds.split, "n_samples": len(ds),
                     "protocol": proto.name, "protocol_spec": item.get("protocol", "none"),
                     "protocol_description": proto.describe(), "protocol_settings": proto.to_dict(),
-                    "input_size": item.get("input_size"), "read_failures": ds.failures})
+                    "input_size": item.get("input_size"), "read_failures": ds.failures,
+                    "title": item.get("title"), "figure_title": item.get("figure_title")})
         except Exception as e:
             results.update(status="failed", message=f"evaluation set-up failed: {one_line(e)}")
             runs = []

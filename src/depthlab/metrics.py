@@ -267,6 +267,25 @@ def compute_metrics(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | N
     return out
 
 
+NORMALIZED_NAMES: tuple[str, ...] = ("l1_norm", "mse_norm")
+"""Keys of :func:`normalized_errors`."""
+
+
+def normalized_errors(metrics: dict, max_depth: float) -> dict:
+    """L1 and MSE on depth normalised to [0, 1] by ``d / max_depth``, from metre-scale ``mae`` and ``mse``.
+
+    Both are linear in the scale: ``mean|p/D - g/D| = mae / D`` and ``mean((p/D - g/D)^2) = mse / D^2``
+    (``D = max_depth``, metres), so they are derived from the metric sums, never computed twice. They are
+    the numbers of a study that trains and reports on ``target_encoding: normalized`` (the NYU six-model
+    study's "L1 error" and "MSE on test data"). Works on tensors, floats or ``None`` (kept ``None``).
+    """
+    d = float(max_depth)
+    if not d > 0:
+        raise ValueError(f"max_depth must be > 0, got {max_depth}")
+    mae_, mse_ = metrics.get("mae"), metrics.get("mse")
+    return {"l1_norm": None if mae_ is None else mae_ / d, "mse_norm": None if mse_ is None else mse_ / (d * d)}
+
+
 class MetricAccumulator:
     """Accumulates metrics over batches without mean-of-means mistakes.
 

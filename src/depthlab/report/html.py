@@ -29,7 +29,8 @@ SPEED_COLUMNS = ("params", "latency_ms", "fps")
 HEADERS = {"abs_rel": "AbsRel", "sq_rel": "SqRel", "rmse": "RMSE", "rmse_log": "RMSE log", "log10": "log10",
            "silog": "SILog", "delta1": "δ<1.25", "delta2": "δ<1.25²", "delta3": "δ<1.25³", "params": "params",
            "latency_ms": "latency [ms]", "fps": "FPS", "n_images": "images",
-           "abs_rel_untrained": "AbsRel untrained", "rmse_untrained": "RMSE untrained"}
+           "abs_rel_untrained": "AbsRel untrained", "rmse_untrained": "RMSE untrained",
+           "l1_norm": "L1 [0,1]", "mse_norm": "MSE [0,1]"}
 
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px auto;max-width:1200px;color:#222;padding:0 16px}
@@ -68,6 +69,13 @@ def _img(path: Path, alt: str) -> str:
     return f'<img alt="{_esc(alt)}" src="data:image/png;base64,{data}">'
 
 
+def metric_columns(results: dict) -> list[str]:
+    """Metric columns of the tables: a study's own (``l1_norm``/``mse_norm`` when the spec's evaluation
+    asks for ``normalized_errors``) first, then :data:`TABLE_COLUMNS`."""
+    extra = ["l1_norm", "mse_norm"] if ((results.get("spec") or {}).get("evaluation") or {}).get("normalized_errors") else []
+    return [*extra, *TABLE_COLUMNS]
+
+
 def metric_rows(results: dict, key: str) -> list[dict[str, Any]]:
     """Rows of the metrics table of evaluation ``key``: ``{run, status, error, <metric>: value, params, ...}``."""
     rows = []
@@ -75,7 +83,7 @@ def metric_rows(results: dict, key: str) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"run": r["id"], "status": r.get("status"), "error": r.get("error")}
         if r.get("status") == "ok":
             m = (r.get("metrics") or {}).get(key) or {}
-            for c in TABLE_COLUMNS:
+            for c in metric_columns(results):
                 row[c] = m.get(c)
             row["n_images"] = m.get("n_images")
             for c in SPEED_COLUMNS:
@@ -97,7 +105,7 @@ def _table(rows: list[dict], columns: Iterable[str], first: str = "run", mark_be
     best = {c: _best(rows, c) for c in columns} if mark_best else {}
     out = [f'<div class="scroll"><table class="metrics" id="{_esc(table_id)}"><thead><tr><th class="name">{_esc(first)}</th>']
     for c in columns:
-        arrow = "↑" if c in HIGHER_IS_BETTER else ("↓" if c in TABLE_COLUMNS or c == "latency_ms" else "")
+        arrow = "↑" if c in HIGHER_IS_BETTER else ("↓" if c in TABLE_COLUMNS or c in ("latency_ms", "l1_norm", "mse_norm") else "")
         out.append(f'<th data-col="{_esc(c)}">{_esc(HEADERS.get(c, c))}{arrow}</th>')
     out.append("</tr></thead><tbody>")
     for r in rows:
@@ -198,14 +206,14 @@ def render_html(results: dict, base: Path) -> str:
         if ev.get("status") != "ok":
             p.append(f"<h2>Results: {_esc(key)}</h2><p class=\"warn\">skipped: {_esc(ev.get('message'))}</p>")
             continue
-        p.append(f"<h2>Results: {_esc(key)} ({_esc(ev['dataset'])} / {_esc(ev['split'])}, "
+        p.append(f"<h2>{_esc(ev.get('title') or 'Results: ' + key)} ({_esc(ev['dataset'])} / {_esc(ev['split'])}, "
                  f"{ev['n_samples']} images)</h2>")
         p.append(f'<p class="protocol"><b>protocol: {_esc(ev["protocol"])}</b> — {_esc(ev["protocol_description"])}'
                  f'<br><code>{_esc(json.dumps(ev.get("protocol_settings"), default=str))}</code></p>')
         if isinstance(ev.get("protocol_spec"), dict):
             p.append(f'<p class="protocol">protocol by the model\'s output kind: '
                      f'<code>{_esc(json.dumps(ev["protocol_spec"]))}</code> (above: the metric one)</p>')
-        p.append(_table(metric_rows(results, key), [*TABLE_COLUMNS, "n_images", *SPEED_COLUMNS],
+        p.append(_table(metric_rows(results, key), [*metric_columns(results), "n_images", *SPEED_COLUMNS],
                         table_id=f"metrics-{key}"))
         threads = sorted({r.get("latency_threads") for r in runs if r.get("status") == "ok" and r.get("latency_threads")})
         p.append('<p class="note">Bold: best per column (lower is better, except δ and FPS). Latency: median CPU '
@@ -225,7 +233,7 @@ def render_html(results: dict, base: Path) -> str:
                             mark_best=False, table_id=f"categories-{key}"))
         fig = (results.get("figures") or {}).get("samples", {}).get(key)
         if fig and (base / fig).is_file():
-            p.append(f"<h3>Depth maps ({_esc(key)})</h3><p class=\"note\">Per sample: RGB | ground truth | "
+            p.append(f"<h3>{_esc(ev.get('figure_title') or 'Depth maps')} ({_esc(key)})</h3><p class=\"note\">Per sample: RGB | ground truth | "
                      "each run, on one shared depth colour scale per row (colour bar), then each run's absolute error "
                      "(one shared error scale per row). Pixels without ground truth are blank.</p>")
             p.append(f"<p>{_img(base / fig, 'depth maps ' + key)}</p>")
@@ -264,9 +272,9 @@ def render_markdown(results: dict) -> str:
         if ev.get("status") != "ok":
             lines += [f"## {ev['key']}: skipped ({ev.get('message')})", ""]
             continue
-        lines += [f"## {ev['key']} ({ev['dataset']} / {ev['split']}, {ev['n_samples']} images)", "",
+        lines += [f"## {ev.get('title') or ev['key']} ({ev['dataset']} / {ev['split']}, {ev['n_samples']} images)", "",
                   f"Protocol **{ev['protocol']}**: {ev['protocol_description']}", "",
-                  _md_table(metric_rows(results, ev["key"]), [*TABLE_COLUMNS, "n_images", *SPEED_COLUMNS]), ""]
+                  _md_table(metric_rows(results, ev["key"]), [*metric_columns(results), "n_images", *SPEED_COLUMNS]), ""]
         learn = _learning_rows(results) if ev["key"] == "test" else []
         if learn:
             lines += ["### Learning check", "", "AbsRel / RMSE of the same architecture freshly initialised (same "
