@@ -31,6 +31,10 @@ SHRINK = {
     "aerial_smp_unet.yaml": ["model.kwargs.decoder_channels=[16,16,8,8,8]", "data.kwargs={}"],
     "finetune_dav2_metric.yaml": ["model.pretrained=false", "data.size=[42,56]",
                                   "model.kwargs.config_overrides=" + json.dumps(TINY_DAV2)],
+    **{name: ["model.kwargs.encoder_pretrained=false", "data.train_split=train", "data.test_split=test",
+              "data.train_transforms=[{random_rotation: {degrees: 5}}, {random_crop: {size: [60, 60]}}, "
+              "{color_jitter: {brightness: [0.8, 1.2]}}, random_horizontal_flip, {resize: {size: [64, 64]}}]"]
+       for name in ("nyu_study.yaml", "nyu_study_l1.yaml", "nyu_study_berhu.yaml", "nyu_study_ssim_l1.yaml")},
     "leve_kd.yaml": ["distill.teacher=depth_anything_v2_vits", "distill.teacher_pretrained=false",
                      "distill.teacher_input_size=70", "distill.teacher_kwargs=" + json.dumps(
                          {"config_overrides": TINY_DAV2})],
@@ -64,16 +68,23 @@ def _terms(cfg) -> dict[str, float]:
 
 
 def test_nyu_study_files_share_the_base_and_differ_in_the_loss():
+    """Study 001 section 3-5 (docs/studies/nyu_six_models.md): one base, three losses (SSIM + L1 equal weights)."""
     want = {"nyu_study_l1.yaml": {"l1": 1.0}, "nyu_study_berhu.yaml": {"berhu": 1.0},
-            "nyu_study_ssim_l1.yaml": {"ssim": 0.85, "l1": 0.15}}
+            "nyu_study_ssim_l1.yaml": {"ssim": 1.0, "l1": 1.0}}
     for name, terms in want.items():
         cfg = load_config(CONFIGS / name)
         assert _terms(cfg) == terms, name
         assert (cfg.optim.name, cfg.data.batch_size, cfg.data.size, cfg.train.max_epochs) == ("adam", 64, [128, 128], 50)
-        aug = [next(iter(t)) if isinstance(t, dict) else t for t in cfg.data.train_transforms]
-        assert {"random_rotation", "random_crop", "random_horizontal_flip", "color_jitter"} <= set(aug)
-        assert cfg.data.train_transforms[1] == {"random_rotation": {"degrees": 5}}
-        assert cfg.data.dataset == "nyu"
+        assert cfg.data.train_transforms == [
+            {"random_rotation": {"degrees": 5}}, {"random_crop": {"size": [480, 480]}},
+            {"color_jitter": {"brightness": [0.8, 1.2], "contrast": None, "saturation": None}},
+            {"random_horizontal_flip": {"p": 0.5}}, {"resize": {"size": [128, 128]}}]
+        assert cfg.data.val_transforms == [{"resize": {"size": [128, 128]}}]
+        assert (cfg.data.dataset, cfg.data.train_split, cfg.data.test_split, cfg.data.val_split) == \
+            ("nyu", "train1111", "test338", None)
+        assert (cfg.data.target_encoding, cfg.data.max_depth) == ("normalized", 10.0)
+        assert cfg.model.kwargs == {"encoder_pretrained": True, "depth_info": {"target_encoding": "normalized"}}
+    assert load_config(CONFIGS / "nyu_study_ssim_l1.yaml").loss.params["ssim"]["data_range"] == 1.0
     text = (CONFIGS / "nyu_study.yaml").read_text()
     for model in ("de_noskip", "resnete_v1", "resnete_v2", "resnete_v3", "densenet121_unet", "resnet50_unet"):
         assert model in text

@@ -1,8 +1,10 @@
 """The NYU Depth V2 encoder-decoder study: six models that differ in their skip connections.
 
 All encoders are timm ``features_only`` backbones built by :func:`depthlab.models.encoders.create_encoder`
-(random init by default; ``encoder_pretrained=True`` asks timm for ImageNet weights, online;
-``encoder_checkpoint=PATH`` loads a local ImageNet file). Every model maps ``x (B,3,H,W)``
+(random init by default; ``encoder_pretrained=True`` asks timm for ImageNet weights, online or from the
+Hugging Face cache; ``encoder_checkpoint=PATH`` loads a local ImageNet file; offline without either, a one-line
+:class:`~depthlab.errors.WeightsUnavailableError` names both). The study configs (configs/nyu_study.yaml)
+default to ``encoder_pretrained: true``, as the study used ImageNet-pretrained encoders. Every model maps ``x (B,3,H,W)``
 (ImageNet-normalised) to ``{"depth": (B,1,H,W)}`` in metres (NYU, capped at 10 m).
 
 Notation: ``up2`` = bilinear x2, ``T`` = 3x3 transposed conv with stride 2 (exact x2),
@@ -40,6 +42,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from depthlab.errors import WeightsUnavailableError
 from depthlab.models.blocks import ConvBNReLU, DoubleConv, UpResidual, resize_to, up2
 from depthlab.models.encoders import create_encoder
 from depthlab.models.registry import IMAGENET_MEAN, IMAGENET_STD, WeightsInfo, register_model
@@ -48,8 +51,21 @@ _INIT_ONLY = ("encoder_pretrained", "encoder_checkpoint")
 
 
 def _encoder(name: str, encoder_pretrained: bool, encoder_checkpoint: str | None, **kw) -> nn.Module:
-    return create_encoder(name, pretrained=bool(encoder_pretrained),
-                          checkpoint_path=None if encoder_checkpoint is None else str(encoder_checkpoint), **kw)
+    """The timm encoder ``name``; offline without a local file, a one-line WeightsUnavailableError that names
+    both ways to supply the ImageNet weights in this family's config keys (hub cache, local file)."""
+    try:
+        return create_encoder(name, pretrained=bool(encoder_pretrained),
+                              checkpoint_path=None if encoder_checkpoint is None else str(encoder_checkpoint), **kw)
+    except WeightsUnavailableError as e:
+        if encoder_checkpoint is not None:
+            raise
+        import timm
+
+        hub = getattr(timm.models.get_pretrained_cfg(name), "hf_hub_id", None) or f"timm/{name}"
+        raise WeightsUnavailableError(
+            f"ImageNet weights for the {name} encoder are not available offline: either let timm fetch them from "
+            f"the Hugging Face hub ({hub}; online once, then from the HF cache) or give a downloaded file with "
+            f"model.kwargs.encoder_checkpoint=FILE (model.kwargs.encoder_pretrained=false trains without them)") from e
 
 
 def _tconv(in_channels: int, out_channels: int) -> nn.ConvTranspose2d:
