@@ -153,3 +153,28 @@ def test_offline_encoder_message_names_hub_and_config_key():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120).stdout
     assert out.startswith("WeightsUnavailableError:") and out.count("\n") == 1, out
     assert "Hugging Face hub (timm/resnet34.a1_in1k" in out and "model.kwargs.encoder_checkpoint=FILE" in out
+
+
+def test_experiment_reports_the_normalized_errors_of_each_run(tmp_path):
+    """``evaluation.normalized_errors``: every evaluation summary gets l1_norm = mae / D, mse_norm = mse / D^2
+    with D the run's max_depth; the tables and the Markdown description carry them."""
+    from depthlab.experiment import run_experiment
+
+    spec = {"name": "tiny_norm", "description": "Runs without ImageNet weights.",
+            "config": {"model": {"name": "unet", "kwargs": {"base_channels": 4,
+                                                            "depth_info": {"target_encoding": "normalized"}}},
+                       "data": {"dataset": "synthetic", "size": [32, 32], "batch_size": 2, "kwargs": {"n": 4},
+                                "train_transforms": [], "val_transforms": [], "val_split": None,
+                                "target_encoding": "normalized", "max_depth": 8.0},
+                       "train": {"max_epochs": -1, "max_steps": 1, "loggers": []}},
+            "evaluation": {"protocol": "none", "limit": 2, "batch_size": 2, "normalized_errors": True,
+                           "title": "Figure 2: Models' performances"},
+            "speed": {"repeats": 1, "warmup": 0}, "report": {"samples": 0}, "threads": 1}
+    res = run_experiment(spec, out_dir=tmp_path, quiet=True)
+    (run,) = res["runs"]
+    assert run["status"] == "ok", run["error"]
+    m = run["metrics"]["test"]
+    assert m["l1_norm"] == pytest.approx(m["mae"] / 8.0) and m["mse_norm"] == pytest.approx(m["mse"] / 64.0)
+    md = (tmp_path / "results.md").read_text()
+    assert "Runs without ImageNet weights." in md and "## Figure 2: Models' performances (synthetic / test" in md
+    assert "L1 [0,1]" in md and "Figure 2: Models&#x27; performances" in (tmp_path / "report.html").read_text()

@@ -264,6 +264,8 @@ def render_html(results: dict, base: Path) -> str:
 def render_markdown(results: dict) -> str:
     """The tables of the report in Markdown (same numbers and formatting as the HTML)."""
     lines = [f"# {results.get('title') or results.get('name')}", ""]
+    if results.get("description"):  # as in the HTML (e.g. a smoke run that goes without pretrained weights)
+        lines += [str(results["description"]), ""]
     if results.get("message"):
         lines += [f"> {results['message']}", ""]
     for sec in results.get("sections_before", []) or []:
