@@ -291,15 +291,16 @@ def test_module_wrappers_match_functions():
 
 def test_weighted_sum_equals_manual_sum():
     pred, target, mask, image = _inputs()
-    spec = {"silog": 1.0, "ssim": 0.5, "edge": 0.1, "l1": 0.1}
+    spec = {"silog": 1.0, "ssim": 0.5, "smoothness": 0.1, "edge": 0.2, "l1": 0.1}
     loss = L.build_loss(spec, params={"ssim": {"window_size": 7, "data_range": 5.0}})
     total = loss(pred, target, mask, image)
     manual = (L.silog(pred, target, mask)
               + 0.5 * L.ssim_loss(pred, target, mask, window_size=7, data_range=5.0)
               + 0.1 * L.edge_aware_smoothness(pred, target, mask, image)
+              + 0.2 * L.edge_loss(pred, target, mask)
               + 0.1 * L.l1(pred, target, mask))
     assert total.item() == pytest.approx(manual.item(), rel=1e-6)
-    assert list(loss.last_terms) == ["silog", "ssim", "edge", "l1"]
+    assert list(loss.last_terms) == ["silog", "ssim", "smoothness", "edge", "l1"]
     assert loss.last_terms["l1"].item() == pytest.approx(L.l1(pred, target, mask).item())
     assert not any(v.requires_grad for v in loss.last_terms.values())
     assert loss.needs_image
@@ -308,13 +309,13 @@ def test_weighted_sum_equals_manual_sum():
 def test_build_loss_list_form_and_config_object():
     pred, target, mask, _ = _inputs()
     # Leve: 0.1 L1 + gradient + SSIM (on inverse depth, which is the data config's business)
-    spec = [{"name": "l1", "weight": 0.1}, {"name": "grad"},
+    spec = [{"name": "l1", "weight": 0.1}, {"name": "gradient"},
             {"name": "ssim", "params": {"window_size": 7, "data_range": 5.0}}]
     total, terms = L.build_loss(spec).compute(pred, target, mask)
     manual = (0.1 * L.l1(pred, target, mask) + L.gradient_loss(pred, target, mask)
               + L.ssim_loss(pred, target, mask, window_size=7, data_range=5.0))
     assert total.item() == pytest.approx(manual.item(), rel=1e-6)
-    assert set(terms) == {"l1", "grad", "ssim"}
+    assert set(terms) == {"l1", "gradient", "ssim"}
 
     class Cfg:  # anything with .terms/.params, like config.LossConfig
         terms = {"huber": 2.0, "l2": 0.0}
@@ -341,3 +342,85 @@ def test_build_loss_errors():
         L.build_loss({"l1": "heavy"})
     with pytest.raises(ValueError, match="no loss terms"):
         L.build_loss({"l1": 0})
+
+
+def test_loss_names_have_no_aliases_and_modules_are_explicit_classes():
+    # one config name per loss: the old aliases are unknown names now, with a close-match hint
+    for old in ("mae", "mse", "grad", "ssitrim"):
+        with pytest.raises(KeyError):
+            L.build_loss({old: 1.0})
+    with pytest.raises(KeyError, match="did you mean: smoothness"):
+        L.build_loss({"smoothnes": 1.0})
+    for name in L.list_losses():
+        cls = L.loss_class(name)
+        assert cls.__module__ == "depthlab.losses" and cls.__name__ in L.__all__
+        assert "forward" in vars(cls)  # written out, not generated
+    assert L.get_loss("edge") is L.edge_loss and L.get_loss("smoothness") is L.edge_aware_smoothness
+    assert repr(L.SSIMLoss(window_size=7, data_range=10.0, halve=False)) == \
+        "SSIMLoss(window_size=7, data_range=10.0, halve=False)"
+
+
+# ---------------------------------------------------------------------------------------------
+# DIODE loss study (docs/studies/diode_unet.md): eqs. 5, 8, 9 and the combined loss (eq. 6)
+
+
+def test_eigen_silog_eq5_hand_value():
+    # g = log d_hat - log d = (1, 0, 0, -1 + ln 2)? -- use exact logs: pred/target ratios e, 1, 1, 1/e
+    e = math.e
+    p = t2([[2 * e, 2.0], [3.0, 1.0 / e]])
+    t = t2([[2.0, 2.0], [3.0, 1.0]])  # g = (1, 0, 0, -1): sum g = 0, sum g^2 = 2
+    # eq. 5: (1/n) sum g^2 - (alpha/n^2) (sum g)^2 = 2/4 - alpha * 0 = 0.5 for any alpha
+    assert L.eigen_silog(p, t, lam=0.5).item() == pytest.approx(0.5, rel=1e-5)
+    p2 = t2([[2 * e, 2.0], [3.0, 1.0]])  # g = (1, 0, 0, 0): sum g = 1, sum g^2 = 1
+    assert L.eigen_silog(p2, t, lam=0.5).item() == pytest.approx(1 / 4 - 0.5 / 16, rel=1e-5)
+    assert L.eigen_silog(p2, t, lam=1.0).item() == pytest.approx(1 / 4 - 1 / 16, rel=1e-5)
+    # no square root and no x10: the square of silog(scale=1) with the same lam
+    assert L.eigen_silog(p2, t, lam=0.85).item() == pytest.approx(L.silog(p2, t, lam=0.85, scale=1.0).item() ** 2,
+                                                                  rel=1e-5)
+    # masked pixel (0,0) drops g = 1: the rest are 0
+    m = t2([[False, True], [True, True]], torch.bool)
+    assert L.eigen_silog(p2, t, m).item() == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(ValueError, match="lam"):
+        L.eigen_silog(p2, t, lam=1.5)
+
+
+def test_ssim_eq8_is_one_minus_ssim_not_halved():
+    # a constant 2x... map: with window 3 on 3x3 constant maps mu_x = a, mu_y = b, sigmas 0, so
+    # SSIM = (2ab + C1) / (a^2 + b^2 + C1) at every pixel (reflect padding keeps the map constant)
+    a, b, data_range = 2.0, 3.0, 10.0
+    c1 = (0.01 * data_range) ** 2
+    ssim = (2 * a * b + c1) / (a * a + b * b + c1)
+    p, t = torch.full((1, 1, 3, 3), a), torch.full((1, 1, 3, 3), b)
+    got = L.ssim_loss(p, t, window_size=3, data_range=data_range, halve=False).item()
+    assert got == pytest.approx(1 - ssim, rel=1e-4)  # 1 - 12.01/13.01
+    assert L.ssim_loss(p, t, window_size=3, data_range=data_range).item() == pytest.approx((1 - ssim) / 2, rel=1e-4)
+
+
+def test_edge_eq9_hand_value_and_differs_from_gradient_loss_normaliser():
+    p = t2([[1.0, 2.0], [4.0, 8.0]])
+    t = torch.ones_like(p)
+    # x differences: row 0 -> 1, row 1 -> 4 ; y differences: col 0 -> 3, col 1 -> 6 ; n = 4 pixels
+    assert L.edge_loss(p, t).item() == pytest.approx((1 + 4 + 3 + 6) / 4)
+    assert L.gradient_loss(p, t).item() == pytest.approx((1 + 4) / 2 + (3 + 6) / 2)
+    # (1,1) invalid: pairs touching it vanish (x row 1, y col 1); n = 3 valid pixels
+    m = t2([[True, True], [True, False]], torch.bool)
+    assert L.edge_loss(p, t, m).item() == pytest.approx((1 + 3) / 3)
+    # it compares with the target: a target with the same gradients gives 0 (eq. 4 smoothness would not)
+    assert L.edge_loss(p, p + 5.0).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_diode_study_combined_loss_of_perfect_prediction_is_zero():
+    from depthlab.config import load_config
+
+    cfg = load_config("configs/diode_unet.yaml")
+    loss = L.build_loss(cfg.loss)
+    _, target, mask, image = _inputs(h=16, w=16)
+    pred = target.clone().requires_grad_()
+    total = loss(pred, target, mask, image)
+    total.backward()
+    assert total.item() == pytest.approx(0.0, abs=1e-6)
+    assert torch.isfinite(pred.grad).all()
+    # and the study's eq. 6 with every term on: still 0 for a perfect prediction
+    every = L.build_loss({"eigen_silog": 0.3, "ssim": 0.55, "edge": 0.45, "l1": 0.05},
+                         params={"ssim": {"window_size": 7, "data_range": 10.0, "halve": False}})
+    assert every(target.clone(), target, mask, image).item() == pytest.approx(0.0, abs=1e-6)

@@ -17,6 +17,7 @@ from depthlab.data.transforms import (
     RandomCrop,
     RandomHorizontalFlip,
     RandomRotation,
+    RandomVerticalFlip,
     Resize,
     build_transforms,
 )
@@ -66,6 +67,19 @@ def test_flip_reverses_columns_of_every_key_and_mirrors_cx():
     assert s["meta"]["intrinsics"]["cx"] == 15.5  # the input's meta is not mutated
     assert_image_follows_depth(out, 24, 32, 1e-4)
     assert RandomHorizontalFlip(p=0.0)(s) is s
+
+
+def test_vertical_flip_reverses_rows_of_every_key_and_mirrors_cy():
+    s = coord_sample()
+    s["target"] = s["depth"] * 2
+    out = RandomVerticalFlip(p=1.0)(s)
+    for key in ("image", "depth", "mask", "target"):
+        assert torch.equal(out[key], s[key].flip(-2)), key
+    assert out["meta"]["intrinsics"]["cy"] == 23 - 11.5 and out["meta"]["intrinsics"]["cx"] == 15.5
+    assert s["meta"]["intrinsics"]["cy"] == 11.5  # the input's meta is not mutated
+    assert_image_follows_depth(out, 24, 32, 1e-4)
+    assert RandomVerticalFlip(p=0.0)(s) is s
+    assert type(build_transforms(["random_vertical_flip"])[0]) is RandomVerticalFlip
 
 
 def test_random_crop_offsets_are_consistent_on_all_keys():

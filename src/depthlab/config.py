@@ -415,7 +415,7 @@ def validate_config(cfg: ExperimentConfig) -> ExperimentConfig:
 
 
 def _validate_loss_names(loss: LossConfig) -> None:
-    from depthlab.losses import UnknownLossError, _canonical
+    from depthlab.losses import UnknownLossError, loss_class
 
     if isinstance(loss.terms, dict):
         names = [("loss.terms." + k, k) for k in loss.terms]
@@ -431,7 +431,7 @@ def _validate_loss_names(loss: LossConfig) -> None:
     names += [("loss.params." + k, k) for k in loss.params]
     for key, name in names:
         try:
-            _canonical(name)
+            loss_class(name)
         except UnknownLossError as e:
             raise ConfigError(f"{key}: {e}") from None
 

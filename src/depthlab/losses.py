@@ -33,11 +33,11 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
-    "l1", "l2", "huber", "berhu", "ssim_loss", "gradient_loss", "edge_aware_smoothness", "silog",
-    "ssi_trimmed_mae", "gradient_matching", "max_normalized_l1", "distillation_loss",
-    "L1Loss", "L2Loss", "HuberLoss", "BerHuLoss", "SSIMLoss", "GradientLoss", "EdgeAwareSmoothness",
-    "SILogLoss", "SSITrimmedMAE", "GradientMatchingLoss",
-    "LOSSES", "ALIASES", "list_losses", "get_loss", "WeightedSum", "build_loss", "UnknownLossError",
+    "l1", "l2", "huber", "berhu", "ssim_loss", "gradient_loss", "edge_loss", "edge_aware_smoothness", "silog",
+    "eigen_silog", "ssi_trimmed_mae", "gradient_matching", "max_normalized_l1", "distillation_loss",
+    "L1Loss", "L2Loss", "HuberLoss", "BerHuLoss", "SSIMLoss", "GradientLoss", "EdgeLoss", "EdgeAwareSmoothness",
+    "SILogLoss", "EigenSILogLoss", "SSITrimmedMAE", "GradientMatchingLoss",
+    "LOSSES", "list_losses", "get_loss", "loss_class", "WeightedSum", "build_loss", "UnknownLossError",
 ]
 
 LOG_EPS = 1e-6
@@ -106,6 +106,13 @@ def _pair_valid_x(valid: torch.Tensor) -> torch.Tensor:
 
 def _pair_valid_y(valid: torch.Tensor) -> torch.Tensor:
     return valid[..., 1:, :] & valid[..., :-1, :]
+
+
+def _gradient_residuals(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor):
+    """``(|dx pred - dx target|, valid x-pairs, |dy pred - dy target|, valid y-pairs)``."""
+    gx = (_dx(pred) - _dx(target)).abs()
+    gy = (_dy(pred) - _dy(target)).abs()
+    return gx, _pair_valid_x(valid), gy, _pair_valid_y(valid)
 
 
 def _align_median_mad(x: torch.Tensor, valid: torch.Tensor, eps: float) -> torch.Tensor:
@@ -178,8 +185,13 @@ def berhu(pred, target, mask=None, image=None, *, threshold: float = 0.2) -> tor
 
 
 def ssim_loss(pred, target, mask=None, image=None, *, window_size: int = 11,
-              data_range: float | None = None) -> torch.Tensor:
-    """``(1 - SSIM) / 2`` averaged over valid pixels, SSIM map from ``kornia.metrics.ssim``.
+              data_range: float | None = None, halve: bool = True) -> torch.Tensor:
+    """``(1 - SSIM) / 2`` (``halve=True``) or ``1 - SSIM`` (``halve=False``) averaged over valid pixels.
+
+    The SSIM map comes from ``kornia.metrics.ssim``.
+
+    * ``halve``: ``True`` gives the DenseDepth/Monodepth form ``(1 - SSIM) / 2`` in [0, 1];
+      ``False`` gives ``1 - SSIM`` (in [0, 2]), eqs. 3/8 of the DIODE loss study.
 
     * Window: Gaussian, sigma 1.5 (kornia's), ``window_size`` taps (11 as in DenseDepth; 7 for
       small maps), reflect padding; needs ``H, W > window_size // 2``.
@@ -205,7 +217,7 @@ def ssim_loss(pred, target, mask=None, image=None, *, window_size: int = 11,
     if data_range is None:
         data_range = float(torch.where(valid, target.detach().abs(), 0.0).max()) or 1.0
     s = kornia.metrics.ssim(p, t, window_size, max_val=float(data_range))
-    return _masked_mean((1.0 - s) / 2.0, valid)
+    return _masked_mean((1.0 - s) / 2.0 if halve else 1.0 - s, valid)
 
 
 def gradient_loss(pred, target, mask=None, image=None) -> torch.Tensor:
@@ -217,9 +229,25 @@ def gradient_loss(pred, target, mask=None, image=None) -> torch.Tensor:
     Unit of the inputs per pixel.
     """
     pred, target, valid = _prepare(pred, target, mask, "gradient_loss")
-    gx = (_dx(pred) - _dx(target)).abs()
-    gy = (_dy(pred) - _dy(target)).abs()
-    return _masked_mean(gx, _pair_valid_x(valid)) + _masked_mean(gy, _pair_valid_y(valid))
+    gx, vx, gy, vy = _gradient_residuals(pred, target, valid)
+    return _masked_mean(gx, vx) + _masked_mean(gy, vy)
+
+
+def edge_loss(pred, target, mask=None, image=None) -> torch.Tensor:
+    """Edge (gradient-difference) loss, eq. 9 of the DIODE loss study.
+
+    ``(1/n) sum_i (|dx pred_i - dx target_i| + |dy pred_i - dy target_i|)`` with forward differences
+    ``dx(d)[i,j] = d[i,j+1] - d[i,j]``; ``n`` = valid pixels of the batch (pixel-pooled). A pixel's
+    difference is 0 where it has no valid forward neighbour (last column/row, or a neighbour
+    without ground truth), so every pixel counts in ``n`` once and each difference once.
+    Compared with :func:`gradient_loss` (each direction averaged over its own pairs, then summed),
+    only the normaliser differs: ``n`` pixels instead of the pair counts. Unit of the inputs.
+    A perfect prediction gives 0.
+    """
+    pred, target, valid = _prepare(pred, target, mask, "edge_loss")
+    gx, vx, gy, vy = _gradient_residuals(pred, target, valid)
+    total = torch.where(vx, gx, 0.0).sum() + torch.where(vy, gy, 0.0).sum()
+    return total / valid.sum().clamp_min(1)
 
 
 def edge_aware_smoothness(pred, target=None, mask=None, image=None, *, normalize: bool = False,
@@ -275,17 +303,34 @@ def silog(pred, target, mask=None, image=None, *, lam: float = 0.85, scale: floa
     square root is taken as ``sqrt(v + 1e-12) - sqrt(1e-12)`` so that a perfect prediction gives 0 with a
     finite (zero) gradient instead of ``inf``.
     """
+    v = _log_variance(pred, target, mask, lam, eps, "silog")
+    tiny = v.new_tensor(1e-12)
+    return scale * (torch.sqrt(v + tiny) - torch.sqrt(tiny))  # exactly 0 when v == 0
+
+
+def eigen_silog(pred, target, mask=None, image=None, *, lam: float = 0.5, eps: float = LOG_EPS) -> torch.Tensor:
+    """Scale-invariant log loss without square root or factor (Eigen et al. 2014; eq. 5 of the DIODE study).
+
+    ``mean(g^2) - lam * mean(g)^2`` with ``g = log(max(pred, eps)) - log(target)`` over the valid
+    pixels with ``target > 0``, pooled over the batch; ``lam`` is the study's alpha (Eigen et al.
+    train with 0.5, the default; ``lam = 1`` is fully scale invariant). This is the square of
+    :func:`silog` with ``scale=1``; same masking and clamping. Unitless, >= 0, 0 for a perfect
+    prediction.
+    """
+    return _log_variance(pred, target, mask, lam, eps, "eigen_silog")
+
+
+def _log_variance(pred, target, mask, lam: float, eps: float, name: str) -> torch.Tensor:
+    """``mean(g^2) - lam mean(g)^2`` (clamped at 0) of the log residual, shared by the two SILog forms."""
     if not 0.0 <= lam <= 1.0:
-        raise ValueError(f"silog: lam must be in [0, 1], got {lam}")
-    pred, target, valid = _prepare(pred, target, mask, "silog")
+        raise ValueError(f"{name}: lam must be in [0, 1], got {lam}")
+    pred, target, valid = _prepare(pred, target, mask, name)
     valid = valid & (target > 0)
     g = torch.where(valid, pred.clamp_min(eps).log() - target.clamp_min(eps).log(), 0.0)
     n = valid.sum().clamp_min(1)
     m1 = g.sum() / n
     m2 = (g * g).sum() / n
-    v = (m2 - lam * m1 * m1).clamp_min(0.0)
-    tiny = v.new_tensor(1e-12)
-    return scale * (torch.sqrt(v + tiny) - torch.sqrt(tiny))  # exactly 0 when v == 0
+    return (m2 - lam * m1 * m1).clamp_min(0.0)
 
 
 def ssi_trimmed_mae(pred, target, mask=None, image=None, *, trim: float = 0.2,
@@ -393,69 +438,183 @@ def distillation_loss(pred, target, teacher, mask=None, image=None, *, epsilon: 
 
 
 # ----------------------------------------------------------------------------------------------
-# nn.Module wrappers
+# nn.Module wrappers: one explicit class per function (kornia style). ``function`` names the pure
+# function the module calls (used by get_loss); the constructor takes that function's keyword
+# parameters, stored as attributes and shown by repr.
 
 
-class _LossModule(nn.Module):
-    """Holds the keyword parameters of one loss function; ``forward(pred, target, mask, image)``."""
+class _Params:
+    """``extra_repr`` from the constructor parameters that a subclass lists in ``_params``."""
 
-    fn: Callable[..., torch.Tensor]
-
-    def __init__(self, **params: Any):
-        super().__init__()
-        _check_params(type(self).__name__, type(self).fn, params)
-        self.params = dict(params)
-
-    def forward(self, pred, target=None, mask=None, image=None) -> torch.Tensor:
-        return type(self).fn(pred, target, mask, image, **self.params)
+    _params: tuple[str, ...] = ()
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return ", ".join(f"{k}={getattr(self, k)!r}" for k in self._params)
 
 
-def _wrapper(name: str, fn: Callable) -> type[_LossModule]:
-    cls = type(name, (_LossModule,), {"fn": staticmethod(fn), "__doc__": f"Module form of :func:`{fn.__name__}`.\n\n{fn.__doc__}"})
-    cls.__module__ = __name__
-    return cls
+class L1Loss(_Params, nn.Module):
+    """Module form of :func:`l1` (mean absolute error over valid pixels)."""
+
+    function = staticmethod(l1)
+
+    def forward(self, pred, target, mask=None, image=None) -> torch.Tensor:
+        return l1(pred, target, mask, image)
 
 
-L1Loss = _wrapper("L1Loss", l1)
-L2Loss = _wrapper("L2Loss", l2)
-HuberLoss = _wrapper("HuberLoss", huber)
-BerHuLoss = _wrapper("BerHuLoss", berhu)
-SSIMLoss = _wrapper("SSIMLoss", ssim_loss)
-GradientLoss = _wrapper("GradientLoss", gradient_loss)
-EdgeAwareSmoothness = _wrapper("EdgeAwareSmoothness", edge_aware_smoothness)
-SILogLoss = _wrapper("SILogLoss", silog)
-SSITrimmedMAE = _wrapper("SSITrimmedMAE", ssi_trimmed_mae)
-GradientMatchingLoss = _wrapper("GradientMatchingLoss", gradient_matching)
+class L2Loss(_Params, nn.Module):
+    """Module form of :func:`l2` (mean squared error over valid pixels)."""
 
-# name used in configs -> module class (a plain dict; no decorator registry)
-LOSSES: dict[str, type[_LossModule]] = {
+    function = staticmethod(l2)
+
+    def forward(self, pred, target, mask=None, image=None) -> torch.Tensor:
+        return l2(pred, target, mask, image)
+
+
+class HuberLoss(_Params, nn.Module):
+    """Module form of :func:`huber` (torch ``F.huber_loss`` semantics, threshold ``delta``)."""
+
+    function = staticmethod(huber)
+    _params = ("delta",)
+
+    def __init__(self, delta: float = 1.0):
+        super().__init__()
+        self.delta = delta
+
+    def forward(self, pred, target, mask=None, image=None) -> torch.Tensor:
+        return huber(pred, target, mask, image, delta=self.delta)
+
+
+class BerHuLoss(_Params, nn.Module):
+    """Module form of :func:`berhu` (reverse Huber, ``c = threshold * max|r|``)."""
+
+    function = staticmethod(berhu)
+    _params = ("threshold",)
+
+    def __init__(self, threshold: float = 0.2):
+        super().__init__()
+        self.threshold = threshold
+
+    def forward(self, pred, target, mask=None, image=None) -> torch.Tensor:
+        return berhu(pred, target, mask, image, threshold=self.threshold)
+
+
+class SSIMLoss(_Params, nn.Module):
+    """Module form of :func:`ssim_loss` (``(1 - SSIM)/2``, or ``1 - SSIM`` with ``halve=False``)."""
+
+    function = staticmethod(ssim_loss)
+    _params = ("window_size", "data_range", "halve")
+
+    def __init__(self, window_size: int = 11, data_range: float | None = None, halve: bool = True):
+        super().__init__()
+        self.window_size, self.data_range, self.halve = window_size, data_range, halve
+
+    def forward(self, pred, target, mask=None, image=None) -> torch.Tensor:
+        return ssim_loss(pred, target, mask, image, window_size=self.window_size, data_range=self.data_range,
+                         halve=self.halve)
+
+
+class GradientLoss(_Params, nn.Module):
+    """Module form of :func:`gradient_loss` (DenseDepth gradient term, per-direction means)."""
+
+    function = staticmethod(gradient_loss)
+
+    def forward(self, pred, target, mask=None, image=None) -> torch.Tensor:
+        return gradient_loss(pred, target, mask, image)
+
+
+class EdgeLoss(_Params, nn.Module):
+    """Module form of :func:`edge_loss` (eq. 9 of the DIODE study: gradient difference per pixel)."""
+
+    function = staticmethod(edge_loss)
+
+    def forward(self, pred, target, mask=None, image=None) -> torch.Tensor:
+        return edge_loss(pred, target, mask, image)
+
+
+class EdgeAwareSmoothness(_Params, nn.Module):
+    """Module form of :func:`edge_aware_smoothness` (needs ``image``; ignores ``target``)."""
+
+    function = staticmethod(edge_aware_smoothness)
+    _params = ("normalize", "eps")
+
+    def __init__(self, normalize: bool = False, eps: float = 1e-7):
+        super().__init__()
+        self.normalize, self.eps = normalize, eps
+
+    def forward(self, pred, target=None, mask=None, image=None) -> torch.Tensor:
+        return edge_aware_smoothness(pred, target, mask, image, normalize=self.normalize, eps=self.eps)
+
+
+class SILogLoss(_Params, nn.Module):
+    """Module form of :func:`silog` (BTS/AdaBins: ``scale * sqrt(...)``)."""
+
+    function = staticmethod(silog)
+    _params = ("lam", "scale", "eps")
+
+    def __init__(self, lam: float = 0.85, scale: float = 10.0, eps: float = LOG_EPS):
+        super().__init__()
+        self.lam, self.scale, self.eps = lam, scale, eps
+
+    def forward(self, pred, target, mask=None, image=None) -> torch.Tensor:
+        return silog(pred, target, mask, image, lam=self.lam, scale=self.scale, eps=self.eps)
+
+
+class EigenSILogLoss(_Params, nn.Module):
+    """Module form of :func:`eigen_silog` (Eigen et al. / DIODE study eq. 5: no root, no factor)."""
+
+    function = staticmethod(eigen_silog)
+    _params = ("lam", "eps")
+
+    def __init__(self, lam: float = 0.5, eps: float = LOG_EPS):
+        super().__init__()
+        self.lam, self.eps = lam, eps
+
+    def forward(self, pred, target, mask=None, image=None) -> torch.Tensor:
+        return eigen_silog(pred, target, mask, image, lam=self.lam, eps=self.eps)
+
+
+class SSITrimmedMAE(_Params, nn.Module):
+    """Module form of :func:`ssi_trimmed_mae` (MiDaS)."""
+
+    function = staticmethod(ssi_trimmed_mae)
+    _params = ("trim", "eps")
+
+    def __init__(self, trim: float = 0.2, eps: float = 1e-6):
+        super().__init__()
+        self.trim, self.eps = trim, eps
+
+    def forward(self, pred, target, mask=None, image=None) -> torch.Tensor:
+        return ssi_trimmed_mae(pred, target, mask, image, trim=self.trim, eps=self.eps)
+
+
+class GradientMatchingLoss(_Params, nn.Module):
+    """Module form of :func:`gradient_matching` (MiDaS multi-scale)."""
+
+    function = staticmethod(gradient_matching)
+    _params = ("scales", "eps")
+
+    def __init__(self, scales: int = 4, eps: float = 1e-6):
+        super().__init__()
+        self.scales, self.eps = scales, eps
+
+    def forward(self, pred, target, mask=None, image=None) -> torch.Tensor:
+        return gradient_matching(pred, target, mask, image, scales=self.scales, eps=self.eps)
+
+
+# name used in configs -> module class (a plain dict; no decorator registry, one name per loss)
+LOSSES: dict[str, type[nn.Module]] = {
     "l1": L1Loss,
     "l2": L2Loss,
     "huber": HuberLoss,
     "berhu": BerHuLoss,
     "ssim": SSIMLoss,
     "gradient": GradientLoss,
-    "edge": EdgeAwareSmoothness,
+    "edge": EdgeLoss,
+    "smoothness": EdgeAwareSmoothness,
     "silog": SILogLoss,
+    "eigen_silog": EigenSILogLoss,
     "ssi_trimmed": SSITrimmedMAE,
     "gradient_matching": GradientMatchingLoss,
-}
-
-ALIASES: dict[str, str] = {
-    "mae": "l1",
-    "mse": "l2",
-    "smooth_l1": "huber",
-    "ssim_loss": "ssim",
-    "grad": "gradient",
-    "gradient_loss": "gradient",
-    "smoothness": "edge",
-    "edge_aware_smoothness": "edge",
-    "ssi_trimmed_mae": "ssi_trimmed",
-    "ssitrim": "ssi_trimmed",
-    "msgrad": "gradient_matching",
 }
 
 
@@ -467,33 +626,38 @@ class UnknownLossError(KeyError):
 
 
 def list_losses() -> list[str]:
-    """Canonical loss names usable in configs (aliases in :data:`ALIASES`)."""
+    """Loss names usable in configs."""
     return sorted(LOSSES)
 
 
-def _canonical(name: str) -> str:
+def loss_class(name: str) -> type[nn.Module]:
+    """The module class of a config name; :class:`UnknownLossError` (with close matches) otherwise."""
     key = str(name).strip().lower()
-    key = ALIASES.get(key, key)
     if key not in LOSSES:
-        choices = sorted(set(LOSSES) | set(ALIASES))
-        close = difflib.get_close_matches(key, choices, n=3, cutoff=0.5)
+        close = difflib.get_close_matches(key, list(LOSSES), n=3, cutoff=0.5)
         hint = f"; did you mean: {', '.join(close)}?" if close else ""
         raise UnknownLossError(f"unknown loss {name!r}{hint} (available: {', '.join(sorted(LOSSES))})")
-    return key
+    return LOSSES[key]
 
 
 def get_loss(name: str) -> Callable[..., torch.Tensor]:
-    """The pure function behind a config name or alias, e.g. ``get_loss("mse") is l2``."""
-    return LOSSES[_canonical(name)].fn
+    """The pure function behind a config name, e.g. ``get_loss("edge") is edge_loss``."""
+    return loss_class(name).function
 
 
-def _check_params(label: str, fn: Callable, params: Mapping[str, Any]) -> None:
-    sig = inspect.signature(fn)
-    allowed = [p.name for p in sig.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+def _check_params(label: str, cls: type[nn.Module], params: Mapping[str, Any]) -> None:
+    sig = inspect.signature(cls.__init__)
+    allowed = [p.name for p in sig.parameters.values() if p.name != "self"
+               and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
     bad = [k for k in params if k not in allowed]
     if bad:
         raise TypeError(f"{label}: unknown parameter(s) {', '.join(map(repr, bad))}; "
                         f"valid: {', '.join(allowed) if allowed else 'none'}")
+
+def _canonical(name: str) -> str:
+    """The LOSSES key of a config name (case and surrounding spaces ignored)."""
+    loss_class(name)
+    return str(name).strip().lower()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -578,7 +742,7 @@ def build_loss(spec: Any, params: Mapping[str, Mapping[str, Any]] | None = None)
         spec = spec["terms"]
     params = dict(params or {})
     for pname in params:
-        _canonical(pname)  # a typo in params must not pass silently
+        loss_class(pname)  # a typo in params must not pass silently
 
     items: list[tuple[str, str, float, dict]] = []  # (key, canonical name, weight, params)
     if isinstance(spec, str):
@@ -602,7 +766,7 @@ def build_loss(spec: Any, params: Mapping[str, Mapping[str, Any]] | None = None)
     else:
         raise TypeError(f"loss spec must be a name, a mapping name->weight or a list of terms, got {type(spec).__name__}")
 
-    # params given by name apply to every term of that loss (canonical name or alias)
+    # params given by name apply to every term of that loss
     by_canonical: dict[str, dict] = {}
     for pname, p in params.items():
         by_canonical.setdefault(_canonical(pname), {}).update(p or {})
@@ -613,6 +777,6 @@ def build_loss(spec: Any, params: Mapping[str, Mapping[str, Any]] | None = None)
             continue
         kw = {**by_canonical.get(canon, {}), **p}
         cls = LOSSES[canon]
-        _check_params(f"loss {key!r}", cls.fn, kw)
+        _check_params(f"loss {key!r}", cls, kw)
         terms.append((key, weight, cls(**kw)))
     return WeightedSum(terms)

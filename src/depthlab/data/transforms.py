@@ -40,6 +40,7 @@ __all__ = [
     "RandomCrop",
     "CenterCrop",
     "RandomHorizontalFlip",
+    "RandomVerticalFlip",
     "RandomRotation",
     "ColorJitter",
     "RandomChannelSwap",
@@ -355,6 +356,23 @@ class RandomHorizontalFlip(Transform):
         return _with_intrinsics(out, lambda k: {"cx": w - 1 - k["cx"]})
 
 
+class RandomVerticalFlip(Transform):
+    """Mirror all spatial keys top-bottom with probability ``p``; ``cy -> h - 1 - cy``."""
+
+    random = True
+
+    def __init__(self, p: float = 0.5, generator: torch.Generator | None = None):
+        self.p = float(p)
+        self.generator = generator
+
+    def __call__(self, sample: dict) -> dict:
+        if _rand(self.generator) >= self.p:
+            return sample
+        h = _spatial_size(sample)[0]
+        out = _map_spatial(sample, F.vertical_flip, F.vertical_flip, F.vertical_flip)
+        return _with_intrinsics(out, lambda k: {"cy": h - 1 - k["cy"]})
+
+
 class RandomRotation(Transform):
     """Rotate by an angle drawn uniformly from ``[-degrees, degrees]`` (or ``degrees=(lo, hi)``),
     counter-clockwise for positive angles, about the image centre ``((w-1)/2, (h-1)/2)``; the
@@ -514,6 +532,7 @@ TRANSFORMS: dict[str, type[Transform]] = {
         RandomCrop,
         CenterCrop,
         RandomHorizontalFlip,
+        RandomVerticalFlip,
         RandomRotation,
         ColorJitter,
         RandomChannelSwap,
