@@ -265,20 +265,26 @@ def measure_latency(model, size: Sequence[int], repeats: int = 5, warmup: int = 
 
 
 def read_curves(run_dir: Path) -> dict[str, list[list[float]]]:
-    """Train and validation loss curves ``{"train": [[step, loss], ...], "val": [...]}`` from the CSV log."""
+    """Loss curves from the CSV log: ``train`` / ``val`` = ``[[step, loss], ...]`` as logged, and per epoch
+    ``train_epoch`` (mean of the epoch's logged training losses) / ``val_epoch`` (the epoch's last validation
+    loss) = ``[[epoch, loss], ...]``."""
     path = Path(run_dir) / "logs" / "csv" / "metrics.csv"
-    curves: dict[str, list[list[float]]] = {"train": [], "val": []}
+    curves: dict[str, list[list[float]]] = {"train": [], "val": [], "train_epoch": [], "val_epoch": []}
     if not path.is_file():
         return curves
+    by_epoch: dict[str, dict[int, list[float]]] = {"train": {}, "val": {}}
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
-            step = row.get("step")
+            step, epoch = row.get("step"), row.get("epoch")
             for key, name in (("train", "train/loss"), ("val", "val/loss")):
                 v = row.get(name)
                 if v not in (None, "") and step not in (None, ""):
                     curves[key].append([int(float(step)), float(v)])
+                if v not in (None, "") and epoch not in (None, ""):
+                    by_epoch[key].setdefault(int(float(epoch)), []).append(float(v))
+    curves["train_epoch"] = [[e, sum(v) / len(v)] for e, v in sorted(by_epoch["train"].items())]
+    curves["val_epoch"] = [[e, v[-1]] for e, v in sorted(by_epoch["val"].items())]
     return curves
-
 
 
 def _config_hash(cfg_dict: dict, spec_part: dict) -> str:
@@ -731,6 +737,9 @@ def run_experiment(spec_path_or_dict, out_dir=None, smoke: bool = False, overrid
     section = _benchmark_section(spec, out, base_dir)
     if section:
         results["sections"].append(section)
+    from depthlab.report.spec_figures import figure_sections  # report.figures: sweeps, per-epoch curves
+
+    results["sections"].extend(figure_sections(results, out, eval_sets))
     # figures for the report (PNG files next to results.json; the HTML embeds them)
     from depthlab.report.figures import experiment_figures
 
