@@ -27,7 +27,7 @@ COMMON = ["data.dataset=synthetic", "data.root=null", "data.size=[64,64]", "data
 
 # per config: extra overrides that slim a heavy model or replace a teacher (default: none)
 SHRINK = {
-    "diode_unet.yaml": ["model.kwargs.base_channels=4"],
+    "diode_unet.yaml": ["model.kwargs.base_channels=4", "data.kwargs={}"],
     "aerial_smp_unet.yaml": ["model.kwargs.decoder_channels=[16,16,8,8,8]", "data.kwargs={}"],
     "finetune_dav2_metric.yaml": ["model.pretrained=false", "data.size=[42,56]",
                                   "model.kwargs.config_overrides=" + json.dumps(TINY_DAV2)],
@@ -105,9 +105,11 @@ def test_leve_and_leve_kd_settings():
 
 def test_diode_and_aerial_settings():
     d = load_config(CONFIGS / "diode_unet.yaml")
-    assert (d.model.name, d.model.kwargs["batch_norm"]) == ("unet", True)
+    assert (d.model.name, d.model.kwargs["batch_norm"], d.model.kwargs["base_channels"]) == ("unet", False, 64)
     assert (d.data.size, d.optim.lr, d.data.batch_size, d.train.max_epochs) == ([256, 256], 2e-4, 24, 10)
-    assert _terms(d) == {"silog": 1.0, "ssim": 0.5, "edge": 0.1, "l1": 0.1}
+    assert _terms(d) == {"ssim": 0.55, "edge": 0.45, "eigen_silog": 0.0, "l1": 0.05}  # Table 2
+    assert d.loss.params["ssim"] == {"window_size": 11, "data_range": 10.0, "halve": False}
+    assert (d.data.kwargs, d.train.protocol, d.train.monitor) == ({"scene_type": "indoors"}, "diode_indoor", "val/rmse")
     a = load_config(CONFIGS / "aerial_smp_unet.yaml")
     assert (a.model.name, a.data.dataset, a.optim.name, a.optim.lr, a.train.max_epochs) == \
         ("smp_unet_resnet34", "aerial", "adam", 1e-4, 10)

@@ -99,7 +99,8 @@ def _sweep(fig: dict, runs: list[dict], path: Path) -> dict:
     _finish(ax, fig)
     xname = fig.get("xlabel") or x_key
     table = [{"run": row["run"], xname: row["x"], **{y: row[y] for y in ys}} for row in rows]
-    return {"path": path, "figure": f, "table": {"rows": table, "columns": [xname, *ys], "mark_best": True}}
+    # no "best" marks: every point is a different objective, so the losses are not ranked against each other
+    return {"path": path, "figure": f, "table": {"rows": table, "columns": [xname, *ys], "mark_best": False}}
 
 
 def _curves(fig: dict, runs: list[dict], path: Path) -> dict:
@@ -117,6 +118,9 @@ def _curves(fig: dict, runs: list[dict], path: Path) -> dict:
                 name = label if len(runs) == 1 else f"{r['id']} {label}"
                 ax.plot(*zip(*pts), marker="o" if len(pts) < 12 else None, markersize=3, linewidth=1.2, label=name)
                 rows.extend({"run": r["id"], "curve": label, per: int(p[0]), "loss": p[1]} for p in pts)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(per, fontsize=8)
     ax.set_ylabel("combined loss", fontsize=8)
     _finish(ax, fig)
