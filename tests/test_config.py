@@ -110,7 +110,7 @@ def test_loss_config_builds_the_weighted_sum():
     cfg = load_config(None, ["loss.terms={silog: 1.0, ssim: 0.5, edge: 0.1, l1: 0.1}", "loss.params.ssim.window_size=7"])
     loss = build_loss(cfg.loss)
     assert loss.keys == ["silog", "ssim", "edge", "l1"] and loss.weights == [1.0, 0.5, 0.1, 0.1]
-    assert loss.losses[1].params == {"window_size": 7}
+    assert loss.losses[1].window_size == 7 and loss.losses[1].data_range is None
 
 
 @pytest.mark.parametrize("override, words", [
