@@ -109,7 +109,7 @@ def test_diode_and_aerial_settings():
     assert (d.data.size, d.optim.lr, d.data.batch_size, d.train.max_epochs) == ([256, 256], 2e-4, 24, 10)
     assert _terms(d) == {"ssim": 0.55, "edge": 0.45, "eigen_silog": 0.0, "l1": 0.05}  # Table 2
     assert d.loss.params["ssim"] == {"window_size": 11, "data_range": 10.0, "halve": False}
-    assert (d.data.kwargs, d.train.protocol, d.train.monitor) == ({"scene_type": "indoors"}, "diode_indoor", "val/rmse")
+    assert (d.data.kwargs, d.train.protocol, d.train.monitor) == ({"scene_type": "indoors"}, "diode:max_depth=10", "val/rmse")
     a = load_config(CONFIGS / "aerial_smp_unet.yaml")
     assert (a.model.name, a.data.dataset, a.optim.name, a.optim.lr, a.train.max_epochs) == \
         ("smp_unet_resnet34", "aerial", "adam", 1e-4, 10)

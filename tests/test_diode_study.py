@@ -86,7 +86,7 @@ def test_read_curves_per_epoch(tmp_path):
 def test_smoke_on_diode_files_draws_every_study_figure(tmp_path):
     res = run_experiment(STUDY, out_dir=tmp_path, smoke=True, quiet=True)
     assert res["status"] == "ok" and all(r["status"] == "ok" for r in res["runs"])
-    assert res["evaluations"][0]["dataset"] == "diode" and res["evaluations"][0]["protocol"] == "diode_indoor"
+    assert res["evaluations"][0]["dataset"] == "diode" and res["evaluations"][0]["protocol"] == "diode:max_depth=10"
     sections = {s["title"].split(":")[0]: s for s in res["sections"]}
     assert set(sections) == {f"Fig. {i}" for i in range(1, 7)}
     for s in sections.values():

@@ -302,9 +302,6 @@ for _p in (
              notes="DIODE val (indoor+outdoor) depth range 0.6..350 m as in Marigold's DIODE evaluation "
                    "(which Depth Anything's affine-invariant numbers also follow); metric, no alignment -- "
                    "for affine-invariant models use alignment=lstsq (Marigold) or depth_anything settings"),
-    Protocol("diode_indoor", crop="none", min_depth=0.6, max_depth=10.0,
-             notes="DIODE indoor scans (DIODE loss study): the scanner's 0.6 m minimum range, 10 m cap as in "
-                   "ZoeDepth's DIODE-indoor evaluation; metric, no alignment"),
     Protocol("endoslam", crop="none", min_depth=0.0, max_depth=1.0,
              notes="EndoSLAM-style normalised depth: gt in (0, 1), predictions clipped to [0, 1]"),
     Protocol("leve_nyu", crop="alhashim", min_depth=1e-3, max_depth=10.0, flip_average=True,
