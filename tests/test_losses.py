@@ -365,7 +365,7 @@ def test_loss_names_have_no_aliases_and_modules_are_explicit_classes():
 
 
 def test_eigen_silog_eq5_hand_value():
-    # g = log d_hat - log d = (1, 0, 0, -1 + ln 2)? -- use exact logs: pred/target ratios e, 1, 1, 1/e
+    # pred/target ratios e, 1, 1, 1/e give the log residuals g = (1, 0, 0, -1) exactly
     e = math.e
     p = t2([[2 * e, 2.0], [3.0, 1.0 / e]])
     t = t2([[2.0, 2.0], [3.0, 1.0]])  # g = (1, 0, 0, -1): sum g = 0, sum g^2 = 2
@@ -385,8 +385,8 @@ def test_eigen_silog_eq5_hand_value():
 
 
 def test_ssim_eq8_is_one_minus_ssim_not_halved():
-    # a constant 2x... map: with window 3 on 3x3 constant maps mu_x = a, mu_y = b, sigmas 0, so
-    # SSIM = (2ab + C1) / (a^2 + b^2 + C1) at every pixel (reflect padding keeps the map constant)
+    # constant 3x3 maps a and b, window 3: mu_x = a, mu_y = b and every sigma is 0, so eq. 2 gives
+    # SSIM = (2ab + C1) / (a^2 + b^2 + C1) at every pixel (reflect padding keeps the maps constant)
     a, b, data_range = 2.0, 3.0, 10.0
     c1 = (0.01 * data_range) ** 2
     ssim = (2 * a * b + c1) / (a * a + b * b + c1)
