@@ -23,7 +23,8 @@ An experiment spec (YAML file or dict; full schema in docs/experiments.md)::
       datasets:                      # extra evaluations: {name, dataset, root, split, protocol, limit, kwargs}
         - {name: nyu_real, dataset: folder, root: ..., protocol: nyu_eigen}
     speed: {repeats: 5, warmup: 1}   # CPU latency at batch 1 and the run's data.size
-    report: {title: ..., samples: 3, colormap: Spectral_r}
+    report: {title: ..., samples: 3, colormap: Spectral_r,
+             figures: [{name, kind: sweep|curves|samples, runs, ...}]}   # depthlab.report.spec_figures
     benchmark: {models: [...], datasets: [...], protocol: ...}   # optional zero-shot section (run_benchmark)
     fixtures:                        # real-format dataset trees written before the runs (usually in smoke:)
       nyu: {kind: nyu_mat, n: 8}     #   name -> depthlab.data.fixtures.write_fixture(kind, <out>/fixtures/<name>, ...)
