@@ -410,9 +410,11 @@ def test_edge_eq9_hand_value_and_differs_from_gradient_loss_normaliser():
 
 
 def test_diode_study_combined_loss_of_perfect_prediction_is_zero():
+    from pathlib import Path
+
     from depthlab.config import load_config
 
-    cfg = load_config("configs/diode_unet.yaml")
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "diode_unet.yaml")
     loss = L.build_loss(cfg.loss)
     _, target, mask, image = _inputs(h=16, w=16)
     pred = target.clone().requires_grad_()
