@@ -296,20 +296,26 @@ def test_leve_skip_variants():
         create_model("leve", lcb="7x7")
 
 
-def test_leve_block_sums_pre_lcb_post_lcb_and_resized_skip():
+def test_leve_block_sums_pre_lcb_post_lcb_and_resized_skip_then_1x1_conv():
     from depthlab.models.leve import UpBlock
 
     block = UpBlock(8, 8, skip_channels=8, lcb="3x3+3x3").eval()
+    assert isinstance(block.fuse, ConvBNReLU) and block.fuse.conv.kernel_size == (1, 1)
     with torch.no_grad():
         last_bn = block.lcb[-1].bn
         last_bn.weight.zero_(), last_bn.bias.zero_()  # post-LCB tensor = ReLU(0) = 0
         block.skip.weight.copy_(torch.eye(8).view(8, 8, 1, 1)), block.skip.bias.zero_()
+        w = torch.randn(8, 8)  # the final 1x1 conv of the block (eval-mode BN: identity statistics)
+        block.fuse.conv.weight.copy_(w.view(8, 8, 1, 1))
         x, skip = torch.randn(1, 8, 4, 6), torch.randn(1, 8, 2, 3)
         y = block(x, skip)
-        expected = up2(x) + nn.functional.interpolate(skip, size=(8, 12), mode="bilinear", align_corners=False)
+        summed = up2(x) + nn.functional.interpolate(skip, size=(8, 12), mode="bilinear", align_corners=False)
+        bn = block.fuse.bn
+        expected = torch.relu(torch.einsum("oc,bchw->bohw", w, summed) / torch.sqrt(torch.tensor(1.0 + bn.eps)))
         torch.testing.assert_close(y, expected)
-        block.skip.weight.zero_()
-        torch.testing.assert_close(block(x, skip), up2(x))  # identity shortcut of the pre-LCB tensor
+        block.skip.weight.zero_()  # identity shortcut of the pre-LCB tensor only
+        expected = torch.relu(torch.einsum("oc,bchw->bohw", w, up2(x)) / torch.sqrt(torch.tensor(1.0 + bn.eps)))
+        torch.testing.assert_close(block(x, skip), expected)
 
 
 def test_leve_output_is_positive_inverse_depth_decoding_to_metres():

@@ -115,8 +115,9 @@ def test_presets_exist_with_their_settings():
     assert (mg.alignment, mg.alignment_space) == ("lstsq", "depth")
     assert (get_protocol("diode").min_depth, get_protocol("diode").max_depth) == (0.6, 350.0)
     assert get_protocol("endoslam").max_depth == 1.0
-    for n in names:
-        assert get_protocol(n).averaging == "per_image" and get_protocol(n).resize_pred == "bilinear"
+    for n in names:  # the Leve presets use the thesis' eq. 8.1 RMSE (tests/test_leve_study.py)
+        expected = "per_image_mse" if n.startswith("leve_") else "per_image"
+        assert get_protocol(n).averaging == expected and get_protocol(n).resize_pred == "bilinear"
 
 
 def test_describe_and_to_dict_carry_every_setting():

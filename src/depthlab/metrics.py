@@ -286,6 +286,18 @@ def normalized_errors(metrics: dict, max_depth: float) -> dict:
     return {"l1_norm": None if mae_ is None else mae_ / d, "mse_norm": None if mse_ is None else mse_ / (d * d)}
 
 
+def average_images(means: dict, mode: str) -> dict:
+    """Finish the means over images of per-image metrics (``{name: mean}``, needs ``rmse`` and ``mse``)
+    for an averaging ``mode``: ``per_image`` returns them as they are; ``per_image_mse`` (Leve thesis,
+    eq. 8.1) replaces ``rmse`` by ``sqrt(mean over images of per-image MSE)``. Works on tensors or floats."""
+    if mode == "per_image":
+        return means
+    if mode != "per_image_mse":
+        raise ValueError(f"average_images: mode must be per_image or per_image_mse, got {mode!r}")
+    mse = means["mse"]
+    return {**means, "rmse": mse.sqrt() if isinstance(mse, torch.Tensor) else math.sqrt(mse)}
+
+
 class MetricAccumulator:
     """Accumulates metrics over batches without mean-of-means mistakes.
 
@@ -305,9 +317,13 @@ class MetricAccumulator:
         for pred, gt, mask in batches:
             acc.update(pred, gt, mask)    # returns the per-image metrics of this batch
         summary = acc.compute()          # {"abs_rel": tensor(), ..., "n_images": tensor(), "n_pixels": tensor()}
+    ``mode="per_image_mse"`` (Leve thesis, eq. 8.1): as ``per_image``, except
+    ``rmse = sqrt(mean over images of each image's MSE)`` instead of the mean of per-image RMSEs
+    (see :func:`average_images`).
+
     """
 
-    MODES = ("per_image", "pixel")
+    MODES = ("per_image", "pixel", "per_image_mse")
 
     def __init__(self, mode: str = "per_image", lam: float = 1.0):
         if mode not in self.MODES:
@@ -374,7 +390,7 @@ class MetricAccumulator:
         if mode == "pixel":
             out = metrics_from_sums(self._pooled, lam=self.lam)
         else:
-            out = {k: v / self._n_images for k, v in self._metric_sum.items()}
+            out = average_images({k: v / self._n_images for k, v in self._metric_sum.items()}, mode)
         out["n_images"] = self._n_images
         out["n_pixels"] = self._pooled["n"].round().long()
         return out

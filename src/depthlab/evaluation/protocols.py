@@ -38,7 +38,9 @@ import torch
 from depthlab.evaluation.align import ALIGNMENTS, SPACES
 
 RESIZE_MODES: tuple[str, ...] = ("bilinear", "nearest", "bicubic", "area")
-AVERAGING: tuple[str, ...] = ("per_image", "pixel")
+AVERAGING: tuple[str, ...] = ("per_image", "pixel", "per_image_mse")
+FLIP_AXES: tuple[str, ...] = ("horizontal", "vertical")
+FLIP_COMBINE: tuple[str, ...] = ("prediction", "metrics")
 
 
 class CropError(ValueError):
@@ -149,9 +151,13 @@ class Protocol:
             (``bilinear`` | ``nearest`` | ``bicubic`` | ``area``; align_corners=False).
         alignment: ``none`` | ``median`` | ``lstsq`` (scale and shift), fitted per image on valid pixels.
         alignment_space: ``depth`` or ``disparity`` (fit to 1/gt, clip to [1/max, 1/min], invert).
-        flip_average: average the model's prediction with the un-flipped prediction of the
-            horizontally flipped image (model evaluation only).
-        averaging: ``per_image`` (mean over images of per-image metrics) or ``pixel`` (pooled).
+        flip_average: also run the model on the flipped image (model evaluation only).
+        flip_axis: ``horizontal`` (left-right, DenseDepth) or ``vertical`` (up-down, the Leve thesis' text).
+        flip_combine: ``prediction`` (DenseDepth: score ``0.5 * (P(x) + unflip(P(flip(x))))``) or
+            ``metrics`` (GuidedDecoding / Leve: the un-flipped second prediction is scored as one more
+            sample, so the metrics average over both runs and ``n_images`` counts each image twice).
+        averaging: ``per_image`` (mean over images of per-image metrics), ``pixel`` (pooled) or
+            ``per_image_mse`` (per image, but RMSE = sqrt of the mean per-image MSE: Leve eq. 8.1).
         clip_pred: clip the final prediction to ``[min_depth, max_depth]``.
         notes: where the preset comes from.
     """
@@ -164,6 +170,8 @@ class Protocol:
     alignment: str = "none"
     alignment_space: str = "depth"
     flip_average: bool = False
+    flip_axis: str = "horizontal"
+    flip_combine: str = "prediction"
     averaging: str = "per_image"
     clip_pred: bool = True
     notes: str = ""
@@ -175,6 +183,10 @@ class Protocol:
             raise ValueError(f"alignment must be one of {ALIGNMENTS}, got {self.alignment!r}")
         if self.alignment_space not in SPACES:
             raise ValueError(f"alignment_space must be one of {SPACES}, got {self.alignment_space!r}")
+        if self.flip_axis not in FLIP_AXES:
+            raise ValueError(f"flip_axis must be one of {FLIP_AXES}, got {self.flip_axis!r}")
+        if self.flip_combine not in FLIP_COMBINE:
+            raise ValueError(f"flip_combine must be one of {FLIP_COMBINE}, got {self.flip_combine!r}")
         if self.averaging not in AVERAGING:
             raise ValueError(f"averaging must be one of {AVERAGING}, got {self.averaging!r}")
         if self.resize_pred not in RESIZE_MODES:
@@ -205,7 +217,8 @@ class Protocol:
             clip = f"pred clipped to [{_fmt(self.min_depth)}, {_fmt(self.max_depth)}] m"
         return "; ".join([
             crop, valid, f"pred resized to GT ({self.resize_pred})", align,
-            f"flip_average={'on' if self.flip_average else 'off'}", clip, f"averaging={self.averaging}",
+            f"flip_average={f'on ({self.flip_axis} flip, {self.flip_combine} averaged)' if self.flip_average else 'off'}",
+            clip, f"averaging={self.averaging}",
         ])
 
     def to_dict(self) -> dict[str, Any]:
@@ -287,6 +300,25 @@ def register_protocol(protocol: Protocol) -> Protocol:
     return protocol
 
 
+def _leve_presets() -> tuple[Protocol, ...]:
+    """The Leve thesis' chapter 8 protocols (docs/studies/leve.md): the model also runs on the vertically
+    flipped image and both runs are scored (flip_combine=metrics, as GuidedDecoding's evaluation, which the
+    thesis follows); RMSE by eq. 8.1 (averaging=per_image_mse)."""
+    leve = {"flip_average": True, "flip_axis": "vertical", "flip_combine": "metrics", "averaging": "per_image_mse"}
+    return (
+        Protocol("leve_nyu", crop="alhashim", min_depth=1e-3, max_depth=10.0, **leve,
+                 notes="Leve thesis ch. 8, NYU: pixels (24:616) x (20:460) = Alhashim crop, 10 m cap, vertical-flip "
+                       "runs scored too, RMSE = sqrt(mean per-image MSE) (eq. 8.1)"),
+        Protocol("leve_kitti", crop="eigen", min_depth=1e-3, max_depth=80.0, **leve,
+                 notes="Leve thesis ch. 8, KITTI Eigen split: 80 m cap; the text's (45:1196) x (128:381) window does "
+                       "not fit a 376-row frame, so the Eigen crop by fractions of the GT size (what GuidedDecoding's "
+                       "evaluation applies to KITTI; cols 44:1196 on 1241 wide); eq. 8.1 RMSE, vertical-flip runs"),
+        Protocol("leve_endoslam", crop="none", min_depth=0.0, max_depth=1.0, **leve,
+                 notes="Leve thesis ch. 8, EndoSLAM 320x320: every pixel (0:320) x (0:320), 1 m cap chosen by the "
+                       "thesis; eq. 8.1 RMSE, vertical-flip runs"),
+    )
+
+
 for _p in (
     Protocol("none", crop="none", min_depth=0.0, max_depth=None, clip_pred=False,
              notes="raw comparison: every pixel with gt > 0, no crop, no cap, no clipping, no alignment"),
@@ -304,8 +336,7 @@ for _p in (
                    "for affine-invariant models use alignment=lstsq (Marigold) or depth_anything settings"),
     Protocol("endoslam", crop="none", min_depth=0.0, max_depth=1.0,
              notes="EndoSLAM-style normalised depth: gt in (0, 1), predictions clipped to [0, 1]"),
-    Protocol("leve_nyu", crop="alhashim", min_depth=1e-3, max_depth=10.0, flip_average=True,
-             notes="Leve thesis / DenseDepth NYU protocol: Alhashim crop (x 24..616, y 20..460), flip averaging, 10 m cap"),
+    *_leve_presets(),
     Protocol("depth_anything", crop="none", min_depth=1e-3, max_depth=None, alignment="lstsq",
              alignment_space="disparity",
              notes="affine-invariant disparity (MiDaS / Depth Anything): per-image least-squares scale+shift "

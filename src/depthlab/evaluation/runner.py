@@ -256,9 +256,9 @@ def evaluate(dataset, root=None, split: str = "test", model=None, checkpoint_pat
         except DataError as e:
             skipped[name] = _reason(e)
             return
-        sums = {k: v.reshape(1) for k, v in metrics.items()}
+        sums = {k: v.reshape(-1) for k, v in metrics.items()}  # one row per scored run (2 with flip runs)
         per = acc.update_sums(sums)
-        per_image[name] = {k: _num(per[k][0]) for k in METRIC_NAMES}
+        per_image[name] = {k: _num(per[k].mean()) for k in METRIC_NAMES}
         per_image[name]["n_pixels"] = int(per["n_pixels"][0])
         if meta.get("category") is not None:
             category = str(meta["category"])
@@ -341,20 +341,24 @@ def _score_sample(sample, proto: Protocol, kind: str, predictor, pred_info, pred
     else:
         if image is None:
             raise _Skip(f"{where}: sample has no image to run the model on")
-        pred = _predict(predictor, image.float()[None], proto.flip_average)
+        pred = _predict(predictor, image.float()[None], proto)
         source = f"model output for {name}"
     bad = (~torch.isfinite(pred)).sum()
     if bool(bad > 0):
         raise _Skip(f"{source}: prediction has {int(bad)} non-finite values")
-    final, valid = apply_protocol(pred, gt, proto, mask=mask, pred_kind=kind)
-    return metric_sums(final, gt, valid)
+    runs = [apply_protocol(p[None], gt, proto, mask=mask, pred_kind=kind)[0] for p in pred]
+    return metric_sums(torch.cat(runs), gt.expand(len(runs), -1, -1, -1), valid.expand(len(runs), -1, -1, -1))
 
 
-def _predict(predictor, images: torch.Tensor, flip_average: bool) -> torch.Tensor:
+def _predict(predictor, images: torch.Tensor, proto: Protocol) -> torch.Tensor:
+    """Model predictions ``(R,1,h,w)`` for one image ``(1,3,H,W)``, each run to be scored as a sample: R = 1,
+    or R = 2 with ``flip_average`` and ``flip_combine="metrics"`` (the un-flipped prediction of the flipped image
+    is the second); ``flip_combine="prediction"`` averages the two into one."""
     pred = predictor.predict_tensor(images).float().cpu()
-    if flip_average:
-        flipped = predictor.predict_tensor(torch.flip(images, dims=[-1])).float().cpu()
-        pred = 0.5 * (pred + torch.flip(flipped, dims=[-1]))
+    if proto.flip_average:
+        dim = -1 if proto.flip_axis == "horizontal" else -2
+        back = torch.flip(predictor.predict_tensor(torch.flip(images, dims=[dim])).float().cpu(), dims=[dim])
+        pred = torch.cat([pred, back]) if proto.flip_combine == "metrics" else 0.5 * (pred + back)
     return pred
 
 

@@ -10,9 +10,13 @@ Decoder (:class:`LeveDecoder`): a chain of :class:`UpBlock` s, each doubling the
     u    = bilinear_x2(x)                                   (B, C_in,  2h, 2w)   pre-LCB tensor
     y    = LCB(u)                                           (B, C_out, 2h, 2w)   post-LCB tensor
     s    = conv1x1(resize_bilinear(skip, (2h, 2w)))         (B, C_out, 2h, 2w)   branch 2 (if any)
-    out  = y + P(u) + s        P = identity, or 1x1 conv + BN when C_in != C_out
+    out  = fuse(y + P(u) + s)  P = identity, or 1x1 conv + BN when C_in != C_out; fuse = 1x1 conv + BN + ReLU
 
-then a final 1x1 conv to 1 channel and, if the last block is not at the input size, bilinear resizing.
+(thesis ch. 5: "the post-LCB and pre-LCB tensors ... are summed up together with the altered tensor obtained
+from the second branch, and the whole result goes through one more final 1x1 convolution"; ``P`` is ours:
+the text sums tensors of C_in and C_out channels without saying how, and BN + ReLU after ``fuse`` follow its
+"each convolution operation is followed by a batch normalization and a ReLU"), then a head 1x1 conv to 1 channel
+and, if the last block is not at the input size, bilinear resizing.
 (Branch 2 computes the 1x1 conv before the resize: a 1x1 conv commutes with bilinear interpolation, so the
 result is the same at a fraction of the cost.)
 
@@ -110,13 +114,14 @@ class UpBlock(nn.Module):
         self.shortcut = (nn.Identity() if in_channels == out_channels
                          else ConvBNReLU(in_channels, out_channels, 1, relu=False))
         self.skip = None if skip_channels is None else nn.Conv2d(skip_channels, out_channels, kernel_size=1)
+        self.fuse = ConvBNReLU(out_channels, out_channels, 1)  # the final 1x1 conv of every block (ch. 5)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         u = up2(x)
         y = self.lcb(u) + self.shortcut(u)
         if self.skip is not None:
             y = y + resize_to(self.skip(skip), y.shape[-2:])
-        return y
+        return self.fuse(y)
 
 
 class LeveDecoder(nn.Module):

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from depthlab.types import TARGET_ENCODINGS, decode_target, encode_target
 
-VAL_METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog", "mae", "delta1", "delta2", "delta3")
+VAL_METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog", "mae", "mse", "delta1", "delta2", "delta3")
 
 
 def _get(obj: Any, name: str, default: Any = None) -> Any:
@@ -370,6 +370,10 @@ class DepthTask(L.LightningModule):
         n_img, n_batch = sums["n_images"], sums["n_batch"]
         for name in VAL_METRICS:
             out[name] = float(sums[name] / n_img) if n_img > 0 else math.nan
+        if self.protocol is not None and self.protocol.averaging == "per_image_mse":  # e.g. Leve's eq. 8.1 RMSE
+            from depthlab.metrics import average_images
+
+            out = average_images(out, "per_image_mse")
         out["loss"] = float(sums["loss"] / n_batch)
         for k in keys:
             if k.startswith("loss_"):
