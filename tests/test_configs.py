@@ -35,7 +35,9 @@ SHRINK = {
               "data.train_transforms=[{random_rotation: {degrees: 5}}, {random_crop: {size: [60, 60]}}, "
               "{color_jitter: {brightness: [0.8, 1.2]}}, random_horizontal_flip, {resize: {size: [64, 64]}}]"]
        for name in ("nyu_study.yaml", "nyu_study_l1.yaml", "nyu_study_berhu.yaml", "nyu_study_ssim_l1.yaml")},
-    "leve_kd.yaml": ["distill.teacher=depth_anything_v2_vits", "distill.teacher_pretrained=false",
+    "leve.yaml": ["model.kwargs.encoder_pretrained=false"],  # DDRNet's ImageNet file is not in CI
+    "leve_kd.yaml": ["model.kwargs.encoder_pretrained=false", "distill.teacher=depth_anything_v2_vits",
+                     "distill.teacher_pretrained=false",
                      "distill.teacher_input_size=70", "distill.teacher_kwargs=" + json.dumps(
                          {"config_overrides": TINY_DAV2})],
 }
@@ -92,14 +94,16 @@ def test_nyu_study_files_share_the_base_and_differ_in_the_loss():
 
 def test_leve_and_leve_kd_settings():
     leve = load_config(CONFIGS / "leve.yaml")
-    assert leve.model.name == "leve" and leve.model.kwargs == {"lcb": "3x3+3x3", "skip": "main"}
+    assert leve.model.name == "leve"
+    assert leve.model.kwargs == {"lcb": "3x3+3x3", "skip": "main", "encoder_pretrained": True}
     assert (leve.train.max_epochs, leve.data.batch_size, leve.optim.lr) == (20, 8, 1e-4)
     assert (leve.optim.scheduler, leve.optim.step_size, leve.optim.gamma) == ("step", 5, 0.99)
     assert _terms(leve) == {"l1": 0.1, "gradient": 1.0, "ssim": 1.0}
     assert (leve.data.target_encoding, leve.train.protocol) == ("inverse", "leve_nyu")
-    assert {"random_channel_swap": {"p": 0.25}} in leve.data.train_transforms
+    assert {"random_channel_swap": {"p": 0.5}} in leve.data.train_transforms
+    assert (leve.data.size, leve.train.val_check_interval, leve.train.monitor) == ([480, 640], 1000, "val/rmse")
     kd = load_config(CONFIGS / "leve_kd.yaml")
-    assert kd.distill.teacher == "depth_anything_v2_vitb" and kd.distill.epsilon == 0.25
+    assert kd.distill.teacher == "depth_anything_v1_vitl" and kd.distill.epsilon == 0.25
     assert kd.model == leve.model and kd.loss == leve.loss and kd.optim == leve.optim  # from the base
 
 

@@ -241,28 +241,50 @@ def _base_source(spec: dict, base_dir: Path, base: str | None = None):
 
 
 # ------------------------------------------------------------------------------------------ measures
-def measure_latency(model, size: Sequence[int], repeats: int = 5, warmup: int = 1) -> dict[str, float]:
-    """Median CPU latency (ms) of ``model`` on one input for an ``HxW`` image (at the network size the Predictor
-    feeds: padded to ``multiple_of``, or an adapter's own processing size; zoo.network_size) and FPS."""
+def measure_latency(model, size: Sequence[int], repeats: int = 5, warmup: int = 1, device: str = "cpu") -> dict[str, float]:
+    """Median latency (ms) of ``model`` on one random input for an ``HxW`` image (at the network size the Predictor
+    feeds: padded to ``multiple_of``, or an adapter's own processing size; zoo.network_size) and FPS.
+
+    ``device``: ``cpu``, ``cuda[:i]`` or ``auto`` (CUDA when available). On CUDA each run is timed with CUDA
+    events after a synchronisation (the Leve thesis' protocol: a random 640x480 tensor, ~200 runs); on a CPU
+    with ``time.perf_counter`` around the same runs."""
     import torch
 
     from depthlab.models.zoo import count_params, network_size
 
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
     info = getattr(model, "depth_info", None)
     h, w = network_size(model, tuple(int(s) for s in size), getattr(info, "multiple_of", None))
-    x = torch.rand(1, 3, h, w)
-    model = model.eval().cpu()
-    times = []
+    x = torch.rand(1, 3, h, w, device=dev)
+    model = model.eval().to(dev)
     with torch.inference_mode():
-        for i in range(warmup + repeats):
-            t0 = time.perf_counter()
+        for _ in range(warmup):
             model(x)
-            if i >= warmup:
-                times.append(time.perf_counter() - t0)
-    times.sort()
+        times = sorted(_time_once(model, x, dev) for _ in range(repeats))
+    model.cpu()
     ms = 1000.0 * times[len(times) // 2]
     return {"params": int(count_params(model)), "latency_ms": ms, "fps": 1000.0 / ms if ms > 0 else None,
-            "latency_size": [h, w], "latency_threads": torch.get_num_threads()}
+            "latency_size": [h, w], "latency_threads": torch.get_num_threads(), "latency_device": str(dev),
+            "latency_repeats": int(repeats)}
+
+
+def _time_once(model, x, dev) -> float:
+    """Seconds of one forward pass: CUDA events between synchronisations on a GPU, perf_counter on a CPU."""
+    import torch
+
+    if dev.type != "cuda":
+        t0 = time.perf_counter()
+        model(x)
+        return time.perf_counter() - t0
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize(dev)
+    start.record()
+    model(x)
+    end.record()
+    torch.cuda.synchronize(dev)
+    return start.elapsed_time(end) / 1000.0
 
 
 def read_curves(run_dir: Path) -> dict[str, list[list[float]]]:
@@ -554,7 +576,7 @@ def _train_and_measure(cfg, run_dir: Path, spec: dict, eval_sets: dict, progress
     progress(f"measure {cfg.name}")
     with torch.inference_mode():
         sp = measure_latency(model, speed.get("size") or cfg.data.size, repeats=int(speed.get("repeats", 5)),
-                             warmup=int(speed.get("warmup", 1)))
+                             warmup=int(speed.get("warmup", 1)), device=str(speed.get("device", "cpu")))
     return {"metrics": metrics, "untrained": untrained, "protocols": protocols, "per_category": per_category, "skipped_images": skipped,
             "sample_predictions": sample_preds, "test_loss": test_loss, "curves": read_curves(run_dir),
             "validation": validation, "global_step": global_step, "train_seconds": round(train_seconds, 2),

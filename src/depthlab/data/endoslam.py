@@ -55,6 +55,9 @@ class EndoSLAM(DepthDataset):
         organs: subset of colon / small_intestine / stomach (any spelling); None = all found.
         max_depth: metres represented by grey level 255.
         ratios: (train, val, test) fractions.
+        per_organ: keep this many frames of each organ from the split, evenly spaced over its frames in
+            frame order (the Leve thesis' 600-image set: ``split="all", per_organ=200``; which 200 the thesis
+            took is not stated, so depthlab spreads them over each sequence); None = every frame.
 
     Meta: ``name`` = ``<organ>_<frame>``, ``category`` = organ, ``frame`` (int).
     A frame whose depth map is missing or whose size differs raises DataError from ``__getitem__``.
@@ -63,7 +66,8 @@ class EndoSLAM(DepthDataset):
     dataset_name = "endoslam"
 
     def __init__(self, root, split: str = "test", transform: Callable | None = None, organs: Iterable[str] | None = None,
-                 max_depth: float = 1.0, ratios: tuple[float, float, float] = DEFAULT_RATIOS):
+                 max_depth: float = 1.0, ratios: tuple[float, float, float] = DEFAULT_RATIOS,
+                 per_organ: int | None = None):
         if root is None:
             raise ValueError("endoslam needs root= (the EndoSLAM folder, its UnityCam/ folder or the organ folders' parent)")
         super().__init__(root, split, transform)
@@ -97,7 +101,8 @@ class EndoSLAM(DepthDataset):
             if organ not in self.organ_dirs:
                 continue
             pairs = _pair_frames(self.organ_dirs[organ])
-            self.items.extend((organ, n, rgb, dep) for n, rgb, dep in _select_block(pairs, split, self.ratios))
+            block = _evenly_spaced(_select_block(pairs, split, self.ratios), per_organ)
+            self.items.extend((organ, n, rgb, dep) for n, rgb, dep in block)
         self.names = [f"{o}_{n:04d}" for o, n, _, _ in self.items]
 
     def load_sample(self, index: int):
@@ -174,6 +179,17 @@ def _pair_frames(organ_dir: Path) -> list[tuple[int, Path, Path]]:
             dp = (depth_dir or organ_dir / "Pixelwise Depths") / f"aov_image_{n:0{width}d}.png"
         out.append((n, rp, dp))
     return out
+
+
+def _evenly_spaced(items: list, k: int | None) -> list:
+    """``k`` items spread evenly over ``items`` (first and last included); all of them when k is None or >= len."""
+    if k is None or k >= len(items):
+        return items
+    if k < 1:
+        raise ValueError(f"per_organ must be a positive number of frames, got {k}")
+    if k == 1:
+        return items[:1]
+    return [items[round(i * (len(items) - 1) / (k - 1))] for i in range(k)]
 
 
 def _select_block(pairs: list, split: str, ratios: tuple[float, float, float]) -> list:
