@@ -164,3 +164,40 @@ def test_mobilenetv3_row_is_timm_features_only_with_leves_decoder():
     assert m.encoder.model.__class__.__module__.startswith("timm")
     assert isinstance(m.decoder, LeveDecoder) and len(m.decoder.blocks) == 5
     assert m(torch.rand(1, 3, 64, 64))["depth"].shape == (1, 1, 64, 64)
+
+
+# ----------------------------------------------------------------------------- validation RMSE (7.1 + eq. 8.1)
+def test_validation_rmse_follows_the_protocol_averaging(monkeypatch):
+    """The checkpoint monitor val/rmse is eq. 8.1 under a Leve protocol: sqrt(mean per-image MSE)."""
+    from types import SimpleNamespace
+
+    from depthlab.config import load_config
+    from depthlab.models.registry import WeightsInfo
+    from depthlab.training import DepthTask
+
+    class Fixed(torch.nn.Module):
+        def __init__(self, out):
+            super().__init__()
+            self.w, self.out = torch.nn.Parameter(torch.zeros(())), out
+            self.depth_info = WeightsInfo(target_encoding="depth", max_depth=10.0)
+
+        def forward(self, x):
+            return {"depth": self.out + 0 * self.w}
+
+    gt = torch.full((2, 1, 2, 2), 0.5)
+    pred = gt.clone()
+    pred[0] += 0.1                                     # image 0: MSE 0.01
+    pred[1, 0, 0, :] += 0.2                            # image 1: two pixels off by 0.2, MSE 0.08 / 4 = 0.02
+    logged = {}
+    for protocol, rmse in (("leve_endoslam:flip_average=false", math.sqrt((0.01 + 0.02) / 2)),
+                           ("endoslam", (0.1 + math.sqrt(0.02)) / 2)):
+        cfg = load_config({"model": {"name": "unet"}, "data": {"target_encoding": "depth", "max_depth": 10.0},
+                           "train": {"protocol": protocol}})
+        task = DepthTask(cfg, model=Fixed(pred))
+        task._trainer = SimpleNamespace(world_size=1, sanity_checking=False, current_epoch=0, global_step=0)
+        monkeypatch.setattr(task, "log", lambda name, value, **kw: logged.__setitem__(name, value))
+        task.on_validation_epoch_start()
+        with torch.no_grad():
+            task.validation_step({"image": torch.rand(2, 3, 2, 2), "depth": gt, "mask": gt > 0, "meta": [{}, {}]}, 0)
+        task.on_validation_epoch_end()
+        assert logged["val/rmse"] == pytest.approx(rmse, rel=1e-6), protocol
