@@ -42,7 +42,8 @@ Aggregation
     count). :func:`metrics_from_sums` turns sums into metrics, so the same code gives per-image
     values and pixel-pooled values (sums added over all images first). :class:`MetricAccumulator`
     keeps those sums across batches, so batches of any size or valid count give exactly the result
-    of one big batch.
+    of one big batch. A third mode, ``per_image_mse`` (Leve thesis eq. 8.1), is per-image except
+    that RMSE is the root of the mean per-image MSE (:func:`average_images`).
 
 Sums are accumulated in float64 (float32 on MPS, which has no float64).
 """
