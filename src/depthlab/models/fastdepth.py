@@ -92,6 +92,7 @@ FASTDEPTH_NYU = WeightsInfo(
     paper="Wofk, Ma, Yang, Karaman, Sze. FastDepth: Fast Monocular Depth Estimation on Embedded Systems. ICRA 2019",
     notes="NYU-Depth V2, pruned MobileNet-NNConv5-dw-skipadd; BN folded; fp16-stored weights widened to fp32. "
           "Input RGB in [0,1], no normalisation.",
+    train_datasets=("imagenet", "nyu"),  # ImageNet-pretrained MobileNet encoder, trained on NYU-Depth V2
 )
 
 

@@ -55,6 +55,9 @@ class WeightsInfo:
     license: str = "unknown"
     paper: str = ""
     notes: str = ""
+    # datasets whose images the weights were trained on (lower-case ids: "nyu", "kitti", "diode", "hypersim",
+    # ...; pre-training included); the zero-shot benchmark marks a score on one of them in-domain
+    train_datasets: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.output_kind not in OUTPUT_KINDS:

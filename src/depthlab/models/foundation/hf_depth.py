@@ -390,8 +390,9 @@ class DPTDepthModel(HFDepthModel):
         return tuple(self.resize_policy.size) if self.resize_policy is not None else (384, 384)
 
     def _accepts(self, h: int, w: int) -> bool:
-        if getattr(self.hf.config, "is_hybrid", False):
-            return (h, w) == self.fixed_network_size
+        cfg = self.hf.config
+        if getattr(cfg, "is_hybrid", False) or getattr(cfg, "backbone_config", None) is not None:
+            return (h, w) == self.fixed_network_size  # hybrid, BEiT and SwinV2 backbones: their configured size
         return h == w
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -584,6 +585,20 @@ ZOEDEPTH_RESIZE = ResizePolicy(size=(384, 512), keep_aspect_ratio=True, multiple
 # Weights metadata
 # ----------------------------------------------------------------------------------------------------------
 
+# Training data of the weights (WeightsInfo.train_datasets: images seen in any training stage, encoder
+# pre-training included), as the papers / READMEs list them; the zero-shot benchmark marks a score on one
+# of them in-domain. Ids are lower case; "nyu", "kitti", "diode" match depthlab's dataset families.
+MIDAS_V30_DATA = ("redweb", "diml", "movies3d", "megadepth", "wsvd", "tartanair", "hrwsi", "apolloscape",
+                  "blendedmvs", "irs", "imagenet-21k")  # MiDaS README at v3.0: 10 datasets; ViT from ImageNet-21k
+# MiDaS v3.1 README: "trained on up to 12 datasets" -- the 10 above plus KITTI and NYU Depth V2; BEiT and
+# SwinV2 encoders pre-trained on ImageNet-22k. ZoeDepth's relative pre-training is this mix (the study's
+# "12 datasets", section V.B.1).
+MIDAS_V31_DATA = MIDAS_V30_DATA[:-1] + ("kitti", "nyu", "imagenet-22k")
+_DA_UNLABELED = ("sa-1b", "open-images-v7", "objects365", "imagenet-21k", "lsun", "bdd100k", "google-landmarks-v2",
+                 "places365", "lvd-142m")  # 62M pseudo-labelled real images + DINOv2's pre-training set
+DAV1_DATA = ("blendedmvs", "diml", "hrwsi", "irs", "megadepth", "tartanair", *_DA_UNLABELED)  # 1.5M labelled
+DAV2_DATA = ("blendedmvs", "hypersim", "irs", "tartanair", "vkitti2", *_DA_UNLABELED)  # synthetic teacher data
+
 DAV2_PAPER = "Yang, Kang, Huang, Zhao, Xu, Feng, Zhao. Depth Anything V2. NeurIPS 2024"
 _DAV2_LICENSE = {"vits": "Apache-2.0", "vitb": "CC-BY-NC-4.0", "vitl": "CC-BY-NC-4.0"}
 _DAV2_HUB_SIZE = {"vits": "Small", "vitb": "Base", "vitl": "Large"}
@@ -591,7 +606,8 @@ _DAV2_HUB_SIZE = {"vits": "Small", "vitb": "Base", "vitl": "Large"}
 
 def _dav2_info(size: str, dataset: str | None = None) -> WeightsInfo:
     common = dict(input_size=(518, 518), multiple_of=14, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                  hub_filename="model.safetensors", license=_DAV2_LICENSE[size], paper=DAV2_PAPER)
+                  hub_filename="model.safetensors", license=_DAV2_LICENSE[size], paper=DAV2_PAPER,
+                  train_datasets=DAV2_DATA)
     hub_size = _DAV2_HUB_SIZE[size]
     if dataset is None:
         return WeightsInfo(
@@ -666,6 +682,50 @@ def _register_dav2(size: str, dataset: str | None) -> str:
 DAV2_MODELS = tuple(_register_dav2(size, dataset) for dataset in _DAV2_DATASETS for size in _DAV2_SIZE_NAMES)
 
 
+DAV1_PAPER = "Yang, Kang, Huang, Xu, Feng, Zhao. Depth Anything: Unleashing the Power of Large-Scale Unlabeled Data. CVPR 2024"
+_DAV1_HUB_SIZE = {"vits": "small", "vitb": "base", "vitl": "large"}
+
+
+def _dav1_info(size: str) -> WeightsInfo:
+    """Depth Anything V1 (relative): same transformers class and processor as V2 (518, multiple of 14);
+    licences as on the LiheYoung/depth-anything-*-hf model cards (Small Apache-2.0, Base/Large CC-BY-NC-4.0)."""
+    return WeightsInfo(
+        output_kind="disparity", target_encoding="depth", min_depth=0.0, max_depth=1.0, input_size=(518, 518),
+        multiple_of=14, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+        hub_id=f"LiheYoung/depth-anything-{_DAV1_HUB_SIZE[size]}-hf", hub_filename="model.safetensors",
+        license=_DAV2_LICENSE[size], paper=DAV1_PAPER, train_datasets=DAV1_DATA,
+        notes=f"Relative (affine-invariant inverse depth, larger = nearer). Official file depth_anything_{size}14.pth "
+              "also loads. DINOv2 + DPT head tapping the last four blocks (V2 taps evenly spaced ones). "
+              "Preprocess: keep aspect, scale as little as possible to 518, multiple of 14, bicubic+antialias.")
+
+
+def dav1_config(size: str) -> dict:
+    """Built-in transformers config dict of Depth Anything V1 ``size``: V2's architecture, except that the
+    DPT head reads the last four DINOv2 blocks (transformers' conversion of the official V1 weights)."""
+    cfg = dav2_config(size)
+    last = cfg["backbone_config"]["num_hidden_layers"]
+    cfg["backbone_config"] = {**cfg["backbone_config"], "out_indices": list(range(last - 3, last + 1))}
+    return cfg
+
+
+def _register_dav1(size: str) -> str:
+    """Register ``depth_anything_v1_<size>`` (relative; the Leve study's teacher)."""
+    name = f"depth_anything_v1_{size}"
+
+    def variant(**kwargs) -> nn.Module:
+        return _build(HFDepthModel, dav1_config(size), _dav1_info(size), DAV2_RESIZE,
+                      official_filename=f"depth_anything_{size}14.pth", **kwargs)
+
+    variant.__name__ = variant.__qualname__ = name
+    register_model(_dav1_info(size), name=name, tags=("foundation", "relative", "hf"), resize_kwarg="input_size",
+                   description=f"Depth Anything V1 {_DAV2_SIZE_NAMES[size]} + DPT, relative: affine-invariant "
+                               "inverse depth")(variant)
+    return name
+
+
+DAV1_MODELS = tuple(_register_dav1(size) for size in _DAV2_SIZE_NAMES)
+
+
 ZOEDEPTH_PAPER = "Bhat, Birkl, Wofk, Wonka, Mueller. ZoeDepth: Zero-shot Transfer by Combining Relative and Metric Depth. 2023"
 
 
@@ -676,6 +736,7 @@ def _zoedepth_info(kind: str) -> WeightsInfo:
         output_kind="metric", target_encoding="depth", min_depth=1e-3, max_depth=max_depth,
         input_size=None, multiple_of=1, mean=HALF, std=HALF, hub_id=hub, hub_filename="model.safetensors",
         license="MIT", paper=ZOEDEPTH_PAPER,
+        train_datasets=MIDAS_V31_DATA + {"nyu": (), "kitti": (), "nyu_kitti": ()}[kind],  # M12 includes NYU, KITTI
         notes="BEiT-L/16 384 + metric bins head. Feed the image at its native size: the model pads (reflect), "
               "resizes to 384x512 keep-aspect and back, like transformers' ZoeDepthImageProcessor."
               + (" Two heads (NYU indoor, KITTI outdoor) chosen per batch by a learned router." if kind == "nyu_kitti" else ""))
@@ -710,7 +771,7 @@ def _midas_info(hub_id: str, backbone: str) -> WeightsInfo:
         output_kind="disparity", target_encoding="depth", min_depth=0.0, max_depth=1.0,
         input_size=(384, 384), multiple_of=32, mean=HALF, std=HALF, hub_id=hub_id, hub_filename="model.safetensors",
         license="Apache-2.0 (Hugging Face model card); the original isl-org/DPT weights are MIT",
-        paper=DPT_PAPER,
+        paper=DPT_PAPER, train_datasets=MIDAS_V30_DATA,
         notes=f"MiDaS v3.0 DPT with a {backbone} backbone; relative inverse depth (larger = nearer). "
               "Preprocess like transformers' DPTImageProcessor: plain 384x384 bicubic resize (aspect not kept), "
               "mean/std 0.5. transformers' DPT takes square inputs only (the hybrid exactly its image size).")
@@ -729,6 +790,68 @@ def midas_dpt_hybrid(config=None, config_overrides=None, **kwargs) -> nn.Module:
     """MiDaS v3.0 DPT-Hybrid (BiT ResNet-50 + ViT-B/16), relative inverse depth."""
     return _build(DPTDepthModel, _DPT_HYBRID, _midas_info("Intel/dpt-hybrid-midas", "ViT-hybrid (BiT-R50 + ViT-B/16)"),
                   DPT_RESIZE, config=config, config_overrides=config_overrides, **kwargs)
+
+
+MIDAS31_PAPER = "Birkl, Wofk, Mueller. MiDaS v3.1 -- A Model Zoo for Robust Monocular Relative Depth Estimation. 2023"
+# MiDaS v3.1 backbones in transformers (DPT with a BEiT or SwinV2 backbone), as transformers' conversion
+# scripts configure them: name -> (backbone, size, side, backbone config, neck widths)
+_BEIT = {"base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+                      out_features=["stage3", "stage6", "stage9", "stage12"]),
+         "large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
+                       out_features=["stage6", "stage12", "stage18", "stage24"])}
+_SWINV2 = {"tiny": dict(embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=16,
+                        pretrained_window_sizes=[0, 0, 0, 0]),
+           "base": dict(embed_dim=128, depths=[2, 2, 18, 2], num_heads=[4, 8, 16, 32], window_size=24,
+                        pretrained_window_sizes=[12, 12, 12, 6]),
+           "large": dict(embed_dim=192, depths=[2, 2, 18, 2], num_heads=[6, 12, 24, 48], window_size=24,
+                         pretrained_window_sizes=[12, 12, 12, 6])}
+MIDAS31_VARIANTS = {  # registered as midas_dpt_<backbone>_<size>_<side>; hub id Intel/dpt-<backbone>-<size>-<side>
+    ("beit", "large", 512), ("beit", "large", 384), ("beit", "base", 384),
+    ("swinv2", "large", 384), ("swinv2", "base", 384), ("swinv2", "tiny", 256)}
+
+
+def midas31_config(backbone: str, size: str, side: int) -> dict:
+    """Built-in transformers DPT config of a MiDaS v3.1 variant (BEiT or SwinV2 backbone)."""
+    if backbone == "beit":
+        bb = {"model_type": "beit", "image_size": side, "use_relative_position_bias": True,
+              "reshape_hidden_states": False, **_BEIT[size]}
+        neck = [256, 512, 1024, 1024] if size == "large" else [96, 192, 384, 768]
+    else:
+        bb = {"model_type": "swinv2", "image_size": side, "out_features": ["stage1", "stage2", "stage3", "stage4"],
+              **_SWINV2[size]}
+        neck = [bb["embed_dim"] * 2 ** i for i in range(4)]
+    return {"model_type": "dpt", "backbone_config": bb, "neck_hidden_sizes": neck}
+
+
+def _midas31_info(backbone: str, size: str, side: int) -> WeightsInfo:
+    hub = f"Intel/dpt-{backbone}-{size}-{side}"
+    return WeightsInfo(
+        output_kind="disparity", target_encoding="depth", min_depth=0.0, max_depth=1.0, input_size=(side, side),
+        multiple_of=32, mean=HALF, std=HALF, hub_id=hub, hub_filename="model.safetensors",
+        license=f"MIT (isl-org/MiDaS v3.1 weights; see the {hub} model card)", paper=MIDAS31_PAPER,
+        train_datasets=MIDAS_V31_DATA,
+        notes=f"MiDaS v3.1 DPT with a {'BEiT' if backbone == 'beit' else 'SwinV2'}-{size.capitalize()} backbone at "
+              f"{side}x{side}; relative inverse depth (larger = nearer). Trained on a mix that includes KITTI and "
+              f"NYU Depth V2 (not zero-shot there). Preprocess: plain {side}x{side} bicubic resize, mean/std 0.5; "
+              "the network takes exactly that size.")
+
+
+def _register_midas31(backbone: str, size: str, side: int) -> str:
+    name = f"midas_dpt_{backbone}_{size}_{side}"
+    resize = replace(DPT_RESIZE, size=(side, side))
+
+    def variant(config=None, config_overrides=None, **kwargs) -> nn.Module:
+        return _build(DPTDepthModel, midas31_config(backbone, size, side), _midas31_info(backbone, size, side),
+                      resize, config=config, config_overrides=config_overrides, **kwargs)
+
+    variant.__name__ = variant.__qualname__ = name
+    register_model(_midas31_info(backbone, size, side), name=name, tags=("foundation", "relative", "hf"),
+                   resize_kwarg="input_size",
+                   description=f"MiDaS v3.1 DPT-{backbone}-{size} {side}, relative inverse depth")(variant)
+    return name
+
+
+MIDAS31_MODELS = tuple(_register_midas31(*v) for v in sorted(MIDAS31_VARIANTS))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -757,8 +880,19 @@ TINY_DPT_HYBRID = {**TINY_DPT, "backbone_featmap_shape": [1, 32, 4, 4],
                                        "global_padding": "same", "embedding_dynamic_padding": True,
                                        "out_features": ["stage1", "stage2", "stage3"]}}
 
+_TINY_NECK = {"neck_hidden_sizes": [8, 16, 32, 32], "fusion_hidden_size": 16}
+TINY_DPT_BEIT = {"backbone_config": {**_TINY_BEIT, "image_size": 64}, **_TINY_NECK}
+TINY_DPT_SWINV2 = {"backbone_config": {"model_type": "swinv2", "image_size": 64, "patch_size": 4, "embed_dim": 8,
+                                       "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2], "window_size": 4,
+                                       "pretrained_window_sizes": [0, 0, 0, 0],
+                                       "out_features": ["stage1", "stage2", "stage3", "stage4"]},
+                   "neck_hidden_sizes": [8, 16, 32, 64], "fusion_hidden_size": 16}
+
 TEST_KWARGS = {
     **{f"depth_anything_v2_{v}": {"config_overrides": TINY_DAV2} for v in ("vits", "vitb", "vitl")},
+    **{f"depth_anything_v1_{v}": {"config_overrides": TINY_DAV2} for v in ("vits", "vitb", "vitl")},
+    **{f"midas_dpt_{b}_{s}_{side}": {"config_overrides": TINY_DPT_BEIT if b == "beit" else TINY_DPT_SWINV2,
+                                     "input_size": 64} for b, s, side in MIDAS31_VARIANTS},
     **{f"depth_anything_v2_metric_{d}_{v}": {"config_overrides": TINY_DAV2}
        for d in ("hypersim", "vkitti") for v in ("vits", "vitb", "vitl")},
     "zoedepth_nyu": {"config_overrides": TINY_ZOEDEPTH, "input_size": [32, 48]},
@@ -768,11 +902,12 @@ TEST_KWARGS = {
     "midas_dpt_hybrid": {"config_overrides": TINY_DPT_HYBRID, "input_size": 64},
 }
 # DPT: the hybrid ViT only takes its configured image size, the plain ViT only square token grids
-TEST_SIZES = {"midas_dpt_hybrid": [(64, 64)], "midas_dpt_large": [(64, 64), (96, 96)]}
+TEST_SIZES = {"midas_dpt_hybrid": [(64, 64)], "midas_dpt_large": [(64, 64), (96, 96)],
+              **{f"midas_dpt_{b}_{s}_{side}": [(64, 64)] for b, s, side in MIDAS31_VARIANTS}}
 
 __all__ = [
     "HFDepthModel", "ZoeDepthModel", "DPTDepthModel", "ResizePolicy", "DAV2_RESIZE", "DPT_RESIZE", "ZOEDEPTH_RESIZE",
     "dav2_config", "require_transformers",
-    "DAV2_MODELS",
+    "DAV2_MODELS", "DAV1_MODELS", "MIDAS31_MODELS", "dav1_config", "midas31_config",
     "zoedepth_nyu", "zoedepth_kitti", "zoedepth_nyu_kitti", "midas_dpt_large", "midas_dpt_hybrid",
 ]

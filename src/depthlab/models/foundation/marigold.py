@@ -246,6 +246,8 @@ def _marigold_info(variant: str) -> WeightsInfo:
         license="Marigold code Apache-2.0; weights fine-tuned from Stable Diffusion 2 -- see the prs-eth model card "
                 "(CreativeML Open RAIL++-M terms of the base model apply)",
         paper=MARIGOLD_PAPER,
+        # fine-tuned on ~74K synthetic images (Hypersim, Virtual KITTI 2) from Stable Diffusion 2 (LAION-5B)
+        train_datasets=("hypersim", "vkitti2", "laion-5b"),
         notes="Affine-invariant depth in [0, 1] (near = small). Feed native-size images; the pipeline resizes to "
               "processing_resolution (default 768, longest side) and back. Diffusion: slow on CPU.")
 
