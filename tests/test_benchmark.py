@@ -155,3 +155,42 @@ def test_benchmark_cli(tmp_path):
     res = runner.invoke(app, ["benchmark", "--models", "fastdepth", "--datasets", "folder", "--root", "nyu",
                               "--out", str(tmp_path / "c")])
     assert res.exit_code == 2 and "expected DATASET=PATH" in res.output
+
+
+# ---------------------------------------------------------------------------------------- in-domain marking
+@pytest.mark.parametrize("model, dataset, root, expected", [
+    ("zoedepth_nyu", "nyu", None, True),             # metric head fine-tuned on NYU
+    ("zoedepth_nyu", "nyu_mat", None, True),
+    ("zoedepth_kitti", "kitti", None, True),
+    ("zoedepth_nyu", "kitti", None, True),           # its relative pre-training (MiDaS v3.1 mix) holds KITTI too
+    ("zoedepth_nyu_kitti", "diode", None, False),
+    ("zoedepth_kitti", "folder", "data/nyu", True),  # a folder named after its family
+    ("midas_dpt_beit_large_512", "kitti", None, True),
+    ("midas_dpt_large", "nyu", None, False),         # MiDaS v3.0 mix: neither NYU nor KITTI
+    ("depth_anything_v2_vitl", "nyu", None, False),
+    ("depth_anything_v1_vits", "kitti", None, False),
+    ("marigold_depth", "nyu", None, False),
+    ("fastdepth", "nyu", None, True),
+    ("fastdepth", "folder", "my_scans", False),      # unknown family: never in-domain
+])
+def test_in_domain_follows_the_weights_training_data(model, dataset, root, expected):
+    from types import SimpleNamespace
+
+    from depthlab.benchmark import in_domain
+    from depthlab.models.registry import get_weights_info
+
+    assert in_domain(SimpleNamespace(depth_info=get_weights_info(model)), dataset, root) is expected
+
+
+def test_benchmark_marks_in_domain_scores(bench):
+    out, result = bench
+    rows = {r["model"]: r for r in result["rows"]}
+    # bundled NYU frames (folder .../samples/nyu): FastDepth was trained on NYU, Depth Anything V2 was not
+    assert rows["fastdepth"]["in_domain"] is True and rows["dav2_tiny"]["in_domain"] is False
+    assert "nyu" in result["train_datasets"]["fastdepth"]
+    with open(out / "results.csv", newline="") as f:
+        csv_rows = {r["model"]: r for r in csv.DictReader(f)}
+    assert csv_rows["fastdepth"]["in_domain"] == "True" and csv_rows["dav2_tiny"]["in_domain"] == "False"
+    md_rows = {line.split(" | ")[0].lstrip("| "): line for line in (out / "results.md").read_text().splitlines()
+               if line.startswith("| ")}
+    assert "| **in-domain** |" in md_rows["fastdepth"] and "| zero-shot |" in md_rows["dav2_tiny"]

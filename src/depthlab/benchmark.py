@@ -54,15 +54,31 @@ DATASET_PRESETS: dict[str, str] = {
     "nyu": "nyu_eigen", "nyu_mat": "nyu_eigen", "nyu_reduced": "nyu_eigen",
     "kitti": "kitti_garg", "diode": "diode", "endoslam": "endoslam",
 }
+# registered dataset -> the family id that WeightsInfo.train_datasets uses
+DATASET_FAMILIES: dict[str, str] = {"nyu": "nyu", "nyu_mat": "nyu", "nyu_reduced": "nyu", "kitti": "kitti",
+                                    "diode": "diode", "endoslam": "endoslam"}
 AFFINE_PRESETS: dict[str, str] = {"disparity": "depth_anything", "relative": "marigold"}
-_FOLDER_FAMILIES = (("nyu", "nyu_eigen"), ("kitti", "kitti_garg"), ("diode", "diode"))
-CSV_COLUMNS = ["model", "dataset", "status", "output_kind", "protocol", *METRIC_NAMES, "n_images", "n_skipped",
-               "resolution", "params", "latency_ms", "error"]
+_FOLDER_FAMILIES = ("nyu", "kitti", "diode")  # a folder named after one of these holds that family's images
+CSV_COLUMNS = ["model", "dataset", "status", "output_kind", "protocol", "in_domain", *METRIC_NAMES, "n_images",
+               "n_skipped", "resolution", "params", "latency_ms", "error"]
 TABLE_METRICS = ("abs_rel", "rmse", "delta1")
 
 
 # --------------------------------------------------------------------------------------------------
 # Protocols
+
+
+def dataset_family(dataset: str, root=None) -> str | None:
+    """The family of a dataset (``nyu``, ``kitti``, ``diode``, ``endoslam``): its registered name, or for a
+    ``folder`` dataset the family its root (last two path parts) is named after; None if unknown."""
+    if dataset in DATASET_FAMILIES:
+        return DATASET_FAMILIES[dataset]
+    if dataset == "folder" and root is not None:
+        parts = [p.lower() for p in Path(root).parts]
+        for family in _FOLDER_FAMILIES:
+            if any(family in p for p in parts[-2:]):
+                return family
+    return None
 
 
 def dataset_preset(dataset: str, root=None, overrides: Mapping[str, str] | None = None) -> str:
@@ -71,12 +87,16 @@ def dataset_preset(dataset: str, root=None, overrides: Mapping[str, str] | None 
         return str(overrides[dataset])
     if dataset in DATASET_PRESETS:
         return DATASET_PRESETS[dataset]
-    if dataset == "folder" and root is not None:
-        parts = [p.lower() for p in Path(root).parts]
-        for family, preset in _FOLDER_FAMILIES:
-            if any(family in p for p in parts[-2:]):
-                return preset
-    return "none"
+    family = dataset_family(dataset, root)
+    return DATASET_PRESETS.get(family, "none") if family else "none"
+
+
+def in_domain(model: nn.Module, dataset: str, root=None) -> bool:
+    """Whether ``model``'s weights were trained on images of ``dataset``'s family
+    (``model.depth_info.train_datasets``): such a score is in-domain, not zero-shot."""
+    family = dataset_family(dataset, root)
+    info = getattr(model, "depth_info", None)
+    return bool(family and info is not None and family in info.train_datasets)
 
 
 def protocol_for(kind: str, dataset: str, root=None, overrides: Mapping[str, str] | None = None) -> Protocol:
@@ -261,7 +281,8 @@ def run_benchmark(models: Sequence, datasets: Sequence[str], out_dir, roots: Map
                 continue
             model = built[label]
             kind = model.depth_info.output_kind
-            row: dict[str, Any] = {"model": label, "dataset": ds, "output_kind": kind, "params": count_params(model)}
+            row: dict[str, Any] = {"model": label, "dataset": ds, "output_kind": kind, "params": count_params(model),
+                                   "in_domain": in_domain(model, ds, root)}
             timer = _ForwardTimer(model)
             try:
                 proto = protocol_for(kind, ds, root, dataset_presets)
@@ -300,6 +321,8 @@ def run_benchmark(models: Sequence, datasets: Sequence[str], out_dir, roots: Map
         "machine": _machine(),
         "protocol_mapping": protocol_table(),
         "rows": rows,
+        "train_datasets": {lbl: list(m.depth_info.train_datasets) for lbl, m in built.items()
+                           if getattr(m, "depth_info", None) is not None},
         "skipped_models": skipped_models,
         "figures": figures,
         "evaluations": evaluations,
@@ -322,12 +345,14 @@ def run_benchmark(models: Sequence, datasets: Sequence[str], out_dir, roots: Map
 
 def format_markdown(result: Mapping[str, Any]) -> str:
     """results.md: a table per dataset (metrics, protocol, resolution, params, latency) + notes."""
-    cols = ["model", "kind", "protocol", "AbsRel", "RMSE", "δ1", "images", "resolution", "params (M)", "ms/image"]
+    cols = ["model", "kind", "protocol", "domain", "AbsRel", "RMSE", "δ1", "images", "resolution", "params (M)",
+            "ms/image"]
     lines = ["# Zero-shot benchmark", "",
              f"Created {result['created']} with depthlab {result['depthlab_version']}; split "
              f"`{result['settings']['split']}`, limit {result['settings']['limit']}, device {result['settings']['device']}. "
              "ms/image = median wall time per image inside the model's forward over the evaluation's calls, the "
-             "first (warm-up) call excluded; pre/post-processing excluded.", ""]
+             "first (warm-up) call excluded; pre/post-processing excluded. domain: **in-domain** = the model's "
+             "weights were trained on this dataset (its `train_datasets`), so the score is not zero-shot.", ""]
     for ds in result["settings"]["datasets"]:
         lines += [f"## {ds}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         described: dict[str, str] = {}
@@ -335,12 +360,13 @@ def format_markdown(result: Mapping[str, Any]) -> str:
             if r["dataset"] != ds:
                 continue
             if r.get("status") == "failed":
-                lines.append(f"| {r['model']} | {r['output_kind']} | {r.get('protocol', '')} | failed: {r['error']} |"
-                             + " |" * (len(cols) - 4))
+                lines.append(f"| {r['model']} | {r['output_kind']} | {r.get('protocol', '')} | {domain_label(r)} | "
+                             f"failed: {r['error']} |" + " |" * (len(cols) - 5))
                 continue
             described[r["protocol"]] = r.get("protocol_description", "")
             lines.append("| " + " | ".join([
-                r["model"], r["output_kind"], f"`{r['protocol']}`", _fmt(r.get("abs_rel")), _fmt(r.get("rmse")),
+                r["model"], r["output_kind"], f"`{r['protocol']}`", domain_label(r), _fmt(r.get("abs_rel")),
+                _fmt(r.get("rmse")),
                 _fmt(r.get("delta1")), str(r.get("n_images", "")), str(r.get("resolution") or ""),
                 _fmt((r.get("params") or 0) / 1e6, 3), _fmt(r.get("latency_ms"), 1)]) + " |")
         lines.append("")
@@ -445,6 +471,13 @@ def save_comparison_figure(models: Mapping[str, nn.Module], dataset: str, root, 
 # Small helpers
 
 
+def domain_label(row: Mapping[str, Any], markdown: bool = True) -> str:
+    """"in-domain" (bold in Markdown) when the row's model was trained on the row's dataset, else "zero-shot"."""
+    if row.get("in_domain"):
+        return "**in-domain**" if markdown else "in-domain"
+    return "zero-shot"
+
+
 def _ok(rows: Iterable[dict], label: str, ds: str) -> bool:
     return any(r["model"] == label and r["dataset"] == ds and r.get("status") == "ok" for r in rows)
 
@@ -490,5 +523,6 @@ def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
 
 
-__all__ = ["run_benchmark", "protocol_for", "dataset_preset", "protocol_table", "parse_model_spec", "ModelSpec",
+__all__ = ["run_benchmark", "protocol_for", "dataset_preset", "dataset_family", "in_domain", "domain_label",
+           "protocol_table", "parse_model_spec", "ModelSpec",
            "save_comparison_figure", "format_markdown", "DATASET_PRESETS", "AFFINE_PRESETS"]

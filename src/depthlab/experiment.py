@@ -618,7 +618,7 @@ def _benchmark_section(spec: dict, out_dir: Path, base_dir: Path) -> dict | None
         return None
     title = "Zero-shot benchmark"
     try:
-        from depthlab.benchmark import run_benchmark
+        from depthlab.benchmark import domain_label as _domain, run_benchmark
     except ImportError as e:
         return {"title": title, "status": "skipped",
                 "message": f"depthlab.benchmark.run_benchmark is not available ({one_line(e)}); section skipped"}
@@ -642,10 +642,10 @@ def _benchmark_section(spec: dict, out_dir: Path, base_dir: Path) -> dict | None
                 rows.append({"model": r["model"], "status": "failed", "error": r.get("error")})
                 continue
             described[r["protocol"]] = r.get("protocol_description", "")
-            rows.append({"model": r["model"], "status": "ok", **{k: r.get(k) for k in
-                         ("abs_rel", "rmse", "delta1", "n_images", "params", "latency_ms")}})
+            rows.append({"model": r["model"], "status": "ok", "domain": _domain(r, markdown=False),
+                         **{k: r.get(k) for k in ("abs_rel", "rmse", "delta1", "n_images", "params", "latency_ms")}})
         tables.append({"id": f"benchmark-{_label(ds)}", "first": "model", "rows": rows,
-                       "columns": ["abs_rel", "rmse", "delta1", "n_images", "params", "latency_ms"],
+                       "columns": ["domain", "abs_rel", "rmse", "delta1", "n_images", "params", "latency_ms"],
                        "caption": f"dataset {ds}; " + "; ".join(f"protocol {n}: {d}" for n, d in described.items())})
         fig = (res.get("figures") or {}).get(ds) or {}
         if fig.get("path") and Path(fig["path"]).is_file():
