@@ -180,6 +180,11 @@ def test_study_smoke(study, tmp_path):
             assert m["n_images"] >= 1
             assert json.loads(cells[(r["id"], "abs_rel")]["data-value"]) is not None
         assert r["params"] > 0 and r["latency_ms"] > 0
+    if spec.get("benchmark"):  # the zero-shot section: every model scored on every (fixture) dataset
+        bench = json.loads((tmp_path / "benchmark" / "results.json").read_text())
+        assert not bench["skipped_models"] and bench["rows"]
+        assert all(r["status"] == "ok" and r["n_images"] >= 1 for r in bench["rows"]), bench["rows"]
+        assert {r["in_domain"] for r in bench["rows"]} == {True, False}  # in-domain scores are marked
 
 
 def test_eval_set_reads_lazily_and_keeps_only_the_figure_samples():

@@ -37,8 +37,11 @@ IMAGENET = dict(image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225
 
 DAV2 = [f"depth_anything_v2_{s}" for s in ("vits", "vitb", "vitl")]
 DAV2_METRIC = [f"depth_anything_v2_metric_{d}_{s}" for d in ("hypersim", "vkitti") for s in ("vits", "vitb", "vitl")]
-ALL = DAV2 + DAV2_METRIC + ["zoedepth_nyu", "zoedepth_kitti", "zoedepth_nyu_kitti", "midas_dpt_large",
-                            "midas_dpt_hybrid", "marigold_depth"]
+DAV1 = [f"depth_anything_v1_{s}" for s in ("vits", "vitb", "vitl")]
+MIDAS31 = ["midas_dpt_beit_large_512", "midas_dpt_beit_large_384", "midas_dpt_beit_base_384",
+           "midas_dpt_swinv2_large_384", "midas_dpt_swinv2_base_384", "midas_dpt_swinv2_tiny_256"]
+ALL = DAV2 + DAV2_METRIC + DAV1 + MIDAS31 + ["zoedepth_nyu", "zoedepth_kitti", "zoedepth_nyu_kitti",
+                                             "midas_dpt_large", "midas_dpt_hybrid", "marigold_depth"]
 
 
 def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -74,7 +77,7 @@ def test_every_variant_is_registered_with_its_kind_and_licence():
     names = depthlab.list_models()
     assert set(ALL) <= set(names)
     kinds = {n: get_weights_info(n).output_kind for n in ALL}
-    assert {kinds[n] for n in DAV2 + ["midas_dpt_large", "midas_dpt_hybrid"]} == {"disparity"}
+    assert {kinds[n] for n in DAV2 + DAV1 + MIDAS31 + ["midas_dpt_large", "midas_dpt_hybrid"]} == {"disparity"}
     assert {kinds[n] for n in DAV2_METRIC + ["zoedepth_nyu", "zoedepth_kitti", "zoedepth_nyu_kitti"]} == {"metric"}
     assert kinds["marigold_depth"] == "relative"
     info = get_weights_info("depth_anything_v2_vits")
@@ -89,7 +92,32 @@ def test_every_variant_is_registered_with_its_kind_and_licence():
     assert get_weights_info("marigold_depth").hub_id.startswith("prs-eth/marigold-depth")
     for n in ALL:
         i = get_weights_info(n)
-        assert i.license and i.license != "unknown" and i.paper and i.hub_id, n
+        assert i.license and i.license != "unknown" and i.paper and i.hub_id and i.train_datasets, n
+
+
+def test_depth_anything_v1_and_midas31_metadata():
+    """V1 S/B/L: the Leve study's teacher names, hub ids and licences of the LiheYoung model cards, the V2
+    processor (518, multiple of 14); MiDaS v3.1: Intel/dpt-* ids at their square training sizes."""
+    from depthlab.models.foundation.hf_depth import dav1_config, dav2_config, midas31_config
+
+    for size, hub, licence in [("vits", "small", "Apache-2.0"), ("vitb", "base", "CC-BY-NC-4.0"),
+                               ("vitl", "large", "CC-BY-NC-4.0")]:
+        i = get_weights_info(f"depth_anything_v1_{size}")
+        assert (i.hub_id, i.license, i.output_kind) == (f"LiheYoung/depth-anything-{hub}-hf", licence, "disparity")
+        assert (i.input_size, i.multiple_of, i.mean) == ((518, 518), 14, (0.485, 0.456, 0.406))
+        # V1's DPT head reads the last four DINOv2 blocks (V2: evenly spaced ones); the rest is V2's
+        v1, v2 = dav1_config(size), dav2_config(size)
+        depth = v1["backbone_config"]["num_hidden_layers"]
+        assert v1["backbone_config"]["out_indices"] == [depth - 3, depth - 2, depth - 1, depth]
+        assert v1["backbone_config"]["out_indices"] != v2["backbone_config"]["out_indices"]
+        assert {k: v for k, v in v1.items() if k != "backbone_config"} == {k: v for k, v in v2.items()
+                                                                           if k != "backbone_config"}
+    assert dav1_config("vitl")["backbone_config"]["out_indices"] == [21, 22, 23, 24]
+    i = get_weights_info("midas_dpt_beit_large_512")
+    assert (i.hub_id, i.input_size, i.mean) == ("Intel/dpt-beit-large-512", (512, 512), (0.5, 0.5, 0.5))
+    assert get_weights_info("midas_dpt_swinv2_tiny_256").input_size == (256, 256)
+    assert midas31_config("swinv2", "large", 384)["neck_hidden_sizes"] == [192, 384, 768, 1536]
+    assert midas31_config("beit", "base", 384)["backbone_config"]["out_features"][-1] == "stage12"
 
 
 def test_unknown_kwarg_is_rejected():
@@ -320,6 +348,10 @@ def test_offline_without_weights_names_hub_id_and_local_alternatives(tmp_path):
             m.load_pretrained_weights(None)
         except WeightsUnavailableError as e:
             out["adapter"] = str(e)
+        try:
+            depthlab.create_model("depth_anything_v1_vits", config_overrides=TINY_DAV2, pretrained=True)
+        except WeightsUnavailableError as e:
+            out["v1"] = str(e)
         print(json.dumps(out))
     """)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "TRANSFORMERS_VERBOSITY": "error"}
@@ -327,10 +359,48 @@ def test_offline_without_weights_names_hub_id_and_local_alternatives(tmp_path):
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     msgs = json.loads(res.stdout.strip().splitlines()[-1])
-    assert set(msgs) == {"create_model", "adapter"}
+    assert set(msgs) == {"create_model", "adapter", "v1"}
+    v1 = msgs.pop("v1")
     for msg in msgs.values():
         assert "depth-anything/Depth-Anything-V2-Small-hf" in msg and "checkpoint_path" in msg
     assert "depth_anything_v2_vits.pth" in msgs["adapter"] and "config.json" in msgs["adapter"]
+    # V1, one line naming both ways: the hub id and a local folder / official file as checkpoint_path
+    assert "\n" not in v1 and "LiheYoung/depth-anything-small-hf" in v1 and "checkpoint_path" in v1
+    assert "depth_anything_vits14.pth" in v1 and "config.json" in v1
+
+
+def test_dav1_matches_transformers_pipeline_and_loads_the_official_file(tmp_path):
+    """Depth Anything V1 through depthlab == transformers' depth-estimation pipeline on the same (tiny) weights;
+    the official ``depth_anything_vits14.pth`` layout (V2's key names) loads to identical outputs."""
+    from depthlab.models.foundation.hf_depth import dav1_config
+
+    torch.manual_seed(7)
+    # a tiny V1: five blocks, the DPT head on the last four (as dav1_config taps them)
+    tiny = {**TINY_DAV2, "backbone_config": {**TINY_DAV2["backbone_config"], "num_hidden_layers": 5,
+                                             "out_indices": [2, 3, 4, 5]}}
+    hf = depthlab.create_model("depth_anything_v1_vits", config_overrides=tiny).hf.eval()
+    assert hf.config.backbone_config.out_indices == [2, 3, 4, 5] and dav1_config("vits")["model_type"] == "depth_anything"
+    folder = hf_folder(tmp_path, "dav1", hf, dav2_processor())
+    model = depthlab.create_model("depth_anything_v1_vits", checkpoint_path=folder).eval()
+    assert isinstance(model, HFDepthModel) and model.depth_info.output_kind == "disparity"
+    assert model.input_size_for(480, 640) == (518, 686)
+
+    from PIL import Image
+
+    img = rgb_uint8(60, 84, seed=3)
+    pipe = transformers.pipeline("depth-estimation", model=hf, image_processor=dav2_processor())
+    with torch.no_grad():
+        ref = pipe(Image.fromarray(img))["predicted_depth"]
+    pred = Predictor(model)(img)
+    assert pred.kind == "disparity" and pred.depth.shape == (60, 84)
+    assert rel_diff(torch.from_numpy(pred.depth), ref) < RTOL
+
+    path = tmp_path / "depth_anything_vits14.pth"
+    torch.save(to_official_layout(hf.state_dict(), 5), path)
+    official = depthlab.create_model("depth_anything_v1_vits", config_overrides=tiny, checkpoint_path=str(path)).eval()
+    x = torch.randn(1, 3, 70, 98, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        assert torch.equal(official(x)["depth"][:, 0], hf(pixel_values=x).predicted_depth)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -379,6 +449,33 @@ def test_dpt_matches_transformers_pipeline(tmp_path):
         ref = pipe(Image.fromarray(img))["predicted_depth"]
     pred = Predictor(model)(img)
     assert pred.kind == "disparity" and Predictor(model).network_size(50, 70) == (64, 64)
+    assert rel_diff(torch.from_numpy(pred.depth), ref) < RTOL
+
+
+@pytest.mark.parametrize("name", ["midas_dpt_beit_large_512", "midas_dpt_swinv2_tiny_256"])
+def test_midas31_matches_transformers_pipeline(name, tmp_path):
+    """MiDaS v3.1 (DPT + BEiT / SwinV2 backbone) == transformers' pipeline with the hub processor's settings
+    (square resize, no aspect kept; BEiT's processor rounds to multiples of 32), on tiny random weights."""
+    from depthlab.models.foundation.hf_depth import TEST_KWARGS
+
+    torch.manual_seed(8)
+    hf = depthlab.create_model(name, **TEST_KWARGS[name]).hf.eval()
+    extra = {"ensure_multiple_of": 32} if "beit" in name else {}
+    proc = transformers.DPTImageProcessor(size={"height": 64, "width": 64}, keep_aspect_ratio=False, **extra)
+    folder = hf_folder(tmp_path, "midas31", hf, proc)
+    model = depthlab.create_model(name, checkpoint_path=folder).eval()
+    assert model.depth_info.output_kind == "disparity" and model.depth_info.mean == (0.5, 0.5, 0.5)
+    assert model.input_size_for(50, 70) == (64, 64) and model.fixed_network_size == (64, 64)
+
+    from PIL import Image
+
+    img = rgb_uint8(50, 70, seed=9)
+    pipe = transformers.pipeline("depth-estimation", model=hf, image_processor=proc)
+    with torch.no_grad():
+        ref = pipe(Image.fromarray(img))["predicted_depth"]
+        off_size = model(torch.randn(1, 3, 48, 48))["depth"]  # backbone variants run at their own size only
+    pred = Predictor(model)(img)
+    assert pred.kind == "disparity" and pred.depth.shape == (50, 70) and off_size.shape == (1, 1, 48, 48)
     assert rel_diff(torch.from_numpy(pred.depth), ref) < RTOL
 
 

@@ -64,6 +64,7 @@ class WeightsInfo:
             raise ValueError(f"output_kind must be one of {OUTPUT_KINDS}, got {self.output_kind!r}")
         if self.target_encoding not in TARGET_ENCODINGS:
             raise ValueError(f"target_encoding must be one of {TARGET_ENCODINGS}, got {self.target_encoding!r}")
+        object.__setattr__(self, "train_datasets", tuple(self.train_datasets))  # a JSON list (checkpoints) too
 
     @property
     def has_pretrained(self) -> bool:
