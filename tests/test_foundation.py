@@ -664,3 +664,31 @@ def test_marigold_loaded_from_a_folder_is_trainable(tmp_path, monkeypatch):
     model.load_state_dict(src.state_dict())  # raised "Inplace update to inference tensor" before
     x = torch.randn(1, 8, 4, 4)
     model.unet(x, torch.tensor(1), encoder_hidden_states=model.empty_text_embedding).sample.sum().backward()
+
+
+def test_marigold_runs_the_study_sampling_10_steps_times_the_ensemble():
+    """The zero-shot study's Marigold setting (10 denoising steps, predictions ensembled) reaches diffusers'
+    pipeline: steps x ensemble UNet evaluations, one VAE decode per member, one ensembled map out."""
+    pytest.importorskip("diffusers")
+    import yaml
+
+    from depthlab.experiment import load_spec
+    from depthlab.models.foundation.marigold import TINY_MARIGOLD
+
+    study = os.path.join(os.path.dirname(__file__), "..", "configs", "studies", "zero_shot.yaml")
+    for smoke in (False, True):
+        spec, _ = load_spec(study, smoke=smoke)
+        (mg,) = [m for m in spec["benchmark"]["models"] if isinstance(m, dict) and m["name"] == "marigold_depth"]
+        assert mg["kwargs"]["num_inference_steps"] == 10 and mg["kwargs"]["ensemble_size"] > 1
+    assert yaml.safe_load(open(study))["benchmark"]["models"][-1]["kwargs"]["ensemble_size"] == 10
+
+    torch.manual_seed(0)
+    model = depthlab.create_model("marigold_depth", config_overrides=TINY_MARIGOLD, num_inference_steps=10,
+                                  ensemble_size=3, processing_resolution=32).eval()
+    unet_items, decodes = [], []
+    model.unet.register_forward_hook(lambda m, args, out: unet_items.append(int(args[0].shape[0])))
+    model.vae.decoder.register_forward_hook(lambda m, args, out: decodes.append(int(args[0].shape[0])))
+    with torch.no_grad():
+        out = model(model.preprocess(torch.rand(1, 3, 24, 32, generator=torch.Generator().manual_seed(1))))["depth"]
+    assert sum(unet_items) == 10 * 3 and sum(decodes) == 3
+    assert out.shape == (1, 1, 24, 32) and 0 <= float(out.min()) and float(out.max()) <= 1
