@@ -379,7 +379,8 @@ def test_dav1_matches_transformers_pipeline_and_loads_the_official_file(tmp_path
     tiny = {**TINY_DAV2, "backbone_config": {**TINY_DAV2["backbone_config"], "num_hidden_layers": 5,
                                              "out_indices": [2, 3, 4, 5]}}
     hf = depthlab.create_model("depth_anything_v1_vits", config_overrides=tiny).hf.eval()
-    assert hf.config.backbone_config.out_indices == [2, 3, 4, 5] and dav1_config("vits")["model_type"] == "depth_anything"
+    assert hf.config.backbone_config.out_indices == [2, 3, 4, 5]
+    assert dav1_config("vits")["model_type"] == "depth_anything"
     folder = hf_folder(tmp_path, "dav1", hf, dav2_processor())
     model = depthlab.create_model("depth_anything_v1_vits", checkpoint_path=folder).eval()
     assert isinstance(model, HFDepthModel) and model.depth_info.output_kind == "disparity"
@@ -517,7 +518,8 @@ def test_marigold_matches_diffusers_pipeline():
 
 
 @pytest.mark.parametrize("name", ["depth_anything_v2_vits", "depth_anything_v2_metric_vkitti_vits", "zoedepth_nyu",
-                                  "zoedepth_nyu_kitti", "midas_dpt_large", "midas_dpt_hybrid", "marigold_depth"])
+                                  "zoedepth_nyu_kitti", "midas_dpt_large", "midas_dpt_hybrid", "marigold_depth",
+                                  "depth_anything_v1_vits", "midas_dpt_beit_base_384", "midas_dpt_swinv2_tiny_256"])
 def test_predict_tensor_on_batches_for_every_family(name):
     if name == "marigold_depth":
         pytest.importorskip("diffusers")

@@ -682,7 +682,8 @@ def _register_dav2(size: str, dataset: str | None) -> str:
 DAV2_MODELS = tuple(_register_dav2(size, dataset) for dataset in _DAV2_DATASETS for size in _DAV2_SIZE_NAMES)
 
 
-DAV1_PAPER = "Yang, Kang, Huang, Xu, Feng, Zhao. Depth Anything: Unleashing the Power of Large-Scale Unlabeled Data. CVPR 2024"
+DAV1_PAPER = ("Yang, Kang, Huang, Xu, Feng, Zhao. Depth Anything: Unleashing the Power of Large-Scale Unlabeled Data. "
+              "CVPR 2024")
 _DAV1_HUB_SIZE = {"vits": "small", "vitb": "base", "vitl": "large"}
 
 
