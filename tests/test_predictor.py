@@ -129,6 +129,33 @@ def test_input_size_resizes_and_restores(small):
         Predictor("fastdepth", input_size="big")
 
 
+
+@pytest.mark.parametrize("value, expected", [
+    (None, None), ("native", None), ("auto", "auto"), ("model", "model"), (64, 64), ("64", 64),
+    ("64x96", (64, 96)), (" 64X96 ", (64, 96)), ([64, 96], (64, 96)), ((64, 96), (64, 96)),
+    (np.int64(32), 32), ([np.int64(8), 16], (8, 16)),
+])
+def test_parse_input_size_reads_every_form(value, expected):
+    from depthlab.predictor import parse_input_size
+
+    assert parse_input_size(value) == expected
+
+
+@pytest.mark.parametrize("value, words", [
+    (0, "must be positive"), (-5, "must be positive"), ("0x5", "must be positive"), ([64, -1], "must be positive"),
+    ("big", "must be auto, native, model, N or HxW"), ("64x", "HxW"), ([1, 2, 3], "HxW"), (True, "HxW"),
+    (2.5, "HxW"), ([64, 96.0], "HxW"),
+])
+def test_parse_input_size_refuses_bad_values_in_one_line(value, words):
+    from depthlab.config import ConfigError
+    from depthlab.predictor import parse_input_size
+
+    with pytest.raises(ConfigError, match="^--input-size ") as e:
+        parse_input_size(value, "--input-size")
+    assert words in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(ValueError, match="input_size must be positive"):
+        Predictor("fastdepth", input_size=-5)
+
 def test_lists_batches_and_tensors(small):
     p = Predictor("fastdepth", batch_size=2)
     a = np.ascontiguousarray(small[:40, :70])

@@ -17,20 +17,13 @@ err_console = Console(stderr=True)
 
 
 def _parse_size(text: Optional[str]):
-    """``--input-size``: auto | native | model | N (short side) | HxW  ->  Predictor's input_size."""
-    if text is None or text == "auto":
-        return "auto"
-    if text == "native":
-        return None
-    if text == "model":
-        return "model"
+    """``--input-size``: auto (when not given) | native | model | N (short side) | HxW  ->  Predictor's input_size."""
+    from depthlab.predictor import parse_input_size
+
     try:
-        if "x" in text:
-            h, w = text.lower().split("x")
-            return (int(h), int(w))
-        return int(text)
-    except ValueError:
-        _fail(f"--input-size must be auto, native, model, N or HxW, got {text!r}")
+        return "auto" if text is None else parse_input_size(text, "--input-size")
+    except ValueError as e:
+        _fail(str(e))
 
 
 INPUT_SIZE_HELP = ("network input size: auto (default: the trained size when the weights declare one, else "

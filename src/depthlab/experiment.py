@@ -405,13 +405,12 @@ def _input_size(input_size, cfg):
     size, ``"model"`` / ``"auto"`` = the size the weights were trained at when they declare one, an int or
     ``[H, W]``), plus ``"train"`` = the run's ``data.size``. The output is resized back to the image.
     """
+    from depthlab.predictor import parse_input_size
+
     if input_size == "train":
         return tuple(int(v) for v in cfg.data.size)
-    if input_size in (None, "auto"):
-        return input_size
-    if input_size == "model":  # accepted in specs; the Predictor's "auto" is the same rule without failing
-        return "auto"
-    return tuple(input_size) if isinstance(input_size, (list, tuple)) else int(input_size)
+    size = parse_input_size(input_size, "evaluate input_size")
+    return "auto" if size == "model" else size  # "model" in a spec: the Predictor's "auto" rule, without failing
 
 
 def _run_protocol(protocol, model):

@@ -176,6 +176,37 @@ def _round_to(v: float, m: int) -> int:
     return max(m, int(round(v / m)) * m)
 
 
+def parse_input_size(value: Any, key: str = "input_size") -> str | int | tuple[int, int] | None:
+    """The one reader of an "input size", from the CLI (text), a YAML spec or Python.
+
+    ``"auto"`` and ``"model"`` stay as they are; ``"native"`` or ``None`` -> ``None`` (the image's own
+    size); an int or ``"N"`` -> ``N`` (short side); ``(H, W)``, ``[H, W]`` or ``"HxW"`` -> ``(H, W)``.
+    Sizes must be positive. A bad value is a one-line ``ConfigError`` (a ``ValueError``) naming ``key``.
+    """
+    from depthlab.config import ConfigError
+
+    if value is None or value in ("auto", "model", "native"):
+        return None if value == "native" else value
+    size, bad = value, ConfigError(f"{key} must be auto, native, model, N or HxW, got {value!r}")
+    if isinstance(value, str):
+        text = value.strip().lower()
+        try:
+            size = tuple(int(p) for p in text.split("x")) if "x" in text else int(text)
+        except ValueError:
+            raise bad from None
+    if isinstance(size, (list, tuple)) and len(size) == 2 and all(_is_int(v) for v in size):
+        size = (int(size[0]), int(size[1]))
+    elif not _is_int(size):
+        raise bad
+    if min(size if isinstance(size, tuple) else (size,)) <= 0:
+        raise ConfigError(f"{key} must be positive, got {value!r}")
+    return size if isinstance(size, tuple) else int(size)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
 # --------------------------------------------------------------------------------------------------
 # Predictor
 
@@ -220,6 +251,7 @@ class Predictor:
         # the model's own image processing (foundation adapters): it decides the network input size
         self.own_processing = callable(getattr(self.model, "preprocess", None)) and \
             callable(getattr(self.model, "postprocess", None))
+        input_size = parse_input_size(input_size)
         if input_size == "auto":
             input_size = "model" if info.input_size is not None else None
         if self.own_processing:
@@ -233,8 +265,6 @@ class Predictor:
             if info.input_size is None:
                 raise ValueError(f"{self.model_name} declares no input_size; pass an int or (H, W)")
             input_size = tuple(info.input_size)
-        if isinstance(input_size, str):
-            raise ValueError(f"input_size must be 'auto', None, an int, (H, W) or 'model', got {input_size!r}")
         self.input_size = input_size
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -588,4 +618,4 @@ def predict_files(inputs, model: str | nn.Module = "fastdepth", checkpoint_path=
 
 
 __all__ = ["Predictor", "Prediction", "PredictReport", "predict_files", "image_to_tensor", "png16_encoding",
-           "write_outputs", "FORMATS", "image_to_model_tensor", "BACKENDS"]
+           "write_outputs", "FORMATS", "image_to_model_tensor", "BACKENDS", "parse_input_size"]

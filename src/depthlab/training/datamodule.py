@@ -279,9 +279,8 @@ class DepthDataModule(L.LightningDataModule):
         from depthlab.data.transforms import Compose, build_transforms
 
         spec = self.cfg.train_transforms if train else self.cfg.val_transforms
-        pipeline = build_transforms(spec or [], train=train)
-        size = getattr(self.cfg, "size", None)
-        return Compose([*pipeline, EnsureSize(size)]) if size else pipeline
+        pipeline = build_transforms(spec, train=train)
+        return Compose([*pipeline, EnsureSize(self.cfg.size)])
 
     def _dataset(self, split: str | None, train: bool, limit: int | None, raw: bool = False) -> Dataset | None:
         """The split's dataset with its transforms (``raw=True``: without any)."""
@@ -289,9 +288,8 @@ class DepthDataModule(L.LightningDataModule):
             return None
         from depthlab.data import create_dataset
 
-        kwargs = dict(getattr(self.cfg, "kwargs", None) or {})
-        size = getattr(self.cfg, "size", None)
-        if size and "size" not in kwargs and _accepts(self.cfg.dataset, "size"):
+        kwargs, size = dict(self.cfg.kwargs), self.cfg.size
+        if "size" not in kwargs and _accepts(self.cfg.dataset, "size"):
             kwargs["size"] = tuple(int(s) for s in size)  # e.g. synthetic scenes render at that size
         ds = create_dataset(self.cfg.dataset, root=self.cfg.root, split=split,
                             transform=None if raw else self.transforms(train), **kwargs)
@@ -303,7 +301,7 @@ class DepthDataModule(L.LightningDataModule):
         """Raw training samples; cache filled once; teacher map attached before the transforms."""
         from depthlab.training.distill import WithTeacher
 
-        raw = self._dataset(self.cfg.train_split, True, getattr(self.cfg, "limit_train", None), raw=True)
+        raw = self._dataset(self.cfg.train_split, True, self.cfg.limit_train, raw=True)
         trainer = getattr(self, "trainer", None)
         cache = self.teacher_cache
         if trainer is not None:
@@ -322,13 +320,13 @@ class DepthDataModule(L.LightningDataModule):
             if self.teacher_cache is not None:
                 self.train_set = self._train_with_teacher()
             else:
-                self.train_set = self._dataset(self.cfg.train_split, True, getattr(self.cfg, "limit_train", None))
+                self.train_set = self._dataset(self.cfg.train_split, True, self.cfg.limit_train)
         if stage in (None, "fit", "validate") and self.val_set is None:
-            self.val_set = self._dataset(self.cfg.val_split, False, getattr(self.cfg, "limit_val", None))
+            self.val_set = self._dataset(self.cfg.val_split, False, self.cfg.limit_val)
             if stage in (None, "fit") and self._rank_world()[0] == 0:
                 _warn_if_shared(self.train_set, self.val_set, self.cfg.val_split)
         if stage in (None, "test") and self.test_set is None:
-            self.test_set = self._dataset(getattr(self.cfg, "test_split", None), False, None)
+            self.test_set = self._dataset(self.cfg.test_split, False, None)
 
     # -- loaders ------------------------------------------------------------------------------
     def _rank_world(self) -> tuple[int, int]:
@@ -339,7 +337,7 @@ class DepthDataModule(L.LightningDataModule):
 
     def _loader(self, ds: Dataset, train: bool) -> DataLoader:
         rank, world = self._rank_world()
-        workers = int(getattr(self.cfg, "num_workers", 0) or 0)
+        workers = self.cfg.num_workers
         batch_size = int(self.cfg.batch_size)
         sampler = SeededSampler(len(ds), seed=self.seed, shuffle=train, rank=rank, num_replicas=world, pad=train)
         common = dict(num_workers=workers, collate_fn=collate_samples, pin_memory=torch.cuda.is_available(),

@@ -35,7 +35,6 @@ import torch
 import torch.nn as nn
 from torch.utils.data import Dataset
 
-from depthlab.training.task import _get  # config section field (dataclass or dict)
 from depthlab.types import encode_target
 
 __all__ = ["TEACHER_KEY", "Teacher", "TeacherCache", "WithTeacher", "teacher_to_encoding", "distill_active",
@@ -51,8 +50,7 @@ FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 def distill_active(cfg) -> bool:
     """Whether an experiment config distils: ``distill.teacher`` set and ``distill.epsilon > 0``."""
-    d = _get(cfg, "distill", None)
-    return bool(d is not None and _get(d, "teacher", None) and float(_get(d, "epsilon", 0.0)) > 0)
+    return bool(cfg.distill.teacher) and cfg.distill.epsilon > 0
 
 
 def teacher_to_encoding(teacher: torch.Tensor, kind: str, encoding: str, max_depth: float) -> torch.Tensor:
@@ -152,12 +150,10 @@ class Teacher:
 
     @classmethod
     def from_config(cls, distill_cfg, device="cpu") -> "Teacher":
-        """From a :class:`depthlab.config.DistillConfig` (or its dict form)."""
-        return cls(_get(distill_cfg, "teacher"), kwargs=dict(_get(distill_cfg, "teacher_kwargs", {})),
-                   checkpoint=_get(distill_cfg, "teacher_checkpoint", None),
-                   pretrained=bool(_get(distill_cfg, "teacher_pretrained", True)),
-                   input_size=_get(distill_cfg, "teacher_input_size", None),
-                   batch_size=int(_get(distill_cfg, "teacher_batch_size", 8)), device=device)
+        """From a :class:`depthlab.config.DistillConfig`."""
+        d = distill_cfg
+        return cls(d.teacher, kwargs=d.teacher_kwargs, checkpoint=d.teacher_checkpoint, pretrained=d.teacher_pretrained,
+                   input_size=d.teacher_input_size, batch_size=d.teacher_batch_size, device=device)
 
     def _set_device(self, device) -> None:
         from depthlab.predictor import Predictor
@@ -354,10 +350,10 @@ def build_distillation(cfg, run_dir, device="cpu") -> tuple[Teacher | None, Teac
         return None, None
     d = cfg.distill
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(_get(cfg.train, "seed", 0)))
+        torch.manual_seed(cfg.train.seed)
         teacher = Teacher.from_config(d, device=device)
-    if not bool(_get(d, "cache", True)):
+    if not d.cache:
         return teacher, None
-    folder = _get(d, "cache_dir", None) or Path(run_dir) / "teacher_cache"
+    folder = d.cache_dir or Path(run_dir) / "teacher_cache"
     return teacher, TeacherCache(folder, teacher)
 

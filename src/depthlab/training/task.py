@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any
 
 import lightning as L
 import torch
@@ -33,17 +32,6 @@ import torch.nn.functional as F
 from depthlab.types import TARGET_ENCODINGS, decode_target, encode_target
 
 VAL_METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog", "mae", "mse", "delta1", "delta2", "delta3")
-
-
-def _get(obj: Any, name: str, default: Any = None) -> Any:
-    """Attribute or key ``name`` of a config section (dataclass or dict), else ``default``."""
-    if obj is None:
-        return default
-    if isinstance(obj, dict):
-        value = obj.get(name, default)
-    else:
-        value = getattr(obj, name, default)
-    return default if value is None else value
 
 
 def _as_config(config):
@@ -78,7 +66,7 @@ def resolve_target(model: nn.Module, data_cfg) -> tuple[str, float]:
     """
     info = model.depth_info
     model_enc = info.target_encoding
-    enc = _get(data_cfg, "target_encoding", None) or model_enc
+    enc = data_cfg.target_encoding
     if enc not in TARGET_ENCODINGS:
         raise ValueError(f"data.target_encoding={enc!r} is not one of {TARGET_ENCODINGS}")
     if enc != model_enc:
@@ -87,7 +75,7 @@ def resolve_target(model: nn.Module, data_cfg) -> tuple[str, float]:
             f"data.target_encoding={enc!r} but model {name!r} outputs {model_enc!r} "
             f"(depth_info.target_encoding): set data.target_encoding={model_enc} or build the model with "
             f"model.kwargs.depth_info.target_encoding={enc}")
-    max_depth = float(_get(data_cfg, "max_depth", None) or info.max_depth)
+    max_depth = float(data_cfg.max_depth)
     if max_depth <= 0:
         raise ValueError(f"max_depth must be > 0, got {max_depth}")
     if max_depth != info.max_depth:
@@ -101,7 +89,7 @@ def _check_pipeline_targets(data_cfg, encoding: str, max_depth: float) -> None:
     from depthlab.data.transforms import EncodeTarget, build_transforms
 
     for key in ("train_transforms", "val_transforms"):
-        for t in build_transforms(getattr(data_cfg, key, None) or [], train=key.startswith("train")):
+        for t in build_transforms(getattr(data_cfg, key), train=key.startswith("train")):
             if isinstance(t, EncodeTarget) and (t.encoding != encoding or abs(t.max_depth - max_depth) > 1e-9):
                 raise ValueError(f"data.{key}: EncodeTarget(encoding={t.encoding!r}, max_depth={t.max_depth:g}) "
                                  f"disagrees with the training target ({encoding!r}, max_depth={max_depth:g}) "
@@ -159,8 +147,7 @@ class DepthTask(L.LightningModule):
             from depthlab.models.registry import create_model
 
             mc = cfg.model
-            model = create_model(mc.name, pretrained=bool(_get(mc, "pretrained", False)),
-                                 checkpoint_path=_get(mc, "checkpoint_path", None), **dict(_get(mc, "kwargs", {})))
+            model = create_model(mc.name, pretrained=mc.pretrained, checkpoint_path=mc.checkpoint_path, **mc.kwargs)
         self.model = model
         self.target_encoding, self.max_depth = resolve_target(model, cfg.data)
         _check_pipeline_targets(cfg.data, self.target_encoding, self.max_depth)
@@ -178,9 +165,9 @@ class DepthTask(L.LightningModule):
         self.register_buffer("img_mean", torch.tensor(info.mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("img_std", torch.tensor(info.std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self._encoder_names = encoder_parameter_names(model)
-        self.freeze_encoder_epochs = int(_get(cfg.train, "freeze_encoder_epochs", 0))
+        self.freeze_encoder_epochs = cfg.train.freeze_encoder_epochs
         self._encoder_frozen = False
-        self.protocol = self._load_protocol(_get(cfg.train, "protocol", None))
+        self.protocol = self._load_protocol(cfg.train.protocol)
         self._crop_warned = False
         self.last_val_metrics: dict[str, float] = {}
         self._val_sums: dict[str, torch.Tensor] | None = None
@@ -255,7 +242,7 @@ class DepthTask(L.LightningModule):
                 from depthlab.training.distill import build_distillation
 
                 self.teacher, _ = build_distillation(self.cfg, ".", device=self.device)
-            if not bool(getattr(self.cfg.distill, "cache", True)):
+            if not self.cfg.distill.cache:
                 # uncached: the teacher runs on every batch, on the student's device; cached: the data module
                 # filled the cache on this device and then sent the teacher back to the CPU (rare misses only)
                 self.teacher.to(self.device)
@@ -399,7 +386,7 @@ class DepthTask(L.LightningModule):
         """Decoder (everything not under ``encoder``) at ``optim.lr``; encoder at ``optim.encoder_lr``."""
         o = self.cfg.optim
         lr = float(o.lr)
-        enc_lr = float(_get(o, "encoder_lr", lr))
+        enc_lr = lr if o.encoder_lr is None else float(o.encoder_lr)
         enc, rest = [], []
         for name, p in self.model.named_parameters():
             (enc if name in self._encoder_names else rest).append(p)
@@ -410,23 +397,11 @@ class DepthTask(L.LightningModule):
 
     def configure_optimizers(self):
         o = self.cfg.optim
-        name = str(_get(o, "name", "adam")).lower()
-        kwargs: dict[str, Any] = {"lr": float(o.lr), "weight_decay": float(_get(o, "weight_decay", 0.0))}
-        betas = _get(o, "betas", None)
-        if betas is not None:
-            kwargs["betas"] = tuple(float(b) for b in betas)
-        eps = _get(o, "eps", None)
-        if eps is not None:
-            kwargs["eps"] = float(eps)
-        if name == "adam":
-            opt = torch.optim.Adam(self.param_groups(), **kwargs)
-        elif name == "adamw":
-            opt = torch.optim.AdamW(self.param_groups(), **kwargs)
-        elif name == "sgd":
-            kwargs.pop("betas", None), kwargs.pop("eps", None)
-            opt = torch.optim.SGD(self.param_groups(), momentum=float(_get(o, "momentum", 0.9)), **kwargs)
-        else:
-            raise ValueError(f"optim.name={name!r}: choose adam, adamw or sgd")
+        optimizers = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+        if o.name not in optimizers:
+            raise ValueError(f"optim.name={o.name!r}: choose adam, adamw or sgd")
+        extra = {"momentum": o.momentum} if o.name == "sgd" else {}
+        opt = optimizers[o.name](self.param_groups(), lr=o.lr, weight_decay=o.weight_decay, **extra)
         sched = self._scheduler(opt)
         return opt if sched is None else {"optimizer": opt, "lr_scheduler": sched}
 
@@ -438,18 +413,15 @@ class DepthTask(L.LightningModule):
 
     def _scheduler(self, opt):
         o = self.cfg.optim
-        kind = _get(o, "scheduler", None)
-        if kind in (None, "none", "constant"):
+        if o.scheduler is None:
             return None
-        kind = str(kind).lower()
-        if kind == "step":  # epoch-based decay: lr *= gamma every step_size epochs (Leve: 0.99 / 5)
-            s = torch.optim.lr_scheduler.StepLR(opt, step_size=int(_get(o, "step_size", 1)),
-                                                gamma=float(_get(o, "gamma", 0.1)))
+        if o.scheduler == "step":  # epoch-based decay: lr *= gamma every step_size epochs (Leve: 0.99 / 5)
+            s = torch.optim.lr_scheduler.StepLR(opt, step_size=o.step_size, gamma=o.gamma)
             return {"scheduler": s, "interval": "epoch", "name": "lr"}
-        if kind not in ("cosine", "poly"):
-            raise ValueError(f"optim.scheduler={kind!r}: choose step, cosine, poly or null")
-        schedule = _StepSchedule(kind, self._total_steps, warmup=int(_get(o, "warmup_steps", 0)),
-                                 min_lr=float(_get(o, "min_lr", 0.0)), power=float(_get(o, "power", 0.9)))
+        if o.scheduler not in ("cosine", "poly"):
+            raise ValueError(f"optim.scheduler={o.scheduler!r}: choose step, cosine, poly or null")
+        schedule = _StepSchedule(o.scheduler, self._total_steps, warmup=o.warmup_steps, min_lr=o.min_lr,
+                                 power=o.power)
         lambdas = [(lambda step, b=g["lr"]: schedule(step, b)) for g in opt.param_groups]
         s = torch.optim.lr_scheduler.LambdaLR(opt, lambdas)
         return {"scheduler": s, "interval": "step", "name": "lr"}

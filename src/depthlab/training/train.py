@@ -30,7 +30,7 @@ import torch
 
 from depthlab.training.callbacks import LastCheckpoint, RngStateCallback
 from depthlab.training.datamodule import DepthDataModule
-from depthlab.training.task import DepthTask, _get
+from depthlab.training.task import DepthTask
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -81,13 +81,8 @@ def _global_rank() -> int:
 def _loggers(cfg, run_dir: Path) -> list:
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-    names = _get(cfg.train, "loggers", None)
-    if names is None:
-        names = ["csv", "tensorboard"]
-    if isinstance(names, str):
-        names = [n.strip() for n in names.split(",") if n.strip()]
     out = []
-    for name in names:
+    for name in cfg.train.loggers:
         name = str(name).lower()
         if name == "csv":
             out.append(CSVLogger(save_dir=str(run_dir), name="logs", version="csv"))
@@ -127,9 +122,8 @@ def _wandb_id(run_dir: Path) -> str:
 
 
 def _strategy(cfg):
-    strategy = _get(cfg.train, "strategy", "auto")
-    freeze = int(_get(cfg.train, "freeze_encoder_epochs", 0))
-    if strategy == "ddp" and freeze > 0:
+    strategy = cfg.train.strategy
+    if strategy == "ddp" and cfg.train.freeze_encoder_epochs > 0:
         # frozen encoder parameters receive no gradient for a while: DDP must not wait for them
         from lightning.pytorch.strategies import DDPStrategy
 
@@ -149,10 +143,8 @@ def build_trainer(cfg, run_dir: Path, callbacks: Iterable = ()) -> tuple[L.Train
     ckpt_dir = run_dir / CHECKPOINT_DIR
     last_cb = LastCheckpoint(ckpt_dir, every_n_train_steps=cfg.train.checkpoint_every_n_steps)
     cbs: list = [last_cb, RngStateCallback()]
-    if _get(cfg.data, "val_split", None):
-        mode = _get(t, "monitor_mode", "min")
-        cbs.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=_get(t, "monitor", "val/rmse"),
-                                   mode=mode, save_top_k=1, save_last=False, auto_insert_metric_name=False,
+    if cfg.data.val_split:
+        cbs.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=t.monitor, mode=t.monitor_mode, save_top_k=1, save_last=False, auto_insert_metric_name=False,
                                    enable_version_counter=False))
     loggers = _loggers(cfg, run_dir)
     if loggers:
@@ -161,21 +153,13 @@ def build_trainer(cfg, run_dir: Path, callbacks: Iterable = ()) -> tuple[L.Train
     if interactive:
         cbs.append(RichProgressBar())
     cbs.extend(callbacks)
-    val_interval = _get(t, "val_check_interval", None)
+    val_interval = t.val_check_interval
     trainer = L.Trainer(
-        accelerator=_get(t, "accelerator", "auto"),
-        devices=_get(t, "devices", "auto"),
-        num_nodes=int(_get(t, "num_nodes", 1)),
-        strategy=_strategy(cfg),
-        precision=_get(t, "precision", "32-true"),
-        max_epochs=int(_get(t, "max_epochs", -1)),
-        max_steps=int(_get(t, "max_steps", -1)),
-        gradient_clip_val=_get(t, "gradient_clip_val", None),
-        deterministic=bool(_get(t, "deterministic", False)),
-        log_every_n_steps=int(_get(t, "log_every_n_steps", 50)),
+        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=_strategy(cfg),
+        precision=t.precision, max_epochs=t.max_epochs, max_steps=t.max_steps,
+        gradient_clip_val=t.gradient_clip_val, deterministic=t.deterministic, log_every_n_steps=t.log_every_n_steps,
         # an int val_check_interval counts optimiser batches across epochs (not within each epoch)
-        check_val_every_n_epoch=None if isinstance(val_interval, int) and not isinstance(val_interval, bool)
-        else (int(_get(t, "val_every_n_epochs", 1)) or None),
+        check_val_every_n_epoch=None if isinstance(val_interval, int) else (t.val_every_n_epochs or None),
         val_check_interval=val_interval,
         callbacks=cbs,
         logger=loggers or False,
@@ -269,7 +253,7 @@ def train(cfg_or_path, overrides: Sequence[str] = (), resume: bool = False, *,
     from depthlab.config import config_to_dict
 
     cfg = resolve_config(cfg_or_path, overrides)
-    seed = int(_get(cfg.train, "seed", 0))
+    seed = cfg.train.seed
     L.seed_everything(seed, workers=True)
     run_dir = prepare_run_dir(cfg, resume)
 
@@ -292,7 +276,7 @@ def train(cfg_or_path, overrides: Sequence[str] = (), resume: bool = False, *,
     # rank 0 decides (file systems may differ between nodes): every rank must take the same branch, since
     # validate() and save_checkpoint() synchronise the processes
     no_validation = trainer.strategy.broadcast(not best_ckpt.exists(), src=0)
-    if _get(cfg.data, "val_split", None) and no_validation and trainer.global_step > 0:
+    if cfg.data.val_split and no_validation and trainer.global_step > 0:
         # the run ended before its first validation (max_steps shorter than an epoch or than
         # val_check_interval): validate the final weights once, so the run reports metrics and its
         # best checkpoint is the validated last one
