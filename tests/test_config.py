@@ -89,6 +89,9 @@ def test_overrides_nested_lists_bools_none():
     assert out.train.val_check_interval == 100 and isinstance(out.train.val_check_interval, int)
     assert out.name == "2024" and out.data.train_transforms == []
     assert out.optim.scheduler == "step" and out.train.devices == [0, 1]
+    # text fields keep the text as typed; a union keeps a value that already fits one of its members
+    typed = apply_overrides(cfg, ["name=yes", "data.root=0x1F", "train.devices=2", "train.precision=16"])
+    assert (typed.name, typed.data.root, typed.train.devices, typed.train.precision) == ("yes", "0x1F", 2, "16")
     # the input config is not modified
     assert cfg.optim.lr == 1e-4 and cfg.model.kwargs == {"batch_norm": True}
     # a mapping merges into a section; null resets an optional field
@@ -129,6 +132,15 @@ def test_loss_config_builds_the_weighted_sum():
     ("data.batch_size=0", ["data.batch_size", ">= 1"]),
     ("modle.name=x", ["modle", "did you mean: model"]),
     ("optim.lr", ["expected key=value"]),
+    ("optim.lr=.inf", ["optim.lr", "must be a finite number, got inf"]),
+    ("optim.lr=.nan", ["optim.lr", "finite"]),
+    ("data.max_depth=.inf", ["data.max_depth", "finite"]),
+    ("optim.step_size=0", ["optim.step_size", ">= 1"]),
+    ("optim.encoder_lr=-1", ["optim.encoder_lr", ">= 0"]),
+    ("distill.teacher_input_size=0", ["distill.teacher_input_size", "positive"]),
+    ("distill.teacher_input_size=[64,-5]", ["distill.teacher_input_size", "positive"]),
+    ("data.size.7=1", ["data.size", "index 7 out of range"]),
+    ("data.train_transforms.color_jitter=1", ["data.train_transforms", "integer index"]),
 ])
 def test_bad_overrides_are_one_line_errors_naming_the_key(override, words):
     msg = one_line_error(apply_overrides, ExperimentConfig(), [override])
@@ -146,6 +158,17 @@ def test_bad_yaml_keys_and_types_name_the_key(tmp_path):
     p = write(tmp_path / "bad3.yaml", "train: [1, 2\n")
     assert "invalid YAML" in one_line_error(load_config, p)
     assert "not found" in one_line_error(load_config, tmp_path / "missing.yaml")
+
+
+def test_yaml_alias_bombs_are_refused(tmp_path):
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]  # 10**9 values once expanded
+    p = write(tmp_path / "bomb.yaml", "model:\n  kwargs:\n" + "".join(f"    {line}\n" for line in lines))
+    msg = one_line_error(load_config, p)
+    assert "bomb.yaml" in msg and "invalid YAML" in msg and "alias bomb" in msg
+    # a few aliases are still fine
+    p = write(tmp_path / "ok.yaml", "model:\n  kwargs: {a: &s [1, 2], b: *s}\n")
+    assert load_config(p).model.kwargs == {"a": [1, 2], "b": [1, 2]}
 
 
 def test_base_inheritance(tmp_path):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -247,84 +248,26 @@ def _is_exact(value: Any, tp: Any) -> bool:
     return False
 
 
-def _coerce(value: Any, tp: Any, key: str, raw: str | None = None) -> Any:
+def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against ``tp`` and convert where lossless; raise ConfigError naming ``key``."""
     try:
-        return _coerce_inner(value, tp, key, raw)
+        return _coerce_inner(value, tp, key)
     except _Mismatch:
         raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {_short(value)}") from None
 
 
-def _coerce_inner(value: Any, tp: Any, key: str, raw: str | None) -> Any:
+def _coerce_inner(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
     if tp is Any:
         return value
-    origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        members = typing.get_args(tp)
-        for m in members:  # an exact match wins (1 stays int in int | float)
-            if _is_exact(value, m):
-                return _coerce_inner(value, m, key, raw)
-        others = [m for m in members if m is not type(None)]
-        for m in others:
-            try:
-                return _coerce_inner(value, m, key, raw)
-            except (_Mismatch, ConfigError):
-                if len(others) == 1:  # Optional[X]: X's own message is the most precise
-                    if value is None:
-                        raise _Mismatch from None
-                    raise
-        raise _Mismatch
-    if tp is type(None):
-        if value is None:
-            return None
-        raise _Mismatch
+        return _coerce_union(value, typing.get_args(tp), key)
     if origin is Literal:
-        choices = typing.get_args(tp)
-        if value in choices:
-            return value
-        folded = [c for c in choices if isinstance(c, str) and isinstance(value, str) and c.lower() == value.lower()]
-        if folded:
-            return folded[0]
-        close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.5)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"{key}: {_short(value)} is not one of {', '.join(map(repr, choices))}{hint}")
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-            return value.strip().lower() == "true"
-        raise _Mismatch
-    if tp is int:
-        if isinstance(value, bool):
-            raise _Mismatch
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise _Mismatch
-    if tp is float:
-        if isinstance(value, bool):
-            raise _Mismatch
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                raise _Mismatch from None
-        raise _Mismatch
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if raw is not None and not isinstance(value, (list, dict)) and value is not None:
-            return raw  # override text such as name=2024 or name=yes stays as typed
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise _Mismatch
+        return _coerce_literal(value, typing.get_args(tp), key)
+    if tp in (type(None), bool, int, float, str):
+        return _to_scalar(value, tp)
     if tp is list or origin is list:
-        if isinstance(value, tuple):
-            value = list(value)
-        if not isinstance(value, list):
+        if not isinstance(value, (list, tuple)):
             raise _Mismatch
         (item_tp,) = typing.get_args(tp) or (Any,)
         return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
@@ -340,6 +283,50 @@ def _coerce_inner(value: Any, tp: Any, key: str, raw: str | None) -> Any:
             raise _Mismatch
         return _from_dict(tp, value, key)
     raise ConfigError(f"{key}: unsupported field type {_type_name(tp)}")
+
+
+def _coerce_union(value: Any, members: tuple, key: str) -> Any:
+    for m in members:  # an exact match wins (1 stays int in int | float)
+        if _is_exact(value, m):
+            return _coerce_inner(value, m, key)
+    others = [m for m in members if m is not type(None)]
+    for m in others:
+        try:
+            return _coerce_inner(value, m, key)
+        except (_Mismatch, ConfigError):
+            if len(others) == 1 and value is not None:  # Optional[X]: X's own message is the most precise
+                raise
+    raise _Mismatch
+
+
+def _coerce_literal(value: Any, choices: tuple, key: str) -> Any:
+    if value in choices:
+        return value
+    folded = [c for c in choices if isinstance(c, str) and isinstance(value, str) and c.lower() == value.lower()]
+    if folded:
+        return folded[0]
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.5)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(f"{key}: {_short(value)} is not one of {', '.join(map(repr, choices))}{hint}")
+
+
+def _to_scalar(value: Any, tp: type) -> Any:
+    """``value`` as ``tp`` (None, bool, int, float or str), converting only where nothing is lost."""
+    if isinstance(value, bool) or value is None:
+        if tp is type(value):
+            return value
+    elif tp is bool and isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    elif tp is int and (isinstance(value, int) or isinstance(value, float) and value.is_integer()):
+        return int(value)
+    elif tp is float and isinstance(value, (int, float, str)):
+        try:
+            return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
+        except ValueError:
+            pass
+    elif tp is str and isinstance(value, (str, int, float)):
+        return str(value)
+    raise _Mismatch
 
 
 def _unknown_key(prefix: str, key: str, valid: list[str], root_cls: type | None = None) -> ConfigError:
@@ -387,29 +374,37 @@ def config_to_dict(cfg: Any) -> dict:
 # semantic checks
 
 
+# lower bounds of numeric fields (None, where a field allows it, is not checked)
+_AT_LEAST = {"data.batch_size": 1, "data.num_workers": 0, "train.max_epochs": -1, "train.num_nodes": 1,
+             "train.freeze_encoder_epochs": 0, "train.checkpoint_every_n_steps": 1, "optim.warmup_steps": 0,
+             "optim.step_size": 1, "optim.encoder_lr": 0, "distill.teacher_batch_size": 1}
+
+
 def validate_config(cfg: ExperimentConfig) -> ExperimentConfig:
     """Checks that types alone cannot express; raises a one-line ConfigError."""
+    for section in dataclasses.fields(cfg):
+        obj = getattr(cfg, section.name)
+        for f in dataclasses.fields(obj) if dataclasses.is_dataclass(obj) else ():
+            value = getattr(obj, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{section.name}.{f.name}: must be a finite number, got {value}")
     d = cfg.data
     if len(d.size) != 2 or any(s <= 0 for s in d.size):
         raise ConfigError(f"data.size: expected [H, W] with positive ints, got {d.size}")
-    for key, val, low in (("data.batch_size", d.batch_size, 1), ("data.num_workers", d.num_workers, 0),
-                          ("train.max_epochs", cfg.train.max_epochs, -1), ("train.num_nodes", cfg.train.num_nodes, 1),
-                          ("train.freeze_encoder_epochs", cfg.train.freeze_encoder_epochs, 0),
-                          ("optim.warmup_steps", cfg.optim.warmup_steps, 0)):
-        if val < low:
-            raise ConfigError(f"{key}: must be >= {low}, got {val}")
+    for key, low in _AT_LEAST.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value is not None and value < low:
+            raise ConfigError(f"{key}: must be >= {low}, got {value}")
     for key, val in (("data.max_depth", d.max_depth), ("optim.lr", cfg.optim.lr)):
         if not val > 0:
             raise ConfigError(f"{key}: must be > 0, got {val}")
-    if cfg.optim.encoder_lr is not None and cfg.optim.encoder_lr < 0:
-        raise ConfigError(f"optim.encoder_lr: must be >= 0, got {cfg.optim.encoder_lr}")
     if not 0 <= cfg.distill.epsilon <= 1:
         raise ConfigError(f"distill.epsilon: must be in [0, 1], got {cfg.distill.epsilon}")
-    if cfg.distill.teacher_batch_size < 1:
-        raise ConfigError(f"distill.teacher_batch_size: must be >= 1, got {cfg.distill.teacher_batch_size}")
-    if cfg.train.checkpoint_every_n_steps is not None and cfg.train.checkpoint_every_n_steps < 1:
-        raise ConfigError(f"train.checkpoint_every_n_steps: must be >= 1 or null, "
-                          f"got {cfg.train.checkpoint_every_n_steps}")
+    if cfg.distill.teacher_input_size is not None:
+        from depthlab.predictor import parse_input_size
+
+        parse_input_size(cfg.distill.teacher_input_size, "distill.teacher_input_size")
     _validate_loss_names(cfg.loss)
     return cfg
 
@@ -442,7 +437,7 @@ def _validate_loss_names(loss: LossConfig) -> None:
 
 def _parse_value(text: str) -> Any:
     try:
-        return yaml.safe_load(text) if text.strip() else None
+        return _safe_load(text) if text.strip() else None
     except yaml.YAMLError:
         return text
 
@@ -451,118 +446,118 @@ def apply_overrides(cfg: ExperimentConfig, overrides: typing.Iterable[str] = ())
     """Return a copy of ``cfg`` with ``"dotted.key=value"`` overrides applied and re-validated.
 
     Values are parsed with ``yaml.safe_load`` (numbers, ``[lists]``, ``{maps}``, ``true``/``false``,
-    ``null``; an empty value is ``null``) and checked against the field type. Dotted paths descend
-    into sections and into free dict fields, creating keys there; lists can be indexed
-    (``data.size.0=64``), and a list of ``{name: ...}`` mappings by name (``loss.terms.l1=0.1`` sets
-    the weight of the term called ``l1``, adding it when missing).
+    ``null``; an empty value is ``null``; for a text field the text stays as typed: ``name=2024``,
+    ``name=yes``). Each override is set in the config's dict form, which is then checked against the
+    dataclasses in one pass (:func:`config_from_dict`). Dotted paths descend into sections and into
+    free dict fields, creating keys there; a mapping given for a whole section merges into it; lists
+    can be indexed (``data.size.0=64``), and a list of ``{name: ...}`` mappings by name
+    (``loss.terms.l1=0.1`` sets the weight of the term called ``l1``, adding it when missing).
     """
     if isinstance(overrides, str):
         overrides = [overrides]
-    cfg = copy.deepcopy(cfg)
+    data = config_to_dict(cfg)
     for item in overrides:
-        if "=" not in item:
+        path, sep, text = item.partition("=")
+        parts = path.strip().split(".")
+        if not sep:
             raise ConfigError(f"override {item!r}: expected key=value, e.g. optim.lr=1e-4")
-        path, text = item.split("=", 1)
-        path = path.strip()
-        if not path or any(not p for p in path.split(".")):
+        if not all(parts):
             raise ConfigError(f"override {item!r}: empty key")
-        _set_path(cfg, path.split("."), text.strip(), _parse_value(text.strip()))
-    validate_config(cfg)
-    return cfg
+        _set_dotted(data, parts, _override_value(text.strip(), _field_type(parts)))
+    return config_from_dict(data)
 
 
-def _set_path(cfg: Any, parts: list[str], raw: str, value: Any) -> None:
-    obj, tp, done = cfg, type(cfg), []
-    # descend through dataclass sections
-    while dataclasses.is_dataclass(obj):
-        name = parts[0]
-        hints = _hints(type(obj))
-        if name not in hints:
-            raise _unknown_key(".".join(done), name, [f.name for f in dataclasses.fields(obj)], ExperimentConfig)
-        done.append(name)
-        tp = hints[name]
-        if len(parts) == 1:
-            if dataclasses.is_dataclass(tp) and isinstance(value, dict):  # merge a mapping into a section
-                merged = deep_merge(config_to_dict(getattr(obj, name)), value)
-                setattr(obj, name, _coerce(merged, tp, ".".join(done)))
-            else:
-                setattr(obj, name, _coerce(value, tp, ".".join(done), raw))
-            return
-        parts = parts[1:]
-        child = getattr(obj, name)
-        if dataclasses.is_dataclass(child):
-            obj = child
-            continue
-        if not isinstance(child, (dict, list)):
-            raise ConfigError(f"{'.'.join(done)}: holds a value of type {_type_name(tp)}, not a section; cannot set {parts[0]!r}")
-        _set_in_container(child, tp, parts, raw, value, done)
-        # re-check the whole field (e.g. a new dict key against dict[str, float])
-        setattr(obj, done[-1], _coerce(child, tp, ".".join(done)))
-        return
-
-
-def _container_type(value: Any, tp: Any) -> Any:
-    """Pick the member of a union type that describes the current container ``value``."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        for m in typing.get_args(tp):
-            if _is_exact(value, m):
-                return m
-        return Any
+def _field_type(parts: list[str]) -> Any:
+    """The declared type of a dotted path through the dataclass sections; ``None`` below a free dict or list."""
+    tp = ExperimentConfig
+    for name in parts:
+        if not dataclasses.is_dataclass(tp) or name not in _hints(tp):
+            return None
+        tp = _hints(tp)[name]
     return tp
 
 
-def _set_in_container(container: Any, tp: Any, parts: list[str], raw: str, value: Any, done: list[str]) -> None:
-    tp = _container_type(container, tp)
-    key = parts[0]
-    here = ".".join(done)
-    done = done + [key]
-    last = len(parts) == 1
-    if isinstance(container, dict):
-        args = typing.get_args(tp)
-        val_tp = args[1] if len(args) == 2 else Any
+def _override_value(text: str, tp: Any) -> Any:
+    """The YAML value of an override; its text as typed where the field is text (``name=2024``, ``name=yes``)."""
+    value = _parse_value(text)
+    if tp is None or value is None or isinstance(value, (list, dict)):
+        return value
+    members = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+    return text if str in members and not any(_is_exact(value, m) for m in members) else value
+
+
+def _set_dotted(data: dict, parts: list[str], value: Any) -> None:
+    """Set ``value`` at a dotted path of the config's dict form (plain dicts and lists).
+
+    Missing (or null) mapping entries on the way become ``{}``; a mapping given for a dataclass section
+    merges into it; in a list, a part is an index or the ``name`` of a ``{name: ...}`` entry.
+    """
+    node = data
+    for i, key in enumerate(parts):
+        here, last = ".".join(parts[:i]), i == len(parts) - 1
+        if isinstance(node, list) and not key.lstrip("-").isdigit():
+            node = _named_entry(node, key, here)
+            if last:  # loss.terms.l1=0.1 sets the weight of the term called l1
+                node.update(value if isinstance(value, dict) else {"weight": value})
+            continue
+        if isinstance(node, list):
+            key = int(key)
+            if not -len(node) <= key < len(node):
+                raise ConfigError(f"{here}: index {key} out of range for a list of {len(node)}")
         if last:
-            container[key] = _coerce(value, val_tp, ".".join(done), raw)
+            merge = isinstance(value, dict) and dataclasses.is_dataclass(_field_type(parts))
+            node[key] = deep_merge(node[key], value) if merge else value  # model={name: x} keeps model.kwargs
             return
-        child = container.get(key)
-        if child is None:
-            child = container[key] = {}
-        if not isinstance(child, (dict, list)):
-            raise ConfigError(f"{'.'.join(done)}: holds a value of type {type(child).__name__}, not a section; cannot set {parts[1]!r}")
-        _set_in_container(child, val_tp, parts[1:], raw, value, done)
-        return
-    # list: integer index, or the name of a {name: ...} entry
-    args = typing.get_args(tp)
-    item_tp = args[0] if args else Any
-    if key.lstrip("-").isdigit():
-        idx = int(key)
-        if not -len(container) <= idx < len(container):
-            raise ConfigError(f"{here}: index {idx} out of range for a list of {len(container)}")
-        if last:
-            container[idx] = _coerce(value, item_tp, ".".join(done), raw)
-        elif isinstance(container[idx], (dict, list)):
-            _set_in_container(container[idx], item_tp, parts[1:], raw, value, done)
-        else:
-            raise ConfigError(f"{'.'.join(done)}: holds a value of type {type(container[idx]).__name__}, not a section; cannot set {parts[1]!r}")
-        return
-    named = [e for e in container if isinstance(e, dict) and e.get("name") == key]
-    if not named:
-        if container and not all(isinstance(e, dict) and "name" in e for e in container):
-            raise ConfigError(f"{here}: list items are addressed by integer index, got {key!r}")
-        named = [{"name": key}]
-        container.append(named[0])
-    entry = named[0]
-    if last:
-        if isinstance(value, dict):
-            entry.update(value)
-        else:
-            entry["weight"] = value  # loss.terms.l1=0.1 on the list form
-        return
-    _set_in_container(entry, dict[str, Any], parts[1:], raw, value, done)
+        if isinstance(node, dict) and node.get(key) is None:
+            node[key] = {}
+        node = node[key]
+        if not isinstance(node, (dict, list)):
+            raise ConfigError(f"{'.'.join(parts[:i + 1])}: holds a value of type {type(node).__name__}, not a section; "
+                              f"cannot set {parts[i + 1]!r}")
+
+
+def _named_entry(items: list, name: str, here: str) -> dict:
+    """The ``{name: ...}`` entry of a list called ``name``, appended when missing."""
+    for entry in items:
+        if isinstance(entry, dict) and entry.get("name") == name:
+            return entry
+    if not all(isinstance(e, dict) and "name" in e for e in items):
+        raise ConfigError(f"{here}: list items are addressed by integer index, got {name!r}")
+    items.append({"name": name})
+    return items[-1]
 
 
 # ----------------------------------------------------------------------------------------------
 # files
+
+_MAX_YAML_VALUES = 100_000
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.safe_load`` that refuses a document whose aliases expand past ``_MAX_YAML_VALUES`` values
+    (a "billion laughs" alias bomb, e.g. in ``model.kwargs``, would exhaust memory once copied or checked)."""
+
+    def compose_document(self):
+        node = super().compose_document()
+        if _expanded_size(node, {}) > _MAX_YAML_VALUES:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"aliases expand to more than {_MAX_YAML_VALUES} values (an alias bomb?)", node.start_mark)
+        return node
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """Number of values ``node`` stands for once every alias is expanded (each node is visited once)."""
+    if id(node) not in sizes:
+        sizes[id(node)] = 0  # a recursive anchor counts once
+        children = node.value if isinstance(node, yaml.SequenceNode) else \
+            [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else []
+        sizes[id(node)] = 1 + sum(_expanded_size(n, sizes) for n in children)
+    return sizes[id(node)]
+
+
+def _safe_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 -- a SafeLoader subclass
+
 
 
 def deep_merge(base: dict, top: dict) -> dict:
@@ -586,7 +581,7 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict:
         where = f" (base of {chain[-1]})" if chain else ""
         raise ConfigError(f"{path}: config file not found{where}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = _safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
