@@ -361,3 +361,20 @@ def test_datamodule_warns_when_validation_reads_the_training_images(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         DepthDataModule(synthetic, seed=0).setup("fit")
+
+
+def test_trainer_and_optimiser_read_the_config_dataclasses(tmp_path):
+    """Settings left out of a config are the dataclass defaults (one source), including those the trainer
+    code once re-stated differently (log_every_n_steps, max_epochs, devices, step_size)."""
+    from depthlab.config import OptimConfig, TrainConfig, load_config
+    from depthlab.training import DepthTask, build_trainer
+
+    cfg = load_config({"model": {"name": "unet", "kwargs": {"base_channels": 4}}, "train": {"accelerator": "cpu"},
+                       "optim": {"name": "sgd", "scheduler": "step", "weight_decay": 0.01}})
+    trainer, _ = build_trainer(cfg, tmp_path)
+    assert trainer.log_every_n_steps == TrainConfig().log_every_n_steps == 10
+    assert trainer.max_epochs == TrainConfig().max_epochs == 1 and trainer.num_devices == 1
+    out = DepthTask(cfg).configure_optimizers()
+    opt, sched = out["optimizer"], out["lr_scheduler"]["scheduler"]
+    assert isinstance(opt, torch.optim.SGD) and opt.defaults["momentum"] == OptimConfig().momentum == 0.9
+    assert opt.defaults["weight_decay"] == 0.01 and sched.step_size == OptimConfig().step_size == 10
