@@ -160,6 +160,16 @@ def test_bad_yaml_keys_and_types_name_the_key(tmp_path):
     assert "not found" in one_line_error(load_config, tmp_path / "missing.yaml")
 
 
+def test_a_config_built_in_python_is_type_checked_too():
+    from depthlab.config import TrainConfig
+
+    cfg = ExperimentConfig(train=TrainConfig(log_every_n_steps=None))
+    msg = one_line_error(load_config, cfg)
+    assert "train.log_every_n_steps" in msg and "expected int" in msg
+    cfg.train.log_every_n_steps = 5.0  # converted where nothing is lost, and copied
+    assert load_config(cfg).train.log_every_n_steps == 5 and load_config(cfg) is not cfg
+
+
 def test_yaml_alias_bombs_are_refused(tmp_path):
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
     lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]  # 10**9 values once expanded

@@ -622,8 +622,8 @@ def load_config(source: str | os.PathLike | dict | ExperimentConfig | None = Non
     """
     if source is None:
         cfg = ExperimentConfig()
-    elif isinstance(source, ExperimentConfig):
-        cfg = copy.deepcopy(source)
+    elif isinstance(source, ExperimentConfig):  # type-checked too: a config built in Python may hold anything
+        cfg = config_from_dict(config_to_dict(source))
     elif isinstance(source, dict):
         cfg = config_from_dict(_resolve_bases(source, Path.cwd()))
     else:
