@@ -170,12 +170,22 @@ def test_a_config_built_in_python_is_type_checked_too():
     assert load_config(cfg).train.log_every_n_steps == 5 and load_config(cfg) is not cfg
 
 
-def test_yaml_alias_bombs_are_refused(tmp_path):
+def _alias_bomb(indent: str) -> str:
+    """YAML lines whose aliases expand to 10**9 values (a "billion laughs"), indented by ``indent``."""
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
-    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]  # 10**9 values once expanded
-    p = write(tmp_path / "bomb.yaml", "model:\n  kwargs:\n" + "".join(f"    {line}\n" for line in lines))
-    msg = one_line_error(load_config, p)
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    return "".join(f"{indent}{line}\n" for line in lines)
+
+
+def test_yaml_alias_bombs_are_refused(tmp_path):
+    from depthlab.experiment import ExperimentError, load_spec
+
+    msg = one_line_error(load_config, write(tmp_path / "bomb.yaml", "model:\n  kwargs:\n" + _alias_bomb("    ")))
     assert "bomb.yaml" in msg and "invalid YAML" in msg and "alias bomb" in msg
+    # an experiment spec (whose inline config reaches model.kwargs too) is read the same way
+    spec = write(tmp_path / "spec.yaml", "config:\n  model:\n    kwargs:\n" + _alias_bomb("      "))
+    with pytest.raises(ExperimentError, match="spec.yaml: invalid YAML .*alias bomb"):
+        load_spec(spec)
     # a few aliases are still fine
     p = write(tmp_path / "ok.yaml", "model:\n  kwargs: {a: &s [1, 2], b: *s}\n")
     assert load_config(p).model.kwargs == {"a": [1, 2], "b": [1, 2]}

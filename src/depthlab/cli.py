@@ -17,7 +17,7 @@ err_console = Console(stderr=True)
 
 
 def _parse_size(text: Optional[str]):
-    """``--input-size``: auto (when not given) | native | model | N (short side) | HxW  ->  Predictor's input_size."""
+    """``--input-size``: auto (when not given) | native | model | N (short side) | HxW -> Predictor input_size."""
     from depthlab.predictor import parse_input_size
 
     try:

@@ -37,7 +37,7 @@ from depthlab.errors import DepthlabError
 __all__ = [
     "ConfigError", "ModelConfig", "DataConfig", "LossConfig", "OptimConfig", "TrainConfig",
     "DistillConfig", "ExperimentConfig", "load_config", "apply_overrides", "config_to_dict",
-    "config_from_dict", "save_config", "validate_config",
+    "config_from_dict", "save_config", "validate_config", "load_yaml",
 ]
 
 
@@ -437,7 +437,7 @@ def _validate_loss_names(loss: LossConfig) -> None:
 
 def _parse_value(text: str) -> Any:
     try:
-        return _safe_load(text) if text.strip() else None
+        return load_yaml(text) if text.strip() else None
     except yaml.YAMLError:
         return text
 
@@ -512,8 +512,8 @@ def _set_dotted(data: dict, parts: list[str], value: Any) -> None:
             node[key] = {}
         node = node[key]
         if not isinstance(node, (dict, list)):
-            raise ConfigError(f"{'.'.join(parts[:i + 1])}: holds a value of type {type(node).__name__}, not a section; "
-                              f"cannot set {parts[i + 1]!r}")
+            raise ConfigError(f"{'.'.join(parts[:i + 1])}: holds a value of type {type(node).__name__}, "
+                              f"not a section; cannot set {parts[i + 1]!r}")
 
 
 def _named_entry(items: list, name: str, here: str) -> dict:
@@ -540,8 +540,8 @@ class _Loader(yaml.SafeLoader):
     def compose_document(self):
         node = super().compose_document()
         if _expanded_size(node, {}) > _MAX_YAML_VALUES:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"aliases expand to more than {_MAX_YAML_VALUES} values (an alias bomb?)", node.start_mark)
+            problem = f"aliases expand to more than {_MAX_YAML_VALUES} values (an alias bomb?)"
+            raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark)
         return node
 
 
@@ -555,7 +555,8 @@ def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
     return sizes[id(node)]
 
 
-def _safe_load(text: str) -> Any:
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` that refuses alias bombs (see ``_Loader``); for every YAML file depthlab reads."""
     return yaml.load(text, Loader=_Loader)  # noqa: S506 -- a SafeLoader subclass
 
 
@@ -581,7 +582,7 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict:
         where = f" (base of {chain[-1]})" if chain else ""
         raise ConfigError(f"{path}: config file not found{where}")
     try:
-        data = _safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

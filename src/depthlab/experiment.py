@@ -57,7 +57,7 @@ from typing import Any, Iterable, Sequence
 
 import yaml
 
-from depthlab.config import deep_merge
+from depthlab.config import deep_merge, load_yaml
 from depthlab.errors import DepthlabError, first_line, one_line
 from depthlab.io import write_json
 
@@ -85,7 +85,7 @@ def load_spec(spec_path_or_dict, smoke: bool = False) -> tuple[dict, Path]:
         if not path.is_file():
             raise ExperimentError(f"{path}: experiment file not found")
         try:
-            spec = yaml.safe_load(path.read_text()) or {}
+            spec = load_yaml(path.read_text()) or {}
         except yaml.YAMLError as e:
             raise ExperimentError(f"{path}: invalid YAML ({first_line(e)})") from None
         base_dir = path.resolve().parent

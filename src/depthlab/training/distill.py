@@ -152,8 +152,9 @@ class Teacher:
     def from_config(cls, distill_cfg, device="cpu") -> "Teacher":
         """From a :class:`depthlab.config.DistillConfig`."""
         d = distill_cfg
-        return cls(d.teacher, kwargs=d.teacher_kwargs, checkpoint=d.teacher_checkpoint, pretrained=d.teacher_pretrained,
-                   input_size=d.teacher_input_size, batch_size=d.teacher_batch_size, device=device)
+        return cls(d.teacher, kwargs=d.teacher_kwargs, checkpoint=d.teacher_checkpoint,
+                   pretrained=d.teacher_pretrained, input_size=d.teacher_input_size,
+                   batch_size=d.teacher_batch_size, device=device)
 
     def _set_device(self, device) -> None:
         from depthlab.predictor import Predictor

@@ -144,7 +144,8 @@ def build_trainer(cfg, run_dir: Path, callbacks: Iterable = ()) -> tuple[L.Train
     last_cb = LastCheckpoint(ckpt_dir, every_n_train_steps=cfg.train.checkpoint_every_n_steps)
     cbs: list = [last_cb, RngStateCallback()]
     if cfg.data.val_split:
-        cbs.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=t.monitor, mode=t.monitor_mode, save_top_k=1, save_last=False, auto_insert_metric_name=False,
+        cbs.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=t.monitor, mode=t.monitor_mode,
+                                   save_top_k=1, save_last=False, auto_insert_metric_name=False,
                                    enable_version_counter=False))
     loggers = _loggers(cfg, run_dir)
     if loggers:
