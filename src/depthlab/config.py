@@ -556,7 +556,7 @@ def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
 
 
 def load_yaml(text: str) -> Any:
-    """``yaml.safe_load`` that refuses alias bombs (see ``_Loader``); for every YAML file depthlab reads."""
+    """``yaml.safe_load`` that refuses alias bombs (see ``_Loader``): configs, overrides and experiment specs."""
     return yaml.load(text, Loader=_Loader)  # noqa: S506 -- a SafeLoader subclass
 
 
