@@ -171,7 +171,7 @@ def main(argv=None) -> dict:
         h, w = image.height, image.width
         eager = Predictor(model)
         net_hw = eager.network_size(h, w)
-        from depthlab.models.zoo import macs_by_op
+        from depthlab.evaluation.speed import macs_by_op
 
         split = {op: 2 * m / 1e9 for op, m in macs_by_op(model, (h, w)).items()}  # GFLOP per ATen op
         gflops = sum(split.values())

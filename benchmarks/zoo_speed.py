@@ -34,7 +34,9 @@ COLUMNS = ["model", "params_M", "GMACs", "input", "median_ms", "p10_ms", "p90_ms
 
 def time_model(model: torch.nn.Module, x: torch.Tensor, warmup: int, runs: int, budget_s: float,
                min_runs: int) -> list[float]:
-    """Latencies in milliseconds of ``model(x)``."""
+    """Latencies in milliseconds of ``model(x)`` (each pass timed by ``depthlab.evaluation.speed.forward_seconds``)."""
+    from depthlab.evaluation.speed import forward_seconds
+
     times: list[float] = []
     with torch.inference_mode():
         for _ in range(max(warmup, 0)):
@@ -44,15 +46,13 @@ def time_model(model: torch.nn.Module, x: torch.Tensor, warmup: int, runs: int, 
                 break
         start = time.perf_counter()
         while len(times) < runs and (len(times) < min_runs or time.perf_counter() - start < budget_s):
-            t0 = time.perf_counter()
-            model(x)
-            times.append((time.perf_counter() - t0) * 1000.0)
+            times.append(forward_seconds(model, x) * 1000.0)
     return times
 
 
 def bench_one(name: str, size: tuple[int, int], args) -> dict:
     from depthlab.models.registry import create_model, get_entry
-    from depthlab.models.zoo import count_macs, count_params, network_size
+    from depthlab.evaluation.speed import count_macs, count_params, network_size
 
     info = get_entry(name).info
     row = {"model": name, "output": info.output_kind}

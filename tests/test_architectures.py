@@ -12,7 +12,7 @@ import torch.nn as nn
 from depthlab import create_model
 from depthlab.checkpoint import load_checkpoint, save_checkpoint
 from depthlab.models.blocks import ConvBNReLU, up2
-from depthlab.models.zoo import count_params as count_parameters
+from depthlab.evaluation.speed import count_params as count_parameters
 from depthlab.models.encoders import create_encoder
 from depthlab.models.encoders.ddrnet import DDRNet23SlimEncoder
 from depthlab.types import decode_target

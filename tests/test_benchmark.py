@@ -1,4 +1,5 @@
-"""Zero-shot benchmark (depthlab.benchmark / `depthlab benchmark`): protocols per output kind, outputs, skips."""
+"""Zero-shot benchmark (depthlab.evaluation.benchmark / `depthlab benchmark`): protocols per output kind,
+outputs, skips."""
 from __future__ import annotations
 
 import csv
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 import depthlab
-from depthlab.benchmark import dataset_preset, parse_model_spec, protocol_for, run_benchmark
+from depthlab.evaluation.benchmark import dataset_preset, parse_model_spec, protocol_for, run_benchmark
 
 NYU_SAMPLES = Path(depthlab.__file__).resolve().parent / "assets" / "samples" / "nyu"
 
@@ -176,7 +177,7 @@ def test_benchmark_cli(tmp_path):
 def test_in_domain_follows_the_weights_training_data(model, dataset, root, expected):
     from types import SimpleNamespace
 
-    from depthlab.benchmark import in_domain
+    from depthlab.evaluation.benchmark import in_domain
     from depthlab.models.registry import get_weights_info
 
     assert in_domain(SimpleNamespace(depth_info=get_weights_info(model)), dataset, root) is expected

@@ -599,7 +599,7 @@ def test_marigold_counts_its_macs_like_a_real_forward():
     from torch.utils.flop_counter import FlopCounterMode
 
     from depthlab.models.foundation.marigold import TINY_MARIGOLD
-    from depthlab.models.zoo import count_macs
+    from depthlab.evaluation.speed import count_macs
 
     model = depthlab.create_model("marigold_depth", config_overrides=TINY_MARIGOLD, num_inference_steps=2,
                                   ensemble_size=2, processing_resolution=32).eval()

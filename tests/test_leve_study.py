@@ -124,7 +124,7 @@ def test_endoslam_per_organ_takes_evenly_spaced_frames(tmp_path):
 
 # ----------------------------------------------------------------------------- FPS (8.2)
 def test_fps_protocol_times_a_random_480x640_input_repeatedly():
-    from depthlab.experiment import measure_latency
+    from depthlab.evaluation.speed import measure_latency
     from depthlab.models.registry import WeightsInfo
 
     shapes = []
@@ -148,7 +148,7 @@ def test_fps_protocol_times_a_random_480x640_input_repeatedly():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_fps_protocol_on_cuda_uses_events():
-    from depthlab.experiment import measure_latency
+    from depthlab.evaluation.speed import measure_latency
     from depthlab.models import create_model
 
     out = measure_latency(create_model("leve"), (480, 640), repeats=20, warmup=5, device="cuda")

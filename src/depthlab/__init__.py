@@ -38,7 +38,7 @@ _API = {
     "DepthDataModule": "depthlab.training.datamodule",
     "export_onnx": "depthlab.export.onnx",
     "export_model": "depthlab.export.model",
-    "run_benchmark": "depthlab.benchmark",
+    "run_benchmark": "depthlab.evaluation.benchmark",
     "run_experiment": "depthlab.experiment",
     "create_app": "depthlab.web",
     "depth_to_points": "depthlab.pointcloud",

@@ -283,7 +283,7 @@ def benchmark_cmd(
     out: Path = typer.Option(Path("outputs/benchmark"), "--out", help="output folder"),
 ):
     """Zero-shot benchmark: every model on every dataset under its paper protocol (results.csv/json/md + figures)."""
-    from depthlab.benchmark import run_benchmark
+    from depthlab.evaluation.benchmark import run_benchmark
     from depthlab.errors import DepthlabError
 
     roots = {}

@@ -61,7 +61,7 @@ from depthlab.config import deep_merge, load_yaml
 from depthlab.errors import DepthlabError, first_line, one_line
 from depthlab.io import write_json
 
-__all__ = ["ExperimentError", "load_spec", "expand_grid", "with_fixtures", "run_experiment", "measure_latency", "read_curves",
+__all__ = ["ExperimentError", "load_spec", "expand_grid", "with_fixtures", "run_experiment", "read_curves",
            "METRIC_COLUMNS"]
 
 MARKER = "experiment_run.json"
@@ -238,53 +238,6 @@ def _base_source(spec: dict, base_dir: Path, base: str | None = None):
     if inline:
         return {"base": str(path.resolve()), **copy.deepcopy(inline)}
     return str(path)
-
-
-# ------------------------------------------------------------------------------------------ measures
-def measure_latency(model, size: Sequence[int], repeats: int = 5, warmup: int = 1, device: str = "cpu") -> dict[str, float]:
-    """Median latency (ms) of ``model`` on one random input for an ``HxW`` image (at the network size the Predictor
-    feeds: padded to ``multiple_of``, or an adapter's own processing size; zoo.network_size) and FPS.
-
-    ``device``: ``cpu``, ``cuda[:i]`` or ``auto`` (CUDA when available). On CUDA each run is timed with CUDA
-    events after a synchronisation (the Leve thesis' protocol: a random 640x480 tensor, ~200 runs); on a CPU
-    with ``time.perf_counter`` around the same runs."""
-    import torch
-
-    from depthlab.models.zoo import count_params, network_size
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    info = getattr(model, "depth_info", None)
-    h, w = network_size(model, tuple(int(s) for s in size), getattr(info, "multiple_of", None))
-    x = torch.rand(1, 3, h, w, device=dev)
-    model = model.eval().to(dev)
-    with torch.inference_mode():
-        for _ in range(warmup):
-            model(x)
-        times = sorted(_time_once(model, x, dev) for _ in range(repeats))
-    model.cpu()
-    ms = 1000.0 * times[len(times) // 2]
-    return {"params": int(count_params(model)), "latency_ms": ms, "fps": 1000.0 / ms if ms > 0 else None,
-            "latency_size": [h, w], "latency_threads": torch.get_num_threads(), "latency_device": str(dev),
-            "latency_repeats": int(repeats)}
-
-
-def _time_once(model, x, dev) -> float:
-    """Seconds of one forward pass: CUDA events between synchronisations on a GPU, perf_counter on a CPU."""
-    import torch
-
-    if dev.type != "cuda":
-        t0 = time.perf_counter()
-        model(x)
-        return time.perf_counter() - t0
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda.synchronize(dev)
-    start.record()
-    model(x)
-    end.record()
-    torch.cuda.synchronize(dev)
-    return start.elapsed_time(end) / 1000.0
 
 
 def read_curves(run_dir: Path) -> dict[str, list[list[float]]]:
@@ -518,6 +471,7 @@ def _train_and_measure(cfg, run_dir: Path, spec: dict, eval_sets: dict, progress
 
     from depthlab.checkpoint import load_checkpoint
     from depthlab.evaluation.runner import evaluate
+    from depthlab.evaluation.speed import measure_latency
     from depthlab.training.task import DepthTask
     from depthlab.training.train import prepare_run_dir, train
 
@@ -606,7 +560,7 @@ def _torch_threads(n):
 
 
 def _benchmark_section(spec: dict, out_dir: Path, base_dir: Path) -> dict | None:
-    """Zero-shot benchmark section through :func:`depthlab.benchmark.run_benchmark` (when that module exists).
+    """Zero-shot benchmark section through :func:`depthlab.evaluation.benchmark.run_benchmark`.
 
     ``benchmark: {models, datasets, roots: {dataset: path}, limit, split, dataset_presets, figure_rows}``;
     roots are relative to the experiment file. Returns a report section: one table per dataset
@@ -615,12 +569,9 @@ def _benchmark_section(spec: dict, out_dir: Path, base_dir: Path) -> dict | None
     bench = spec.get("benchmark")
     if not bench:
         return None
+    from depthlab.evaluation.benchmark import domain_label as _domain, run_benchmark
+
     title = "Zero-shot benchmark"
-    try:
-        from depthlab.benchmark import domain_label as _domain, run_benchmark
-    except ImportError as e:
-        return {"title": title, "status": "skipped",
-                "message": f"depthlab.benchmark.run_benchmark is not available ({one_line(e)}); section skipped"}
     kwargs = {k: v for k, v in bench.items() if k not in ("models", "datasets", "roots")}
     roots = {}
     for ds, root in (bench.get("roots") or {}).items():
@@ -651,8 +602,8 @@ def _benchmark_section(spec: dict, out_dir: Path, base_dir: Path) -> dict | None
             figures.append(str(Path(fig["path"]).resolve().relative_to(out_dir.resolve())))
     skipped = "; ".join(f"{m}: {why}" for m, why in (res.get("skipped_models") or {}).items())
     return {"title": title, "status": "ok", "tables": tables, "figures": figures,
-            "message": ("Every model under the paper protocol of its output kind (depthlab.benchmark); latency = "
-                        "forward time per image." + (f" Skipped: {skipped}" if skipped else "")),
+            "message": ("Every model under the paper protocol of its output kind (depthlab.evaluation.benchmark); "
+                        "latency = forward time per image." + (f" Skipped: {skipped}" if skipped else "")),
             "result_file": str((out_dir / "benchmark" / "results.json").relative_to(out_dir))}
 
 

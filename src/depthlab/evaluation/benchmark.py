@@ -35,8 +35,6 @@ import datetime as _dt
 import io as _io
 import math
 import os
-import statistics
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -48,7 +46,7 @@ import torch.nn as nn
 from depthlab.errors import WeightsUnavailableError, first_line, one_line
 from depthlab.evaluation.protocols import Protocol, get_protocol
 from depthlab.metrics import METRIC_NAMES
-from depthlab.models.zoo import count_params
+from depthlab.evaluation.speed import ForwardTimer, count_params
 
 DATASET_PRESETS: dict[str, str] = {
     "nyu": "nyu_eigen", "nyu_mat": "nyu_eigen", "nyu_reduced": "nyu_eigen",
@@ -189,38 +187,6 @@ def build_model(spec: ModelSpec) -> nn.Module:
 
 
 # --------------------------------------------------------------------------------------------------
-# Timing
-
-
-class _ForwardTimer:
-    """Per-image wall time of each ``model.forward`` call during the evaluation (forward hooks); reported as
-    the median over calls after the first (the first call pays one-off warm-up costs)."""
-
-    def __init__(self, model: nn.Module):
-        self.calls: list[float] = []  # ms per image of each forward call
-        self._t0 = None
-        self._handles = [model.register_forward_pre_hook(self._pre), model.register_forward_hook(self._post)]
-
-    def _pre(self, module, args):
-        self._t0 = time.perf_counter()
-
-    def _post(self, module, args, output):
-        if self._t0 is not None:
-            n = int(args[0].shape[0]) if args and hasattr(args[0], "shape") else 1
-            self.calls.append(1000.0 * (time.perf_counter() - self._t0) / max(n, 1))
-            self._t0 = None
-
-    def close(self):
-        for h in self._handles:
-            h.remove()
-
-    @property
-    def ms_per_image(self) -> float | None:
-        timed = self.calls[1:] or self.calls  # drop the warm-up call when there are others
-        return float(statistics.median(timed)) if timed else None
-
-
-# --------------------------------------------------------------------------------------------------
 # The benchmark
 
 
@@ -283,7 +249,7 @@ def run_benchmark(models: Sequence, datasets: Sequence[str], out_dir, roots: Map
             kind = model.depth_info.output_kind
             row: dict[str, Any] = {"model": label, "dataset": ds, "output_kind": kind, "params": count_params(model),
                                    "in_domain": in_domain(model, ds, root)}
-            timer = _ForwardTimer(model)
+            timer = ForwardTimer(model)
             try:
                 proto = protocol_for(kind, ds, root, dataset_presets)
                 row["protocol"] = proto.name

@@ -2,7 +2,7 @@
 
 Columns: name, family, parameters, GMACs for a 480x640 image (at the network input the Predictor feeds:
 padded up to the model's ``multiple_of``, or an adapter's own processing size; counted with
-``torch.utils.flop_counter.FlopCounterMode``, attention included, MACs = FLOPs / 2), output
+``depthlab.evaluation.speed.count_macs``: attention included, MACs = FLOPs / 2), output
 kind, training input size / ``multiple_of``, whether pretrained weights are available locally (bundled
 file or already in the Hugging Face / torch.hub cache) and the weights' licence.
 """
@@ -13,64 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn as nn
 
 from depthlab.errors import one_line
+from depthlab.evaluation.speed import COST_SIZE, count_macs, count_params, network_size, padded_size
 
 log = logging.getLogger(__name__)
-
-COST_SIZE = (480, 640)  # (H, W) at which GMACs are reported
-
-
-def padded_size(size: tuple[int, int], multiple_of: int | None) -> tuple[int, int]:
-    m = int(multiple_of or 1)
-    return tuple(-(-s // m) * m for s in size)
-
-
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def network_size(model: nn.Module, size: tuple[int, int], multiple_of: int | None = None) -> tuple[int, int]:
-    """The network input for an ``H x W`` image: an adapter's own processing size (Depth Anything: 518 short
-    side, multiple of 14), else ``size`` padded up to ``multiple_of`` -- what the Predictor feeds at native size."""
-    if hasattr(model, "input_size_for"):
-        return tuple(int(v) for v in model.input_size_for(*size))
-    return padded_size(size, multiple_of)
-
-
-def count_macs(model: nn.Module, size: tuple[int, int] = COST_SIZE, multiple_of: int | None = None,
-               device: str = "cpu") -> float:
-    """Multiply-accumulates (MACs) of one forward pass for an ``H x W`` image, at :func:`network_size`.
-
-    Attention runs through PyTorch's math path while counting so that its two matrix products are counted
-    (the fused CPU kernels are invisible to ``torch.utils.flop_counter``). A model with its own
-    ``count_macs(h, w, device)`` (Marigold: a denoising loop) counts itself.
-    """
-    if hasattr(model, "count_macs"):
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-
-        with sdpa_kernel(SDPBackend.MATH):
-            return float(model.count_macs(*size, device=device))
-    return sum(macs_by_op(model, size, multiple_of, device).values())
-
-
-def macs_by_op(model: nn.Module, size: tuple[int, int] = COST_SIZE, multiple_of: int | None = None,
-               device: str = "cpu") -> dict[str, float]:
-    """:func:`count_macs` split by ATen op (``addmm``/``mm`` = linear layers, ``bmm`` = attention's products
-    on the math path, ``convolution`` ...), for one forward pass at :func:`network_size`."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-    from torch.utils.flop_counter import FlopCounterMode
-
-    was_training = model.training
-    model.eval()
-    try:
-        x = torch.rand(1, 3, *network_size(model, size, multiple_of), device=device)
-        with sdpa_kernel(SDPBackend.MATH), torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(x)
-    finally:
-        model.train(was_training)
-    return {str(op).split(".")[-1]: flops / 2.0 for op, flops in counter.get_flop_counts()["Global"].items()}
 
 
 def weights_available_locally(info) -> bool:
@@ -234,5 +181,4 @@ def print_zoo_table(pattern: str = "*", with_cost: bool = True, console=None) ->
     return rows
 
 
-__all__ = ["zoo_rows", "print_zoo_table", "zoo_markdown", "count_params", "count_macs",
-           "weights_available_locally", "COST_SIZE"]
+__all__ = ["zoo_rows", "print_zoo_table", "zoo_markdown", "weights_available_locally"]
