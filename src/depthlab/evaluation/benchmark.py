@@ -206,35 +206,12 @@ def run_benchmark(models: Sequence, datasets: Sequence[str], out_dir, roots: Map
     Returns the results dict also written to ``results.json``.
     """
     from depthlab import __version__
-    from depthlab.evaluation.runner import evaluate
-    from depthlab.io import atomic_write, write_json
-    from depthlab.models.registry import get_entry
 
-    specs = [parse_model_spec(m) for m in models]
-    if not specs or not datasets:
-        raise ValueError("run_benchmark needs at least one model and one dataset")
+    specs, roots = _check_inputs(models, datasets, roots)
     labels = [s.display for s in specs]
-    if len(set(labels)) != len(labels):
-        raise ValueError(f"model labels must be unique, got {labels}")
-    for s in specs:  # typos fail before any work (unknown names list close matches)
-        if s.module is None:
-            get_entry(s.name)
-    roots = {k: (str(v) if v is not None else None) for k, v in dict(roots or {}).items()}
-    unknown_roots = set(roots) - set(datasets)
-    if unknown_roots:
-        raise ValueError(f"roots given for datasets not in the benchmark: {sorted(unknown_roots)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-
-    built: dict[str, nn.Module] = {}
-    skipped_models: dict[str, str] = {}
-    for s in specs:
-        try:
-            built[s.display] = build_model(s).eval()
-        except WeightsUnavailableError as e:
-            skipped_models[s.display] = f"weights unavailable: {first_line(e)}"
-        except Exception as e:  # a model that cannot be built must not stop the others
-            skipped_models[s.display] = f"cannot build model ({one_line(e)})"
+    built, skipped_models = _build_models(specs)
 
     rows: list[dict[str, Any]] = []
     evaluations: dict[str, dict[str, Any]] = {}
@@ -242,33 +219,12 @@ def run_benchmark(models: Sequence, datasets: Sequence[str], out_dir, roots: Map
     for ds in datasets:
         root = roots.get(ds)
         for s in specs:
-            label = s.display
-            if label not in built:
+            if s.display not in built:
                 continue
-            model = built[label]
-            kind = model.depth_info.output_kind
-            row: dict[str, Any] = {"model": label, "dataset": ds, "output_kind": kind, "params": count_params(model),
-                                   "in_domain": in_domain(model, ds, root)}
-            timer = ForwardTimer(model)
-            try:
-                proto = protocol_for(kind, ds, root, dataset_presets)
-                row["protocol"] = proto.name
-                res = evaluate(ds, root=root, split=split, model=model, protocol=proto, device=device, limit=limit,
-                               progress=progress, input_size=s.input_size)
-            except Exception as e:  # the evaluation of this pair failed: report it, go on
-                row.update(status="failed", error=one_line(e))
-                rows.append(row)
-                continue
-            finally:
-                timer.close()
-            evaluations.setdefault(label, {})[ds] = res
-            summ = res["summary"]
-            row.update({k: summ.get(k) for k in METRIC_NAMES})
-            row.update(status="ok" if summ["n_images"] else "no images", n_images=summ["n_images"],
-                       n_skipped=len(res["skipped"]), latency_ms=timer.ms_per_image,
-                       protocol_description=res["protocol_description"],
-                       resolution=_resolution(model, ds, root, split, device, s.input_size))
+            row, res = _score(s, built[s.display], ds, root, split, device, limit, dataset_presets, progress)
             rows.append(row)
+            if res is not None:
+                evaluations.setdefault(s.display, {})[ds] = res
         if figure_rows > 0:
             n_fig = figure_rows if limit is None else max(1, min(figure_rows, limit))
             try:
@@ -293,20 +249,90 @@ def run_benchmark(models: Sequence, datasets: Sequence[str], out_dir, roots: Map
         "figures": figures,
         "evaluations": evaluations,
     }
+    _write_results(out_dir, result)
+    return result
+
+
+def _check_inputs(models: Sequence, datasets: Sequence[str],
+                  roots: Mapping[str, Any] | None) -> tuple[list[ModelSpec], dict[str, str | None]]:
+    """(model specs, dataset -> root as str): fails on typos and duplicate labels before any work."""
+    from depthlab.models.registry import get_entry
+
+    specs = [parse_model_spec(m) for m in models]
+    if not specs or not datasets:
+        raise ValueError("run_benchmark needs at least one model and one dataset")
+    labels = [s.display for s in specs]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"model labels must be unique, got {labels}")
+    for s in specs:  # typos fail before any work (unknown names list close matches)
+        if s.module is None:
+            get_entry(s.name)
+    roots = {k: (str(v) if v is not None else None) for k, v in dict(roots or {}).items()}
+    unknown_roots = set(roots) - set(datasets)
+    if unknown_roots:
+        raise ValueError(f"roots given for datasets not in the benchmark: {sorted(unknown_roots)}")
+    return specs, roots
+
+
+def _build_models(specs: Sequence[ModelSpec]) -> tuple[dict[str, nn.Module], dict[str, str]]:
+    """(label -> model in eval mode, label -> why it was skipped)."""
+    built: dict[str, nn.Module] = {}
+    skipped: dict[str, str] = {}
+    for s in specs:
+        try:
+            built[s.display] = build_model(s).eval()
+        except WeightsUnavailableError as e:
+            skipped[s.display] = f"weights unavailable: {first_line(e)}"
+        except Exception as e:  # a model that cannot be built must not stop the others
+            skipped[s.display] = f"cannot build model ({one_line(e)})"
+    return built, skipped
+
+
+def _score(spec: ModelSpec, model: nn.Module, ds: str, root, split: str, device: str, limit: int | None,
+           dataset_presets: Mapping[str, str] | None, progress: bool) -> tuple[dict[str, Any], dict | None]:
+    """(results row, evaluate()'s result or None when it failed) of one model on one dataset."""
+    from depthlab.evaluation.runner import evaluate
+
+    kind = model.depth_info.output_kind
+    row: dict[str, Any] = {"model": spec.display, "dataset": ds, "output_kind": kind, "params": count_params(model),
+                           "in_domain": in_domain(model, ds, root)}
+    timer = ForwardTimer(model)
+    try:
+        proto = protocol_for(kind, ds, root, dataset_presets)
+        row["protocol"] = proto.name
+        res = evaluate(ds, root=root, split=split, model=model, protocol=proto, device=device, limit=limit,
+                       progress=progress, input_size=spec.input_size)
+    except Exception as e:  # the evaluation of this pair failed: report it, go on
+        row.update(status="failed", error=one_line(e))
+        return row, None
+    finally:
+        timer.close()
+    summ = res["summary"]
+    row.update({k: summ.get(k) for k in METRIC_NAMES})
+    row.update(status="ok" if summ["n_images"] else "no images", n_images=summ["n_images"],
+               n_skipped=len(res["skipped"]), latency_ms=timer.ms_per_image,
+               protocol_description=res["protocol_description"],
+               resolution=_resolution(model, ds, root, split, device, spec.input_size))
+    return row, res
+
+
+def _write_results(out_dir: Path, result: Mapping[str, Any]) -> None:
+    """results.json, results.csv (one row per model x dataset, skipped models included) and results.md."""
+    from depthlab.io import atomic_write, write_json
+
     write_json(out_dir / "results.json", result)
     buf = _io.StringIO()
     w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
-    for r in rows:
+    for r in result["rows"]:
         w.writerow({k: _csv_value(r.get(k)) for k in CSV_COLUMNS})
-    for label, reason in skipped_models.items():
-        for ds in datasets:
+    for label, reason in result["skipped_models"].items():
+        for ds in result["settings"]["datasets"]:
             w.writerow({"model": label, "dataset": ds, "status": "skipped", "error": reason})
     with atomic_write(out_dir / "results.csv", "w") as f:
         f.write(buf.getvalue())
     with atomic_write(out_dir / "results.md", "w") as f:
         f.write(format_markdown(result))
-    return result
 
 
 def format_markdown(result: Mapping[str, Any]) -> str:
