@@ -626,10 +626,6 @@ def run_experiment(spec_path_or_dict, out_dir=None, smoke: bool = False, overrid
     ``figures`` and ``sections``.
     """
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from depthlab import __version__
-    from depthlab.report.html import write_report, write_markdown
 
     spec, base_dir = load_spec(spec_path_or_dict, smoke=smoke)
     name = str(spec["name"])
@@ -637,13 +633,7 @@ def run_experiment(spec_path_or_dict, out_dir=None, smoke: bool = False, overrid
     out.mkdir(parents=True, exist_ok=True)
     spec = with_fixtures(spec, out / "fixtures")
     console = console or Console(stderr=True)
-    report_opts = {"title": spec.get("title") or name, "samples": 3, "colormap": "Spectral_r", **(spec.get("report") or {})}
-    results: dict[str, Any] = {
-        "name": name, "title": report_opts["title"], "description": spec.get("description"), "smoke": bool(smoke),
-        "status": "ok", "message": None, "spec": spec, "report": report_opts, "runs": [], "evaluations": [],
-        "figures": {}, "sections": [], "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "depthlab_version": __version__,
-    }
+    results = _new_results(spec, name, smoke)
     t_start = time.perf_counter()
     planned = expand_grid(spec)
     results["planned_runs"] = [r["id"] for r in planned]
@@ -658,64 +648,101 @@ def run_experiment(spec_path_or_dict, out_dir=None, smoke: bool = False, overrid
 
     eval_sets: dict[str, tuple] = {}
     if runs:
-        from depthlab.evaluation.protocols import get_protocol
-        from depthlab.training.train import resolve_config
-
-        ev = spec.get("evaluation") or {}
-        n_show = int(report_opts.get("samples", 3) or 0)
         try:
-            first = _base_source(spec, base_dir, runs[0]["base"]) if runs[0].get("base") else base_source
-            cfg0 = resolve_config(first, [*base_overrides, *runs[0]["overrides"]])
-            wanted = [] if ev.get("test", True) is False else [
-                {"name": "test", "split": ev.get("split"), "limit": ev.get("limit"), "protocol": ev.get("protocol", "none"),
-                 "input_size": ev.get("input_size"), "title": ev.get("title"), "figure_title": ev.get("figure_title")}]
-            wanted += list(ev.get("datasets") or [])
-            for item in wanted:
-                key = _label(item.get("name") or item.get("dataset"))
-                try:
-                    ds = _load_eval_set(item, cfg0, base_dir)
-                    spec_p = item.get("protocol", "none")
-                    proto = get_protocol(spec_p if isinstance(spec_p, str) else spec_p.get("metric", "none"))
-                except Exception as e:  # an unavailable extra dataset: say so, keep the rest
-                    results["evaluations"].append({"key": key, "status": "skipped", "message": one_line(e)})
-                    console.print(f"[yellow]evaluation {key} skipped[/yellow]: {one_line(e)}", highlight=False,
-                                  soft_wrap=True)
-                    continue
-                eval_sets[key] = (ds, item.get("protocol", "none"), n_show, item.get("input_size"))
-                results["evaluations"].append({
-                    "key": key, "status": "ok", "dataset": ds.dataset_name, "split": ds.split, "n_samples": len(ds),
-                    "protocol": proto.name, "protocol_spec": item.get("protocol", "none"),
-                    "protocol_description": proto.describe(), "protocol_settings": proto.to_dict(),
-                    "input_size": item.get("input_size"), "read_failures": ds.failures,
-                    "title": item.get("title"), "figure_title": item.get("figure_title")})
+            eval_sets = _eval_sets(spec, runs[0], base_source, base_overrides, base_dir, results, console)
         except Exception as e:
             results.update(status="failed", message=f"evaluation set-up failed: {one_line(e)}")
             runs = []
-
     if runs:
-        columns = (TextColumn("[bold]experiment[/bold] {task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn())
-        with _torch_threads(spec.get("threads")), Progress(*columns, console=console, transient=False,
-                                                           disable=quiet) as bar:
-            task = bar.add_task(name, total=len(runs))
-            for run in runs:
-                record = _run_one(run, spec, base_source, base_overrides, out, eval_sets, base_dir,
-                                  lambda msg: bar.update(task, description=f"{name}: {msg}"))
-                results["runs"].append(record)
-                if record["status"] != "ok":
-                    console.print(f"[red]run {record['id']} failed[/red]: {record['error']}", highlight=False,
-                                  soft_wrap=True)
-                bar.advance(task)
+        _run_grid(runs, spec, base_source, base_overrides, out, eval_sets, base_dir, results, console, quiet)
+    _write_outputs(results, spec, out, base_dir, eval_sets, sections_before, t_start)
+    return results
+
+
+def _new_results(spec: dict, name: str, smoke: bool) -> dict[str, Any]:
+    """The results dict before any run: spec, report options (title, samples, colormap, ...), empty lists."""
+    from depthlab import __version__
+
+    report_opts = {"title": spec.get("title") or name, "samples": 3, "colormap": "Spectral_r", **(spec.get("report") or {})}
+    return {
+        "name": name, "title": report_opts["title"], "description": spec.get("description"), "smoke": bool(smoke),
+        "status": "ok", "message": None, "spec": spec, "report": report_opts, "runs": [], "evaluations": [],
+        "figures": {}, "sections": [], "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "depthlab_version": __version__,
+    }
+
+
+def _eval_sets(spec: dict, first_run: dict, base_source, base_overrides: list[str], base_dir: Path, results: dict,
+               console) -> dict[str, tuple]:
+    """key -> (dataset, protocol spec, figure samples, input size) of the test split and the extra datasets
+    (resolved with the first run's config); each is described in ``results["evaluations"]``, an unavailable
+    one as skipped."""
+    from depthlab.evaluation.protocols import get_protocol
+    from depthlab.training.train import resolve_config
+
+    ev = spec.get("evaluation") or {}
+    n_show = int(results["report"].get("samples", 3) or 0)
+    first = _base_source(spec, base_dir, first_run["base"]) if first_run.get("base") else base_source
+    cfg0 = resolve_config(first, [*base_overrides, *first_run["overrides"]])
+    wanted = [] if ev.get("test", True) is False else [
+        {"name": "test", "split": ev.get("split"), "limit": ev.get("limit"), "protocol": ev.get("protocol", "none"),
+         "input_size": ev.get("input_size"), "title": ev.get("title"), "figure_title": ev.get("figure_title")}]
+    wanted += list(ev.get("datasets") or [])
+    eval_sets: dict[str, tuple] = {}
+    for item in wanted:
+        key = _label(item.get("name") or item.get("dataset"))
+        try:
+            ds = _load_eval_set(item, cfg0, base_dir)
+            spec_p = item.get("protocol", "none")
+            proto = get_protocol(spec_p if isinstance(spec_p, str) else spec_p.get("metric", "none"))
+        except Exception as e:  # an unavailable extra dataset: say so, keep the rest
+            results["evaluations"].append({"key": key, "status": "skipped", "message": one_line(e)})
+            console.print(f"[yellow]evaluation {key} skipped[/yellow]: {one_line(e)}", highlight=False,
+                          soft_wrap=True)
+            continue
+        eval_sets[key] = (ds, item.get("protocol", "none"), n_show, item.get("input_size"))
+        results["evaluations"].append({
+            "key": key, "status": "ok", "dataset": ds.dataset_name, "split": ds.split, "n_samples": len(ds),
+            "protocol": proto.name, "protocol_spec": item.get("protocol", "none"),
+            "protocol_description": proto.describe(), "protocol_settings": proto.to_dict(),
+            "input_size": item.get("input_size"), "read_failures": ds.failures,
+            "title": item.get("title"), "figure_title": item.get("figure_title")})
+    return eval_sets
+
+
+def _run_grid(runs: list[dict], spec: dict, base_source, base_overrides: list[str], out: Path, eval_sets: dict,
+              base_dir: Path, results: dict, console, quiet: bool) -> None:
+    """Every run in order under a progress bar; records appended to ``results["runs"]``."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    name = results["name"]
+    columns = (TextColumn("[bold]experiment[/bold] {task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with _torch_threads(spec.get("threads")), Progress(*columns, console=console, transient=False,
+                                                       disable=quiet) as bar:
+        task = bar.add_task(name, total=len(runs))
+        for run in runs:
+            record = _run_one(run, spec, base_source, base_overrides, out, eval_sets, base_dir,
+                              lambda msg: bar.update(task, description=f"{name}: {msg}"))
+            results["runs"].append(record)
+            if record["status"] != "ok":
+                console.print(f"[red]run {record['id']} failed[/red]: {record['error']}", highlight=False,
+                              soft_wrap=True)
+            bar.advance(task)
+
+
+def _write_outputs(results: dict, spec: dict, out: Path, base_dir: Path, eval_sets: dict,
+                   sections_before: Sequence[dict], t_start: float) -> None:
+    """Benchmark and figure sections, figures, then results.json, results.md and report.html."""
+    from depthlab.report.figures import experiment_figures
+    from depthlab.report.html import write_markdown, write_report
+    from depthlab.report.spec_figures import figure_sections  # report.figures: sweeps, per-epoch curves
 
     section = _benchmark_section(spec, out, base_dir)
     if section:
         results["sections"].append(section)
-    from depthlab.report.spec_figures import figure_sections  # report.figures: sweeps, per-epoch curves
-
     results["sections"].extend(figure_sections(results, out, eval_sets))
     # figures for the report (PNG files next to results.json; the HTML embeds them)
-    from depthlab.report.figures import experiment_figures
-
     results["figures"] = experiment_figures(results, out, eval_sets)
     results["seconds"] = round(time.perf_counter() - t_start, 2)
     results["report_path"] = str(out / "report.html")
@@ -724,5 +751,3 @@ def run_experiment(spec_path_or_dict, out_dir=None, smoke: bool = False, overrid
     write_json(out / "results.json", results)
     write_markdown(results, out / "results.md")
     write_report(results, out / "report.html", base=out)
-    return results
-
