@@ -561,12 +561,27 @@ def _place(rng, room: Room, radius: float, taken: list, cam_xy, view=None, tries
 def sample_scene(seed: int | np.random.Generator) -> Scene:
     """Draw a random room, camera, light and 0-9 floor objects (+ some stacked) from ``seed``."""
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    room = _sample_room(rng)
+    camera, cam_xy = _sample_camera(rng, room)
+    w, ln, h = room.width, room.length, room.height
+    light = Light(
+        position=(float(rng.uniform(0.4, w - 0.4)), float(rng.uniform(0.4, ln - 0.4)), h - float(rng.uniform(0.15, 0.4))),
+        intensity=float(rng.uniform(1.0, 1.8)),
+        falloff=float(rng.uniform(2.5, 4.5)),
+        ambient=float(rng.uniform(0.12, 0.3)),
+    )
+    objects = _sample_objects(rng, room, camera, cam_xy, max_top=light.position[2] - 0.25)
+    return Scene(room=room, camera=camera, light=light, objects=objects)
+
+
+def _sample_room(rng: np.random.Generator) -> Room:
+    """Size (3-8 m x 3-8 m x 2.4-3.2 m), floor and wall textures and colours of a random room."""
     w, ln, h = (float(v) for v in (rng.uniform(3, 8), rng.uniform(3, 8), rng.uniform(2.4, 3.2)))
     fc1 = _random_color(rng, sat=(0.05, 0.6), val=(0.3, 0.9))
     fc2 = _random_color(rng, sat=(0.05, 0.6), val=(0.1, 0.7))
     wc1 = _random_color(rng, sat=(0.0, 0.4), val=(0.55, 0.95))
     wc2 = _random_color(rng, sat=(0.05, 0.6), val=(0.25, 0.85))
-    room = Room(
+    return Room(
         width=w,
         length=ln,
         height=h,
@@ -580,12 +595,15 @@ def sample_scene(seed: int | np.random.Generator) -> Scene:
         plank_axis=int(rng.integers(2)),
         texture_seed=int(rng.integers(1 << 30)),
     )
-    # Yaw is uniform; the position is re-drawn (a few times) until the camera sees at least 2 m
-    # of room ahead horizontally, so few views are a wall filling the frame.
+
+
+def _sample_camera(rng: np.random.Generator, room: Room) -> tuple[Camera, tuple[float, float]]:
+    """(camera, its floor position): yaw is uniform; the position is re-drawn (a few times) until the camera
+    sees at least 2 m of room ahead horizontally, so few views are a wall filling the frame."""
     yaw = float(rng.uniform(-math.pi, math.pi))
     fwd = (math.cos(yaw), math.sin(yaw))
     for _ in range(10):
-        cam_xy = (float(rng.uniform(0.3, w - 0.3)), float(rng.uniform(0.3, ln - 0.3)))
+        cam_xy = (float(rng.uniform(0.3, room.width - 0.3)), float(rng.uniform(0.3, room.length - 0.3)))
         if _free_run(room, cam_xy, fwd) >= 2.0:
             break
     camera = Camera(
@@ -596,13 +614,13 @@ def sample_scene(seed: int | np.random.Generator) -> Scene:
         hfov_deg=float(rng.uniform(50.0, 80.0)),
         principal_offset=(float(rng.uniform(-0.03, 0.03)), float(rng.uniform(-0.03, 0.03))),
     )
-    light = Light(
-        position=(float(rng.uniform(0.4, w - 0.4)), float(rng.uniform(0.4, ln - 0.4)), h - float(rng.uniform(0.15, 0.4))),
-        intensity=float(rng.uniform(1.0, 1.8)),
-        falloff=float(rng.uniform(2.5, 4.5)),
-        ambient=float(rng.uniform(0.12, 0.3)),
-    )
-    max_top = light.position[2] - 0.25
+    return camera, cam_xy
+
+
+def _sample_objects(rng: np.random.Generator, room: Room, camera: Camera, cam_xy: tuple[float, float],
+                    max_top: float) -> list:
+    """0-9 boxes, spheres and cylinders on the floor, mostly in the camera's view, some with a smaller object
+    on top (whose top stays below ``max_top``)."""
     objects: list = []
     taken: list = []
     for _ in range(int(rng.integers(0, 10))):
@@ -618,7 +636,7 @@ def sample_scene(seed: int | np.random.Generator) -> Scene:
             r, ht = float(rng.uniform(0.1, 0.4)), float(rng.uniform(0.3, 1.5))
             ob = Cylinder(base=(0.0, 0.0, 0.0), radius=r, height=ht, material=mat)
         # most objects are dropped inside the camera's horizontal field of view, the rest anywhere
-        view = (cam_xy, yaw, math.radians(camera.hfov_deg)) if rng.uniform() < 0.7 else None
+        view = (cam_xy, camera.yaw, math.radians(camera.hfov_deg)) if rng.uniform() < 0.7 else None
         pos = _place(rng, room, ob.footprint_radius(), taken, cam_xy, view)
         if pos is None:
             continue
@@ -633,18 +651,22 @@ def sample_scene(seed: int | np.random.Generator) -> Scene:
         taken.append((x, y, ob.footprint_radius()))
         # sometimes something smaller sits on a box (occlusion and support cues)
         if isinstance(ob, Box) and rng.uniform() < 0.3:
-            small = min(ob.half[0], ob.half[1])
-            mat2 = _random_material(rng)
-            if rng.uniform() < 0.5:
-                r = float(rng.uniform(0.4, 0.9)) * small
-                top: SceneObject = Sphere(center=(x, y, ob.top() + r), radius=r, material=mat2)
-            else:
-                s = float(rng.uniform(0.4, 0.9)) * small
-                hz = float(rng.uniform(0.08, 0.3))
-                top = Box(center=(x, y, ob.top() + hz), half=(s, s, hz), yaw=float(rng.uniform(0, math.pi)), material=mat2)
+            top = _stacked(rng, ob, x, y)
             if top.top() <= max_top:
                 objects.append(top)
-    return Scene(room=room, camera=camera, light=light, objects=objects)
+    return objects
+
+
+def _stacked(rng: np.random.Generator, box, x: float, y: float):
+    """A sphere or a flat box resting on ``box`` (centred at ``x, y``), smaller than its footprint."""
+    small = min(box.half[0], box.half[1])
+    mat2 = _random_material(rng)
+    if rng.uniform() < 0.5:
+        r = float(rng.uniform(0.4, 0.9)) * small
+        return Sphere(center=(x, y, box.top() + r), radius=r, material=mat2)
+    s = float(rng.uniform(0.4, 0.9)) * small
+    hz = float(rng.uniform(0.08, 0.3))
+    return Box(center=(x, y, box.top() + hz), half=(s, s, hz), yaw=float(rng.uniform(0, math.pi)), material=mat2)
 
 
 # --------------------------------------------------------------------------------------------
