@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
-import io as _io
 import math
 import os
 from dataclasses import dataclass, field
@@ -321,16 +320,14 @@ def _write_results(out_dir: Path, result: Mapping[str, Any]) -> None:
     from depthlab.io import atomic_write, write_json
 
     write_json(out_dir / "results.json", result)
-    buf = _io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for r in result["rows"]:
-        w.writerow({k: _csv_value(r.get(k)) for k in CSV_COLUMNS})
-    for label, reason in result["skipped_models"].items():
-        for ds in result["settings"]["datasets"]:
-            w.writerow({"model": label, "dataset": ds, "status": "skipped", "error": reason})
     with atomic_write(out_dir / "results.csv", "w") as f:
-        f.write(buf.getvalue())
+        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        w.writeheader()
+        for r in result["rows"]:
+            w.writerow({k: _csv_value(r.get(k)) for k in CSV_COLUMNS})
+        for label, reason in result["skipped_models"].items():
+            for ds in result["settings"]["datasets"]:
+                w.writerow({"model": label, "dataset": ds, "status": "skipped", "error": reason})
     with atomic_write(out_dir / "results.md", "w") as f:
         f.write(format_markdown(result))
 

@@ -41,10 +41,6 @@ def network_size(model: nn.Module, size: tuple[int, int], multiple_of: int | Non
     return padded_size(size, multiple_of)
 
 
-# --------------------------------------------------------------------------------------------------
-# MACs
-
-
 def count_macs(model: nn.Module, size: tuple[int, int] = COST_SIZE, multiple_of: int | None = None,
                device: str = "cpu") -> float:
     """Multiply-accumulates (MACs) of one forward pass for an ``H x W`` image, at :func:`network_size`.
@@ -77,10 +73,6 @@ def macs_by_op(model: nn.Module, size: tuple[int, int] = COST_SIZE, multiple_of:
     finally:
         model.train(was_training)
     return {str(op).split(".")[-1]: flops / 2.0 for op, flops in counter.get_flop_counts()["Global"].items()}
-
-
-# --------------------------------------------------------------------------------------------------
-# Latency
 
 
 def measure_latency(model, size: Sequence[int], repeats: int = 5, warmup: int = 1, device: str = "cpu") -> dict[str, float]:
