@@ -3,6 +3,8 @@
 * :mod:`depthlab.evaluation.protocols` -- :class:`Protocol`, presets, crops.
 * :mod:`depthlab.evaluation.align` -- median / least-squares alignment in depth or disparity space.
 * :mod:`depthlab.evaluation.runner` -- :func:`evaluate` and :func:`format_markdown`.
+* :mod:`depthlab.evaluation.benchmark` -- the zero-shot benchmark (models x datasets): ``run_benchmark``.
+* :mod:`depthlab.evaluation.speed` -- parameters, MACs and latency (``measure_latency``, ``count_macs``).
 
 Names are imported lazily so ``import depthlab.evaluation.<module>`` stays cheap.
 """
