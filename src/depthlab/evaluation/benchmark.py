@@ -58,7 +58,6 @@ AFFINE_PRESETS: dict[str, str] = {"disparity": "depth_anything", "relative": "ma
 _FOLDER_FAMILIES = ("nyu", "kitti", "diode")  # a folder named after one of these holds that family's images
 CSV_COLUMNS = ["model", "dataset", "status", "output_kind", "protocol", "in_domain", *METRIC_NAMES, "n_images",
                "n_skipped", "resolution", "params", "latency_ms", "error"]
-TABLE_METRICS = ("abs_rel", "rmse", "delta1")
 
 
 # --------------------------------------------------------------------------------------------------
