@@ -54,6 +54,7 @@ class AerialHeights(DepthDataset):
     """
 
     dataset_name = "aerial"
+    category_order = CATEGORIES  # the order of figure rows by category (experiment report.samples_by)
 
     def __init__(self, root, split: str = "test", transform: Callable | None = None, tile_size: int | None = None,
                  categories: Iterable[str] | str | None = None, rgb_max: float | None = None,
@@ -99,6 +100,10 @@ class AerialHeights(DepthDataset):
             for w in tile_windows(g.height, g.width, self.tile_size):
                 self.items.append((f"{stem}_r{int(w.row_off)}_c{int(w.col_off)}", stem, w))
         self.names = [n for n, _, _ in self.items]
+
+    def item_category(self, index: int) -> str | None:
+        """``meta["category"]`` of item ``index`` without reading its rasters."""
+        return self.category_of.get(self.items[index][1])
 
     @staticmethod
     def _raster(folder: Path, stem: str) -> Path:
