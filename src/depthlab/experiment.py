@@ -62,7 +62,7 @@ from depthlab.errors import DepthlabError, first_line, one_line
 from depthlab.io import write_json
 
 __all__ = ["ExperimentError", "load_spec", "expand_grid", "with_fixtures", "run_experiment", "measure_latency", "read_curves",
-           "METRIC_COLUMNS", "common_loss_fn", "weights_note"]
+           "METRIC_COLUMNS", "common_loss_fn", "weights_note", "run_configs"]
 
 MARKER = "experiment_run.json"
 METRIC_COLUMNS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog", "delta1", "delta2", "delta3")
@@ -212,6 +212,18 @@ def expand_grid(spec: dict) -> list[dict]:
             raise ExperimentError(f"two runs have the id {r['id']!r}; give the extra runs distinct ids")
         seen.add(r["id"])
     return runs
+
+
+def run_configs(spec_path_or_dict, smoke: bool = False, overrides: Iterable[str] = ()) -> dict[str, Any]:
+    """``{run id: resolved ExperimentConfig}`` of an experiment's runs, as :func:`run_experiment` trains them
+    (without the per-run ``name``/``output_dir``); nothing is written or trained, ``fixture:`` names stay
+    unresolved (override ``data.root`` to point at a tree)."""
+    from depthlab.training.train import resolve_config
+
+    spec, base_dir = load_spec(spec_path_or_dict, smoke=smoke)
+    shared = [*(spec.get("overrides") or []), *list(overrides or ())]
+    return {run["id"]: resolve_config(_base_source(spec, base_dir, run.get("base")), [*shared, *run["overrides"]])
+            for run in expand_grid(spec)}
 
 
 def _has_training(spec: dict) -> bool:

@@ -158,6 +158,10 @@ def curves_figure(curves: dict[str, dict[str, list]], path: Path, per: str = "st
     for ax, title in ((a, "training loss"), (b, "validation loss")):
         ax.set_title(title, fontsize=10)
         ax.set_xlabel(per, fontsize=8)
+        if per == "epoch":
+            from matplotlib.ticker import MaxNLocator
+
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
     for ax in (b, a):  # one legend, on a panel that has lines
