@@ -141,3 +141,36 @@ def test_common_loss_is_the_baselines_huber_on_metres():
 
     with pytest.raises(ExperimentError, match="evaluation.common_loss: expected one loss"):
         common_loss_fn({"huber": {}, "l1": {}})
+
+
+def test_losses_table_and_per_batch_figure_show_own_and_common_loss(tmp_path):
+    """The report's *Training and test losses* table: means computed by hand from the per-batch values."""
+    from html_cells import TableReader
+
+    from depthlab.report.figures import experiment_figures
+    from depthlab.report.html import loss_rows, render_html, render_markdown
+
+    def run(rid, terms, own, common, epochs, weights):
+        return {"id": rid, "status": "ok", "config": {"loss": {"terms": terms, "params": {"huber": {"delta": 1.0}}}},
+                "test_loss": own, "common_test_loss": {"label": "huber(delta=1.0) [m]", "batches": common},
+                "curves": {"train": [[0, 9.0]], "train_epoch": epochs}, "weights": weights, "run_dir": rid}
+
+    results = {"name": "aerial", "runs": [
+        run("base", {"huber": 1.0}, [2.0, 1.0], [2.0, 1.0], [[1, 3.5], [2, 1.25]], "ImageNet encoder"),
+        run("dav2", {"silog": 1.0}, [8.0, 6.0, 7.0], [1.5, 2.5, 2.0], [[1, 2.0]], "pretrained weights")],
+        "report": {}, "evaluations": []}
+    rows = {r["run"]: r for r in loss_rows(results)}
+    assert rows["base"]["objective"] == "huber(delta=1.0)" and rows["dav2"]["objective"] == "silog"
+    assert (rows["base"]["train_loss_last"], rows["base"]["test_loss"], rows["base"]["common_test_loss"]) == \
+        (1.25, 1.5, 1.5)
+    assert (rows["dav2"]["train_loss_last"], rows["dav2"]["test_loss"], rows["dav2"]["common_test_loss"]) == \
+        (2.0, 7.0, 2.0)
+    figs = experiment_figures(results, tmp_path, {})
+    assert (tmp_path / figs["test_loss"]).is_file()
+    results["figures"] = figs
+    reader = TableReader()
+    reader.feed(render_html(results, tmp_path))
+    cells = {(c["data-run"], c["data-col"]): c for c in reader.cells if c.get("table") == "losses"}
+    assert float(cells[("dav2", "common_test_loss")]["data-value"]) == 2.0
+    assert cells[("base", "weights")]["text"] == "ImageNet encoder"
+    assert "| dav2 | silog | 2.0000 | 7.0000 | 2.0000 | pretrained weights |" in render_markdown(results)
