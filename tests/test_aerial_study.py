@@ -174,3 +174,24 @@ def test_losses_table_and_per_batch_figure_show_own_and_common_loss(tmp_path):
     assert float(cells[("dav2", "common_test_loss")]["data-value"]) == 2.0
     assert cells[("base", "weights")]["text"] == "ImageNet encoder"
     assert "| dav2 | silog | 2.0000 | 7.0000 | 2.0000 | pretrained weights |" in render_markdown(results)
+
+
+def test_common_loss_equals_the_baselines_own_test_loss_at_gt_size(aerial_tree):
+    """For a Huber run at the rasters' own size the common loss and its own objective coincide batch by batch;
+    a run at another input size is scored on its prediction resized back to the LiDAR raster."""
+    from depthlab.data import create_dataset
+    from depthlab.experiment import _common_losses, _EvalSet, _test_losses
+    from depthlab.training.task import DepthTask
+
+    cfg = run_configs(STUDY, smoke=True, overrides=[f"data.root={aerial_tree}"])["smp_unet_resnet34"]
+    assert list(cfg.data.size) == [64, 64]
+    torch.manual_seed(0)
+    task = DepthTask(cfg)
+    ds = create_dataset("aerial", root=aerial_tree, split="test", **cfg.data.kwargs)
+    es = _EvalSet(ds, 4, "aerial", "test")
+    fn, _ = common_loss_fn({"huber": {"delta": 1.0}})
+    own = _test_losses(task, es, 2, cfg.data.size)
+    common = _common_losses(task, es, 2, cfg.data.size, fn)
+    assert len(own) == len(common) == 2 and own == pytest.approx(common, rel=1e-6)
+    smaller = _common_losses(task, es, 2, [32, 32], fn)  # predicted at 32x32, scored at 64x64
+    assert len(smaller) == 2 and smaller != pytest.approx(common, rel=1e-3)
