@@ -146,19 +146,20 @@ def test_read_curves_from_lightning_csv(tmp_path):
     (csv_dir / "metrics.csv").write_text("epoch,lr-Adam,step,train/loss,val/loss,val/rmse\n"
                                          "0,,4,2.5,,\n0,0.001,4,,,\n0,,9,1.5,,\n0,,9,,1.75,0.9\n")
     assert read_curves(tmp_path) == {"train": [[4, 2.5], [9, 1.5]], "val": [[9, 1.75]],
-                                     "train_epoch": [], "val_epoch": [[1, 1.75]]}
+                                     "train_epoch": [[0, 2.0]], "val_epoch": [[0, 1.75]]}
     assert read_curves(tmp_path / "nothing") == {"train": [], "val": [], "train_epoch": [], "val_epoch": []}
 
 
-def test_read_curves_per_epoch(tmp_path):
-    """train/epoch_loss (the epoch's mean) and the last validation of each epoch, epochs counted from 1."""
+def test_read_curves_prefers_the_logged_epoch_mean(tmp_path):
+    """train/epoch_loss (the epoch's mean over every step, also the unlogged ones) wins over the mean of the
+    logged steps; the last validation of each epoch; epochs counted from 0."""
     csv_dir = tmp_path / "logs" / "csv"
     csv_dir.mkdir(parents=True)
     (csv_dir / "metrics.csv").write_text("epoch,step,train/loss,train/epoch_loss,val/loss\n"
                                          "0,0,3.0,,\n0,1,2.0,,\n0,1,,,2.75\n0,1,,2.5,\n"
                                          "1,2,1.0,,\n1,3,,,1.5\n1,3,,1.25,\n1,3,,,1.4\n")
     c = read_curves(tmp_path)
-    assert c["train_epoch"] == [[1, 2.5], [2, 1.25]] and c["val_epoch"] == [[1, 2.75], [2, 1.4]]
+    assert c["train_epoch"] == [[0, 2.5], [1, 1.25]] and c["val_epoch"] == [[0, 2.75], [1, 1.4]]
     assert c["train"] == [[0, 3.0], [1, 2.0], [2, 1.0]]
 
 

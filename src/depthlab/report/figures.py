@@ -140,28 +140,19 @@ def depth_rows_figure(samples: Sequence[dict], predictions: dict[str, Sequence[n
     return _save(fig, Path(path))
 
 
-def curves_figure(curves: dict[str, dict[str, list]], path: Path, per: str = "step") -> str:
-    """Two panels: training loss and validation loss, one line per run, against the optimiser step
-    (``per="step"``: curves ``train``/``val``) or the epoch (``per="epoch"``: ``train_epoch``, the epoch's
-    mean training loss, and ``val_epoch``; see :func:`depthlab.experiment.read_curves`)."""
-    if per not in ("step", "epoch"):
-        raise ValueError(f"report.curves: 'step' or 'epoch', got {per!r}")
+def curves_figure(curves: dict[str, dict[str, list]], path: Path) -> str:
+    """Two panels: training loss and validation loss against the optimiser step, one line per run."""
     plt = _plt()
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
-    suffix = "_epoch" if per == "epoch" else ""
     for label, c in curves.items():
-        for ax, key in ((a, "train" + suffix), (b, "val" + suffix)):
+        for ax, key in ((a, "train"), (b, "val")):
             pts = c.get(key) or []
             if pts:
                 xs, ys = zip(*pts)
                 ax.plot(xs, ys, marker="o" if len(pts) < 6 else None, markersize=3, label=label, linewidth=1.2)
     for ax, title in ((a, "training loss"), (b, "validation loss")):
         ax.set_title(title, fontsize=10)
-        ax.set_xlabel(per, fontsize=8)
-        if per == "epoch":
-            from matplotlib.ticker import MaxNLocator
-
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
     for ax in (b, a):  # one legend, on a panel that has lines
@@ -211,8 +202,7 @@ def experiment_figures(results: dict[str, Any], out: Path, eval_sets: dict) -> d
     cmap = opts.get("colormap", "Spectral_r")
     curves = {r["id"]: r.get("curves") or {} for r in ok}
     if any(c.get("train") or c.get("val") for c in curves.values()):
-        path = curves_figure(curves, out / "figures" / "curves.png", per=opts.get("curves", "step"))
-        figs["curves"] = str(Path(path).relative_to(out))
+        figs["curves"] = str(Path(curves_figure(curves, out / "figures" / "curves.png")).relative_to(out))
     losses = {r["id"]: r.get("test_loss") or [] for r in ok}
     common = {r["id"]: (r.get("common_test_loss") or {}).get("batches") or [] for r in ok}
     labels = [(r.get("common_test_loss") or {}).get("label") for r in ok]
