@@ -494,6 +494,21 @@ def weights_note(cfg) -> str:
     return "; ".join(parts)
 
 
+def _test_split_losses(cfg, model, eval_sets: dict, ev_spec: dict) -> tuple[list[float], dict[str, Any]]:
+    """(the run's own objective per test batch, ``{"label", "batches"}`` of ``evaluation.common_loss`` or ``{}``)."""
+    from depthlab.training.task import DepthTask
+
+    if "test" not in eval_sets:
+        return [], {}
+    task, ds = DepthTask(cfg, model=model), eval_sets["test"][0]
+    bs = int(ev_spec.get("batch_size", cfg.data.batch_size))
+    own = _test_losses(task, ds, bs, cfg.data.size)
+    if not ev_spec.get("common_loss"):
+        return own, {}
+    fn, label = common_loss_fn(ev_spec["common_loss"])
+    return own, {"label": label, "batches": _common_losses(task, ds, bs, cfg.data.size, fn)}
+
+
 def _input_size(input_size, cfg):
     """The Predictor ``input_size`` of an evaluation: as the Predictor takes it (``None`` = the image's own
     size, ``"model"`` / ``"auto"`` = the size the weights were trained at when they declare one, an int or
@@ -660,15 +675,7 @@ def _train_and_measure(cfg, run_dir: Path, spec: dict, eval_sets: dict, progress
         progress(f"evaluate untrained {cfg.name}")
         untrained = evaluate(eval_sets["test"][0], model=fresh, protocol=_run_protocol(eval_sets["test"][1], fresh),
                              device="cpu", input_size=_input_size(eval_sets["test"][3], cfg))["summary"]
-    test_loss: list[float] = []
-    common: dict[str, Any] = {}
-    if "test" in eval_sets:
-        task = DepthTask(cfg, model=model)
-        bs = int(ev_spec.get("batch_size", cfg.data.batch_size))
-        test_loss = _test_losses(task, eval_sets["test"][0], bs, cfg.data.size)
-        if ev_spec.get("common_loss"):
-            fn, label = common_loss_fn(ev_spec["common_loss"])
-            common = {"label": label, "batches": _common_losses(task, eval_sets["test"][0], bs, cfg.data.size, fn)}
+    test_loss, common = _test_split_losses(cfg, model, eval_sets, ev_spec)
     speed = spec.get("speed") or {}
     progress(f"measure {cfg.name}")
     with torch.inference_mode():

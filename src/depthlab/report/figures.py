@@ -121,23 +121,27 @@ def depth_rows_figure(samples: Sequence[dict], predictions: dict[str, Sequence[n
         cb = fig.colorbar(im, cax=cax)
         cb.set_label(unit, fontsize=7)
         cb.ax.tick_params(labelsize=6)
-        if not error_maps:
-            continue
-        finite = np.concatenate([e[np.isfinite(e)] for e in errs]) if errs else np.zeros(0)
-        emax = float(max_error) if max_error is not None else (float(np.percentile(finite, 98)) if finite.size else 1.0)
-        emax = max(emax, 1e-6)
-        eim = None
-        for j, err in enumerate(errs):
-            eim = row[3 + k + j].imshow(err, cmap="magma", vmin=0.0, vmax=emax)
-            row[3 + k + j].set_title(f"|error| {labels[j]}"[:24], fontsize=7)
-        if eim is not None:
-            cax = row[3 + 2 * k]
-            cax.axis("on")
-            cb = fig.colorbar(eim, cax=cax)
-            cb.set_label("abs. error [m]", fontsize=7)
-            cb.ax.tick_params(labelsize=6)
+        if error_maps:
+            _error_columns(fig, row[3 + k:], errs, labels, max_error)
     fig.tight_layout(pad=0.3)
     return _save(fig, Path(path))
+
+
+def _error_columns(fig, axes, errs: list[np.ndarray], labels: list[str], max_error: float | None) -> None:
+    """Each run's |error| map on one shared scale (0 .. 98th percentile, or ``max_error``), then its colour bar."""
+    finite = np.concatenate([e[np.isfinite(e)] for e in errs]) if errs else np.zeros(0)
+    emax = float(max_error) if max_error is not None else (float(np.percentile(finite, 98)) if finite.size else 1.0)
+    emax = max(emax, 1e-6)
+    eim = None
+    for j, err in enumerate(errs):
+        eim = axes[j].imshow(err, cmap="magma", vmin=0.0, vmax=emax)
+        axes[j].set_title(f"|error| {labels[j]}"[:24], fontsize=7)
+    if eim is not None:
+        cax = axes[len(errs)]
+        cax.axis("on")
+        cb = fig.colorbar(eim, cax=cax)
+        cb.set_label("abs. error [m]", fontsize=7)
+        cb.ax.tick_params(labelsize=6)
 
 
 def curves_figure(curves: dict[str, dict[str, list]], path: Path) -> str:

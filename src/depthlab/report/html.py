@@ -194,6 +194,25 @@ def _common_label(results: dict) -> str | None:
                  if (r.get("common_test_loss") or {}).get("label")), None)
 
 
+def _losses_html(results: dict, base: Path) -> str:
+    """The *Training and test losses* table and the per-batch test-loss figure."""
+    p, figs, common = [], results.get("figures") or {}, _common_label(results)
+    lrows = loss_rows(results)
+    if lrows:
+        p.append("<h2>Training and test losses</h2><p class=\"note\">test loss: the mean over test batches of each "
+                 "run's own objective (not comparable across objectives)"
+                 + (f"; common test loss: {_esc(common)}, the same loss on the predictions in metres at the ground "
+                    "truth's resolution for every run" if common else "")
+                 + "; last training loss: the last epoch's mean. weights: how the run's network started.</p>")
+        p.append(_table(lrows, list(LOSS_COLUMNS), mark_best=False, table_id="losses"))
+    if figs.get("test_loss") and (base / figs["test_loss"]).is_file():
+        p.append("<h2>Test loss per batch</h2><p class=\"note\">Each run's own training objective on every batch "
+                 "of the test split, in the run's own target encoding (compare runs with the same encoding)"
+                 + ("; beside it the common test loss, comparable across runs" if common else "")
+                 + f".</p><p>{_img(base / figs['test_loss'], 'test loss per batch')}</p>")
+    return "".join(p)
+
+
 def _category_rows(results: dict, key: str) -> list[dict]:
     rows = []
     for r in results.get("runs", []):
@@ -286,20 +305,7 @@ def render_html(results: dict, base: Path) -> str:
     figs = results.get("figures") or {}
     if figs.get("curves") and (base / figs["curves"]).is_file():
         p.append("<h2>Loss curves</h2>" + f"<p>{_img(base / figs['curves'], 'loss curves')}</p>")
-    lrows = loss_rows(results)
-    if lrows:
-        common = _common_label(results)
-        p.append("<h2>Training and test losses</h2><p class=\"note\">test loss: the mean over test batches of each "
-                 "run's own objective (not comparable across objectives)"
-                 + (f"; common test loss: {_esc(common)}, the same loss on the predictions in metres at the ground "
-                    "truth's resolution for every run" if common else "")
-                 + "; last training loss: the last epoch's mean. weights: how the run's network started.</p>")
-        p.append(_table(lrows, list(LOSS_COLUMNS), mark_best=False, table_id="losses"))
-    if figs.get("test_loss") and (base / figs["test_loss"]).is_file():
-        p.append("<h2>Test loss per batch</h2><p class=\"note\">Each run's own training objective on every batch "
-                 "of the test split, in the run's own target encoding (compare runs with the same encoding)"
-                 + ("; beside it the common test loss, comparable across runs" if _common_label(results) else "")
-                 + f".</p><p>{_img(base / figs['test_loss'], 'test loss per batch')}</p>")
+    p.append(_losses_html(results, base))
     for sec in results.get("sections", []) or []:
         p.append(_section_html(sec, base))
     if failed:
