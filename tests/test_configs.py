@@ -28,7 +28,8 @@ COMMON = ["data.dataset=synthetic", "data.root=null", "data.size=[64,64]", "data
 # per config: extra overrides that slim a heavy model or replace a teacher (default: none)
 SHRINK = {
     "diode_unet.yaml": ["model.kwargs.base_channels=4", "data.kwargs={}"],
-    "aerial_smp_unet.yaml": ["model.kwargs.decoder_channels=[16,16,8,8,8]", "data.kwargs={}"],
+    "aerial_smp_unet.yaml": ["model.kwargs.decoder_channels=[16,16,8,8,8]", "model.kwargs.encoder_pretrained=false",
+                             "data.kwargs={}"],
     "finetune_dav2_metric.yaml": ["model.pretrained=false", "data.size=[42,56]",
                                   "model.kwargs.config_overrides=" + json.dumps(TINY_DAV2)],
     **{name: ["model.kwargs.encoder_pretrained=false", "data.train_split=train", "data.test_split=test",
@@ -175,6 +176,6 @@ def test_aerial_config_trains_on_geotiff_tiles(tmp_path):
               nodata=-9999.0)
     overrides = [f"output_dir={tmp_path}", f"data.root={root}", "data.size=[64,64]", "data.kwargs.tile_size=64",
                  "data.batch_size=4", "data.num_workers=0", "train.max_steps=2", "train.loggers=[]",
-                 "model.kwargs.decoder_channels=[16,16,8,8,8]"]
+                 "model.kwargs.decoder_channels=[16,16,8,8,8]", "model.kwargs.encoder_pretrained=false"]
     r = train(CONFIGS / "aerial_smp_unet.yaml", overrides)
     assert r.global_step == 2 and r.last_metrics["n_images"] == 8  # 2 rasters x 4 tiles (no splits/ folder)

@@ -145,8 +145,38 @@ def test_read_curves_from_lightning_csv(tmp_path):
     csv_dir.mkdir(parents=True)
     (csv_dir / "metrics.csv").write_text("epoch,lr-Adam,step,train/loss,val/loss,val/rmse\n"
                                          "0,,4,2.5,,\n0,0.001,4,,,\n0,,9,1.5,,\n0,,9,,1.75,0.9\n")
-    assert read_curves(tmp_path) == {"train": [[4, 2.5], [9, 1.5]], "val": [[9, 1.75]]}
-    assert read_curves(tmp_path / "nothing") == {"train": [], "val": []}
+    assert read_curves(tmp_path) == {"train": [[4, 2.5], [9, 1.5]], "val": [[9, 1.75]],
+                                     "train_epoch": [[0, 2.0]], "val_epoch": [[0, 1.75]]}
+    assert read_curves(tmp_path / "nothing") == {"train": [], "val": [], "train_epoch": [], "val_epoch": []}
+
+
+def test_read_curves_prefers_the_logged_epoch_mean(tmp_path):
+    """train/epoch_loss (the epoch's mean over every step, also the unlogged ones) wins over the mean of the
+    logged steps; the last validation of each epoch; epochs counted from 0."""
+    csv_dir = tmp_path / "logs" / "csv"
+    csv_dir.mkdir(parents=True)
+    (csv_dir / "metrics.csv").write_text("epoch,step,train/loss,train/epoch_loss,val/loss\n"
+                                         "0,0,3.0,,\n0,1,2.0,,\n0,1,,,2.75\n0,1,,2.5,\n"
+                                         "1,2,1.0,,\n1,3,,,1.5\n1,3,,1.25,\n1,3,,,1.4\n")
+    c = read_curves(tmp_path)
+    assert c["train_epoch"] == [[0, 2.5], [1, 1.25]] and c["val_epoch"] == [[0, 2.75], [1, 1.4]]
+    assert c["train"] == [[0, 3.0], [1, 2.0], [2, 1.0]]
+
+
+def test_training_logs_the_epoch_mean_of_its_loss(tmp_path):
+    """train/epoch_loss equals the mean of the epoch's per-step train/loss (equal batch sizes)."""
+    from depthlab.training import train
+
+    overrides = ["data.dataset=synthetic", "data.size=[32,32]", "data.batch_size=2", "data.kwargs={n: 4}",
+                 "data.val_split=null", "data.num_workers=0", "train.max_epochs=2", "train.loggers=[csv]",
+                 "train.log_every_n_steps=1", f"output_dir={tmp_path}", "name=r", "model.name=unet",
+                 "model.kwargs={base_channels: 4}"]
+    r = train({}, overrides)
+    c = read_curves(r.run_dir)
+    steps = dict((int(s), v) for s, v in c["train"])
+    assert len(c["train_epoch"]) == 2 and len(steps) == 4
+    assert c["train_epoch"][0][1] == pytest.approx((steps[0] + steps[1]) / 2, rel=1e-5)
+    assert c["train_epoch"][1][1] == pytest.approx((steps[2] + steps[3]) / 2, rel=1e-5)
 
 
 def test_depth_rows_figure_writes_png(tmp_path):

@@ -62,7 +62,7 @@ from depthlab.errors import DepthlabError, first_line, one_line
 from depthlab.io import write_json
 
 __all__ = ["ExperimentError", "load_spec", "expand_grid", "with_fixtures", "run_experiment", "read_curves",
-           "METRIC_COLUMNS"]
+           "METRIC_COLUMNS", "common_loss_fn", "weights_note", "run_configs"]
 
 MARKER = "experiment_run.json"
 METRIC_COLUMNS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog", "delta1", "delta2", "delta3")
@@ -214,6 +214,18 @@ def expand_grid(spec: dict) -> list[dict]:
     return runs
 
 
+def run_configs(spec_path_or_dict, smoke: bool = False, overrides: Iterable[str] = ()) -> dict[str, Any]:
+    """``{run id: resolved ExperimentConfig}`` of an experiment's runs, as :func:`run_experiment` trains them
+    (without the per-run ``name``/``output_dir``); nothing is written or trained, ``fixture:`` names stay
+    unresolved (override ``data.root`` to point at a tree)."""
+    from depthlab.training.train import resolve_config
+
+    spec, base_dir = load_spec(spec_path_or_dict, smoke=smoke)
+    shared = [*(spec.get("overrides") or []), *list(overrides or ())]
+    return {run["id"]: resolve_config(_base_source(spec, base_dir, run.get("base")), [*shared, *run["overrides"]])
+            for run in expand_grid(spec)}
+
+
 def _has_training(spec: dict) -> bool:
     """Whether a spec describes runs at all (a benchmark-only spec has no base, config, grid or runs)."""
     return any(spec.get(k) for k in ("base", "config", "grid", "runs"))
@@ -242,23 +254,26 @@ def _base_source(spec: dict, base_dir: Path, base: str | None = None):
 
 def read_curves(run_dir: Path) -> dict[str, list[list[float]]]:
     """Loss curves from the CSV log: ``train`` / ``val`` = ``[[step, loss], ...]`` as logged, and per epoch
-    ``train_epoch`` (mean of the epoch's logged training losses) / ``val_epoch`` (the epoch's last validation
-    loss) = ``[[epoch, loss], ...]``."""
+    ``train_epoch`` (the epoch's mean training loss: ``train/epoch_loss``, which the task logs over every step,
+    else the mean of the epoch's logged steps) / ``val_epoch`` (the epoch's last validation loss) =
+    ``[[epoch, loss], ...]``, epochs counted from 0 as Lightning counts them."""
     path = Path(run_dir) / "logs" / "csv" / "metrics.csv"
     curves: dict[str, list[list[float]]] = {"train": [], "val": [], "train_epoch": [], "val_epoch": []}
     if not path.is_file():
         return curves
-    by_epoch: dict[str, dict[int, list[float]]] = {"train": {}, "val": {}}
+    by_epoch: dict[str, dict[int, list[float]]] = {"train": {}, "val": {}, "epoch_loss": {}}
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
             step, epoch = row.get("step"), row.get("epoch")
-            for key, name in (("train", "train/loss"), ("val", "val/loss")):
+            for key, name in (("train", "train/loss"), ("val", "val/loss"), ("epoch_loss", "train/epoch_loss")):
                 v = row.get(name)
-                if v not in (None, "") and step not in (None, ""):
+                if v not in (None, "") and step not in (None, "") and key != "epoch_loss":
                     curves[key].append([int(float(step)), float(v)])
                 if v not in (None, "") and epoch not in (None, ""):
                     by_epoch[key].setdefault(int(float(epoch)), []).append(float(v))
-    curves["train_epoch"] = [[e, sum(v) / len(v)] for e, v in sorted(by_epoch["train"].items())]
+    exact = by_epoch["epoch_loss"]
+    curves["train_epoch"] = [[e, exact[e][-1] if e in exact else sum(v) / len(v)]
+                             for e, v in sorted({**by_epoch["train"], **exact}.items())]
     curves["val_epoch"] = [[e, v[-1]] for e, v in sorted(by_epoch["val"].items())]
     return curves
 
@@ -273,8 +288,9 @@ class _EvalSet:
     """An evaluation set read lazily (a full test split does not fit in memory: NYU 654 frames are ~3 GB as
     float tensors); only the few samples shown in figures are kept (:meth:`head`)."""
 
-    def __init__(self, ds, n: int, name: str, split: str):
+    def __init__(self, ds, n: int, name: str, split: str, by: str | None = None):
         self.ds, self.n, self.dataset_name, self.split = ds, n, name, split
+        self.by = by  # report.samples_by: "category" = one figure sample per category
         self.failures: dict[str, str] = {}  # unreadable items met by head() (evaluate records the rest)
         self._head: list | None = None
 
@@ -287,16 +303,30 @@ class _EvalSet:
         return self.ds[i]
 
     def head(self, k: int) -> list:
-        """The first ``k`` readable samples (read once, shared by every run and the figures)."""
+        """The first ``k`` readable samples (read once, shared by every run and the figures); with ``by="category"``
+        the first readable sample of each category instead, up to ``k``, in the dataset's ``category_order``
+        (else in order of appearance)."""
         if self._head is None or len(self._head) < k:
-            self._head, self.failures = [], {}
+            self._head, self.failures, seen = [], {}, set()
             for i in range(self.n):
                 if len(self._head) >= k:
                     break
+                if self.by and hasattr(self.ds, "item_category") and self.ds.item_category(i) in seen:
+                    continue  # cheap skip without reading the files
                 try:
-                    self._head.append(self.ds[i])
+                    sample = self.ds[i]
                 except Exception as e:  # a bad file: recorded, the others still count
                     self.failures[f"#{i}"] = one_line(e)
+                    continue
+                if self.by:
+                    cat = (sample.get("meta") or {}).get(self.by)
+                    if cat in seen:
+                        continue
+                    seen.add(cat)
+                self._head.append(sample)
+            order = list(getattr(self.ds, "category_order", None) or [])
+            if self.by and order:
+                self._head.sort(key=lambda s: order.index(c) if (c := s["meta"].get(self.by)) in order else len(order))
         return self._head[:k]
 
 
@@ -322,35 +352,114 @@ def _load_eval_set(ev: dict, cfg, base_dir: Path) -> _EvalSet:
 
 
 # ------------------------------------------------------------------------------------------ one run
+def _test_batches(dataset: _EvalSet, batch_size: int):
+    """The test split in fixed batches of ``batch_size`` (the same batches for every run; unreadable items are
+    left out, evaluate() reports them in ``skipped``)."""
+    from depthlab.training.datamodule import collate_samples
+
+    for start in range(0, len(dataset), batch_size):
+        items = []
+        for i in range(start, min(len(dataset), start + batch_size)):
+            try:
+                items.append(dataset[i])
+            except Exception:
+                continue
+        if items:
+            yield collate_samples(items)
+
+
+def _resized(image, depth, mask, size):
+    """The batch at the training size ``(H, W)`` (bilinear image, nearest depth and mask)."""
+    import torch.nn.functional as F
+
+    h, w = int(size[0]), int(size[1])
+    if image.shape[-2:] == (h, w):
+        return image, depth, mask
+    return (F.interpolate(image, size=(h, w), mode="bilinear", align_corners=False),
+            F.interpolate(depth, size=(h, w), mode="nearest"),
+            F.interpolate(mask.float(), size=(h, w), mode="nearest") > 0.5)
+
+
 def _test_losses(task, dataset: _EvalSet, batch_size: int, size) -> list[float]:
     """Loss of the run's own objective on each test batch (resized to the training size)."""
     import torch
-    import torch.nn.functional as F
-
-    from depthlab.training.datamodule import collate_samples
 
     losses = []
     task.eval()
-    h, w = int(size[0]), int(size[1])
     with torch.inference_mode():
-        for start in range(0, len(dataset), batch_size):
-            items = []
-            for i in range(start, min(len(dataset), start + batch_size)):
-                try:
-                    items.append(dataset[i])
-                except Exception:  # unreadable item: evaluate() reports it in `skipped`
-                    continue
-            if not items:
-                continue
-            batch = collate_samples(items)
-            image, depth, mask = batch["image"], batch["depth"], batch["mask"]
-            if image.shape[-2:] != (h, w):
-                image = F.interpolate(image, size=(h, w), mode="bilinear", align_corners=False)
-                depth = F.interpolate(depth, size=(h, w), mode="nearest")
-                mask = F.interpolate(mask.float(), size=(h, w), mode="nearest") > 0.5
+        for batch in _test_batches(dataset, batch_size):
+            image, depth, mask = _resized(batch["image"], batch["depth"], batch["mask"], size)
             total, _ = task._loss(task(image), {"image": image, "depth": depth, "mask": mask})
             losses.append(float(total))
     return losses
+
+
+def common_loss_fn(spec):
+    """``evaluation.common_loss``, one loss named with its parameters (``{huber: {delta: 1.0}}``), as
+    ``(fn(pred, target, mask), label)``: the same yardstick for runs trained on different objectives."""
+    from depthlab.losses import build_loss
+
+    if not isinstance(spec, dict) or len(spec) != 1:
+        raise ExperimentError(f"evaluation.common_loss: expected one loss with its parameters, e.g. "
+                              f"{{huber: {{delta: 1.0}}}}, got {spec!r}")
+    (name, params), = spec.items()
+    params = dict(params or {})
+    fn = build_loss({name: 1.0}, {name: params} if params else None)
+    return fn, f"{name}({', '.join(f'{k}={v}' for k, v in params.items())}) [m]"
+
+
+def _common_losses(task, dataset: _EvalSet, batch_size: int, size, fn) -> list[float]:
+    """``fn`` on each test batch, in metres at the ground truth's resolution: the run predicts at its training
+    size (``task.predict_metres`` decodes its target encoding), the prediction is resized back bilinearly."""
+    import torch
+    import torch.nn.functional as F
+
+    losses = []
+    task.eval()
+    with torch.inference_mode():
+        for batch in _test_batches(dataset, batch_size):
+            depth, mask = batch["depth"].float(), batch["mask"].bool() & (batch["depth"] > 0)
+            image, _, _ = _resized(batch["image"], depth, mask, size)
+            pred = task.predict_metres(image)
+            if pred.shape[-2:] != depth.shape[-2:]:
+                pred = F.interpolate(pred, size=depth.shape[-2:], mode="bilinear", align_corners=False)
+            losses.append(float(fn(pred, depth, mask)))
+    return losses
+
+
+def weights_note(cfg) -> str:
+    """How the run's network started, for the report: pretrained weights of the whole model and/or an ImageNet
+    encoder, or random initialisation (a study that used pretrained weights then says the run went without)."""
+    m, kw = cfg.model, dict(cfg.model.kwargs or {})
+    parts = []
+    if m.checkpoint_path:
+        parts.append(f"weights from {m.checkpoint_path}")
+    elif m.pretrained:
+        parts.append("pretrained weights (model.pretrained=true)")
+    if kw.get("encoder_checkpoint"):
+        parts.append(f"ImageNet encoder from {kw['encoder_checkpoint']}")
+    elif kw.get("encoder_pretrained"):
+        parts.append("ImageNet encoder (model.kwargs.encoder_pretrained=true)")
+    elif "encoder_pretrained" in kw:
+        parts.append("encoder from random weights (model.kwargs.encoder_pretrained=false)")
+    if not (m.pretrained or m.checkpoint_path):
+        parts.append("no pretrained model weights" + ("" if parts else " (random initialisation)"))
+    return "; ".join(parts)
+
+
+def _test_split_losses(cfg, model, eval_sets: dict, ev_spec: dict) -> tuple[list[float], dict[str, Any]]:
+    """(the run's own objective per test batch, ``{"label", "batches"}`` of ``evaluation.common_loss`` or ``{}``)."""
+    from depthlab.training.task import DepthTask
+
+    if "test" not in eval_sets:
+        return [], {}
+    task, ds = DepthTask(cfg, model=model), eval_sets["test"][0]
+    bs = int(ev_spec.get("batch_size", cfg.data.batch_size))
+    own = _test_losses(task, ds, bs, cfg.data.size)
+    if not ev_spec.get("common_loss"):
+        return own, {}
+    fn, label = common_loss_fn(ev_spec["common_loss"])
+    return own, {"label": label, "batches": _common_losses(task, ds, bs, cfg.data.size, fn)}
 
 
 def _input_size(input_size, cfg):
@@ -520,18 +629,15 @@ def _train_and_measure(cfg, run_dir: Path, spec: dict, eval_sets: dict, progress
         progress(f"evaluate untrained {cfg.name}")
         untrained = evaluate(eval_sets["test"][0], model=fresh, protocol=_run_protocol(eval_sets["test"][1], fresh),
                              device="cpu", input_size=_input_size(eval_sets["test"][3], cfg))["summary"]
-    test_loss: list[float] = []
-    if "test" in eval_sets:
-        task = DepthTask(cfg, model=model)
-        test_loss = _test_losses(task, eval_sets["test"][0], int(ev_spec.get("batch_size", cfg.data.batch_size)),
-                                 cfg.data.size)
+    test_loss, common = _test_split_losses(cfg, model, eval_sets, ev_spec)
     speed = spec.get("speed") or {}
     progress(f"measure {cfg.name}")
     with torch.inference_mode():
         sp = measure_latency(model, speed.get("size") or cfg.data.size, repeats=int(speed.get("repeats", 5)),
                              warmup=int(speed.get("warmup", 1)), device=str(speed.get("device", "cpu")))
     return {"metrics": metrics, "untrained": untrained, "protocols": protocols, "per_category": per_category, "skipped_images": skipped,
-            "sample_predictions": sample_preds, "test_loss": test_loss, "curves": read_curves(run_dir),
+            "sample_predictions": sample_preds, "test_loss": test_loss, "common_test_loss": common,
+            "weights": weights_note(cfg), "curves": read_curves(run_dir),
             "validation": validation, "global_step": global_step, "train_seconds": round(train_seconds, 2),
             "checkpoint": str(Path(ckpt).relative_to(run_dir)) if ckpt else None, **sp}
 
@@ -693,6 +799,7 @@ def _eval_sets(spec: dict, first_run: dict, base_source, base_overrides: list[st
         key = _label(item.get("name") or item.get("dataset"))
         try:
             ds = _load_eval_set(item, cfg0, base_dir)
+            ds.by = results["report"].get("samples_by")
             spec_p = item.get("protocol", "none")
             proto = get_protocol(spec_p if isinstance(spec_p, str) else spec_p.get("metric", "none"))
         except Exception as e:  # an unavailable extra dataset: say so, keep the rest

@@ -13,7 +13,11 @@ import importlib
 from typing import Any, Callable
 
 from depthlab._lazy import lazy_exports
-from depthlab.errors import UnknownNameError
+from depthlab.errors import DepthlabError, UnknownNameError
+
+
+class DatasetOptionError(DepthlabError, TypeError):
+    """A reader option (``data.kwargs`` key) the dataset does not take; one line naming the key and the dataset."""
 
 #: dataset name -> "module:attribute" (a Dataset class or a factory returning one)
 _DATASETS: dict[str, str] = {
@@ -60,7 +64,28 @@ def create_dataset(name: str, root=None, split: str = "test", transform: Callabl
     (``describe_datasets()`` and docs/datasets.md).
     """
     factory = _resolve(name)
+    _check_options(name, factory, kwargs)
     return factory(root=root, split=split, transform=transform, **kwargs)
+
+
+def _check_options(name: str, factory: Callable[..., Any], kwargs: dict) -> None:
+    """Raise :class:`DatasetOptionError` for a keyword the reader's signature does not take (instead of a
+    ``TypeError`` from deep inside the constructor); readers taking ``**kwargs`` accept anything."""
+    import inspect
+
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # no introspectable signature: let the call decide
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    options = [p for p in params if p not in ("self", "root", "split", "transform")]
+    unknown = [k for k in kwargs if k not in params]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], options, n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise DatasetOptionError(f"data.kwargs: dataset {name!r} has no option {unknown[0]!r}{hint} "
+                                 f"(its options: {', '.join(options) or 'none'})")
 
 
 def list_datasets(pattern: str = "*") -> list[str]:
@@ -82,6 +107,6 @@ def describe_datasets() -> dict[str, str]:
     return out
 
 
-__all__ = ["create_dataset", "list_datasets", "describe_datasets", *sorted(_CLASSES)]
+__all__ = ["create_dataset", "DatasetOptionError", "list_datasets", "describe_datasets", *sorted(_CLASSES)]
 
 __getattr__, __dir__ = lazy_exports(__name__, _CLASSES, __all__)

@@ -10,7 +10,9 @@ import torch
 from depthlab.data.base import DepthDataset, first_existing, make_sample, natural_key, read_csv_rows, read_list_file
 from depthlab.errors import DataError
 
-CATEGORIES = ("residential", "suburb", "industrial", "field")
+#: the area categories of the aerial study, in its order (Depth Maps 1-11: residential areas, suburbs, a campus of
+#: larger buildings, an industrial area, a garden centre, farms surrounded by fields / fields)
+CATEGORIES = ("residential", "suburbs", "campus", "industrial", "garden_centre", "fields")
 _TIF = (".tif", ".tiff")
 
 
@@ -21,7 +23,8 @@ class AerialHeights(DepthDataset):
 
         <root>/rgb/<name>.tif        orthophoto, 3 or 4 bands (R, G, B[, alpha/NIR]), uint8 or uint16
         <root>/height/<name>.tif     float32 height above ground in metres, same CRS/transform/shape; nodata -> invalid
-        <root>/categories.csv        optional: name,category (residential | suburb | industrial | field)
+        <root>/categories.csv        optional: name,category (one of CATEGORIES: residential | suburbs | campus |
+                                     industrial | garden_centre | fields)
         <root>/splits/<split>.txt    optional: one name per line (without extension); all tiles when absent
 
     Target: ``sample["depth"]`` holds the **height above ground** in metres, not a distance from a camera:
@@ -51,6 +54,7 @@ class AerialHeights(DepthDataset):
     """
 
     dataset_name = "aerial"
+    category_order = CATEGORIES  # the order of figure rows by category (experiment report.samples_by)
 
     def __init__(self, root, split: str = "test", transform: Callable | None = None, tile_size: int | None = None,
                  categories: Iterable[str] | str | None = None, rgb_max: float | None = None,
@@ -96,6 +100,10 @@ class AerialHeights(DepthDataset):
             for w in tile_windows(g.height, g.width, self.tile_size):
                 self.items.append((f"{stem}_r{int(w.row_off)}_c{int(w.col_off)}", stem, w))
         self.names = [n for n, _, _ in self.items]
+
+    def item_category(self, index: int) -> str | None:
+        """``meta["category"]`` of item ``index`` without reading its rasters."""
+        return self.category_of.get(self.items[index][1])
 
     @staticmethod
     def _raster(folder: Path, stem: str) -> Path:

@@ -11,7 +11,8 @@ Kwargs (JSON-serialisable, stored in checkpoints):
 * ``encoder_pretrained`` (bool, default False): ``encoder_weights="imagenet"`` -- smp downloads the
   ImageNet ResNet34 (online only; this is the path the study used).
 * ``encoder_checkpoint`` (str | None): a local ImageNet ResNet34 file (torchvision or timm key layout,
-  ``.pth``/``.safetensors``; ``fc.*`` classifier keys are skipped and reported). The offline way.
+  ``.pth``/``.safetensors``; ``fc.*`` classifier keys are skipped and reported). The offline way; when
+  given, it is loaded instead of the download even with ``encoder_pretrained=True``.
 * ``decoder_channels`` (list[int], default smp's ``[256, 128, 64, 32, 16]``).
 """
 from __future__ import annotations
@@ -44,16 +45,17 @@ class SmpUNet(nn.Module):
         import segmentation_models_pytorch as smp
 
         try:
-            self.net = smp.Unet(encoder_name=encoder_name,
-                                encoder_weights="imagenet" if encoder_pretrained else None,
+            # a local file wins: encoder_checkpoint with encoder_pretrained=True loads the file, no download
+            download = bool(encoder_pretrained) and encoder_checkpoint is None
+            self.net = smp.Unet(encoder_name=encoder_name, encoder_weights="imagenet" if download else None,
                                 decoder_channels=tuple(decoder_channels), in_channels=3, classes=1)
         except OSError as e:  # offline / hub unreachable (huggingface_hub errors are OSErrors)
             from depthlab.errors import WeightsUnavailableError
 
             raise WeightsUnavailableError(
                 f"ImageNet {encoder_name} weights for smp are unavailable ({type(e).__name__}): smp downloads them "
-                f"from the Hugging Face hub (smp-hub/{encoder_name}.imagenet). Go online once, or pass a local "
-                f"file: encoder_checkpoint='path/to/{encoder_name}.pth'.") from None
+                f"from the Hugging Face hub (smp-hub/{encoder_name}.imagenet). Go online once (encoder_pretrained=True), "
+                f"or pass a local file: encoder_checkpoint='path/to/{encoder_name}.pth'.") from None
         self.encoder_load_report = None
         if encoder_checkpoint is not None:
             self.encoder_load_report = load_resnet_encoder(self.net.encoder, str(encoder_checkpoint))

@@ -70,8 +70,13 @@ def _resize_to(a: np.ndarray, shape) -> np.ndarray:
 
 
 def depth_rows_figure(samples: Sequence[dict], predictions: dict[str, Sequence[np.ndarray]], path: Path,
-                      cmap: str = "Spectral_r", max_error: float | None = None) -> str:
+                      cmap: str = "Spectral_r", max_error: float | None = None, image_label: str | None = None,
+                      truth_label: str = "ground truth", unit: str = "depth [m]", error_maps: bool = True) -> str:
     """One row per sample: RGB | ground truth | each run | colour bar | each run's |error| | colour bar.
+
+    The RGB column is titled with the sample's ``meta["category"]`` (when it has one) and name, or
+    ``image_label``; ``truth_label`` and ``unit`` (colour bar) name the ground truth (e.g. ``LiDAR`` and
+    ``height [m]`` for the aerial study); ``error_maps=False`` leaves out the error columns.
 
     ``samples``: dicts with ``image`` (3,H,W) in [0,1], ``depth`` (1,H,W) metres, ``mask`` and ``meta``;
     ``predictions``: run label -> one (H,W) depth map (metres) per sample. A row shares ONE depth
@@ -85,7 +90,7 @@ def depth_rows_figure(samples: Sequence[dict], predictions: dict[str, Sequence[n
     cmap = plt.get_cmap(cmap).reversed()
     labels = list(predictions)
     k = len(labels)
-    widths = [1, 1] + [1] * k + [0.07] + [1] * k + [0.07]
+    widths = [1, 1] + [1] * k + [0.07] + ([1] * k + [0.07] if error_maps else [])
     cell = 1.7
     fig, axes = plt.subplots(len(samples), len(widths), figsize=(cell * (2 + 2 * k) + 0.8, cell * len(samples)),
                              gridspec_kw={"width_ratios": widths}, squeeze=False)
@@ -97,11 +102,14 @@ def depth_rows_figure(samples: Sequence[dict], predictions: dict[str, Sequence[n
         gt = _hw(s["depth"])
         valid = _hw(s.get("mask", gt > 0)).astype(bool) & (gt > 0)
         lo, hi = shared_range(gt, valid)
-        name = str((s.get("meta") or {}).get("name", f"sample {i}"))
+        meta = s.get("meta") or {}
+        name = str(meta.get("name", f"sample {i}"))
+        name = name if len(name) < 22 else name[:20] + ".."
+        head = f"{image_label}: " if image_label else ""
         row[0].imshow(rgb)
-        row[0].set_title(name if len(name) < 22 else name[:20] + "..", fontsize=8)
+        row[0].set_title(head + (f"{meta['category']}\n{name}" if meta.get("category") else name), fontsize=8)
         im = row[1].imshow(np.where(valid, gt, np.nan), cmap=cmap, vmin=lo, vmax=hi)
-        row[1].set_title("ground truth", fontsize=8)
+        row[1].set_title(truth_label, fontsize=8)
         errs = []
         for j, label in enumerate(labels):
             pred = _resize_to(_hw(predictions[label][i]), gt.shape)
@@ -111,23 +119,29 @@ def depth_rows_figure(samples: Sequence[dict], predictions: dict[str, Sequence[n
         cax = row[2 + k]
         cax.axis("on")
         cb = fig.colorbar(im, cax=cax)
-        cb.set_label("depth [m]", fontsize=7)
+        cb.set_label(unit, fontsize=7)
         cb.ax.tick_params(labelsize=6)
-        finite = np.concatenate([e[np.isfinite(e)] for e in errs]) if errs else np.zeros(0)
-        emax = float(max_error) if max_error is not None else (float(np.percentile(finite, 98)) if finite.size else 1.0)
-        emax = max(emax, 1e-6)
-        eim = None
-        for j, err in enumerate(errs):
-            eim = row[3 + k + j].imshow(err, cmap="magma", vmin=0.0, vmax=emax)
-            row[3 + k + j].set_title(f"|error| {labels[j]}"[:24], fontsize=7)
-        if eim is not None:
-            cax = row[3 + 2 * k]
-            cax.axis("on")
-            cb = fig.colorbar(eim, cax=cax)
-            cb.set_label("abs. error [m]", fontsize=7)
-            cb.ax.tick_params(labelsize=6)
+        if error_maps:
+            _error_columns(fig, row[3 + k:], errs, labels, max_error)
     fig.tight_layout(pad=0.3)
     return _save(fig, Path(path))
+
+
+def _error_columns(fig, axes, errs: list[np.ndarray], labels: list[str], max_error: float | None) -> None:
+    """Each run's |error| map on one shared scale (0 .. 98th percentile, or ``max_error``), then its colour bar."""
+    finite = np.concatenate([e[np.isfinite(e)] for e in errs]) if errs else np.zeros(0)
+    emax = float(max_error) if max_error is not None else (float(np.percentile(finite, 98)) if finite.size else 1.0)
+    emax = max(emax, 1e-6)
+    eim = None
+    for j, err in enumerate(errs):
+        eim = axes[j].imshow(err, cmap="magma", vmin=0.0, vmax=emax)
+        axes[j].set_title(f"|error| {labels[j]}"[:24], fontsize=7)
+    if eim is not None:
+        cax = axes[len(errs)]
+        cax.axis("on")
+        cb = fig.colorbar(eim, cax=cax)
+        cb.set_label("abs. error [m]", fontsize=7)
+        cb.ax.tick_params(labelsize=6)
 
 
 def curves_figure(curves: dict[str, dict[str, list]], path: Path) -> str:
@@ -153,24 +167,30 @@ def curves_figure(curves: dict[str, dict[str, list]], path: Path) -> str:
     return _save(fig, Path(path))
 
 
-def per_batch_loss_figure(losses: dict[str, list[float]], path: Path) -> str:
-    """The run's own loss on every test batch (x = batch index), one line per run."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(9, 3.0))
-    for label, ys in losses.items():
-        if ys:
-            ax.plot(range(len(ys)), ys, marker="o", markersize=3, linewidth=1.2,
-                    label=f"{label} (mean {np.mean(ys):.3g})")
+def per_batch_loss_figure(losses: dict[str, list[float]], path: Path, common: dict[str, list[float]] | None = None,
+                          common_label: str = "common loss") -> str:
+    """The run's own loss on every test batch (x = batch index), one line per run; with ``common`` (run ->
+    per-batch values of one loss shared by all runs, e.g. Huber on metres) a second panel beside it."""
     from matplotlib.ticker import MaxNLocator
 
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("test batch", fontsize=8)
-    ax.set_ylabel("loss", fontsize=8)
-    ax.set_title("loss per test batch", fontsize=10)
-    ax.tick_params(labelsize=7)
-    ax.grid(alpha=0.3)
-    if losses:
-        ax.legend(fontsize=7, loc="best")
+    plt = _plt()
+    panels = [("own objective per test batch" if common else "loss per test batch", losses)]
+    if common:
+        panels.append((f"{common_label} per test batch (all runs)", common))
+    fig, axes = plt.subplots(1, len(panels), figsize=(9 if len(panels) == 1 else 12, 3.0), squeeze=False)
+    for ax, (title, series) in zip(axes[0], panels):
+        for label, ys in series.items():
+            if ys:
+                ax.plot(range(len(ys)), ys, marker="o", markersize=3, linewidth=1.2,
+                        label=f"{label} (mean {np.mean(ys):.3g})")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("test batch", fontsize=8)
+        ax.set_ylabel("loss", fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        if any(series.values()):
+            ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     return _save(fig, Path(path))
 
@@ -182,13 +202,18 @@ def experiment_figures(results: dict[str, Any], out: Path, eval_sets: dict) -> d
     figs: dict[str, Any] = {"samples": {}}
     if not ok:
         return figs
-    cmap = (results.get("report") or {}).get("colormap", "Spectral_r")
+    opts = results.get("report") or {}
+    cmap = opts.get("colormap", "Spectral_r")
     curves = {r["id"]: r.get("curves") or {} for r in ok}
     if any(c.get("train") or c.get("val") for c in curves.values()):
         figs["curves"] = str(Path(curves_figure(curves, out / "figures" / "curves.png")).relative_to(out))
     losses = {r["id"]: r.get("test_loss") or [] for r in ok}
+    common = {r["id"]: (r.get("common_test_loss") or {}).get("batches") or [] for r in ok}
+    labels = [(r.get("common_test_loss") or {}).get("label") for r in ok]
     if any(losses.values()):
-        figs["test_loss"] = str(Path(per_batch_loss_figure(losses, out / "figures" / "test_loss.png")).relative_to(out))
+        path = per_batch_loss_figure(losses, out / "figures" / "test_loss.png", common if any(common.values()) else None,
+                                     next((lb for lb in labels if lb), "common loss"))
+        figs["test_loss"] = str(Path(path).relative_to(out))
     for key, (ds, _protocol, n_show, *_rest) in eval_sets.items():
         samples = ds.head(n_show)
         preds = {}
@@ -198,6 +223,8 @@ def experiment_figures(results: dict[str, Any], out: Path, eval_sets: dict) -> d
                 run_dir = out / r["run_dir"]
                 preds[r["id"]] = [np.load(run_dir / f) for f in files[:len(samples)]]
         if samples and preds:
-            p = depth_rows_figure(samples, preds, out / "figures" / f"samples_{key}.png", cmap=cmap)
+            p = depth_rows_figure(samples, preds, out / "figures" / f"samples_{key}.png", cmap=cmap,
+                                  **{k: opts[k] for k in ("image_label", "truth_label", "unit", "error_maps")
+                                     if k in opts})
             figs["samples"][key] = str(Path(p).relative_to(out))
     return figs

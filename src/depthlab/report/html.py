@@ -20,7 +20,7 @@ from typing import Any, Iterable
 
 import yaml
 
-__all__ = ["fmt", "write_report", "write_markdown", "render_html", "render_markdown", "metric_rows",
+__all__ = ["fmt", "write_report", "write_markdown", "render_html", "render_markdown", "metric_rows", "loss_rows",
            "HIGHER_IS_BETTER", "TABLE_COLUMNS"]
 
 HIGHER_IS_BETTER = {"delta1", "delta2", "delta3", "fps"}
@@ -30,7 +30,9 @@ HEADERS = {"abs_rel": "AbsRel", "sq_rel": "SqRel", "rmse": "RMSE", "rmse_log": "
            "silog": "SILog", "delta1": "δ<1.25", "delta2": "δ<1.25²", "delta3": "δ<1.25³", "params": "params",
            "latency_ms": "latency [ms]", "fps": "FPS", "n_images": "images",
            "abs_rel_untrained": "AbsRel untrained", "rmse_untrained": "RMSE untrained",
-           "l1_norm": "L1 [0,1]", "mse_norm": "MSE [0,1]"}
+           "l1_norm": "L1 [0,1]", "mse_norm": "MSE [0,1]",
+           "train_loss_last": "last training loss", "test_loss": "test loss", "common_test_loss": "common test loss"}
+LOSS_COLUMNS = ("objective", "train_loss_last", "test_loss", "common_test_loss", "weights")
 
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px auto;max-width:1200px;color:#222;padding:0 16px}
@@ -152,6 +154,65 @@ def _learning_rows(results: dict) -> list[dict]:
     return rows
 
 
+def _objective(cfg: dict) -> str:
+    """A run's training loss as written in its config: ``huber(delta=1.0)``, ``1*silog + 0.5*ssim``."""
+    loss = (cfg or {}).get("loss") or {}
+    terms, params = loss.get("terms") or {}, loss.get("params") or {}
+    if isinstance(terms, str):
+        terms = {terms: 1.0}
+    if not isinstance(terms, dict):  # the list form: [{name, weight, params}]
+        return ", ".join(str(t.get("name", t)) if isinstance(t, dict) else str(t) for t in terms)
+    parts = []
+    for name, w in terms.items():
+        p = ", ".join(f"{k}={v}" for k, v in (params.get(name) or {}).items())
+        parts.append(("" if float(w) == 1.0 else f"{w:g}*") + name + (f"({p})" if p else ""))
+    return " + ".join(parts)
+
+
+def loss_rows(results: dict) -> list[dict]:
+    """Per run: its objective, last training loss (per epoch when logged), mean test loss of its own objective,
+    mean common test loss (``evaluation.common_loss``, the same loss on metres for every run) and how its
+    weights started."""
+    rows = []
+    for r in results.get("runs", []):
+        if r.get("status") != "ok" or not (r.get("test_loss") or r.get("weights")):
+            continue
+        curves = r.get("curves") or {}
+        train = curves.get("train_epoch") or curves.get("train") or []
+        common = (r.get("common_test_loss") or {}).get("batches") or []
+        own = r.get("test_loss") or []
+        rows.append({"run": r["id"], "status": "ok", "objective": _objective(r.get("config") or {}),
+                     "train_loss_last": train[-1][1] if train else None,
+                     "test_loss": sum(own) / len(own) if own else None,
+                     "common_test_loss": sum(common) / len(common) if common else None,
+                     "weights": r.get("weights")})
+    return rows
+
+
+def _common_label(results: dict) -> str | None:
+    return next(((r.get("common_test_loss") or {}).get("label") for r in results.get("runs", [])
+                 if (r.get("common_test_loss") or {}).get("label")), None)
+
+
+def _losses_html(results: dict, base: Path) -> str:
+    """The *Training and test losses* table and the per-batch test-loss figure."""
+    p, figs, common = [], results.get("figures") or {}, _common_label(results)
+    lrows = loss_rows(results)
+    if lrows:
+        p.append("<h2>Training and test losses</h2><p class=\"note\">test loss: the mean over test batches of each "
+                 "run's own objective (not comparable across objectives)"
+                 + (f"; common test loss: {_esc(common)}, the same loss on the predictions in metres at the ground "
+                    "truth's resolution for every run" if common else "")
+                 + "; last training loss: the last epoch's mean. weights: how the run's network started.</p>")
+        p.append(_table(lrows, list(LOSS_COLUMNS), mark_best=False, table_id="losses"))
+    if figs.get("test_loss") and (base / figs["test_loss"]).is_file():
+        p.append("<h2>Test loss per batch</h2><p class=\"note\">Each run's own training objective on every batch "
+                 "of the test split, in the run's own target encoding (compare runs with the same encoding)"
+                 + ("; beside it the common test loss, comparable across runs" if common else "")
+                 + f".</p><p>{_img(base / figs['test_loss'], 'test loss per batch')}</p>")
+    return "".join(p)
+
+
 def _category_rows(results: dict, key: str) -> list[dict]:
     rows = []
     for r in results.get("runs", []):
@@ -233,16 +294,18 @@ def render_html(results: dict, base: Path) -> str:
                             mark_best=False, table_id=f"categories-{key}"))
         fig = (results.get("figures") or {}).get("samples", {}).get(key)
         if fig and (base / fig).is_file():
-            p.append(f"<h3>{_esc(ev.get('figure_title') or 'Depth maps')} ({_esc(key)})</h3><p class=\"note\">Per sample: RGB | ground truth | "
-                     "each run, on one shared depth colour scale per row (colour bar), then each run's absolute error "
-                     "(one shared error scale per row). Pixels without ground truth are blank.</p>")
+            o = results.get("report") or {}
+            rows = "One row per category" if o.get("samples_by") == "category" else "Per sample"
+            errors = ", then each run's absolute error (one shared error scale per row)" if o.get("error_maps", True) else ""
+            p.append(f"<h3>{_esc(ev.get('figure_title') or 'Depth maps')} ({_esc(key)})</h3><p class=\"note\">"
+                     f"{rows}: {_esc(o.get('image_label') or 'RGB')} | {_esc(o.get('truth_label') or 'ground truth')} | "
+                     f"each run, on one shared colour scale per row (colour bar){errors}. Pixels without ground truth "
+                     "are blank.</p>")
             p.append(f"<p>{_img(base / fig, 'depth maps ' + key)}</p>")
     figs = results.get("figures") or {}
     if figs.get("curves") and (base / figs["curves"]).is_file():
         p.append("<h2>Loss curves</h2>" + f"<p>{_img(base / figs['curves'], 'loss curves')}</p>")
-    if figs.get("test_loss") and (base / figs["test_loss"]).is_file():
-        p.append("<h2>Test loss per batch</h2><p class=\"note\">Each run's own training objective on every batch "
-                 "of the test split, in the run's own target encoding (compare runs with the same encoding).</p>" + f"<p>{_img(base / figs['test_loss'], 'test loss per batch')}</p>")
+    p.append(_losses_html(results, base))
     for sec in results.get("sections", []) or []:
         p.append(_section_html(sec, base))
     if failed:
@@ -287,6 +350,12 @@ def render_markdown(results: dict) -> str:
             lines += [f"### Per category ({ev['key']})", "",
                       _md_table(cat_rows, ["abs_rel", "rmse", "delta1", "n_images"], first="run / category",
                                 mark_best=False), ""]
+    lrows = loss_rows(results)
+    if lrows:
+        common = _common_label(results)
+        lines += ["## Training and test losses", "", "test loss: mean of each run's own objective over the test "
+                  "batches" + (f"; common test loss: {common}, the same for every run" if common else ""), "",
+                  _md_table(lrows, list(LOSS_COLUMNS), mark_best=False), ""]
     for sec in results.get("sections", []) or []:
         lines += _section_md(sec)
     failed = [r for r in results.get("runs", []) if r.get("status") != "ok"]  # as in the HTML

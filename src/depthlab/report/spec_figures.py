@@ -26,7 +26,7 @@ from depthlab.errors import one_line
 __all__ = ["figure_sections", "SWEEP_VALUES", "final_value"]
 
 SWEEP_VALUES = {
-    "train_loss": "training loss of the last epoch (mean of its logged steps)",
+    "train_loss": "training loss of the last epoch (its mean over the epoch's steps)",
     "val_loss": "validation loss after the last epoch",
     "test_loss": "the run's objective on the test split (mean over batches)",
 }

@@ -256,6 +256,8 @@ class DepthTask(L.LightningModule):
             loss, terms = self._loss(raw, batch)
         bs = batch["image"].shape[0]
         self.log("train/loss", loss.detach(), prog_bar=True, batch_size=bs)
+        # the epoch's mean training loss (studies that plot per epoch; experiment.read_curves)
+        self.log("train/epoch_loss", loss.detach(), on_step=False, on_epoch=True, batch_size=bs)
         if len(terms) > 1:  # a single term equals train/loss (each self.log costs time on small models)
             for name, value in terms.items():
                 self.log(f"train/loss_{name}", value, batch_size=bs)
