@@ -134,7 +134,8 @@ def _overlapping(sources: list[Source], role: str, ortho_path: Path, ortho) -> l
     s, b = min(seen, key=lambda sb: abs(sb[1][0] + sb[1][2] - o.left - o.right) + abs(sb[1][1] + sb[1][3] - o.bottom - o.top))
     def fmt(bb) -> str:
         bb = list(bb)
-        return "[" + ", ".join(f"{v:.1f}" for v in bb) + "]" if len(bb) == 4 and np.all(np.isfinite(bb)) else "[outside it]"
+        ok = len(bb) == 4 and np.all(np.isfinite(bb))  # parentheses: rich markup would eat "[...]" in the CLI
+        return "(" + ", ".join(f"{v:.1f}" for v in bb) + ")" if ok else "(outside its domain)"
 
     hint = ""
     if s.crs != ortho.crs and not disjoint_bounds(s.dataset.bounds, o):
