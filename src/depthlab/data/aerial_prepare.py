@@ -36,7 +36,9 @@ from depthlab.errors import DataError
 
 SPLITS = ("train", "val", "test")
 _PRIORITY = {"train": 0, "val": 1, "test": 2}  # a chip next to a higher-priority split's chip is dropped
-_RASTER_EXTS = (".tif", ".tiff", ".xyz", ".txt", ".asc", ".csv", ".vrt")
+_GDAL_EXTS = (".tif", ".tiff", ".vrt", ".asc")  # read in place by rasterio (.asc = ESRI ASCII grid)
+_XYZ_EXTS = (".xyz", ".txt", ".csv")            # x y z lines: read_xyz_grid
+_RASTER_EXTS = _GDAL_EXTS + _XYZ_EXTS
 _LIDAR_EXTS = (".las", ".laz")
 
 
@@ -91,7 +93,7 @@ def _derive_sources(dsm, dtm, laz, height_crs, lidar_resolution, work: Path) -> 
     out: list[Source] = []
     for role, paths in (("DSM", dsm), ("DTM", dtm)):
         for p in paths:
-            if p.suffix.lower() in (".tif", ".tiff", ".vrt"):
+            if p.suffix.lower() not in _XYZ_EXTS:
                 out.append(Source(role, p, p))
                 continue
             if height_crs is None:
