@@ -275,3 +275,10 @@ def test_spatial_split_blocks_and_buffer():
 def test_spatial_split_rejects_bad_fractions():
     with pytest.raises(ValueError, match="fractions must be three"):
         spatial_split(grid_chips(2), 10.0, fractions=(1.0, 0.0))
+
+
+def test_cli_error_is_one_line_exit_2(portal, tmp_path):
+    res = CliRunner().invoke(app, ["aerial", "prepare", "--out", str(tmp_path / "ds"), "--ortho", str(portal / "ortho"),
+                                   "--dsm", str(portal / "dsm" / "dom1.tif"), "--dtm", str(portal / "dtm" / "dgm1.xyz")])
+    assert res.exit_code == 2
+    assert "dgm1.xyz: an XYZ grid carries no CRS: pass height_crs" in " ".join(res.output.split())

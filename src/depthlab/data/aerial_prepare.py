@@ -25,6 +25,7 @@ orthophoto and the nearest height file with both extents.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,6 +135,7 @@ def _overlapping(sources: list[Source], role: str, ortho_path: Path, ortho) -> l
         return hits
     o = ortho.bounds
     s, b = min(seen, key=lambda sb: abs(sb[1][0] + sb[1][2] - o.left - o.right) + abs(sb[1][1] + sb[1][3] - o.bottom - o.top))
+
     def fmt(bb) -> str:
         bb = list(bb)
         ok = len(bb) == 4 and np.all(np.isfinite(bb))  # parentheses: rich markup would eat "[...]" in the CLI
@@ -467,7 +469,7 @@ def prepare_aerial(out, ortho: Iterable, dsm: Iterable = (), dtm: Iterable = (),
 
     from depthlab.geo import require_rasterio
 
-    require_rasterio()
+    rasterio = require_rasterio()
     out = Path(out)
     orthos = _expand(ortho, (".tif", ".tiff", ".jp2", ".vrt"), "orthophoto")
     dsm_p, dtm_p = _expand(dsm, _RASTER_EXTS, "DSM"), _expand(dtm, _RASTER_EXTS, "DTM")
@@ -490,8 +492,12 @@ def prepare_aerial(out, ortho: Iterable, dsm: Iterable = (), dtm: Iterable = (),
     work = out.with_name(out.name + ".partial")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
+    # GDAL's block cache defaults to 5 % of RAM and fills up as the chips walk through a large tile: 256 MB
+    # keeps the process small (measured in docs/aerial.md) unless the user set GDAL_CACHEMAX.
+    cache = {} if os.environ.get("GDAL_CACHEMAX") else {"GDAL_CACHEMAX": 256}
     try:
-        result = _build(work, orthos, dsm_p, dtm_p, laz_p, opts, progress)
+        with rasterio.Env(**cache):
+            result = _build(work, orthos, dsm_p, dtm_p, laz_p, opts, progress)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
