@@ -75,13 +75,46 @@ def run_prepare(root: str, chip: int, queue) -> None:
                resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
 
 
+def time_lidar(root: Path, n_points: int, side: float = 1000.0) -> dict:
+    """A classified LAZ of ``n_points`` random points over ``side`` x ``side`` m (60 % ground, buildings of
+    20 m x 20 m on a 50 m raster without ground below them) -> DSM + DTM at 1 m, timed."""
+    import laspy
+    from laspy.vlrs.known import WktCoordinateSystemVlr
+    from rasterio.crs import CRS
+
+    from depthlab.data.aerial_sources import lidar_surfaces
+
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(0, side, n_points), rng.uniform(0, side, n_points)
+    roof = ((x % 50) < 20) & ((y % 50) < 20)
+    ground = ~roof & (rng.random(n_points) < 0.6)
+    cls = np.where(roof, 6, np.where(ground, 2, 5)).astype(np.uint8)
+    z = 60 + 0.01 * x + np.where(roof, 12.0, np.where(ground, 0.0, rng.uniform(0, 20, n_points)))
+    header = laspy.LasHeader(point_format=6, version="1.4")
+    header.offsets, header.scales = [350000.0, 5650000.0, 0.0], [0.01, 0.01, 0.01]
+    header.vlrs.append(WktCoordinateSystemVlr(CRS.from_epsg(25832).to_wkt()))
+    las = laspy.LasData(header)
+    las.x, las.y, las.z, las.classification = x + 350000.0, y + 5650000.0, z, cls
+    las.write(root / "points.laz")
+    t = time.perf_counter()
+    s = lidar_surfaces(root / "points.laz", resolution=1.0)
+    return {"laz_points": n_points, "laz_mb": round((root / "points.laz").stat().st_size / 2**20, 1),
+            "dsm_dtm_s": round(time.perf_counter() - t, 1), "cells": int(s.dsm.size),
+            "dtm_cells_filled": int(np.isnan(s.dtm).sum() == 0)}
+
+
 def main() -> None:
     import multiprocessing as mp
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=10000, help="orthophoto side in pixels (0.1 m)")
     ap.add_argument("--chip", type=int, default=512, help="chip side in pixels")
+    ap.add_argument("--laz-points", type=int, default=0, help="also time a LAZ of this many points -> DSM/DTM")
     args = ap.parse_args()
+    if args.laz_points:
+        with tempfile.TemporaryDirectory() as tmp:
+            print_table([time_lidar(Path(tmp), args.laz_points)])
+        return
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         info = write_inputs(Path(tmp), args.size)

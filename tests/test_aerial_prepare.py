@@ -282,3 +282,20 @@ def test_cli_error_is_one_line_exit_2(portal, tmp_path):
                                    "--dsm", str(portal / "dsm" / "dom1.tif"), "--dtm", str(portal / "dtm" / "dgm1.xyz")])
     assert res.exit_code == 2
     assert "dgm1.xyz: an XYZ grid carries no CRS: pass height_crs" in " ".join(res.output.split())
+
+
+def test_fill_gaps_is_exact_on_planar_ground():
+    """A building-sized gap and scattered missing cells in planar ground come back exactly; a gap at the
+    border (outside the ground cells' hull) takes the nearest ground cell."""
+    from depthlab.data.aerial_sources import fill_gaps
+
+    plane = np.add.outer(0.5 * np.arange(30), 0.25 * np.arange(40)).astype(np.float32) + 60
+    g = plane.copy()
+    g[10:20, 12:30] = np.nan
+    g[np.random.default_rng(0).random(g.shape) < 0.1] = np.nan
+    g[0, 0] = plane[0, 0]  # keep the corners so the hull is the whole grid
+    g[0, -1], g[-1, 0], g[-1, -1] = plane[0, -1], plane[-1, 0], plane[-1, -1]
+    np.testing.assert_allclose(fill_gaps(g), plane, atol=1e-4)
+    edge = plane.copy()
+    edge[:, :3] = np.nan
+    np.testing.assert_allclose(fill_gaps(edge)[:, :3], np.repeat(plane[:, 3:4], 3, axis=1), atol=1e-4)
