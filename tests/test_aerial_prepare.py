@@ -181,7 +181,7 @@ def test_prepare_laz_and_tile_csv(portal, tmp_path):
         assert height_at(r.root, point) == pytest.approx(expected, abs=0.03), point
     assert sum(r.counts.values()) == 8 and not r.dropped
     cats = (r.root / "categories.csv").read_text()
-    assert "dop_a_r0_c0,suburb" in cats and "dop_b_r0_c0,industrial" in cats
+    assert "dop_a_r0_c0,industrial" in cats and "dop_b_r0_c0,residential" in cats  # the CSV, not the polygons
     with rasterio.open(r.root / "rgb" / "dop_b_r48_c48.tif") as src:
         assert src.count == 4 and src.dtypes[0] == "uint16" and src.nodata == 0
     manifest = json.loads(r.manifest.read_text())
@@ -220,12 +220,12 @@ def test_gpkg_categories_and_unknown_class(hand_inputs):
 
     root, _, _ = hand_inputs
     boxes = [shapely.box(X0, Y0, X0 + 4.5, Y0 + 4), shapely.box(X0 + 4.5, Y0, X0 + 6, Y0 + 4)]
-    for name, labels in (("ok.gpkg", ["field", "industrial"]), ("bad.gpkg", ["field", "forest"])):
+    for name, labels in (("ok.gpkg", ["residential", "industrial"]), ("bad.gpkg", ["residential", "forest"])):
         pyogrio.raw.write(root / name, shapely.to_wkb(boxes), [np.array(labels, dtype=object)], ["landuse"],
                           driver="GPKG", geometry_type="Polygon", crs="EPSG:25832")
     r = prepare_aerial(root / "out", [root / "ortho"], [root / "dsm.tif"], [root / "dtm.xyz"], height_crs="EPSG:4647",
                        categories=root / "ok.gpkg", category_field="landuse", chip_size=100)
-    assert (r.root / "categories.csv").read_text() == "name,category\nt_r0_c0,field\n"  # 75 % of its pixels
+    assert (r.root / "categories.csv").read_text() == "name,category\nt_r0_c0,residential\n"  # 75 % of its pixels
     with pytest.raises(DataError, match=r"bad.gpkg: landuse values \['forest'\] are not categories"):
         prepare_aerial(root / "out2", [root / "ortho"], [root / "dsm.tif"], [root / "dtm.xyz"],
                        height_crs="EPSG:4647", categories=root / "bad.gpkg", category_field="landuse")

@@ -348,7 +348,7 @@ def write_aerial_portal(root: Path, pixel: float = 0.5, dsm_crs: str = "EPSG:258
         feats.append({"type": "Feature", "properties": {"category": label},
                       "geometry": {"type": "Polygon", "coordinates": [[[float(u), float(v)] for u, v in zip(lon, lat)]]}})
     (root / "areas.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
-    (root / "tiles.csv").write_text("name,category\ndop_a,suburb\ndop_b,industrial\n")
+    (root / "tiles.csv").write_text("name,category\ndop_a,industrial\ndop_b,residential\n")
     return root
 
 
