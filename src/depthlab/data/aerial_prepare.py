@@ -86,7 +86,7 @@ def _expand(inputs, exts, what: str) -> list[Path]:
     return paths
 
 
-def _derive_sources(dsm, dtm, laz, height_crs, lidar_resolution, work: Path) -> list[Source]:
+def _derive_sources(dsm, dtm, laz, height_crs, lidar_resolution, work: Path, progress=None) -> list[Source]:
     """GeoTIFFs are used in place; XYZ grids and point clouds are turned into GeoTIFFs under ``work``."""
     from depthlab.data.aerial_sources import lidar_surfaces, read_xyz_grid
     from depthlab.geo import Georef, write_geotiff
@@ -105,6 +105,8 @@ def _derive_sources(dsm, dtm, laz, height_crs, lidar_resolution, work: Path) -> 
             out.append(Source(role, target, p))
     for p in laz:
         s = lidar_surfaces(p, lidar_resolution, crs=height_crs)
+        if progress:
+            progress(f"{p.name}: DSM + DTM at {lidar_resolution:g} m from {s.n_points} points ({s.n_ground} ground)")
         for role, grid in (("DSM", s.dsm), ("DTM", s.dtm)):
             target = work / f"{role.lower()}_{len(out):03d}_{p.stem}.tif"
             write_geotiff(target, grid, Georef(s.crs, s.transform, grid.shape[1], grid.shape[0]))
@@ -406,7 +408,7 @@ def _build(work: Path, orthos, dsm, dtm, laz, opts: dict, progress) -> PrepareRe
     from depthlab.geo import open_raster
     from depthlab.io import write_json
 
-    sources = _derive_sources(dsm, dtm, laz, opts["height_crs"], opts["lidar_resolution"], work / "sources")
+    sources = _derive_sources(dsm, dtm, laz, opts["height_crs"], opts["lidar_resolution"], work / "sources", progress)
     tiles = _plan_tiles(orthos, opts["chip_size"])
     _assign_splits(tiles, opts["block_size"], opts["fractions"], opts["seed"], opts["buffer"])
     cats = opts["categories"]
