@@ -299,3 +299,16 @@ def test_fill_gaps_is_exact_on_planar_ground():
     edge = plane.copy()
     edge[:, :3] = np.nan
     np.testing.assert_allclose(fill_gaps(edge)[:, :3], np.repeat(plane[:, 3:4], 3, axis=1), atol=1e-4)
+
+
+def test_prepared_split_has_no_touching_chips_across_splits(portal, tmp_path):
+    """End to end with the default buffer: the written split lists hold whole blocks and no chip of one split
+    touches a chip of another (bounds from prepare.json)."""
+    r = prepare_aerial(tmp_path / "ds", [portal / "ortho"], laz=[portal / "lidar" / "points.laz"], chip_size=16,
+                       block_size=16)
+    chips = [c for c in json.loads(r.manifest.read_text())["chips"] if not c["dropped"]]
+    listed = {s: set((r.root / "splits" / f"{s}.txt").read_text().split()) for s in ("train", "val", "test")}
+    assert all(c["name"] in listed[c["split"]] for c in chips) and all(listed.values())
+    b = np.array([c["bounds"] for c in chips])
+    assert touching_pairs(b, [c["split"] for c in chips], [False] * len(chips)) == []
+    assert len(chips) + len(r.dropped) == 72 and all("buffer" in why for why in r.dropped.values())
