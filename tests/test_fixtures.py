@@ -74,7 +74,7 @@ def test_write_fixture_reuses_a_complete_tree_and_rewrites_on_new_arguments(tmp_
     assert not (tmp_path / "d.tmp").exists()
     with pytest.raises(UnknownNameError, match="unknown fixture kind 'nyu'; choose from .*nyu_mat"):
         write_fixture("nyu", tmp_path / "x")
-    assert set(list_fixtures()) == {"nyu_mat", "nyu_reduced", "kitti", "diode", "endoslam", "aerial"}
+    assert set(list_fixtures()) == {"nyu_mat", "nyu_reduced", "kitti", "diode", "endoslam", "aerial", "aerial_portal"}
 
 
 def test_experiment_spec_fixture_references_become_paths(tmp_path):

@@ -308,6 +308,51 @@ def benchmark_cmd(
     console.print(f"wrote {out}/results.json, results.csv, results.md", highlight=False, markup=False)
 
 
+aerial_app = typer.Typer(no_args_is_help=True, help="Aerial orthophotos with LiDAR heights (see docs/aerial.md).")
+app.add_typer(aerial_app, name="aerial")
+
+
+@aerial_app.command("prepare")
+def aerial_prepare_cmd(
+    out: Path = typer.Option(..., "--out", help="dataset folder to create (rgb/, height/, splits/, categories.csv)"),
+    ortho: List[str] = typer.Option(..., "--ortho", help="orthophoto GeoTIFFs: files, folders or globs (repeatable)"),
+    dsm: Optional[List[str]] = typer.Option(None, "--dsm", help="surface model: GeoTIFF or XYZ grid (repeatable)"),
+    dtm: Optional[List[str]] = typer.Option(None, "--dtm", help="terrain model: GeoTIFF or XYZ grid (repeatable)"),
+    laz: Optional[List[str]] = typer.Option(None, "--laz", help="classified LAS/LAZ point clouds (repeatable)"),
+    height_crs: Optional[str] = typer.Option(None, help="CRS of inputs that carry none (XYZ grids), e.g. EPSG:25832"),
+    chip_size: int = typer.Option(512, help="chip side in orthophoto pixels"),
+    lidar_resolution: float = typer.Option(1.0, help="cell size (m) of DSM/DTM gridded from point clouds"),
+    resampling: str = typer.Option("bilinear", help="resampling of heights onto the orthophoto grid"),
+    categories: Optional[Path] = typer.Option(None, help="polygons (GeoPackage/GeoJSON/...) or per-tile CSV name,category"),
+    category_field: str = typer.Option("category", help="the polygons' class field"),
+    block_size: float = typer.Option(500.0, help="side (map units, m) of the spatial split blocks"),
+    fractions: str = typer.Option("0.7,0.15,0.15", help="train,val,test shares of chips"),
+    buffer: float = typer.Option(0.0, help="drop chips within this distance (m) of another split's chip; <0: keep all"),
+    seed: int = typer.Option(0, help="seed of the block shuffle"),
+    min_valid: float = typer.Option(0.0, help="drop chips whose share of valid heights is not above this"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace a non-empty --out"),
+):
+    """Build an aerial training set from portal downloads: nDSM chips aligned to orthophoto chips, split by blocks."""
+    from depthlab.data.aerial_prepare import prepare_aerial
+    from depthlab.errors import DepthlabError
+
+    try:
+        shares = [float(v) for v in fractions.split(",")]
+    except ValueError:
+        _fail(f"--fractions must be three numbers train,val,test, got {fractions!r}")
+    try:
+        r = prepare_aerial(out, ortho, dsm or [], dtm or [], laz or [], chip_size=chip_size, height_crs=height_crs,
+                           lidar_resolution=lidar_resolution, resampling=resampling, categories=categories,
+                           category_field=category_field, block_size=block_size, fractions=shares,
+                           buffer=None if buffer < 0 else buffer, seed=seed, min_valid=min_valid,
+                           overwrite=overwrite, progress=lambda line: err_console.print(line, highlight=False,
+                                                                                        markup=False))
+    except (DepthlabError, FileNotFoundError, FileExistsError, ValueError, ImportError) as e:
+        _fail(first_line(e))
+    console.print(f"wrote {r.root}: " + ", ".join(f"{k} {v}" for k, v in r.counts.items())
+                  + f" chips; {len(r.dropped)} dropped (see {r.manifest})", highlight=False, soft_wrap=True, markup=False)
+
+
 _python_formatwarning = None  # warnings.formatwarning before main() replaced it
 
 

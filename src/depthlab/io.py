@@ -227,8 +227,9 @@ def write_rgb_png(path, rgb: np.ndarray) -> Path:
     return Path(path)
 
 
-def list_images(inputs) -> list[Path]:
-    """Expand files, folders (non-recursive, sorted) and globs into image paths; order kept, duplicates dropped."""
+def list_images(inputs, exts=IMAGE_EXTS) -> list[Path]:
+    """Expand files, folders (non-recursive, sorted; files ending in one of ``exts``) and globs into paths;
+    order kept, duplicates dropped."""
     import glob
 
     out: list[Path] = []
@@ -238,7 +239,7 @@ def list_images(inputs) -> list[Path]:
         if any(ch in s for ch in "*?["):
             cands = [Path(p) for p in sorted(glob.glob(s, recursive=True))]
         elif Path(s).is_dir():
-            cands = sorted(p for p in Path(s).iterdir() if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."))
+            cands = sorted(p for p in Path(s).iterdir() if p.suffix.lower() in exts and not p.name.startswith("."))
         else:
             cands = [Path(s)]
         for p in cands:

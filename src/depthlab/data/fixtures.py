@@ -222,6 +222,136 @@ def write_aerial(root: Path, n: int = 6, size=(64, 64), seed: int = 0, epsg: int
     return root
 
 
+# ------------------------------------------------------------------------------------------ aerial portal
+#: the portal fixture's scene, in EPSG:25832 metres: two 48 m x 48 m orthophoto tiles side by side
+PORTAL_ORIGIN = (350000.0, 5650000.0)  # south-west corner of tile ``dop_a``; ``dop_b`` lies east of it
+#: (x0, y0, x1, y1 relative to PORTAL_ORIGIN, height above ground in m): two buildings and a pit (a DSM below
+#: the DTM, e.g. a fresh excavation, which ``prepare`` clips to 0)
+PORTAL_OBJECTS = ((10.0, 10.0, 30.0, 30.0, 12.0), (60.0, 20.0, 80.0, 40.0, 8.0), (36.0, 4.0, 42.0, 10.0, -2.0))
+PORTAL_DSM_EAST = 92.0  # the DSM GeoTIFF ends here (relative x): the last 4 m of ``dop_b`` have no DSM
+
+
+def portal_terrain(x, y):
+    """The fixture's ground height (m) at EPSG:25832 ``x, y``: a plane rising east and north."""
+    return 60.0 + 0.02 * (np.asarray(x) - PORTAL_ORIGIN[0]) + 0.01 * (np.asarray(y) - PORTAL_ORIGIN[1])
+
+
+def portal_objects(x, y):
+    """Height above ground (m) of the fixture's objects at EPSG:25832 ``x, y`` (0 on open ground)."""
+    dx, dy = np.asarray(x) - PORTAL_ORIGIN[0], np.asarray(y) - PORTAL_ORIGIN[1]
+    h = np.zeros(np.broadcast(dx, dy).shape)
+    for x0, y0, x1, y1, z in PORTAL_OBJECTS:
+        h = np.where((dx >= x0) & (dx < x1) & (dy >= y0) & (dy < y1), z, h)
+    return h
+
+
+def _portal_grid(crs, res: float, margin: float = 6.0):
+    """Cell-centre coordinates (in ``crs``) of a ``res`` grid covering the scene, and the same points in
+    EPSG:25832."""
+    from rasterio.warp import transform, transform_bounds
+
+    x0, y0 = PORTAL_ORIGIN
+    left, bottom, right, top = transform_bounds("EPSG:25832", crs, x0 - margin, y0 - margin, x0 + 96 + margin,
+                                                y0 + 48 + margin)
+    xs = np.arange(np.floor(left / res) * res, right, res) + res / 2
+    ys = np.arange(np.ceil(top / res) * res, bottom, -res) - res / 2
+    gx, gy = np.meshgrid(xs, ys)
+    ux, uy = transform(crs, "EPSG:25832", gx.ravel(), gy.ravel())
+    return gx, gy, np.asarray(ux).reshape(gx.shape), np.asarray(uy).reshape(gx.shape)
+
+
+def _portal_orthos(root: Path, pixel: float) -> None:
+    """``ortho/dop_a.tif`` (RGB uint8) and ``ortho/dop_b.tif`` (RGBI uint16, nodata 0 in its top-left 4 m)."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    n = int(round(48 / pixel))
+    rng = np.random.default_rng(0)
+    for k, (name, dtype, scale) in enumerate((("dop_a", "uint8", 1), ("dop_b", "uint16", 257))):
+        left = PORTAL_ORIGIN[0] + 48.0 * k
+        tf = from_origin(left, PORTAL_ORIGIN[1] + 48.0, pixel, pixel)
+        cx = left + (np.arange(n) + 0.5) * pixel
+        cy = PORTAL_ORIGIN[1] + 48.0 - (np.arange(n) + 0.5) * pixel
+        h = portal_objects(*np.meshgrid(cx, cy))
+        rgb = np.stack([np.where(h > 9, 180, np.where(h > 0, 140, np.where(h < 0, 120, 70))),
+                        np.where(h > 0, 70, np.where(h < 0, 90, 120)),
+                        np.where(h > 0, 60 + 3 * h, 50)]).astype(np.float64) + rng.normal(0, 8, (3, n, n))
+        bands = np.clip(np.concatenate([rgb, rgb[1:2] + 40]) if k else rgb, 1, 255) * scale
+        if k:
+            bands[:, : int(4 / pixel), : int(4 / pixel)] = 0  # no image here: nodata
+        (root / "ortho").mkdir(parents=True, exist_ok=True)
+        with rasterio.open(root / "ortho" / f"{name}.tif", "w", driver="GTiff", width=n, height=n,
+                           count=bands.shape[0], dtype=dtype, crs="EPSG:25832", transform=tf,
+                           nodata=0 if k else None) as dst:
+            dst.write(bands.astype(dtype))
+
+
+def _portal_laz(path: Path, crs: str, spacing: float = 0.5) -> None:
+    """A classified point cloud in ``crs``: ground (2) everywhere but under buildings, building roofs (6),
+    a 6 m tree (5) over ground near the east edge, one high-noise point (18) 100 m above building 1."""
+    import laspy
+    from laspy.vlrs.known import WktCoordinateSystemVlr
+    from rasterio.crs import CRS
+    from rasterio.warp import transform
+
+    x0, y0 = PORTAL_ORIGIN
+    gx, gy = np.meshgrid(np.arange(x0 - 4, x0 + 100, spacing) + 0.1, np.arange(y0 - 4, y0 + 52, spacing) + 0.1)
+    x, y = gx.ravel(), gy.ravel()
+    ground, h = portal_terrain(x, y), np.maximum(portal_objects(x, y), 0.0)
+    tree = np.hypot(x - (x0 + 86.0), y - (y0 + 10.0)) < 3.0
+    xs = np.concatenate([x[h == 0], x[h > 0], x[tree], [x0 + 20.0]])
+    ys = np.concatenate([y[h == 0], y[h > 0], y[tree], [y0 + 20.0]])
+    zs = np.concatenate([ground[h == 0], (ground + h)[h > 0], ground[tree] + 6.0, [portal_terrain(x0 + 20, y0 + 20) + 100]])
+    cls = np.concatenate([np.full((h == 0).sum(), 2), np.full((h > 0).sum(), 6), np.full(tree.sum(), 5), [18]])
+    px, py = transform("EPSG:25832", crs, xs, ys)
+    header = laspy.LasHeader(point_format=6, version="1.4")
+    header.offsets, header.scales = [np.floor(min(px)), np.floor(min(py)), 0.0], [0.001, 0.001, 0.001]
+    header.vlrs.append(WktCoordinateSystemVlr(CRS.from_user_input(crs).to_wkt()))
+    header.global_encoding.wkt = True
+    las = laspy.LasData(header)
+    las.x, las.y, las.z, las.classification = np.asarray(px), np.asarray(py), zs, cls.astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    las.write(path)
+
+
+def write_aerial_portal(root: Path, pixel: float = 0.5, dsm_crs: str = "EPSG:25833", dtm_crs: str = "EPSG:4647",
+                        laz_crs: str = "EPSG:25833") -> Path:
+    """What a survey portal hands out for a 96 m x 48 m scene (:data:`PORTAL_ORIGIN`), as input to
+    ``depthlab aerial prepare``: ``ortho/dop_{a,b}.tif`` (EPSG:25832, ``pixel`` m), ``dsm/dom1.tif`` (1 m
+    GeoTIFF in ``dsm_crs``, nodata -9999, ends at :data:`PORTAL_DSM_EAST`), ``dtm/dgm1.xyz`` (1 m ``x y z``
+    grid in ``dtm_crs``, no CRS inside), ``lidar/points.laz`` (classified points in ``laz_crs``),
+    ``areas.geojson`` (category polygons, EPSG:4326) and ``tiles.csv`` (per-tile categories).
+    The DSM is :func:`portal_terrain` + :func:`portal_objects`, the DTM :func:`portal_terrain`: nDSM by hand."""
+    import rasterio
+    from rasterio.transform import from_origin
+    from rasterio.warp import transform
+
+    _portal_orthos(root, pixel)
+    gx, gy, ux, uy = _portal_grid(dsm_crs, 1.0)
+    dsm = (portal_terrain(ux, uy) + portal_objects(ux, uy)).astype(np.float32)
+    dsm[ux > PORTAL_ORIGIN[0] + PORTAL_DSM_EAST] = -9999.0
+    (root / "dsm").mkdir(parents=True, exist_ok=True)
+    with rasterio.open(root / "dsm" / "dom1.tif", "w", driver="GTiff", width=dsm.shape[1], height=dsm.shape[0],
+                       count=1, dtype="float32", crs=dsm_crs, nodata=-9999.0,
+                       transform=from_origin(gx[0, 0] - 0.5, gy[0, 0] + 0.5, 1.0, 1.0)) as dst:
+        dst.write(dsm[None])
+    gx, gy, ux, uy = _portal_grid(dtm_crs, 1.0)
+    lines = [f"{a:.2f} {b:.2f} {c:.3f}" for a, b, c in zip(gx.ravel(), gy.ravel(), portal_terrain(ux, uy).ravel())]
+    (root / "dtm").mkdir(parents=True, exist_ok=True)
+    (root / "dtm" / "dgm1.xyz").write_text("\n".join(lines) + "\n")
+    _portal_laz(root / "lidar" / "points.laz", laz_crs)
+    x0, y0 = PORTAL_ORIGIN
+    areas = [("residential", (x0 - 2, y0 - 2, x0 + 48, y0 + 50)), ("industrial", (x0 + 48, y0 - 2, x0 + 98, y0 + 50))]
+    feats = []
+    for label, (a, b, c, d) in areas:
+        lon, lat = transform("EPSG:25832", "EPSG:4326", [a, c, c, a, a], [b, b, d, d, b])
+        feats.append({"type": "Feature", "properties": {"category": label},
+                      "geometry": {"type": "Polygon", "coordinates": [[[float(u), float(v)] for u, v in zip(lon, lat)]]}})
+    (root / "areas.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
+    (root / "tiles.csv").write_text("name,category\ndop_a,industrial\ndop_b,residential\n")
+    return root
+
+
 FIXTURES: dict[str, Callable[..., Path]] = {
     "nyu_mat": write_nyu_mat,
     "nyu_reduced": write_nyu_reduced,
@@ -229,6 +359,7 @@ FIXTURES: dict[str, Callable[..., Path]] = {
     "diode": write_diode,
     "endoslam": write_endoslam,
     "aerial": write_aerial,
+    "aerial_portal": write_aerial_portal,
 }
 
 
