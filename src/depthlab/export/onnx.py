@@ -273,12 +273,12 @@ def calibration_inputs(info, shape, images=None) -> tuple[list[str], list[torch.
     if isinstance(source, (str, os.PathLike)):
         folder = Path(source)
         if not folder.is_dir():
-            raise DataError(f"{folder}: calibration images must be a folder or a list of image files")
+            raise DataError(folder, "calibration images must be a folder or a list of image files")
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     else:
         files = [Path(p) for p in source]
     if not files:
-        raise DataError(f"{source}: no calibration images (.png/.jpg) found")
+        raise DataError(source, "no calibration images (.png/.jpg) found")
     b, _, h, w = shape
     batches = []
     for f in files:
