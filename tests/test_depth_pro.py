@@ -176,3 +176,16 @@ def test_offline_error_names_hub_id_and_both_local_ways(monkeypatch):
     assert seen["source"] == "apple/DepthPro-hf" and seen["local_files_only"] is True
     assert "\n" not in msg and "apple/DepthPro-hf" in msg and "config.json" in msg
     assert "checkpoint_path=PATH" in msg and "--checkpoint-path PATH" in msg
+
+
+def test_built_in_architecture_is_the_hub_models_size():
+    """The pretrained=False architecture (on the meta device: no memory) has Depth Pro's 952M parameters --
+    the 1.9 GB float16 model.safetensors of apple/DepthPro-hf -- and the 1536 x 1536 processing size."""
+    with torch.device("meta"):
+        model = depthlab.create_model("depth_pro")
+    assert sum(p.numel() for p in model.parameters()) == 951_994_402
+    assert model.fixed_network_size == (1536, 1536) and model.hf.fov_model is not None
+    with torch.device("meta"):
+        no_fov = depthlab.create_model("depth_pro", use_fov_model=False)
+    assert no_fov.hf.fov_model is None
+    assert sum(p.numel() for p in no_fov.parameters()) == 951_994_402 - 304_260_577
