@@ -107,7 +107,8 @@ def latency(rows: list[dict], x: np.ndarray, rounds: int, warmup: int = 3) -> No
     for r in rows:
         med, p10, cpu = statistics.median(r["times"]), np.percentile(r["times"], 10), statistics.median(r["cpu_times"])
         r.update(ms=med * 1e3, ms_p10=p10 * 1e3, ms_p90=np.percentile(r["times"], 90) * 1e3, cpu_ms=cpu * 1e3,
-                 speedup_vs_fp32=base / med, speedup_vs_fp32_p10=float(base_p10 / p10), cpu_speedup_vs_fp32=base_cpu / cpu)
+                 speedup_vs_fp32=base / med, speedup_vs_fp32_p10=float(base_p10 / p10),
+                 cpu_speedup_vs_fp32=base_cpu / cpu)
 
 
 def main():
@@ -152,8 +153,8 @@ def main():
         "load_average_after": list(load_after),
         "note": "2 CPU cores shared with other jobs (load average above): absolute wall-clock ms are noisy; the "
                 "interleaved ratios to fp32, and above all the CPU-time ratios (cpu_speedup_vs_fp32: time on a core, "
-                "not time waiting for one), are the result. int8-static (NYU calib.) is calibrated on the same frames it is "
-                "evaluated on; the KITTI-calibrated row shares no frame with the evaluation.",
+                "not time waiting for one), are the result. int8-static (NYU calib.) is calibrated on the same "
+                "frames it is evaluated on; the KITTI-calibrated row shares no frame with the evaluation.",
         "rows": rows,
     })
 

@@ -103,7 +103,8 @@ def test_precision_errors(fastdepth, tmp_path):
         dl_onnx.export_onnx(fastdepth, tmp_path / "a.onnx", SHAPE, precision="int4")
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no calibration images"):
-        dl_onnx.export_onnx(fastdepth, tmp_path / "b.onnx", SHAPE, precision="int8-static", calibration=tmp_path / "empty")
+        dl_onnx.export_onnx(fastdepth, tmp_path / "b.onnx", SHAPE, precision="int8-static",
+                            calibration=tmp_path / "empty")
     with pytest.raises(dl_onnx.OnnxExportError, match=r"mean relative .* mean > tolerance"):  # the int8 gate
         dl_onnx.export_onnx(fastdepth, tmp_path / "c.onnx", SHAPE, precision="int8-dynamic", tolerance=1e-9)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]  # nothing half-written, no fp32 leftovers

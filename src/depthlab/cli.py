@@ -223,7 +223,8 @@ def export_cmd(
     except (DepthlabError, FileNotFoundError, ValueError, KeyError, ImportError, RuntimeError) as e:
         _fail(first_line(e))
     console.print(f"wrote {r['path']} ({r['model_name']}, input {'x'.join(map(str, r['input_shape']))}"
-                  f"{', dynamic' if r['dynamic'] else ''}, opset {r['opset']}, {r['exporter']} exporter, {r['precision']})",
+                  f"{', dynamic' if r['dynamic'] else ''}, opset {r['opset']}, {r['exporter']} exporter, "
+                  f"{r['precision']})",
                   highlight=False, soft_wrap=True, markup=False)
     console.print(f"onnxruntime vs PyTorch: max abs diff {r['max_abs_diff']:.3e} (relative {r['rel_diff']:.3e}, "
                   f"mean relative {r['mean_rel_diff']:.3e}, tolerance {r['tolerance']:.0e} on the {r['check']}) on "

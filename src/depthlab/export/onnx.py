@@ -39,9 +39,9 @@ FP32_TOLERANCE = 1e-4
 # The check per precision: (statistic, tolerance). "max" = max|ort - torch| / max|torch| (the worst pixel), "mean" =
 # mean|ort - torch| / mean|torch|. fp32: the exporter's float error, max 1e-4. fp16: a 10-bit mantissa (2^-11 =
 # 4.9e-4 per rounding) accumulated over a network, max 1e-2. int8: steps of 1/255 of each tensor's range; single
-# pixels move by a third of the range on out-of-domain frames (FastDepth on KITTI: up to 0.37, mean up to 0.11),
-# so int8 is gated on the mean, 0.15 -- a check that the graph still computes the same function, not an accuracy claim: accuracy per
-# precision is measured by benchmarks/onnx_precision.py (docs/export.md).
+# pixels move by a third of the range on out-of-domain frames (FastDepth on KITTI: up to 0.37, mean up to
+# 0.11), so int8 is gated on the mean, 0.15 -- a check that the graph still computes the same function, not an
+# accuracy claim: accuracy per precision is measured by benchmarks/onnx_precision.py (docs/export.md).
 CHECKS = {"fp32": "max", "fp16": "max", "int8-dynamic": "mean", "int8-static": "mean"}
 TOLERANCES = {"fp32": FP32_TOLERANCE, "fp16": 1e-2, "int8-dynamic": 1.5e-1, "int8-static": 1.5e-1}
 

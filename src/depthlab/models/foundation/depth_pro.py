@@ -136,7 +136,8 @@ class DepthProModel(HFDepthModel):
         x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
         info = getattr(self, "depth_info", None)
         mean, std = (info.mean, info.std) if info is not None else (HALF, HALF)
-        x = (x - torch.tensor(mean, device=x.device).view(1, 3, 1, 1)) / torch.tensor(std, device=x.device).view(1, 3, 1, 1)
+        mean_t, std_t = (torch.tensor(v, device=x.device).view(1, 3, 1, 1) for v in (mean, std))
+        x = (x - mean_t) / std_t
         policy = self.resize_policy or DEPTH_PRO_RESIZE
         return policy.resize(x, self.input_size_for(*x.shape[-2:]))
 
