@@ -188,12 +188,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape, dynamic:
                                                          f"{exporter} exporter, opset {opset}", threads)
                 frames: list[str] = []
                 if precision != "fp32":
-                    frames, batches = calibration_inputs(info, shape, calibration)
-                    convert_precision(fp32, tmp, precision, batches)
-                    inputs = [b if tuple(b.shape) == s else _resize_batch(b, s) for s in shapes for b in batches]
-                    worst_abs, worst_rel, mean_rel = _verify(
-                        tmp, wrapper, inputs, tolerance, f"{precision}, verified on {len(frames)} calibration frames",
-                        threads, CHECKS[precision])
+                    frames, (worst_abs, worst_rel, mean_rel) = _convert_and_verify(
+                        fp32, tmp, precision, wrapper, shapes, tolerance, calibration, threads)
             finally:
                 if fp32 != tmp:
                     fp32.unlink(missing_ok=True)
@@ -203,6 +199,19 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape, dynamic:
                         max_abs_diff=worst_abs, rel_diff=worst_rel, tolerance=tolerance, export_seconds=seconds,
                         verified_shapes=[list(s) for s in shapes], precision=precision, calibration_frames=frames,
                         mean_rel_diff=mean_rel, check=CHECKS[precision])
+
+
+def _convert_and_verify(fp32: Path, dst: Path, precision: str, wrapper: nn.Module, shapes: list[tuple[int, ...]],
+                        tolerance: float, calibration, threads: int | None) -> tuple[list[str], tuple[float, ...]]:
+    """Convert the verified fp32 file to ``precision`` at ``dst`` and check it on the calibration frames (each
+    input shape); returns the frame names and the worst differences."""
+    info = getattr(wrapper.model, "depth_info", None)
+    frames, batches = calibration_inputs(info, shapes[0], calibration)
+    convert_precision(fp32, dst, precision, batches)
+    inputs = [b if tuple(b.shape) == s else _resize_batch(b, s) for s in shapes for b in batches]
+    diffs = _verify(dst, wrapper, inputs, tolerance, f"{precision}, verified on {len(frames)} calibration frames",
+                    threads, CHECKS[precision])
+    return frames, diffs
 
 
 def _normalise(x: torch.Tensor, info) -> torch.Tensor:
