@@ -189,3 +189,13 @@ def test_built_in_architecture_is_the_hub_models_size():
         no_fov = depthlab.create_model("depth_pro", use_fov_model=False)
     assert no_fov.hf.fov_model is None
     assert sum(p.numel() for p in no_fov.parameters()) == 951_994_402 - 304_260_577
+
+
+@pytest.mark.slow  # the dynamo exporter: about 10 s
+def test_exports_to_onnx(tiny_folder, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from depthlab.export.onnx import export_onnx
+
+    model = load(tiny_folder).eval()
+    report = export_onnx(model, tmp_path / "depth_pro.onnx", (1, 3, 128, 128))
+    assert report.rel_diff <= 1e-4 and (tmp_path / "depth_pro.onnx").exists()
