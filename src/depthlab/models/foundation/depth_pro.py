@@ -194,7 +194,7 @@ def depth_pro(fov_deg: float | None = None, use_fov_model: bool | None = None, c
     return model
 
 
-# Hooks read by tests/test_models_all.py: a tiny random Depth Pro (three 2-layer DINOv2s at 32 px, 4 x 4 tokens).
+# Hooks read by tests/test_models_all.py: a tiny random Depth Pro (three 2-layer DINOv2s at 32 px, 2 x 2 tokens).
 # dinov2 patch 16 on 32-px patches keeps Depth Pro's output size equal to its input size (4 x patch_size).
 _TINY_DINO = {"model_type": "dinov2", "image_size": 32, "patch_size": 16, "hidden_size": 16, "num_hidden_layers": 2,
               "num_attention_heads": 2, "mlp_ratio": 2, "layerscale_value": 1.0}
