@@ -85,7 +85,7 @@ def forward_rows(model, backend, net_hw, tmp: Path, runs: int) -> tuple[list[dic
     ``quantize_dynamic``, weights int8) with its output difference to float32."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from depthlab.export.onnx import _session, export_onnx
+    from depthlab.export.onnx import export_onnx, ort_session
 
     rows, rel = [], {}
     for hw in (tuple(net_hw), (518, 518)):
@@ -96,7 +96,7 @@ def forward_rows(model, backend, net_hw, tmp: Path, runs: int) -> tuple[list[dic
         else:
             path = tmp / f"square_{hw[0]}x{hw[1]}.onnx"
             export_onnx(model, path, shape)
-            sess = _session(path)
+            sess = ort_session(path)
         feed = {sess.get_inputs()[0].name: x.numpy()}
         with torch.inference_mode():
             rows.append({"what": f"eager forward {hw[0]}x{hw[1]}", "median_ms": median_ms(lambda: model(x), runs)})
@@ -105,7 +105,7 @@ def forward_rows(model, backend, net_hw, tmp: Path, runs: int) -> tuple[list[dic
         if hw == tuple(net_hw):
             q = tmp / "int8.onnx"
             quantize_dynamic(str(path), str(q), weight_type=QuantType.QInt8)
-            qs = _session(q)
+            qs = ort_session(q)
             rows.append({"what": f"onnxruntime int8 dynamic {hw[0]}x{hw[1]}",
                          "median_ms": median_ms(lambda: qs.run(None, feed), runs)})
             a, b = sess.run(None, feed)[0], qs.run(None, feed)[0]

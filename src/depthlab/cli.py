@@ -209,6 +209,9 @@ def export_cmd(
     width: Optional[int] = typer.Option(None, help="input width (default: the weights' input_size)"),
     dynamic: bool = typer.Option(False, "--dynamic", help="dynamic batch, height and width"),
     opset: int = typer.Option(17, help="ONNX opset"),
+    precision: str = typer.Option("fp32", help="fp32, fp16, int8-dynamic or int8-static (ONNX Runtime quantisation)"),
+    calibration: Optional[Path] = typer.Option(None, help="int8-static / fp16 / int8 check: folder of calibration "
+                                                            "images (default: the bundled NYU frames)"),
 ):
     """Export a model to ONNX, verified against PyTorch with ONNX Runtime (max abs diff printed)."""
     from depthlab.errors import DepthlabError
@@ -216,14 +219,17 @@ def export_cmd(
 
     try:
         r = export_model(out, model=model, checkpoint_path=checkpoint_path, checkpoint=checkpoint, height=height,
-                         width=width, dynamic=dynamic, opset=opset)
+                         width=width, dynamic=dynamic, opset=opset, precision=precision, calibration=calibration)
     except (DepthlabError, FileNotFoundError, ValueError, KeyError, ImportError, RuntimeError) as e:
         _fail(first_line(e))
     console.print(f"wrote {r['path']} ({r['model_name']}, input {'x'.join(map(str, r['input_shape']))}"
-                  f"{', dynamic' if r['dynamic'] else ''}, opset {r['opset']}, {r['exporter']} exporter)",
+                  f"{', dynamic' if r['dynamic'] else ''}, opset {r['opset']}, {r['exporter']} exporter, "
+                  f"{r['precision']})",
                   highlight=False, soft_wrap=True, markup=False)
     console.print(f"onnxruntime vs PyTorch: max abs diff {r['max_abs_diff']:.3e} (relative {r['rel_diff']:.3e}, "
-                  f"tolerance {r['tolerance']:.0e}) on {len(r['verified_shapes'])} input shape(s)",
+                  f"mean relative {r['mean_rel_diff']:.3e}, tolerance {r['tolerance']:.0e} on the {r['check']}) on "
+                  f"{len(r['verified_shapes'])} input shape(s)"
+                  + (f", {len(r['calibration_frames'])} calibration frames" if r['calibration_frames'] else ""),
                   highlight=False, soft_wrap=True, markup=False)
 
 

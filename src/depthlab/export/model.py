@@ -15,13 +15,17 @@ from depthlab.models.registry import resolve_model
 
 def export_model(out: str | os.PathLike, model: str | None = None, checkpoint_path=None, checkpoint=None,
                  height: int | None = None, width: int | None = None, dynamic: bool = False, opset: int = 17,
-                 batch_size: int = 1, pretrained: bool = True, tolerance: float = 1e-4) -> dict[str, Any]:
+                 batch_size: int = 1, pretrained: bool = True, tolerance: float | None = None,
+                 precision: str = "fp32", calibration=None) -> dict[str, Any]:
     """Export a model to ONNX at ``out``, verified against PyTorch in ONNX Runtime; returns the report dict.
 
     The input size defaults to the weights' ``input_size``; ``height``/``width`` must be multiples of the
     model's ``multiple_of``. The graph takes ``x`` (B,3,H,W) already normalised with the ``mean``/``std`` in the
     sidecar and returns ``depth`` (B,1,H,W) raw (``target_encoding``; see docs/outputs.md). ``dynamic`` makes
-    batch, height and width dynamic (and verifies a second shape). Writes ``<out>.json`` next to the file.
+    batch, height and width dynamic (and verifies a second shape). ``precision`` (fp32, fp16, int8-dynamic,
+    int8-static) and ``calibration`` (image folder or files, default the bundled NYU frames) are
+    :func:`~depthlab.export.onnx.export_onnx`'s; ``tolerance`` defaults to the precision's. Writes
+    ``<out>.json`` next to the file.
     """
     from depthlab.export.onnx import export_onnx
     from depthlab.io import write_json
@@ -39,7 +43,7 @@ def export_model(out: str | os.PathLike, model: str | None = None, checkpoint_pa
         if v < 1 or v % m:
             raise ValueError(f"{label} {v} must be a positive multiple of {m} ({name}'s multiple_of)")
     report = export_onnx(net, out, (batch_size, 3, int(height), int(width)), dynamic=dynamic, opset=opset,
-                         tolerance=tolerance).to_dict()
+                         tolerance=tolerance, precision=precision, calibration=calibration).to_dict()
     report.update(model_name=name, checkpoint=str(checkpoint) if checkpoint else None,
                   checkpoint_path=str(checkpoint_path) if checkpoint_path else None,
                   input_name="x", output_name="depth", mean=list(info.mean), std=list(info.std),

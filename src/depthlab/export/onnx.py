@@ -34,6 +34,16 @@ log = logging.getLogger(__name__)
 
 ONNX_INSTALL_HINT = "pip install 'depthlab[onnx]' (onnx, onnxruntime, onnxscript)"
 CACHE_FORMAT = 1  # bump to invalidate every cached export
+PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8-static")
+FP32_TOLERANCE = 1e-4
+# The check per precision: (statistic, tolerance). "max" = max|ort - torch| / max|torch| (the worst pixel), "mean" =
+# mean|ort - torch| / mean|torch|. fp32: the exporter's float error, max 1e-4. fp16: a 10-bit mantissa (2^-11 =
+# 4.9e-4 per rounding) accumulated over a network, max 1e-2. int8: steps of 1/255 of each tensor's range; single
+# pixels move by a third of the range on out-of-domain frames (FastDepth on KITTI: up to 0.37, mean up to
+# 0.11), so int8 is gated on the mean, 0.15 -- a check that the graph still computes the same function, not an
+# accuracy claim: accuracy per precision is measured by benchmarks/onnx_precision.py (docs/export.md).
+CHECKS = {"fp32": "max", "fp16": "max", "int8-dynamic": "mean", "int8-static": "mean"}
+TOLERANCES = {"fp32": FP32_TOLERANCE, "fp16": 1e-2, "int8-dynamic": 1.5e-1, "int8-static": 1.5e-1}
 
 
 class OnnxExportError(RuntimeError):
@@ -77,6 +87,10 @@ class ExportReport:
     tolerance: float
     export_seconds: float
     verified_shapes: list[list[int]] = field(default_factory=list)
+    precision: str = "fp32"
+    calibration_frames: list[str] = field(default_factory=list)  # images the non-fp32 check (and int8-static) used
+    mean_rel_diff: float = 0.0  # mean|ort - torch| / mean|torch|
+    check: str = "max"  # the statistic ``tolerance`` applies to: "max" (rel_diff) or "mean" (mean_rel_diff)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,7 +107,8 @@ def weights_hash(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-def _session(path: str | os.PathLike, threads: int | None = None, providers=None):
+def ort_session(path: str | os.PathLike, threads: int | None = None, providers=None):
+    """An ONNX Runtime ``InferenceSession`` for ``path`` (``threads`` intra-op threads, no spinning)."""
     ort = _require_ort()
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -105,8 +120,8 @@ def _session(path: str | os.PathLike, threads: int | None = None, providers=None
     return ort.InferenceSession(str(path), sess_options=opts, providers=providers or ["CPUExecutionProvider"])
 
 
-def compare(session, torch_fn, x: torch.Tensor) -> tuple[float, float]:
-    """(max |ort - torch|, that divided by max |torch|) on input ``x``."""
+def compare(session, torch_fn, x: torch.Tensor) -> tuple[float, float, float]:
+    """(max |ort - torch|, that divided by max |torch|, mean |ort - torch| / mean |torch|) on input ``x``."""
     with torch.inference_mode():
         ref = torch_fn(x).float().cpu().numpy()
     got = session.run(None, {session.get_inputs()[0].name: x.cpu().numpy().astype(np.float32)})[0]
@@ -114,7 +129,8 @@ def compare(session, torch_fn, x: torch.Tensor) -> tuple[float, float]:
         raise OnnxExportError(f"ONNX output shape {got.shape} != PyTorch {ref.shape} for input {tuple(x.shape)}")
     max_abs = float(np.abs(got - ref).max()) if ref.size else 0.0
     scale = float(np.abs(ref).max()) if ref.size else 0.0
-    return max_abs, (max_abs / scale if scale > 0 else max_abs)
+    mean_abs, mean_ref = (float(np.abs(got - ref).mean()), float(np.abs(ref).mean())) if ref.size else (0.0, 0.0)
+    return max_abs, (max_abs / scale if scale > 0 else max_abs), (mean_abs / mean_ref if mean_ref > 0 else mean_abs)
 
 
 def _second_shape(shape: tuple[int, ...], step: int) -> tuple[int, ...]:
@@ -123,18 +139,29 @@ def _second_shape(shape: tuple[int, ...], step: int) -> tuple[int, ...]:
 
 
 def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape, dynamic: bool = False, opset: int = 17,
-                tolerance: float = 1e-4, dynamo: bool | None = None, seed: int = 0,
-                threads: int | None = None) -> ExportReport:
+                tolerance: float | None = None, dynamo: bool | None = None, seed: int = 0,
+                threads: int | None = None, precision: str = "fp32", calibration=None) -> ExportReport:
     """Export ``model`` (``x -> {"depth": ...}``) to ONNX at ``path`` and verify it with ONNX Runtime.
 
     ``input_shape`` is (B,3,H,W). ``dynamic`` marks batch, height and width as dynamic and verifies a
     second shape too. ``dynamo=None`` tries the TorchScript-based exporter first (fast, native opset 17)
     and falls back to the dynamo exporter; ``True``/``False`` forces one. Raises :class:`OnnxExportError`
     if the export fails or ``max|ort - torch| / max|torch| > tolerance``. The file is written atomically.
+
+    ``precision`` (see :data:`PRECISIONS`): ``fp32``; ``fp16`` (weights and activations, float32 input and
+    output kept); ``int8-dynamic`` (ONNX Runtime dynamic quantisation: int8 weights, activations quantised
+    at run time); ``int8-static`` (int8 weights and activations, QDQ format, activation ranges calibrated on
+    ``calibration``: image files or a folder, default the bundled NYU frames). Every precision is first
+    exported and verified in fp32 (``FP32_TOLERANCE``), then converted and verified against PyTorch on the
+    calibration frames at the precision's ``tolerance`` (default :data:`TOLERANCES`) on the statistic of
+    :data:`CHECKS` (worst pixel for fp32/fp16, mean for int8).
     """
     if getattr(model, "onnx_exportable", True) is False:  # declared by the model family (Marigold)
         raise OnnxExportError(f"{getattr(model, 'model_name', type(model).__name__)} cannot be exported to ONNX: "
                               "its forward is a sampling loop, not one graph; run it with PyTorch")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    tolerance = TOLERANCES[precision] if tolerance is None else float(tolerance)
     _require_ort()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -145,45 +172,175 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape, dynamic:
     model.eval()
     wrapper = _DepthOutput(model).eval()
     gen = torch.Generator().manual_seed(seed)
-    x = torch.rand(shape, generator=gen)
     info = getattr(model, "depth_info", None)
-    if info is not None:  # a realistic, normalised input
-        x = (x - torch.tensor(info.mean).view(1, 3, 1, 1)) / torch.tensor(info.std).view(1, 3, 1, 1)
+    x = _normalise(torch.rand(shape, generator=gen), info)  # a realistic, normalised input
+    shapes = [shape, _second_shape(shape, int(getattr(info, "multiple_of", 32) or 32))] if dynamic else [shape]
     t0 = time.perf_counter()
-    exporter = ""
     try:
         with atomic_path(path) as tmp:
-            errors = []
-            for use_dynamo in ([False, True] if dynamo is None else [bool(dynamo)]):
-                try:
-                    _export(wrapper, x, tmp, opset, dynamic, use_dynamo)
-                    exporter = "dynamo" if use_dynamo else "torchscript"
-                    break
-                except Exception as e:  # try the other exporter, report both if neither works
-                    errors.append(f"{'dynamo' if use_dynamo else 'torchscript'}: {type(e).__name__}: {str(e)[:300]}")
-            else:
-                raise OnnxExportError(f"torch.onnx.export failed for {type(model).__name__}: " + " | ".join(errors))
-            seconds = time.perf_counter() - t0
-            sess = _session(tmp, threads)
-            shapes = [shape]
-            if dynamic:
-                step = int(getattr(info, "multiple_of", 32) or 32)
-                shapes.append(_second_shape(shape, step))
-            worst_abs, worst_rel = 0.0, 0.0
-            for s in shapes:
-                xs = x if s == shape else torch.rand(s, generator=gen)
-                max_abs, rel = compare(sess, wrapper, xs)
-                worst_abs, worst_rel = max(worst_abs, max_abs), max(worst_rel, rel)
-                if not rel <= tolerance:  # also catches NaN
-                    raise OnnxExportError(
-                        f"ONNX Runtime output differs from PyTorch for input {s}: max abs diff {max_abs:.3e}, "
-                        f"relative {rel:.3e} > tolerance {tolerance:.1e} ({exporter} exporter, opset {opset})")
-            del sess
+            fp32 = tmp if precision == "fp32" else tmp.with_name(tmp.name + ".fp32.onnx")
+            try:
+                exporter = _export_either(wrapper, x, fp32, opset, dynamic, dynamo)
+                seconds = time.perf_counter() - t0
+                fp32_tol = tolerance if precision == "fp32" else FP32_TOLERANCE
+                inputs = [x if s == shape else torch.rand(s, generator=gen) for s in shapes]
+                worst_abs, worst_rel, mean_rel = _verify(fp32, wrapper, inputs, fp32_tol,
+                                                         f"{exporter} exporter, opset {opset}", threads)
+                frames: list[str] = []
+                if precision != "fp32":
+                    frames, (worst_abs, worst_rel, mean_rel) = _convert_and_verify(
+                        fp32, tmp, precision, wrapper, shapes, tolerance, calibration, threads)
+            finally:
+                if fp32 != tmp:
+                    fp32.unlink(missing_ok=True)
     finally:
         model.train(was_training)
     return ExportReport(path=str(path), input_shape=list(shape), opset=opset, dynamic=dynamic, exporter=exporter,
                         max_abs_diff=worst_abs, rel_diff=worst_rel, tolerance=tolerance, export_seconds=seconds,
-                        verified_shapes=[list(s) for s in shapes])
+                        verified_shapes=[list(s) for s in shapes], precision=precision, calibration_frames=frames,
+                        mean_rel_diff=mean_rel, check=CHECKS[precision])
+
+
+def _convert_and_verify(fp32: Path, dst: Path, precision: str, wrapper: nn.Module, shapes: list[tuple[int, ...]],
+                        tolerance: float, calibration, threads: int | None) -> tuple[list[str], tuple[float, ...]]:
+    """Convert the verified fp32 file to ``precision`` at ``dst`` and check it on the calibration frames (each
+    input shape); returns the frame names and the worst differences."""
+    info = getattr(wrapper.model, "depth_info", None)
+    frames, batches = calibration_inputs(info, shapes[0], calibration)
+    convert_precision(fp32, dst, precision, batches)
+    inputs = [b if tuple(b.shape) == s else _resize_batch(b, s) for s in shapes for b in batches]
+    diffs = _verify(dst, wrapper, inputs, tolerance, f"{precision}, verified on {len(frames)} calibration frames",
+                    threads, CHECKS[precision])
+    return frames, diffs
+
+
+def _normalise(x: torch.Tensor, info) -> torch.Tensor:
+    if info is None:
+        return x
+    return (x - torch.tensor(info.mean).view(1, 3, 1, 1)) / torch.tensor(info.std).view(1, 3, 1, 1)
+
+
+def _export_either(wrapper: nn.Module, x: torch.Tensor, path: Path, opset: int, dynamic: bool,
+                   dynamo: bool | None) -> str:
+    """Export with the TorchScript exporter, else the dynamo one (or the one forced); returns which worked."""
+    errors = []
+    for use_dynamo in ([False, True] if dynamo is None else [bool(dynamo)]):
+        try:
+            _export(wrapper, x, path, opset, dynamic, use_dynamo)
+            return "dynamo" if use_dynamo else "torchscript"
+        except Exception as e:  # try the other exporter, report both if neither works
+            errors.append(f"{'dynamo' if use_dynamo else 'torchscript'}: {type(e).__name__}: {str(e)[:300]}")
+    raise OnnxExportError(f"torch.onnx.export failed for {type(wrapper.model).__name__}: " + " | ".join(errors))
+
+
+def _verify(path: Path, wrapper: nn.Module, inputs: list[torch.Tensor], tolerance: float, what: str,
+            threads: int | None, check: str = "max") -> tuple[float, float, float]:
+    """Worst (max abs, max-relative, mean-relative) difference ONNX Runtime vs PyTorch over ``inputs``; raises
+    when the ``check`` statistic ("max" or "mean" relative, see :data:`CHECKS`) exceeds ``tolerance``."""
+    sess = ort_session(path, threads)
+    worst = [0.0, 0.0, 0.0]
+    for xs in inputs:
+        diffs = compare(sess, wrapper, xs)
+        worst = [max(w, d) for w, d in zip(worst, diffs)]
+        gated = diffs[1] if check == "max" else diffs[2]
+        if not gated <= tolerance:  # also catches NaN
+            raise OnnxExportError(
+                f"ONNX Runtime output differs from PyTorch for input {tuple(xs.shape)}: max abs diff {diffs[0]:.3e}, "
+                f"relative {diffs[1]:.3e} (mean relative {diffs[2]:.3e}), {check} > tolerance {tolerance:.1e} ({what})")
+    del sess
+    return worst[0], worst[1], worst[2]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Precisions: fp16 conversion, int8 quantisation (ONNX Runtime), calibration on real frames
+# --------------------------------------------------------------------------------------------------------------
+
+def default_calibration_dir() -> Path:
+    """The bundled NYU-Depth V2 RGB frames (src/depthlab/assets/samples/nyu/rgb)."""
+    from depthlab.models.weights import ASSETS_DIR
+
+    return ASSETS_DIR / "samples" / "nyu" / "rgb"
+
+
+def _resize_batch(x: torch.Tensor, shape) -> torch.Tensor:
+    import torch.nn.functional as F
+
+    x = F.interpolate(x, size=tuple(shape[-2:]), mode="bilinear", align_corners=False)
+    return x[:1].expand(int(shape[0]), -1, -1, -1).contiguous()
+
+
+def calibration_inputs(info, shape, images=None) -> tuple[list[str], list[torch.Tensor]]:
+    """Image files (or a folder of them; default :func:`default_calibration_dir`) -> ``(names, batches)``:
+    each image resized to ``shape``'s H x W as :class:`~depthlab.predictor.Predictor` does (bilinear,
+    antialiased), normalised with ``info.mean/std``, repeated to ``shape``'s batch size."""
+    import torch.nn.functional as F
+
+    from depthlab.errors import DataError
+    from depthlab.io import read_rgb
+
+    source = default_calibration_dir() if images is None else images
+    if isinstance(source, (str, os.PathLike)):
+        folder = Path(source)
+        if not folder.is_dir():
+            raise DataError(folder, "calibration images must be a folder or a list of image files")
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    else:
+        files = [Path(p) for p in source]
+    if not files:
+        raise DataError(source, "no calibration images (.png/.jpg) found")
+    b, _, h, w = shape
+    batches = []
+    for f in files:
+        img = F.interpolate(read_rgb(f)[None], size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+        batches.append(_normalise(img, info).expand(b, -1, -1, -1).contiguous())
+    return [f.name for f in files], batches
+
+
+def _calibration_reader(input_name: str, batches: list[torch.Tensor]):
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Frames(CalibrationDataReader):
+        """Feeds the calibration frames to ONNX Runtime's static quantiser, one batch per call."""
+
+        def __init__(self):
+            self._feeds = iter([{input_name: b.numpy().astype(np.float32)} for b in batches])
+
+        def get_next(self):
+            return next(self._feeds, None)
+
+    return Frames()
+
+
+def convert_precision(src: str | os.PathLike, dst: str | os.PathLike, precision: str,
+                      calibration: list[torch.Tensor] | None = None) -> None:
+    """Write ``src`` (an fp32 ONNX file) to ``dst`` in ``precision`` (``fp16``/``int8-dynamic``/``int8-static``).
+
+    fp16: ``onnxruntime.transformers.float16.convert_float_to_float16`` (float32 input and output kept, so
+    callers feed the same arrays). int8: ``onnxruntime.quantization`` -- ``quantize_dynamic`` (int8 weights;
+    activations quantised per run) or ``quantize_static`` (QDQ, per-channel int8 weights, uint8 activations,
+    MinMax ranges over ``calibration``, a list of normalised ``(B,3,H,W)`` batches).
+    """
+    import onnx
+
+    src, dst = Path(src), Path(dst)
+    if precision == "fp16":
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        onnx.save(convert_float_to_float16(onnx.load(str(src)), keep_io_types=True), str(dst))
+        return
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    if precision == "int8-dynamic":
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QUInt8)
+    elif precision == "int8-static":
+        if not calibration:
+            raise ValueError("int8-static needs calibration batches")
+        name = onnx.load(str(src), load_external_data=False).graph.input[0].name
+        quantize_static(str(src), str(dst), _calibration_reader(name, calibration), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax)
+    else:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS[1:])} here, got {precision!r}")
 
 
 def _export(wrapper: nn.Module, x: torch.Tensor, path: Path, opset: int, dynamic: bool, use_dynamo: bool) -> None:
@@ -261,7 +418,7 @@ class OnnxBackend:
             log.info("exported %s for %s to %s (max abs diff %.2e)", self.model_name, shape, path,
                      report["max_abs_diff"])
         self.reports[shape] = report
-        self._sessions[None if self.dynamic else shape] = _session(path, self.threads, self.providers)
+        self._sessions[None if self.dynamic else shape] = ort_session(path, self.threads, self.providers)
         return cached
 
     @property
@@ -296,4 +453,5 @@ class OnnxBackend:
 
 
 __all__ = ["export_onnx", "OnnxBackend", "OnnxExportError", "ExportReport", "weights_hash", "default_cache_dir",
-           "cache_key", "compare"]
+           "cache_key", "compare", "ort_session", "PRECISIONS", "TOLERANCES", "CHECKS", "convert_precision",
+           "calibration_inputs", "default_calibration_dir"]
