@@ -28,6 +28,24 @@ def _as_2d(a) -> np.ndarray:
     return a
 
 
+def color_limits(values, vmin: float | None = None, vmax: float | None = None,
+                 percentiles: tuple[float, float] | None = (2, 98), mask=None) -> tuple[float, float] | None:
+    """The ``(vmin, vmax)`` that :func:`colorize` maps onto the colormap's two ends (same arguments).
+
+    Missing limits come from the ``percentiles`` of the valid values (finite and ``mask``), or their full
+    min..max with ``percentiles=None``. ``None`` when no value is valid and a limit is missing.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    valid = np.isfinite(v) if mask is None else np.isfinite(v) & _as_2d(mask).astype(bool)
+    if vmin is not None and vmax is not None:
+        return float(vmin), float(vmax)
+    if not valid.any():
+        return None
+    vals = v[valid]
+    lo, hi = np.percentile(vals, percentiles) if percentiles is not None else (vals.min(), vals.max())
+    return float(lo) if vmin is None else float(vmin), float(hi) if vmax is None else float(vmax)
+
+
 def colorize(depth, cmap: str = "Spectral_r", vmin: float | None = None, vmax: float | None = None,
              percentiles: tuple[float, float] | None = (2, 98), invalid_color=(0, 0, 0),
              mask=None, reverse: bool = False) -> np.ndarray:
@@ -54,12 +72,7 @@ def colorize(depth, cmap: str = "Spectral_r", vmin: float | None = None, vmax: f
     if not valid.any():
         return out
     vals = d[valid]
-    if percentiles is not None:
-        lo, hi = np.percentile(vals, percentiles)
-    else:
-        lo, hi = vals.min(), vals.max()
-    lo = float(lo) if vmin is None else float(vmin)
-    hi = float(hi) if vmax is None else float(vmax)
+    lo, hi = color_limits(vals, vmin=vmin, vmax=vmax, percentiles=percentiles)
     t = np.full(vals.shape, 0.5) if hi <= lo else np.clip((vals - lo) / (hi - lo), 0.0, 1.0)
     cm = get_cmap(cmap)
     if reverse:
@@ -85,4 +98,4 @@ def side_by_side(rgb, depth_rgb, gap: int = 0) -> np.ndarray:
     return np.concatenate(parts, axis=1)
 
 
-__all__ = ["colorize", "get_cmap", "side_by_side"]
+__all__ = ["colorize", "color_limits", "get_cmap", "side_by_side"]
