@@ -1,49 +1,40 @@
-"""FastAPI app: upload an image, get its depth as JSON + PNGs, or as the raw ``.npy`` / 16-bit PNG file.
+"""FastAPI app: upload an image, get its depth as JSON + PNGs, or as the raw ``.npy`` / 16-bit PNG / PLY file.
 
 Endpoints (see docs/web.md):
 
-* ``GET /`` -- one self-contained HTML page (no external assets);
-* ``POST /api/predict`` -- multipart field ``file``; query ``format=json|npy|png16`` (default json) and
-  ``colormap`` (matplotlib name, default ``Spectral_r``);
+* ``GET /`` -- the HTML page; ``GET /static/...`` -- its vendored scripts (three.js subset, point-cloud viewer):
+  nothing comes from a CDN (FastAPI's CDN-loaded ``/docs`` and ``/redoc`` are off);
+* ``POST /api/predict`` -- multipart field ``file``; query ``format=json|npy|png16|ply`` (default json),
+  ``colormap`` (matplotlib name, default ``Spectral_r``), for ``ply`` ``max_side`` and ``ply_scale``;
 * ``GET /api/models`` -- the served model (name, kind, unit, input constraints) and the registered names;
+* ``GET /api/samples``, ``GET /api/samples/{name}`` -- the bundled NYU sample photos (the page's *Example*);
 * ``GET /healthz`` -- liveness.
 
-A bad request (no file, empty or undecodable upload, unknown format or colormap) is a 400 whose JSON
-``detail`` is one line naming the upload; an upload above ``max_upload_mb`` is a 413. The model is built
-once in :func:`create_app`; predictions are serialised with a lock (one PyTorch model, many request threads).
+A bad request (no file, empty or undecodable upload, unknown format or colormap, a bad query value) is a 400
+whose JSON ``detail`` is one line naming the upload or the parameter; an upload above ``max_upload_mb`` is a
+413. The model is built once in :func:`create_app`; predictions are serialised with a lock (one PyTorch
+model, many request threads).
 """
 # no `from __future__ import annotations`: FastAPI reads the endpoint annotations at runtime
 
-import base64
 import hashlib
 import io as _pyio
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from depthlab.errors import DataError, first_line
+from depthlab.web.views import b64, cloud_ply, color_scale, png_bytes, readout_grid, sample_images, upload_warnings
 
 WEB_INSTALL_HINT = "the web app needs FastAPI and uvicorn: pip install 'depthlab[web]'"
-RAW_FORMATS = ("json", "npy", "png16")
+RAW_FORMATS = ("json", "npy", "png16", "ply")
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 COLORMAPS = ("Spectral_r", "magma", "inferno", "viridis", "plasma", "turbo", "gray")
-
-
-def _png_bytes(array: np.ndarray, compress_level: int = 1) -> bytes:
-    """PNG bytes; level 1 (fast deflate) encodes a 640x480 photo ~3x faster than PIL's default 6 for ~12 % more
-    bytes, the better trade for a response built per request."""
-    from PIL import Image
-
-    buf = _pyio.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG", compress_level=compress_level)
-    return buf.getvalue()
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
 
 
 def decode_upload(data: bytes, name: str):
@@ -118,8 +109,10 @@ class DepthService:
         return image, pred, seconds, False
 
 
-def prediction_json(pred, image, colormap: str, seconds: float, cached: bool = False) -> dict[str, Any]:
-    """The JSON body of ``/api/predict``: stats, the 16-bit PNG decoding, base64 RGB and colourised PNGs."""
+def prediction_json(pred, image, colormap: str, seconds: float, cached: bool = False,
+                    name: str = "upload") -> dict[str, Any]:
+    """The JSON body of ``/api/predict``: stats, the 16-bit PNG decoding, base64 RGB and colourised PNGs,
+    the colour scale (:func:`~depthlab.web.views.color_scale`), the readout grid and warnings about the upload."""
     from depthlab.io import pil_to_rgb_array
     from depthlab.predictor import png16_encoding
     from depthlab.viz.colorize import colorize
@@ -137,7 +130,9 @@ def prediction_json(pred, image, colormap: str, seconds: float, cached: bool = F
         "min": float(d[valid].min()) if valid.any() else None, "max": float(d[valid].max()) if valid.any() else None,
         "valid_fraction": float(valid.mean()), "colormap": colormap, "seconds": round(seconds, 4),
         "cached": cached,
-        "png16": png16, "rgb_png": _b64(_png_bytes(rgb)), "depth_png": _b64(_png_bytes(color)),
+        "png16": png16, "rgb_png": b64(png_bytes(rgb)), "depth_png": b64(png_bytes(color)),
+        "color_scale": color_scale(d, valid, pred.kind, pred.unit, colormap), "readout": readout_grid(d, valid),
+        "warnings": upload_warnings(image, name),
     }
 
 
@@ -151,21 +146,34 @@ def create_app(model="fastdepth", checkpoint_path=None, device: str = "cpu", pre
     """
     try:
         from fastapi import FastAPI, File, Query, UploadFile
-        from fastapi.responses import HTMLResponse, JSONResponse, Response
+        from fastapi.exceptions import RequestValidationError
+        from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+        from fastapi.staticfiles import StaticFiles
     except ImportError as e:  # pragma: no cover - only without the [web] extra
         raise ImportError(WEB_INSTALL_HINT) from e
 
     from depthlab import __version__
     from depthlab.web.page import INDEX_HTML
 
+    if not max_upload_mb > 0:
+        raise ValueError(f"max_upload_mb must be > 0, got {max_upload_mb!r}")
     svc = service or DepthService.build(model, checkpoint_path, device, pretrained, input_size)
     max_bytes = int(max_upload_mb * 1024 * 1024)
-    app = FastAPI(title="depthlab", version=__version__,
+    # /docs and /redoc would load Swagger UI / ReDoc from a CDN: off, so that nothing leaves the machine
+    # (the schema stays at /openapi.json)
+    app = FastAPI(title="depthlab", version=__version__, docs_url=None, redoc_url=None,
                   description="Monocular depth estimation: upload an image, get depth.")
     app.state.service = svc
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     def bad(status: int, msg: str):
         return JSONResponse({"detail": msg}, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    def invalid_query(request, exc):  # FastAPI's 422 + list of dicts -> our one-line 400
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err.get("loc", ())[1:]) or "request"
+        return bad(400, f"{where}: {err.get('msg', 'invalid value')}")
 
     @app.get("/", response_class=HTMLResponse)
     def index():
@@ -182,9 +190,21 @@ def create_app(model="fastdepth", checkpoint_path=None, device: str = "cpu", pre
         return {"current": svc.describe(), "available": list_models(), "colormaps": list(COLORMAPS),
                 "formats": list(RAW_FORMATS)}
 
+    @app.get("/api/samples")
+    def samples():
+        return {"samples": list(sample_images())}
+
+    @app.get("/api/samples/{name}")
+    def sample(name: str):
+        path = sample_images().get(name)
+        if path is None:
+            return bad(404, f"no bundled sample {name!r}; see GET /api/samples")
+        return FileResponse(path)
+
     @app.post("/api/predict")
     def predict(file: UploadFile | None = File(None), format: str = Query("json"),
-                colormap: str = Query("Spectral_r")):
+                colormap: str = Query("Spectral_r"), max_side: int | None = Query(None, ge=1),
+                ply_scale: float | None = Query(None, gt=0)):
         from depthlab.viz.colorize import get_cmap
 
         if format not in RAW_FORMATS:
@@ -201,38 +221,55 @@ def create_app(model="fastdepth", checkpoint_path=None, device: str = "cpu", pre
             return bad(413, f"{name}: upload larger than {max_upload_mb:g} MB")
         try:
             image, pred, seconds, cached = svc.predict_upload(data, name)
+            if format == "json":
+                return prediction_json(pred, image, colormap, seconds, cached, name)
+            body, media, headers = file_response(pred, image, format, name, max_side, ply_scale)
         except DataError as e:
             return bad(400, str(e))
-        except ValueError as e:  # e.g. an image the model cannot take
+        except ValueError as e:  # e.g. an image the model cannot take, a PLY of relative depth without a scale
             return bad(400, f"{name}: {first_line(e)}")
-        stem = name.rsplit(".", 1)[0] or "depth"
-        headers = {"X-Depth-Kind": pred.kind, "X-Depth-Unit": pred.unit.encode("ascii", "replace").decode()}
-        if format == "npy":
-            buf = _pyio.BytesIO()
-            np.save(buf, pred.depth.astype(np.float32))
-            headers["Content-Disposition"] = f'attachment; filename="{stem}.npy"'
-            return Response(buf.getvalue(), media_type="application/octet-stream", headers=headers)
-        if format == "png16":
-            from depthlab.predictor import png16_encoding
-
-            v, desc = png16_encoding(pred.depth, pred.kind)
-            headers["Content-Disposition"] = f'attachment; filename="{stem}_depth16.png"'
-            headers.update({f"X-Png16-{k[6:].capitalize()}": str(val) for k, val in desc.items()})
-            return Response(_png_bytes(v), media_type="image/png", headers=headers)
-        return prediction_json(pred, image, colormap, seconds, cached)
+        return Response(body, media_type=media, headers=headers)
 
     return app
 
 
+def file_response(pred, image, format: str, name: str, max_side: int | None = None,
+                  ply_scale: float | None = None) -> tuple[bytes, str, dict[str, str]]:
+    """(body, media type, headers) of a raw ``/api/predict`` answer: ``npy``, ``png16`` or ``ply`` (the
+    coloured point cloud; ``max_side`` subsamples it, ``ply_scale`` scales relative/disparity depth)."""
+    from depthlab.io import pil_to_rgb_array
+    from depthlab.predictor import png16_encoding
+
+    stem = name.rsplit(".", 1)[0] or "depth"
+    headers = {"X-Depth-Kind": pred.kind, "X-Depth-Unit": pred.unit.encode("ascii", "replace").decode()}
+    if format == "npy":
+        buf = _pyio.BytesIO()
+        np.save(buf, pred.depth.astype(np.float32))
+        body, media, fname = buf.getvalue(), "application/octet-stream", f"{stem}.npy"
+    elif format == "png16":
+        v, desc = png16_encoding(pred.depth, pred.kind)
+        headers.update({f"X-Png16-{k[6:].capitalize()}": str(val) for k, val in desc.items()})
+        body, media, fname = png_bytes(v), "image/png", f"{stem}_depth16.png"
+    else:
+        rgb = pil_to_rgb_array(image)
+        if rgb.dtype != np.uint8:
+            rgb = (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
+        body, media, fname = cloud_ply(pred, rgb, max_side, ply_scale), "application/octet-stream", f"{stem}.ply"
+    headers["Content-Disposition"] = f'attachment; filename="{fname}"'
+    return body, media, headers
+
+
 def serve(model="fastdepth", checkpoint_path=None, host: str = "127.0.0.1", port: int = 8000,
-          device: str = "cpu", input_size="auto", log_level: str = "info") -> None:
+          device: str = "cpu", input_size="auto", max_upload_mb: float = 25.0, log_level: str = "info") -> None:
     """Build the app and run it with uvicorn until interrupted (``depthlab serve``)."""
     try:
         import uvicorn
     except ImportError as e:  # pragma: no cover - only without the [web] extra
         raise ImportError(WEB_INSTALL_HINT) from e
-    app = create_app(model=model, checkpoint_path=checkpoint_path, device=device, input_size=input_size)
+    app = create_app(model=model, checkpoint_path=checkpoint_path, device=device, input_size=input_size,
+                     max_upload_mb=max_upload_mb)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
 
 
-__all__ = ["create_app", "serve", "DepthService", "decode_upload", "prediction_json", "RAW_FORMATS", "COLORMAPS"]
+__all__ = ["create_app", "serve", "DepthService", "decode_upload", "prediction_json", "file_response", "RAW_FORMATS",
+           "COLORMAPS", "STATIC_DIR"]
