@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -73,7 +74,7 @@ def test_png16_format_is_millimetres(client, sample, reference):
     (None, "truncated.png", {}, 400, r"^truncated\.png: cannot decode image \("),
     (b"", "empty.png", {}, 400, r"^empty\.png: empty upload$"),
     (b"not an image at all", "notes.txt", {}, 400, r"^notes\.txt: cannot decode image \(not a recognised image format\)$"),
-    (b"x", "a.png", {"format": "las"}, 400, r"^unknown format 'las'; choose json, npy, png16$"),
+    (b"x", "a.png", {"format": "las"}, 400, r"^unknown format 'las'; choose json, npy, png16, ply$"),
     (b"x", "a.png", {"colormap": "nope"}, 400, r"^unknown matplotlib colormap 'nope'"),
 ])
 def test_bad_uploads_give_400_with_one_line(client, sample, content, fname, params, status, message):
@@ -160,3 +161,144 @@ def test_colormap_change_recolours_without_rerunning_the_model(sample, reference
     c = TestClient(create_app(service=tight))  # FastDepth's 224x224 float32 map is 0.19 MB
     assert not _post(c, sample, colormap="magma").json()["cached"] and not _post(c, sample).json()["cached"]
     assert tight.model_runs == 2
+
+
+# ------------------------------------------------------------------ what the page shows (bundled samples only)
+BUNDLED = Path(__file__).resolve().parents[1] / "src" / "depthlab" / "assets" / "samples" / "nyu"
+
+
+def _post_bytes(client, data, name="img.png", **params):
+    return client.post("/api/predict", params=params, files={"file": (name, data, "image/png")})
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    """(PNG bytes of the bundled 224x224 FastDepth sample, its depth from the Predictor)."""
+    from depthlab import Predictor
+
+    path = BUNDLED / "rgb" / "fastdepth_sample.png"
+    return path.read_bytes(), Predictor("fastdepth")(path).depth
+
+
+def test_json_colour_scale_matches_the_colourised_depth(client, bundled):
+    data, ref = bundled
+    j = _post_bytes(client, data, colormap="viridis").json()
+    cs = j["color_scale"]
+    lo, hi = np.percentile(ref, (2, 98))  # every FastDepth pixel is valid (> 0)
+    assert (cs["kind"], cs["unit"], cs["colormap"], cs["percentiles"]) == ("metric", "m", "viridis", [2, 98])
+    assert cs["vmin"] == pytest.approx(lo, rel=1e-6) and cs["vmax"] == pytest.approx(hi, rel=1e-6)
+    bar = np.asarray(Image.open(io.BytesIO(base64.b64decode(cs["bar_png"]))))
+    color = np.asarray(Image.open(io.BytesIO(base64.b64decode(j["depth_png"]))))
+    assert bar.shape == (1, 256, 3)
+    # pixels clipped to the scale's ends have the bar's end colours (near = warm: reversed viridis, vmin = yellow)
+    assert (color[ref <= lo] == bar[0, 0]).all() and (color[ref >= hi] == bar[0, -1]).all()
+    assert bar[0, 0, 0] > 200 and bar[0, -1, 0] < 100
+    grid = np.frombuffer(base64.b64decode(j["readout"]["f32"]), dtype="<f4")
+    assert j["readout"] == {**j["readout"], "stride": 1, "height": 224, "width": 224}
+    np.testing.assert_array_equal(grid.reshape(224, 224), ref)
+    assert j["warnings"] == []
+
+
+def test_readout_grid_strides_large_maps_and_marks_invalid_pixels():
+    from depthlab.web.views import readout_grid
+
+    d = np.arange(1300 * 700, dtype=np.float32).reshape(700, 1300)
+    valid = np.ones_like(d, dtype=bool)
+    valid[0, 0] = False
+    g = readout_grid(d, valid)
+    assert (g["stride"], g["height"], g["width"]) == (3, 234, 434)  # ceil(1300 / 640) = 3
+    vals = np.frombuffer(base64.b64decode(g["f32"]), dtype="<f4").reshape(234, 434)
+    assert np.isnan(vals[0, 0]) and vals[1, 2] == d[3, 6] and vals[-1, -1] == d[699, 1299]
+
+
+def test_colour_scale_without_valid_pixels_has_no_limits():
+    from depthlab.web.views import color_scale
+
+    cs = color_scale(np.zeros((4, 4), np.float32), np.zeros((4, 4), bool), "metric", "m", "magma")
+    assert (cs["vmin"], cs["vmax"], cs["bar_png"]) == (None, None, None)
+
+
+def test_ply_format_is_the_cli_point_cloud_and_subsamples_exactly(client, bundled, tmp_path):
+    from depthlab.pointcloud import default_intrinsics, depth_to_points, read_ply
+
+    data, ref = bundled
+    r = _post_bytes(client, data, name="room.png", format="ply")
+    assert r.status_code == 200 and 'filename="room.ply"' in r.headers["content-disposition"]
+    (tmp_path / "full.ply").write_bytes(r.content)
+    pts, cols, header = read_ply(tmp_path / "full.ply")
+    np.testing.assert_array_equal(pts, depth_to_points(ref, default_intrinsics(224, 224)))
+    rgb = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    np.testing.assert_array_equal(cols, rgb.reshape(-1, 3))
+    assert any("60 deg horizontal FOV guess" in c for c in header["comments"])
+    # every 2nd pixel (max side 112): exactly the full cloud's points at those pixels
+    (tmp_path / "sub.ply").write_bytes(_post_bytes(client, data, format="ply", max_side=112).content)
+    sub, sub_cols, _ = read_ply(tmp_path / "sub.ply")
+    np.testing.assert_allclose(sub, pts.reshape(224, 224, 3)[::2, ::2].reshape(-1, 3), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(sub_cols, rgb[::2, ::2].reshape(-1, 3))
+
+
+def test_ply_of_relative_depth_needs_a_scale():
+    from types import SimpleNamespace
+
+    from depthlab.web.views import cloud_ply
+
+    pred = SimpleNamespace(depth=np.ones((4, 6), np.float32), kind="relative")
+    with pytest.raises(ValueError, match="point clouds need metric depth"):
+        cloud_ply(pred, np.zeros((4, 6, 3), np.uint8))
+    ply = cloud_ply(pred, np.zeros((4, 6, 3), np.uint8), scale=2.0)
+    assert b"element vertex 24\n" in ply
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"format": "ply", "max_side": 0}, "max_side: Input should be greater than or equal to 1"),
+    ({"format": "ply", "ply_scale": -1}, "ply_scale: Input should be greater than 0"),
+    ({"max_side": "big"}, "max_side: Input should be a valid integer"),
+])
+def test_bad_query_values_give_400_with_one_line(client, params, message):
+    r = _post_bytes(client, b"x", **params)
+    assert r.status_code == 400 and r.json()["detail"].startswith(message), r.text
+
+
+def test_single_channel_16_bit_upload_is_flagged_as_a_depth_map(client):
+    r = _post_bytes(client, (BUNDLED / "depth" / "fastdepth_sample.png").read_bytes(), name="d.png")
+    assert r.status_code == 200
+    assert r.json()["warnings"] == ["d.png: single-channel 16-bit image -- this looks like a depth map, not a "
+                                    "photo; the prediction treats it as a grey photo"]
+
+
+def test_samples_static_files_and_no_cdn_docs(client):
+    names = client.get("/api/samples").json()["samples"]
+    assert names == sorted(p.name for p in (BUNDLED / "rgb").glob("*.png")) and "metric3d_00000.png" in names
+    r = client.get("/api/samples/metric3d_00000.png")
+    assert r.status_code == 200 and r.content == (BUNDLED / "rgb" / "metric3d_00000.png").read_bytes()
+    assert client.get("/api/samples/nope.png").status_code == 404
+    assert client.get("/api/samples/..%2Findex.csv").status_code == 404
+    assert client.get("/docs").status_code == 404 and client.get("/redoc").status_code == 404
+    assert client.get("/openapi.json").json()["info"]["title"] == "depthlab"
+    viewer = client.get("/static/viewer.js")
+    assert viewer.status_code == 200 and "javascript" in viewer.headers["content-type"]
+    assert 'from "./three.subset.min.js"' in viewer.text and "./static/viewer.js" in client.get("/").text
+    three = client.get("/static/three.subset.min.js")
+    assert three.status_code == 200 and 'Ba="187"' in three.text[:400] and len(three.content) < 600_000
+    assert "MIT License" in client.get("/static/LICENSE.three").text
+    for text in (viewer.text, three.text, client.get("/").text):
+        assert not re.search(r"""(import|src=|href=)\s*["'](https?:)?//""", text)  # no CDN anywhere
+
+
+def test_serve_input_size_and_upload_limit(monkeypatch):
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from depthlab.cli import app
+
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda a, host, port, log_level: seen.update(app=a))
+    res = CliRunner().invoke(app, ["serve", "--input-size", "160", "--max-upload-mb", "0.001"])
+    assert res.exit_code == 0, res.output
+    assert seen["app"].state.service.predictor.input_size == 160
+    r = _post_bytes(TestClient(seen["app"]), (BUNDLED / "rgb" / "fastdepth_sample.png").read_bytes(), name="b.png")
+    assert r.status_code == 413 and r.json()["detail"] == "b.png: upload larger than 0.001 MB"
+    res = CliRunner().invoke(app, ["serve", "--max-upload-mb", "0"])
+    assert res.exit_code == 2 and "max_upload_mb must be > 0" in res.output
+    res = CliRunner().invoke(app, ["serve", "--input-size", "0"])
+    assert res.exit_code == 2 and "--input-size" in res.output

@@ -240,13 +240,16 @@ def serve_cmd(
     host: str = typer.Option("127.0.0.1", help="interface to bind (0.0.0.0 = every interface)"),
     port: int = typer.Option(8000),
     device: str = typer.Option("cpu"),
+    input_size: Optional[str] = typer.Option(None, help=INPUT_SIZE_HELP),
+    max_upload_mb: float = typer.Option(25.0, help="largest accepted upload in MB (larger: HTTP 413)"),
 ):
     """Serve the web app (upload an image, see and download its depth) with uvicorn."""
     from depthlab.errors import DepthlabError
     from depthlab.web.app import serve
 
     try:
-        serve(model=model, checkpoint_path=checkpoint_path, host=host, port=port, device=device)
+        serve(model=model, checkpoint_path=checkpoint_path, host=host, port=port, device=device,
+              input_size=_parse_size(input_size), max_upload_mb=max_upload_mb)
     except (DepthlabError, FileNotFoundError, ValueError, KeyError, ImportError) as e:
         _fail(first_line(e))
 
