@@ -62,10 +62,14 @@ def _canvas_rgb(page) -> np.ndarray:
 
 
 def _shot(page, tmp_path: Path, name: str, **kw) -> Path:
-    out = Path(os.environ.get("DEPTHLAB_WEB_SCREENSHOTS") or tmp_path)
-    out.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(out / name), **kw)
-    return out / name
+    """Screenshot into tmp_path, or into $DEPTHLAB_WEB_SCREENSHOTS as a 256-colour PNG (a third of the bytes)."""
+    docs = os.environ.get("DEPTHLAB_WEB_SCREENSHOTS")
+    path = (Path(docs) if docs else tmp_path) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(path), **kw)
+    if docs:
+        Image.open(path).convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+    return path
 
 
 def _predict_example(page):
