@@ -143,6 +143,18 @@ def test_colorize_contract():
         colorize(d, cmap="spectral")
 
 
+def test_color_limits_are_colorize_ends():
+    from depthlab.viz import color_limits
+
+    d = np.array([[1.0, 2.0], [3.0, np.nan]])
+    assert color_limits(d, percentiles=None) == (1.0, 3.0)
+    assert color_limits(d, percentiles=(50, 100)) == (2.0, 3.0)  # of the finite values 1, 2, 3
+    assert color_limits(d, percentiles=None, mask=np.array([[False, True], [True, True]])) == (2.0, 3.0)
+    assert color_limits(d, vmin=0.5, percentiles=None) == (0.5, 3.0)
+    assert color_limits(np.full((2, 2), np.nan)) is None
+    assert color_limits(np.full((2, 2), np.nan), vmin=0, vmax=1) == (0.0, 1.0)
+
+
 def test_cli_ply_with_given_intrinsics(tmp_path):
     """--intrinsics reaches the point cloud: the principal-point pixel back-projects to (0, 0, depth)."""
     import json
