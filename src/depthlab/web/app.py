@@ -136,29 +136,33 @@ def prediction_json(pred, image, colormap: str, seconds: float, cached: bool = F
     }
 
 
+def _bad(status: int, msg: str):
+    """The error answer of every endpoint: ``{"detail": one line}`` with ``status``."""
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse({"detail": msg}, status_code=status)
+
+
 def create_app(model="fastdepth", checkpoint_path=None, device: str = "cpu", pretrained: bool = True,
                input_size="auto", max_upload_mb: float = 25.0, service: DepthService | None = None):
     """The FastAPI app serving ``model`` (registered name, depthlab checkpoint path or ``nn.Module``).
 
     ``checkpoint_path``: local weights for a registered ``model``. ``input_size``: as in
-    :class:`~depthlab.predictor.Predictor` (None = native resolution, padded). ``service``: a prebuilt
-    :class:`DepthService` (then the other model arguments are ignored).
+    :class:`~depthlab.predictor.Predictor` (None = native resolution, padded). ``max_upload_mb``: larger uploads
+    get a 413. ``service``: a prebuilt :class:`DepthService` (then the other model arguments are ignored).
     """
     try:
-        from fastapi import FastAPI, File, Query, UploadFile
+        from fastapi import FastAPI
         from fastapi.exceptions import RequestValidationError
-        from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
         from fastapi.staticfiles import StaticFiles
     except ImportError as e:  # pragma: no cover - only without the [web] extra
         raise ImportError(WEB_INSTALL_HINT) from e
 
     from depthlab import __version__
-    from depthlab.web.page import INDEX_HTML
 
     if not max_upload_mb > 0:
         raise ValueError(f"max_upload_mb must be > 0, got {max_upload_mb!r}")
     svc = service or DepthService.build(model, checkpoint_path, device, pretrained, input_size)
-    max_bytes = int(max_upload_mb * 1024 * 1024)
     # /docs and /redoc would load Swagger UI / ReDoc from a CDN: off, so that nothing leaves the machine
     # (the schema stays at /openapi.json)
     app = FastAPI(title="depthlab", version=__version__, docs_url=None, redoc_url=None,
@@ -166,14 +170,22 @@ def create_app(model="fastdepth", checkpoint_path=None, device: str = "cpu", pre
     app.state.service = svc
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
-    def bad(status: int, msg: str):
-        return JSONResponse({"detail": msg}, status_code=status)
-
     @app.exception_handler(RequestValidationError)
     def invalid_query(request, exc):  # FastAPI's 422 + list of dicts -> our one-line 400
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err.get("loc", ())[1:]) or "request"
-        return bad(400, f"{where}: {err.get('msg', 'invalid value')}")
+        return _bad(400, f"{where}: {err.get('msg', 'invalid value')}")
+
+    _add_info_routes(app, svc, __version__)
+    _add_predict_route(app, svc, max_upload_mb)
+    return app
+
+
+def _add_info_routes(app, svc: DepthService, version: str) -> None:
+    """``GET /``, ``/healthz``, ``/api/models``, ``/api/samples[/{name}]``."""
+    from fastapi.responses import FileResponse, HTMLResponse
+
+    from depthlab.web.page import INDEX_HTML
 
     @app.get("/", response_class=HTMLResponse)
     def index():
@@ -181,7 +193,7 @@ def create_app(model="fastdepth", checkpoint_path=None, device: str = "cpu", pre
 
     @app.get("/healthz")
     def healthz():
-        return {"status": "ok", "model": svc.predictor.model_name, "version": __version__}
+        return {"status": "ok", "model": svc.predictor.model_name, "version": version}
 
     @app.get("/api/models")
     def models():
@@ -198,8 +210,16 @@ def create_app(model="fastdepth", checkpoint_path=None, device: str = "cpu", pre
     def sample(name: str):
         path = sample_images().get(name)
         if path is None:
-            return bad(404, f"no bundled sample {name!r}; see GET /api/samples")
+            return _bad(404, f"no bundled sample {name!r}; see GET /api/samples")
         return FileResponse(path)
+
+
+def _add_predict_route(app, svc: DepthService, max_upload_mb: float) -> None:
+    """``POST /api/predict``: checks, the (cached) prediction, then the JSON or one raw file."""
+    from fastapi import File, Query, UploadFile
+    from fastapi.responses import Response
+
+    max_bytes = int(max_upload_mb * 1024 * 1024)
 
     @app.post("/api/predict")
     def predict(file: UploadFile | None = File(None), format: str = Query("json"),
@@ -208,29 +228,27 @@ def create_app(model="fastdepth", checkpoint_path=None, device: str = "cpu", pre
         from depthlab.viz.colorize import get_cmap
 
         if format not in RAW_FORMATS:
-            return bad(400, f"unknown format {format!r}; choose {', '.join(RAW_FORMATS)}")
+            return _bad(400, f"unknown format {format!r}; choose {', '.join(RAW_FORMATS)}")
         try:
             get_cmap(colormap)
         except ValueError as e:
-            return bad(400, str(e))
+            return _bad(400, str(e))
         if file is None:
-            return bad(400, "no image uploaded: send it as the multipart field 'file'")
+            return _bad(400, "no image uploaded: send it as the multipart field 'file'")
         name = file.filename or "upload"
         data = file.file.read(max_bytes + 1)
         if len(data) > max_bytes:
-            return bad(413, f"{name}: upload larger than {max_upload_mb:g} MB")
+            return _bad(413, f"{name}: upload larger than {max_upload_mb:g} MB")
         try:
             image, pred, seconds, cached = svc.predict_upload(data, name)
             if format == "json":
                 return prediction_json(pred, image, colormap, seconds, cached, name)
             body, media, headers = file_response(pred, image, format, name, max_side, ply_scale)
         except DataError as e:
-            return bad(400, str(e))
+            return _bad(400, str(e))
         except ValueError as e:  # e.g. an image the model cannot take, a PLY of relative depth without a scale
-            return bad(400, f"{name}: {first_line(e)}")
+            return _bad(400, f"{name}: {first_line(e)}")
         return Response(body, media_type=media, headers=headers)
-
-    return app
 
 
 def file_response(pred, image, format: str, name: str, max_side: int | None = None,
