@@ -111,5 +111,5 @@ def sample_images() -> dict[str, Path]:
     return {p.name: p for p in sorted(folder.iterdir()) if p.suffix.lower() in SAMPLE_SUFFIXES}
 
 
-__all__ = ["png_bytes", "b64", "color_scale", "readout_grid", "upload_warnings", "cloud_ply", "sample_images", "COLOR_PERCENTILES",
-           "READOUT_MAX_SIDE"]
+__all__ = ["png_bytes", "b64", "color_scale", "readout_grid", "upload_warnings", "cloud_ply", "sample_images",
+           "COLOR_PERCENTILES", "READOUT_MAX_SIDE"]
