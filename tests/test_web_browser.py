@@ -36,6 +36,13 @@ WEBGL_FLAGS = ["--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
 
 
 @pytest.fixture(scope="module")
+def browser_setup():
+    """(playwright sync API, chromium path); skips before the server starts when either is missing."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)")
+    return sync_api, _chromium()
+
+
+@pytest.fixture(scope="module")
 def server():
     """(base URL, service) of the app served by uvicorn in a thread; stopped after the module."""
     from depthlab.web.app import DepthService, create_app
@@ -135,10 +142,9 @@ def _check_phone(page):
     assert cloud["y"] >= compare["y"] + compare["height"] and compare["width"] > 300  # stacked, full width
 
 
-def test_web_page_in_headless_chromium(server, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)")
+def test_web_page_in_headless_chromium(browser_setup, server, tmp_path):
+    sync_api, exe = browser_setup
     url, svc = server
-    exe = _chromium()
     reference = svc.predict(Image.open(SAMPLES / "rgb" / EXAMPLE)).depth
     errors: list[str] = []
     foreign: list[str] = []
