@@ -269,9 +269,7 @@ def file_response(pred, image, format: str, name: str, max_side: int | None = No
         headers.update({f"X-Png16-{k[6:].capitalize()}": str(val) for k, val in desc.items()})
         body, media, fname = png_bytes(v), "image/png", f"{stem}_depth16.png"
     else:
-        rgb = pil_to_rgb_array(image)
-        if rgb.dtype != np.uint8:
-            rgb = (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
+        rgb = pil_to_rgb_array(image)  # uint8, or float [0, 1] for 16-bit images: the PLY writer takes both
         body, media, fname = cloud_ply(pred, rgb, max_side, ply_scale), "application/octet-stream", f"{stem}.ply"
     headers["Content-Disposition"] = f'attachment; filename="{fname}"'
     return body, media, headers
