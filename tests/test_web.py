@@ -259,11 +259,19 @@ def test_bad_query_values_give_400_with_one_line(client, params, message):
     assert r.status_code == 400 and r.json()["detail"].startswith(message), r.text
 
 
-def test_single_channel_16_bit_upload_is_flagged_as_a_depth_map(client):
-    r = _post_bytes(client, (BUNDLED / "depth" / "fastdepth_sample.png").read_bytes(), name="d.png")
+def test_single_channel_16_bit_upload_is_flagged_as_a_depth_map(client, tmp_path):
+    from depthlab.pointcloud import read_ply
+
+    data = (BUNDLED / "depth" / "fastdepth_sample.png").read_bytes()
+    r = _post_bytes(client, data, name="d.png")
     assert r.status_code == 200
     assert r.json()["warnings"] == ["d.png: single-channel 16-bit image -- this looks like a depth map, not a "
                                     "photo; the prediction treats it as a grey photo"]
+    (tmp_path / "d.ply").write_bytes(_post_bytes(client, data, format="ply").content)
+    _, cols, _ = read_ply(tmp_path / "d.ply")  # grey colours from the 16-bit values (float [0, 1] -> uint8)
+    grey = np.asarray(Image.open(io.BytesIO(data)), dtype=np.float64)
+    expected = (grey / 65535 * 255 + 0.5).astype(np.uint8).reshape(-1)
+    assert (cols[:, 0] == cols[:, 2]).all() and np.abs(cols[:, 0].astype(int) - expected).max() <= 1
 
 
 def test_samples_static_files_and_no_cdn_docs(client):
