@@ -22,14 +22,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m depthlab demo --out outputs/demo
 
-# The browser test (tests/test_report_browser.py) needs Debian's chromium: installed here when missing
-# (as root, or through sudo); without apt it is skipped with its reason, the rest still runs.
+# The browser tests (tests/test_report_browser.py, tests/test_web_browser.py) need Debian's chromium: installed
+# here when missing (as root, or through sudo); without apt they are skipped with the reason, the rest still runs.
 test: $(STAMP)
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
 	  { command -v apt-get >/dev/null 2>&1 && \
 	    ( $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq && \
 	      DEBIAN_FRONTEND=noninteractive $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -qq chromium ) || \
-	    echo "chromium could not be installed: the headless-browser report test will be skipped"; }
+	    echo "chromium could not be installed: the headless-browser tests will be skipped"; }
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-slow: $(STAMP)

@@ -118,6 +118,17 @@ def _check_slider_and_cloud(page):
     assert np.abs(_canvas_rgb(page) - before).mean() > 5  # the drag rotated the view
 
 
+def _check_colormap_change(page, svc):
+    """Another colormap re-colours from the server's cache and leaves the 3-D view (photo colours) as it is."""
+    runs, canvas = svc.model_runs, _canvas_rgb(page)
+    old = page.evaluate("document.getElementById('depth').src")
+    page.locator("#cmap").select_option("gray")
+    recoloured = f"document.getElementById('depth').src !== {old!r}"
+    page.wait_for_function(recoloured + " && !document.getElementById('go').disabled")
+    assert svc.model_runs == runs and (_canvas_rgb(page) == canvas).all()
+    assert "colormap gray" in page.locator("#barcap").inner_text()
+
+
 def _check_warning_then_error(page):
     page.locator("#file").set_input_files(str(SAMPLES / "depth" / EXAMPLE))  # a 16-bit depth map as a "photo"
     page.click("#go")
@@ -155,7 +166,8 @@ def test_web_page_in_headless_chromium(browser_setup, server, tmp_path):
                 page = browser.new_page(viewport=viewport, device_scale_factor=1)
                 page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
                 page.on("pageerror", lambda e: errors.append(str(e)))
-                page.on("request", lambda r: None if r.url.startswith((url, "data:", "blob:")) else foreign.append(r.url))
+                local = (url, "data:", "blob:")
+                page.on("request", lambda r: None if r.url.startswith(local) else foreign.append(r.url))
                 page.goto(url, wait_until="load")
                 if viewport["width"] > 400:
                     page.wait_for_selector("#sample option", state="attached")
@@ -163,6 +175,7 @@ def test_web_page_in_headless_chromium(browser_setup, server, tmp_path):
                     _check_result(page, reference)
                     _check_slider_and_cloud(page)
                     _shot(page, tmp_path, "web_desktop.png")
+                    _check_colormap_change(page, svc)
                     _check_warning_then_error(page)
                     _shot(page, tmp_path, "web_error.png")
                 else:

@@ -36,7 +36,8 @@ INDEX_HTML = r"""<!doctype html>
   #compare { position: relative; cursor: crosshair; user-select: none; line-height: 0; touch-action: pan-y; }
   #compare img { width: 100%; display: block; }
   #depth { position: absolute; inset: 0; height: 100%; clip-path: inset(0 0 0 50%); }
-  #divider { position: absolute; top: 0; bottom: 0; left: 50%; width: 2px; background: #fff; box-shadow: 0 0 3px #000; pointer-events: none; }
+  #divider { position: absolute; top: 0; bottom: 0; left: 50%; width: 2px; background: #fff; box-shadow: 0 0 3px #000;
+             pointer-events: none; }
   .tag { position: absolute; top: .3rem; background: rgba(0,0,0,.55); color: #fff; font-size: .75rem; line-height: 1;
          padding: .2rem .35rem; border-radius: 3px; pointer-events: none; }
   #split { width: 100%; margin: .4rem 0 0 0; }
@@ -56,7 +57,8 @@ INDEX_HTML = r"""<!doctype html>
 <form id="form" onsubmit="return false">
   <label id="drop" for="file">Choose or drop an image&hellip; <input id="file" type="file" accept="image/*" hidden></label>
   <span id="fname" class="muted"></span>
-  <span><select id="sample" aria-label="bundled example image"></select> <button id="example" type="button">Example</button></span>
+  <span><select id="sample" aria-label="bundled example image"></select>
+        <button id="example" type="button">Example</button></span>
   <label>Colormap <select id="cmap"></select></label>
   <button class="primary" id="go" type="button" disabled>Predict</button>
   <button id="dl-npy" type="button" disabled title="float32 array in the model's unit">.npy</button>
@@ -120,14 +122,19 @@ function fmt(v, unit) {
   return unit === "m" ? s + " m" : s;
 }
 
+function addOptions(id, names) {
+  for (const name of names) { const o = document.createElement("option"); o.value = o.textContent = name; $(id).appendChild(o); }
+}
+
 async function loadModels() {
   const r = await fetch("api/models");
   const j = await r.json();
   const c = j.current;
-  $("model").textContent = `model ${c.name}: ${c.kind} output (${c.unit})` + (c.checkpoint_path ? `, weights ${c.checkpoint_path}` : "");
-  for (const name of j.colormaps) { const o = document.createElement("option"); o.value = o.textContent = name; $("cmap").appendChild(o); }
+  $("model").textContent = `model ${c.name}: ${c.kind} output (${c.unit})` +
+                           (c.checkpoint_path ? `, weights ${c.checkpoint_path}` : "");
+  addOptions("cmap", j.colormaps);
   const s = await (await fetch("api/samples")).json();
-  for (const name of s.samples) { const o = document.createElement("option"); o.value = o.textContent = name; $("sample").appendChild(o); }
+  addOptions("sample", s.samples);
 }
 
 function pick(f) { file = f; $("fname").textContent = f ? f.name : ""; enable(!!f); setStatus(""); }
@@ -152,8 +159,10 @@ function showColorScale(cs) {
   const mid = cs.vmin === null ? null : (cs.vmin + cs.vmax) / 2;
   $("tick-lo").textContent = fmt(cs.vmin, cs.unit); $("tick-mid").textContent = fmt(mid, cs.unit);
   $("tick-hi").textContent = fmt(cs.vmax, cs.unit);
-  const what = cs.kind === "metric" ? "depth in metres" : cs.kind === "disparity" ? "disparity (larger = nearer)" : "relative depth (unknown scale and shift)";
-  $("barcap").textContent = `${what}; colours span percentiles ${cs.percentiles[0]} to ${cs.percentiles[1]} of the valid pixels (clipped outside); colormap ${cs.colormap}`;
+  const what = {metric: "depth in metres", disparity: "disparity (larger = nearer)",
+                relative: "relative depth (unknown scale and shift)"}[cs.kind] || cs.kind;
+  $("barcap").textContent = `${what}; colours span percentiles ${cs.percentiles[0]} to ${cs.percentiles[1]} ` +
+                            `of the valid pixels (clipped outside); colormap ${cs.colormap}`;
 }
 
 function showResult(j) {
@@ -164,34 +173,38 @@ function showResult(j) {
   readout = Object.assign({values: new Float32Array(raw.buffer)}, j.readout);
   showColorScale(j.color_scale);
   const rows = [["size (H x W)", j.shape.join(" x ")], ["min", fmt(j.min, j.unit)], ["max", fmt(j.max, j.unit)],
-                ["valid pixels", (100 * j.valid_fraction).toFixed(1) + " %"], ["model time", j.seconds + " s" + (j.cached ? " (cached)" : "")],
+                ["valid pixels", (100 * j.valid_fraction).toFixed(1) + " %"],
+                ["model time", j.seconds + " s" + (j.cached ? " (cached)" : "")],
                 ["16-bit PNG", j.png16.png16_decode]];
   $("stats").innerHTML = "";
-  for (const [k, v] of rows) { const tr = $("stats").insertRow(); tr.insertCell().textContent = k; tr.insertCell().textContent = v; }
+  for (const [k, v] of rows) {
+    const tr = $("stats").insertRow(); tr.insertCell().textContent = k; tr.insertCell().textContent = v;
+  }
   $("warnings").hidden = !j.warnings.length; $("warnings").textContent = j.warnings.join(" ");
   $("result").hidden = false;
 }
 
 async function showCloud() {
   if (!viewer) {
-    try { viewer = new CloudViewer($("cloud")); } catch (e) { $("cloudcap").textContent = "3-D view unavailable: " + e.message; return; }
+    try { viewer = new CloudViewer($("cloud")); }
+    catch (e) { $("cloudcap").textContent = "3-D view unavailable: " + e.message; return; }
   }
   const r = await send("ply", {max_side: CLOUD_MAX_SIDE});
   if (!r.ok) { viewer.clear(); $("cloudcap").textContent = "3-D view: " + await errorText(r); return; }
   const n = viewer.show(await r.arrayBuffer());
   $("cloud").dataset.points = n;
-  $("cloudcap").textContent = `${n.toLocaleString()} points (60 degree field-of-view guess); drag: rotate, shift/right drag: pan, wheel or pinch: zoom`;
+  $("cloudcap").textContent = `${n.toLocaleString()} points (60 degree field-of-view guess); ` +
+                              "drag: rotate, shift/right drag: pan, wheel or pinch: zoom";
 }
 
-async function predict() {
+async function predict(withCloud = true) {  // a colormap change keeps the cloud (it has the photo's colours)
   if (!file) return;
   busy("predicting\u2026");
   try {
     const r = await send("json");
     if (!r.ok) { clearResult(); setStatus(`error ${r.status}: ${await errorText(r)}`, true); return; }
     showResult(await r.json());
-    $("msg").textContent = "building the 3-D view\u2026";
-    await showCloud();
+    if (withCloud) { $("msg").textContent = "building the 3-D view\u2026"; await showCloud(); }
     setStatus(`done: ${file.name}`);
   } catch (e) { clearResult(); setStatus("request failed: " + e, true); }
   finally { done(); }
@@ -237,21 +250,25 @@ function showReadout(e) {
 }
 
 $("file").addEventListener("change", (e) => pick(e.target.files[0] || null));
-$("go").addEventListener("click", predict);
+$("go").addEventListener("click", () => predict());
 $("example").addEventListener("click", example);
-$("cmap").addEventListener("change", () => { if (file && result) predict(); });
+$("cmap").addEventListener("change", () => { if (file && result) predict(false); });
 $("dl-npy").addEventListener("click", () => download("npy", ".npy"));
 $("dl-png16").addEventListener("click", () => download("png16", "_depth16.png"));
 $("dl-ply").addEventListener("click", () => download("ply", ".ply"));
 $("reset3d").addEventListener("click", () => viewer && viewer.reset());
 $("split").addEventListener("input", (e) => setSplit(Number(e.target.value)));
 const compare = $("compare");
-compare.addEventListener("pointermove", (e) => { showReadout(e); if (e.buttons & 1) setSplit((e.clientX - compare.getBoundingClientRect().left) / compare.clientWidth * 100); });
-compare.addEventListener("pointerdown", (e) => showReadout(e) || setSplit((e.clientX - compare.getBoundingClientRect().left) / compare.clientWidth * 100));
+const splitAt = (e) => setSplit((e.clientX - compare.getBoundingClientRect().left) / compare.clientWidth * 100);
+compare.addEventListener("pointermove", (e) => { showReadout(e); if (e.buttons & 1) splitAt(e); });
+compare.addEventListener("pointerdown", (e) => { showReadout(e); splitAt(e); });
 const drop = $("drop");
 drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
 drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); if (e.dataTransfer.files.length) pick(e.dataTransfer.files[0]); });
+drop.addEventListener("drop", (e) => {
+  e.preventDefault(); drop.classList.remove("over");
+  if (e.dataTransfer.files.length) pick(e.dataTransfer.files[0]);
+});
 loadModels().catch((e) => setStatus("cannot reach the server: " + e, true));
 </script>
 </body>

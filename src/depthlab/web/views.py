@@ -86,10 +86,11 @@ def upload_warnings(image, name: str) -> list[str]:
 def cloud_ply(pred, rgb: np.ndarray, max_side: int | None = None, scale: float | None = None) -> bytes:
     """A prediction as the coloured binary PLY that ``depthlab predict --formats ply`` writes, as bytes.
 
-    ``rgb``: ``(H,W,3)`` at the depth's size, uint8 or float in [0, 1]. ``max_side``: keep every s-th pixel in both directions
-    (s = ceil(max(H,W) / max_side)) for a light cloud in the browser; the intrinsics (a 60 degree horizontal
-    FOV guess at full resolution: uploads carry none) are divided by s, so each kept point is exactly where
-    it is in the full cloud. ``scale``: metres per unit for relative/disparity models (ValueError without).
+    ``rgb``: ``(H,W,3)`` at the depth's size, uint8 or float in [0, 1]. ``max_side``: keep every s-th pixel
+    in both directions (s = ceil(max(H,W) / max_side)) for a light cloud in the browser; the intrinsics (a 60
+    degree horizontal FOV guess at full resolution: uploads carry none) are divided by s, so each kept point is
+    exactly where it is in the full cloud. ``scale``: metres per unit for relative/disparity models
+    (ValueError without).
     """
     from depthlab.pointcloud import DEFAULT_HFOV_DEG, default_intrinsics, prediction_to_ply
 
