@@ -111,8 +111,7 @@ class DepthService:
 
 def prediction_json(pred, image, colormap: str, seconds: float, cached: bool = False,
                     name: str = "upload") -> dict[str, Any]:
-    """The JSON body of ``/api/predict``: stats, the 16-bit PNG decoding, base64 RGB and colourised PNGs,
-    the colour scale (:func:`~depthlab.web.views.color_scale`), the readout grid and warnings about the upload."""
+    """The JSON body of ``/api/predict``: stats, the 16-bit PNG decoding, base64 RGB and colourised PNGs."""
     from depthlab.io import pil_to_rgb_array
     from depthlab.predictor import png16_encoding
     from depthlab.viz.colorize import colorize
@@ -132,7 +131,7 @@ def prediction_json(pred, image, colormap: str, seconds: float, cached: bool = F
         "cached": cached,
         "png16": png16, "rgb_png": b64(png_bytes(rgb)), "depth_png": b64(png_bytes(color)),
         "color_scale": color_scale(d, valid, pred.kind, pred.unit, colormap), "readout": readout_grid(d, valid),
-        "warnings": upload_warnings(image, name),
+        "warnings": upload_warnings(image, name),  # color_scale, readout, warnings: see depthlab.web.views
     }
 
 
