@@ -82,7 +82,9 @@ def _shot(page, tmp_path: Path, name: str, **kw) -> Path:
 def _predict_example(page):
     page.locator("#sample").select_option(EXAMPLE)
     page.click("#example")
-    page.wait_for_selector("#cloud[data-points]", timeout=15000)
+    page.wait_for_function("document.getElementById('go').disabled === false && "
+                           "document.getElementById('msg').textContent.startsWith('done')", timeout=15000)
+    assert page.locator("#cloud").get_attribute("data-points"), page.locator("#cloudcap").inner_text()  # WebGL?
 
 
 def _check_result(page, reference: np.ndarray):
