@@ -339,38 +339,35 @@ class CenterCrop(Transform):
         return _crop(sample, (h - self.size[0]) // 2, (w - self.size[1]) // 2, *self.size)
 
 
-class RandomHorizontalFlip(Transform):
+class _RandomFlip(Transform):
+    """Mirror all spatial keys along one axis with probability ``p`` and move the principal point with them."""
+
+    random = True
+    flip = staticmethod(F.horizontal_flip)
+    axis = 1                 # the image axis that is mirrored: 1 = columns (cx), 0 = rows (cy)
+
+    def __init__(self, p: float = 0.5, generator: torch.Generator | None = None):
+        self.p = float(p)
+        self.generator = generator
+
+    def __call__(self, sample: dict) -> dict:
+        if _rand(self.generator) >= self.p:
+            return sample
+        n = _spatial_size(sample)[self.axis]
+        key = "cx" if self.axis == 1 else "cy"
+        out = _map_spatial(sample, self.flip, self.flip, self.flip)
+        return _with_intrinsics(out, lambda k: {key: n - 1 - k[key]})
+
+
+class RandomHorizontalFlip(_RandomFlip):
     """Mirror all spatial keys left-right with probability ``p``; ``cx -> w - 1 - cx``."""
 
-    random = True
 
-    def __init__(self, p: float = 0.5, generator: torch.Generator | None = None):
-        self.p = float(p)
-        self.generator = generator
-
-    def __call__(self, sample: dict) -> dict:
-        if _rand(self.generator) >= self.p:
-            return sample
-        w = _spatial_size(sample)[1]
-        out = _map_spatial(sample, F.horizontal_flip, F.horizontal_flip, F.horizontal_flip)
-        return _with_intrinsics(out, lambda k: {"cx": w - 1 - k["cx"]})
-
-
-class RandomVerticalFlip(Transform):
+class RandomVerticalFlip(_RandomFlip):
     """Mirror all spatial keys top-bottom with probability ``p``; ``cy -> h - 1 - cy``."""
 
-    random = True
-
-    def __init__(self, p: float = 0.5, generator: torch.Generator | None = None):
-        self.p = float(p)
-        self.generator = generator
-
-    def __call__(self, sample: dict) -> dict:
-        if _rand(self.generator) >= self.p:
-            return sample
-        h = _spatial_size(sample)[0]
-        out = _map_spatial(sample, F.vertical_flip, F.vertical_flip, F.vertical_flip)
-        return _with_intrinsics(out, lambda k: {"cy": h - 1 - k["cy"]})
+    flip = staticmethod(F.vertical_flip)
+    axis = 0
 
 
 class RandomRotation(Transform):
