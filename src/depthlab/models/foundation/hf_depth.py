@@ -49,6 +49,7 @@ from depthlab.config import deep_merge
 from depthlab.errors import WeightsUnavailableError, one_line
 from depthlab.models.foundation.convert_dav2 import attention_style_of, is_official_dav2, official_to_hf
 from depthlab.models.registry import IMAGENET_MEAN, IMAGENET_STD, WeightsInfo, register_model
+from depthlab.processing import AdapterProcessor
 
 log = logging.getLogger(__name__)
 
@@ -188,22 +189,17 @@ class HFDepthModel(nn.Module):
         """Network input size for an image of ``height`` x ``width`` (unchanged if no resize policy)."""
         return self.resize_policy.output_size(height, width) if self.resize_policy else (height, width)
 
-    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        """(B,3,H,W) float in [0,1] (or uint8 in [0,255]) -> normalised network input at :meth:`input_size_for`.
+    def processor(self) -> AdapterProcessor:
+        """What the matching transformers image processor does around the network: :meth:`input_size_for`,
+        the resize policy's image resize, :meth:`postprocess` back (normalisation: ``depth_info``)."""
+        policy = self.resize_policy
+        return AdapterProcessor(self.depth_info, self.input_size_for, policy.resize if policy else None,
+                                self.postprocess)
 
-        uint8 images are resized as uint8 (rounded), exactly like transformers' processors treat 8-bit
-        images; float images are resized in float.
-        """
-        if images.ndim == 3:
-            images = images.unsqueeze(0)
-        if self.resize_policy is not None:
-            images = self.resize_policy.resize(images, self.input_size_for(*images.shape[-2:]))
-        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-        info = getattr(self, "depth_info", None)
-        mean, std = (info.mean, info.std) if info is not None else (IMAGENET_MEAN, IMAGENET_STD)
-        mean_t = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-        std_t = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-        return (x - mean_t) / std_t
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """(B,3,H,W) float in [0,1] (or uint8, resized as 8-bit data like transformers' processors) ->
+        normalised network input at :meth:`input_size_for` (the pre-processing of :meth:`processor`)."""
+        return self.processor().preprocess(images if images.ndim == 4 else images[None])[0]
 
     @staticmethod
     def postprocess(depth: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -356,16 +352,6 @@ class ZoeDepthModel(HFDepthModel):
 
     def input_size_for(self, height: int, width: int) -> tuple[int, int]:
         return height, width  # resizing happens inside forward
-
-    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        if images.ndim == 3:
-            images = images.unsqueeze(0)
-        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-        info = getattr(self, "depth_info", None)
-        mean, std = (info.mean, info.std) if info is not None else (HALF, HALF)
-        mean_t = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-        std_t = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-        return (x - mean_t) / std_t
 
     def _sync_info_from_config(self) -> None:
         info = getattr(self, "depth_info", None)

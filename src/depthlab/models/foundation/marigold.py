@@ -29,6 +29,7 @@ import torch.nn as nn
 
 from depthlab.errors import WeightsUnavailableError
 from depthlab.models.registry import WeightsInfo, register_model
+from depthlab.processing import AdapterProcessor
 
 DIFFUSERS_INSTALL_HINT = "pip install 'depthlab[hf]' (diffusers, transformers)"
 
@@ -149,15 +150,13 @@ class MarigoldDepthModel(nn.Module):
     def input_size_for(self, height: int, width: int) -> tuple[int, int]:
         return height, width
 
-    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        if images.ndim == 3:
-            images = images.unsqueeze(0)
-        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-        return x * 2.0 - 1.0
+    def processor(self) -> AdapterProcessor:
+        """No resizing around the network (the pipeline resizes itself); normalisation per ``depth_info``."""
+        return AdapterProcessor(self.depth_info)
 
-    @staticmethod
-    def postprocess(depth: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        return depth
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """(B,3,H,W) float in [0,1] (or uint8) -> ``2 x - 1``, the network input (as :meth:`processor` does)."""
+        return self.processor().preprocess(images if images.ndim == 4 else images[None])[0]
 
     # -- weights -------------------------------------------------------------------------------------------
     def load_pretrained_weights(self, checkpoint_path=None, model_name: str = "", strict: bool = True):

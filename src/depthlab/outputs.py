@@ -1,0 +1,122 @@
+"""Prediction files: ``.npy``, 16-bit PNG, colourised PNG, side-by-side, GeoTIFF and PLY writers.
+
+:func:`write_outputs` writes one :class:`depthlab.predictor.Prediction` (``depth`` float32 ``(H,W)``, ``kind``,
+``unit``, ``source``) in the requested :data:`FORMATS`, every file atomically, and returns the file list and
+its ``predictions.json`` entry. One call per prediction, no shared state: callers may run it from worker
+threads. See docs/outputs.md for the formats.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+FORMATS = ("npy", "png16", "color", "side", "tiff", "ply")  # tiff: depthlab.geo; ply: depthlab.pointcloud
+PNG16_METRIC_SCALE = 0.001  # metres per unit: millimetres, 0 = invalid, max 65.535 m
+
+
+def parse_formats(formats: str | Sequence[str]) -> list[str]:
+    """``"npy,png16"`` (as on the command line) or a sequence -> known formats, duplicates dropped."""
+    if isinstance(formats, str):
+        formats = [f.strip() for f in formats.split(",") if f.strip()]
+    formats = list(dict.fromkeys(formats))
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise ValueError(f"unknown output format(s) {bad or formats}; choose from {', '.join(FORMATS)}")
+    return formats
+
+
+def png16_encoding(depth: np.ndarray, kind: str) -> tuple[np.ndarray, dict]:
+    """Depth -> uint16 array + a description of how to decode it.
+
+    ``metric``: millimetres, ``value = round(m * 1000)``, 0 = invalid, clipped at 65.535 m.
+    ``relative``/``disparity``: min-max over the valid (finite) pixels onto 1..65535, 0 = invalid;
+    decode with ``x = min + (value - 1) / 65534 * (max - min)``.
+    """
+    d = np.asarray(depth, dtype=np.float64)
+    finite = np.isfinite(d)
+    if kind == "metric":
+        v = np.where(finite, d, 0.0)
+        v = np.clip(np.round(v / PNG16_METRIC_SCALE), 0, 65535).astype(np.uint16)
+        return v, {"png16_unit": "mm", "png16_scale": PNG16_METRIC_SCALE,
+                   "png16_decode": "metres = value * 0.001; 0 = invalid; clipped at 65.535 m"}
+    v = np.zeros(d.shape, dtype=np.uint16)
+    lo = float(d[finite].min()) if finite.any() else 0.0
+    hi = float(d[finite].max()) if finite.any() else 0.0
+    if finite.any():
+        t = (d[finite] - lo) / (hi - lo) if hi > lo else np.zeros(int(finite.sum()))
+        v[finite] = np.round(1 + t * 65534).astype(np.uint16)
+    return v, {"png16_unit": "normalised", "png16_min": lo, "png16_max": hi,
+               "png16_decode": "x = png16_min + (value - 1) / 65534 * (png16_max - png16_min); 0 = invalid"}
+
+
+def write_outputs(pred, rgb: torch.Tensor | None, out_dir: Path, stem: str,
+                  formats: Sequence[str], colormap: str = "Spectral_r", intrinsics=None,
+                  ply_scale: float | None = None) -> tuple[list[str], dict]:
+    """Write one prediction in the requested formats (atomically); returns (files, sidecar entry).
+
+    ``rgb``: the input image, float ``(3,H,W)`` in [0,1] (or uint8), needed by ``side`` and ``ply``.
+    ``tiff``: ``<stem>_depth.tif`` float32, NaN = invalid, CRS/transform copied from a georeferenced GeoTIFF
+    input. ``ply``: ``<stem>.ply`` coloured point cloud; ``intrinsics`` (fx,fy,cx,cy) else a sidecar beside the
+    input (:func:`depthlab.pointcloud.find_intrinsics`) else a 60 degree FOV guess; relative/disparity need
+    ``ply_scale``. See docs/outputs.md."""
+    from depthlab import io
+    from depthlab.viz.colorize import colorize, side_by_side
+
+    if rgb is not None and rgb.dtype == torch.uint8:
+        rgb = rgb.float() / 255.0
+    out_dir = Path(out_dir)
+    files, entry = [], {"kind": pred.kind, "unit": pred.unit, "height": pred.depth.shape[0],
+                        "width": pred.depth.shape[1]}
+    d = pred.depth
+    finite = np.isfinite(d)
+    if finite.any():
+        entry.update(min=float(d[finite].min()), max=float(d[finite].max()))
+    if "npy" in formats:
+        files.append(str(io.write_npy(out_dir / f"{stem}.npy", d)))
+    if "png16" in formats:
+        v, desc = png16_encoding(d, pred.kind)
+        files.append(str(io.write_png16(out_dir / f"{stem}_depth16.png", v, scale=1.0)))  # v: encoded units
+        entry.update(desc)
+    color = None
+    if "color" in formats or "side" in formats:
+        valid = finite & (d > 0) if pred.kind == "metric" else finite
+        color = colorize(d, cmap=colormap, mask=valid, reverse=pred.kind != "disparity")
+    if "color" in formats:
+        files.append(str(io.write_rgb_png(out_dir / f"{stem}_color.png", color)))
+    if "side" in formats:
+        if rgb is None:
+            raise ValueError("format 'side' needs the input image")
+        rgb_np = rgb.permute(1, 2, 0).cpu().numpy()
+        files.append(str(io.write_rgb_png(out_dir / f"{stem}_side.png", side_by_side(rgb_np, color))))
+    if "tiff" in formats:
+        from depthlab.geo import write_prediction_tiff
+
+        files.append(str(write_prediction_tiff(out_dir / f"{stem}_depth.tif", d, pred.source, entry)))
+    if "ply" in formats:
+        from depthlab.pointcloud import write_prediction_ply
+
+        files.append(str(write_prediction_ply(out_dir / f"{stem}.ply", pred, rgb, intrinsics, ply_scale, entry)))
+    entry["colormap"] = colormap if ("color" in formats or "side" in formats) else None
+    return files, entry
+
+
+def unique_stems(paths: list[Path]) -> dict[Path, str]:
+    """Output stem per input; inputs sharing a stem (a.png, a.jpg, dir2/a.png) get distinct ones."""
+    used: set[str] = set()
+    out = {}
+    for p in paths:
+        stem = p.stem
+        if stem in used:
+            stem = f"{p.stem}_{p.suffix.lstrip('.').lower()}" if p.suffix else p.stem
+            base, n = stem, 2
+            while stem in used:
+                stem, n = f"{base}_{n}", n + 1
+        used.add(stem)
+        out[p] = stem
+    return out
+
+
+__all__ = ["FORMATS", "PNG16_METRIC_SCALE", "parse_formats", "png16_encoding", "write_outputs", "unique_stems"]
