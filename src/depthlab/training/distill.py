@@ -35,6 +35,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import Dataset
 
+from depthlab.processing import batches_by_size, has_own_processor
 from depthlab.types import encode_target
 
 __all__ = ["TEACHER_KEY", "Teacher", "TeacherCache", "WithTeacher", "teacher_to_encoding", "distill_active",
@@ -76,11 +77,6 @@ def teacher_to_encoding(teacher: torch.Tensor, kind: str, encoding: str, max_dep
     return 1.0 / teacher.clamp_min(0).maximum(DISPARITY_FLOOR * peak)
 
 
-def _own_processing(model: nn.Module) -> bool:
-    """Whether the model resizes and normalises images itself (the Predictor then passes them as they are)."""
-    return callable(getattr(model, "preprocess", None)) and callable(getattr(model, "postprocess", None))
-
-
 def _weights_fingerprint(model: nn.Module) -> str:
     """SHA-1 of the model's state dict (names and raw bytes)."""
     h = hashlib.sha1()
@@ -115,7 +111,7 @@ class Teacher:
             self.kwargs.update(size_kwarg)
         else:
             size_kwarg = {}
-        if _own_processing(model):
+        if has_own_processor(model):
             if input_size is not None and not size_kwarg:
                 raise ValueError(f"teacher {name or type(model).__name__} resizes images itself and declares no "
                                  "size keyword (registry resize_kwarg): set its size in teacher_kwargs and leave "
@@ -283,39 +279,33 @@ class TeacherCache:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.folder.mkdir(parents=True, exist_ok=True)
-        bs = int(batch_size or self.teacher.batch_size)
         n = len(dataset)
         show = sys.stderr.isatty() if progress is None else bool(progress)
-        computed, cached, new_entries = 0, 0, {}
-        pending: list[tuple[str, torch.Tensor, str | None]] = []
+        counts, new_entries = {"computed": 0, "cached": 0}, {}
 
-        def flush():
-            nonlocal computed
-            if not pending:
-                return
-            preds = self.teacher.predict(torch.stack([img for _, img, _ in pending]))
-            for (key, img, name), pred in zip(pending, preds):
-                self._write(key, pred.cpu())
-                new_entries[key] = {"name": name, "shape": list(img.shape[-2:])}
-            computed += len(pending)
-            pending.clear()
-
-        with Progress(TextColumn("teacher cache"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      disable=not show, transient=False) as bar:
-            task = bar.add_task("fill", total=n)
+        def missing(advance):
             for i in range(n):
                 sample = dataset[i]
                 image = sample["image"].float()
                 key = self.key(image)
+                advance()
                 if self.path(key).is_file():
-                    cached += 1
-                else:
-                    if pending and (pending[0][1].shape != image.shape or len(pending) >= bs):
-                        flush()
-                    name = (sample.get("meta") or {}).get("name") if isinstance(sample.get("meta"), dict) else None
-                    pending.append((key, image, name))
-                bar.advance(task)
-            flush()
+                    counts["cached"] += 1
+                    continue
+                meta = sample.get("meta")
+                yield key, image, meta.get("name") if isinstance(meta, dict) else None
+
+        with Progress(TextColumn("teacher cache"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      disable=not show, transient=False) as bar:
+            task = bar.add_task("fill", total=n)
+            todo = missing(lambda: bar.advance(task))
+            for batch in batches_by_size(todo, int(batch_size or self.teacher.batch_size), lambda e: e[1]):
+                preds = self.teacher.predict(torch.stack([img for _, img, _ in batch]))
+                for (key, img, name), pred in zip(batch, preds):
+                    self._write(key, pred.cpu())
+                    new_entries[key] = {"name": name, "shape": list(img.shape[-2:])}
+                counts["computed"] += len(batch)
+        computed, cached = counts["computed"], counts["cached"]
         if new_entries or not (self.folder / self.INDEX).is_file():
             self._update_index(new_entries)
         self.misses += computed
