@@ -30,12 +30,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from depthlab.errors import DataError, first_line, one_line
 from depthlab.evaluation.align import align
 from depthlab.evaluation.protocols import CropError, Protocol, get_protocol
 from depthlab.metrics import METRIC_NAMES, MetricAccumulator, metric_sums
+from depthlab.processing import resize_to
 
 PRED_EXTS = (".npy", ".png")
 
@@ -98,14 +98,6 @@ def read_predict_sidecar(folder: Path) -> tuple[str | None, dict[str, float]]:
             scales[str(name)] = float(entry["png16_scale"])
     kind = side.get("output_kind")
     return (kind if kind in ("metric", "relative", "disparity") else None), scales
-
-
-def resize_to(pred: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
-    """``(B,1,h,w)`` -> ``(B,1,H,W)`` with ``mode`` (align_corners=False); unchanged if already that size."""
-    if tuple(pred.shape[-2:]) == tuple(size):
-        return pred
-    kw = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
-    return F.interpolate(pred.float(), size=tuple(size), mode=mode, **kw)
 
 
 def apply_protocol(pred: torch.Tensor, gt: torch.Tensor, protocol: Protocol, mask: torch.Tensor | None = None,

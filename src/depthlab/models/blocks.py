@@ -11,6 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from depthlab.processing import resize_to  # noqa: F401  (re-exported: the one resize, used by the model families)
+
 
 class ConvBNReLU(nn.Sequential):
     """``conv(k x k) -> [BN] -> [ReLU]``, size-preserving for stride 1 (padding ``k // 2``).
@@ -69,14 +71,6 @@ class UpResidual(nn.Module):
 def up2(x: torch.Tensor) -> torch.Tensor:
     """Bilinear x2 upsampling (``align_corners=False``): ``(B,C,H,W) -> (B,C,2H,2W)``."""
     return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
-
-
-def resize_to(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
-    """Bilinear resize of ``x`` to spatial ``size = (H, W)``; a no-op when it already has that size."""
-    size = tuple(int(s) for s in size[-2:])
-    if tuple(x.shape[-2:]) == size:
-        return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 __all__ = ["ConvBNReLU", "DoubleConv", "UpResidual", "up2", "resize_to"]

@@ -50,6 +50,15 @@ def _hw(x) -> np.ndarray:
     return a
 
 
+def _resize_hw(a: np.ndarray, shape) -> np.ndarray:
+    """An ``(h,w)`` map -> ``shape`` with :func:`depthlab.processing.resize_to` (bilinear)."""
+    import torch
+
+    from depthlab.processing import resize_to
+
+    return resize_to(torch.from_numpy(np.ascontiguousarray(a))[None, None], shape)[0, 0].numpy()
+
+
 def shared_range(gt: np.ndarray, valid: np.ndarray, percentiles=(2, 98)) -> tuple[float, float]:
     """The colour range of a row: percentiles of the valid ground truth (predictions share it)."""
     vals = gt[valid & np.isfinite(gt)]
@@ -57,16 +66,6 @@ def shared_range(gt: np.ndarray, valid: np.ndarray, percentiles=(2, 98)) -> tupl
         return 0.0, 1.0
     lo, hi = np.percentile(vals, percentiles)
     return float(lo), float(max(hi, lo + 1e-6))
-
-
-def _resize_to(a: np.ndarray, shape) -> np.ndarray:
-    if a.shape == tuple(shape):
-        return a
-    import torch
-    import torch.nn.functional as F
-
-    t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None]
-    return F.interpolate(t, size=tuple(shape), mode="bilinear", align_corners=False)[0, 0].numpy()
 
 
 def depth_rows_figure(samples: Sequence[dict], predictions: dict[str, Sequence[np.ndarray]], path: Path,
@@ -112,7 +111,7 @@ def depth_rows_figure(samples: Sequence[dict], predictions: dict[str, Sequence[n
         row[1].set_title(truth_label, fontsize=8)
         errs = []
         for j, label in enumerate(labels):
-            pred = _resize_to(_hw(predictions[label][i]), gt.shape)
+            pred = _resize_hw(_hw(predictions[label][i]), gt.shape)
             row[2 + j].imshow(pred, cmap=cmap, vmin=lo, vmax=hi)
             row[2 + j].set_title(label if len(label) < 22 else label[:20] + "..", fontsize=8)
             errs.append(np.where(valid, np.abs(pred - gt), np.nan))

@@ -48,9 +48,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from depthlab.models.weights import LoadReport, load_partial
+from depthlab.processing import resize_to
 
 BN_MOMENTUM = 0.1
 CLASSIFIER_PREFIXES = ("down5.", "last_layer.", "linear.")  # official classification-only modules
@@ -59,12 +59,6 @@ SEGMENTATION_ONLY_PREFIXES = ("spp.",)  # not in the ImageNet classification net
 
 def _bn(channels: int) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(channels, momentum=BN_MOMENTUM)
-
-
-def _resize(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    if x.shape[-2:] == like.shape[-2:]:
-        return x
-    return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)
 
 
 class BasicBlock(nn.Module):
@@ -162,7 +156,7 @@ class DAPPM(nn.Module):
         levels = [self.scale0(x)]
         for i in range(1, 5):
             pooled = getattr(self, f"scale{i}")(x)
-            levels.append(getattr(self, f"process{i}")(_resize(pooled, x) + levels[-1]))
+            levels.append(getattr(self, f"process{i}")(resize_to(pooled, x.shape) + levels[-1]))
         return self.compression(torch.cat(levels, dim=1)) + self.shortcut(x)
 
 
@@ -227,7 +221,7 @@ class DDRNet23SlimEncoder(nn.Module):
     def _bilateral(self, low, high, down, compression):
         """Bilateral fusion: high -> low by strided convs, low -> high by 1x1 conv + bilinear upsampling."""
         fused_low = low + down(self.relu(high))
-        fused_high = high + _resize(compression(self.relu(low)), high)
+        fused_high = high + resize_to(compression(self.relu(low)), high.shape)
         return fused_low, fused_high
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -240,7 +234,7 @@ class DDRNet23SlimEncoder(nn.Module):
                                      self.down4, self.compression4)
         high = self.layer5_(self.relu(high))
         dappm = self.spp(self.layer5(self.relu(low4)))
-        fused = high + _resize(dappm, high)
+        fused = high + resize_to(dappm, high.shape)
         return [stem, x1, x2, low3, low4, high, dappm, fused]
 
 
