@@ -39,11 +39,12 @@ def to_float01(images: torch.Tensor) -> torch.Tensor:
     return images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
 
 
-def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """``(x - mean) / std`` per channel of a float ``(...,3,H,W)`` tensor (torchvision's ``normalize``)."""
+def normalize(x: torch.Tensor, mean: Sequence[float] | torch.Tensor, std: Sequence[float] | torch.Tensor) -> torch.Tensor:
+    """``(x - mean) / std`` per channel of a float ``(...,3,H,W)`` tensor (torchvision's ``normalize``);
+    ``mean``/``std``: 3 numbers, or tensors that broadcast against ``x`` (e.g. ``(1,3,1,1)`` buffers)."""
     from torchvision.transforms.v2.functional import normalize as tv_normalize
 
-    return tv_normalize(x, list(mean), list(std))
+    return tv_normalize(x, *(v if torch.is_tensor(v) else [float(c) for c in v] for v in (mean, std)))
 
 
 def resize_to(x: torch.Tensor, size: Sequence[int], mode: str = "bilinear", antialias: bool = False) -> torch.Tensor:

@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterable, Sequence
 
 import torch
 import torchvision.transforms.v2.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN as IMAGENET_MEAN  # Normalize's defaults: timm's ImageNet statistics
+from timm.data import IMAGENET_DEFAULT_STD as IMAGENET_STD
 from torchvision.transforms.v2.functional import InterpolationMode
 
 from depthlab.types import TARGET_ENCODINGS, encode_target
@@ -52,8 +54,6 @@ __all__ = [
     "IMAGENET_STD",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 _DENSE_KEYS = ("depth", "target", "teacher")  # metric-like maps where 0 = missing
 _MASK_KEYS = ("mask",)

@@ -217,7 +217,9 @@ def _convert_and_verify(fp32: Path, dst: Path, precision: str, wrapper: nn.Modul
 def _normalise(x: torch.Tensor, info) -> torch.Tensor:
     if info is None:
         return x
-    return (x - torch.tensor(info.mean).view(1, 3, 1, 1)) / torch.tensor(info.std).view(1, 3, 1, 1)
+    from depthlab.processing import normalize
+
+    return normalize(x, info.mean, info.std)
 
 
 def _export_either(wrapper: nn.Module, x: torch.Tensor, path: Path, opset: int, dynamic: bool,

@@ -21,12 +21,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch.nn as nn
+from timm.data import IMAGENET_DEFAULT_MEAN as IMAGENET_MEAN  # timm's constants, used by the model families
+from timm.data import IMAGENET_DEFAULT_STD as IMAGENET_STD
 
 from depthlab.errors import UnknownNameError
 from depthlab.types import OUTPUT_KINDS, TARGET_ENCODINGS
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)

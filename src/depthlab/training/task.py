@@ -189,7 +189,9 @@ class DepthTask(L.LightningModule):
         """Images in [0, 1] -> the model's input normalisation (identity if the data pipeline did it)."""
         if not self.normalize_inputs:
             return image
-        return (image - self.img_mean) / self.img_std
+        from depthlab.processing import normalize
+
+        return normalize(image, self.img_mean, self.img_std)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Raw output ``(B,1,H,W)`` (in ``target_encoding``) for images in [0, 1], at the input size."""
