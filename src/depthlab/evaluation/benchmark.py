@@ -38,7 +38,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-import numpy as np
 import torch
 import torch.nn as nn
 
@@ -226,6 +225,8 @@ def run_benchmark(models: Sequence, datasets: Sequence[str], out_dir, roots: Map
         if figure_rows > 0:
             n_fig = figure_rows if limit is None else max(1, min(figure_rows, limit))
             try:
+                from depthlab.report.figures import save_comparison_figure
+
                 figures[ds] = save_comparison_figure(
                     {lbl: built[lbl] for lbl in labels if lbl in built and _ok(rows, lbl, ds)}, ds, root, split,
                     out_dir / f"figure_{_safe(ds)}.png", n_rows=n_fig, device=device,
@@ -375,87 +376,6 @@ def format_markdown(result: Mapping[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# Figure
-
-
-def save_comparison_figure(models: Mapping[str, nn.Module], dataset: str, root, split: str, path,
-                           n_rows: int = 3, device: str = "cpu",
-                           dataset_presets: Mapping[str, str] | None = None,
-                           input_sizes: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """RGB | GT | each model for the first ``n_rows`` samples with valid ground truth; one depth colour scale
-    (metres, ground truth's 2-98th percentiles) per row; affine-invariant predictions aligned as the protocol
-    says before display. Returns ``{"path", "rows", "columns", "panels"}`` (panels counted on the figure)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import Normalize
-
-    from depthlab.data import create_dataset
-    from depthlab.evaluation.runner import apply_protocol
-    from depthlab.io import atomic_write
-    from depthlab.predictor import Predictor
-    from depthlab.viz.colorize import colorize, get_cmap
-
-    ds = create_dataset(dataset, root=root, split=split)
-    sizes = dict(input_sizes or {})  # the same network input size as the scored numbers
-    predictors = {lbl: Predictor(m, device=device, input_size=sizes.get(lbl, "auto")) for lbl, m in models.items()}
-    samples = []
-    for i in range(len(ds)):
-        if len(samples) >= n_rows:
-            break
-        try:
-            s = ds[i]
-        except Exception:  # unreadable sample: the evaluation reports it; the figure takes the next one
-            continue
-        gt = torch.as_tensor(s["depth"]).float().reshape(1, 1, *s["depth"].shape[-2:])
-        if bool((gt > 0).any()):
-            samples.append(s)
-    columns = ["RGB", "ground truth", *models]
-    if not samples:
-        raise ValueError(f"{dataset}: no sample with ground truth for the figure")
-    fig, axes = plt.subplots(len(samples), len(columns), squeeze=False,
-                             figsize=(2.6 * len(columns) + 0.8, 2.2 * len(samples)), constrained_layout=True)
-    cmap = "Spectral"  # depth: near = warm (colorize's Spectral_r reversed)
-    for r, s in enumerate(samples):
-        image = torch.as_tensor(s["image"]).float()
-        gt = torch.as_tensor(s["depth"]).float().reshape(1, 1, *image.shape[-2:])
-        mask = s.get("mask")
-        mask = torch.as_tensor(mask).bool().reshape(gt.shape) if mask is not None else gt > 0
-        valid_gt = mask & (gt > 0)
-        vals = gt[valid_gt].numpy()
-        vmin, vmax = (float(np.percentile(vals, 2)), float(np.percentile(vals, 98))) if vals.size else (0.0, 1.0)
-        if not vmax > vmin:
-            vmax = vmin + 1e-3
-        panels = [image.permute(1, 2, 0).clamp(0, 1).numpy(),
-                  colorize(gt[0, 0], cmap=cmap, vmin=vmin, vmax=vmax, mask=valid_gt[0, 0])]
-        for lbl, pred in predictors.items():
-            kind = pred.kind
-            raw = pred.predict_tensor(image[None]).float().cpu()
-            proto = protocol_for(kind, dataset, root, dataset_presets)
-            try:
-                final, _ = apply_protocol(raw, gt, proto.replace(crop="none"), mask=valid_gt, pred_kind=kind)
-            except Exception:  # e.g. too few valid pixels to align: show the raw map
-                final = raw
-            panels.append(colorize(final[0, 0], cmap=cmap, vmin=vmin, vmax=vmax))
-        for c, (ax, panel) in enumerate(zip(axes[r], panels)):
-            ax.imshow(panel)
-            ax.set_xticks([]), ax.set_yticks([])
-            if r == 0:
-                ax.set_title(columns[c], fontsize=9)
-        axes[r][0].set_ylabel(str((s.get("meta") or {}).get("name", r)), fontsize=7)
-        sm = ScalarMappable(norm=Normalize(vmin, vmax), cmap=get_cmap(cmap))
-        fig.colorbar(sm, ax=list(axes[r]), fraction=0.02, pad=0.01).set_label("m", fontsize=7)
-    n_panels = sum(1 for ax in fig.axes if ax.images)
-    path = Path(path)
-    with atomic_write(path) as f:
-        fig.savefig(f, format="png", dpi=90)
-    plt.close(fig)
-    return {"path": str(path), "rows": len(samples), "columns": columns, "panels": n_panels}
-
-
-# --------------------------------------------------------------------------------------------------
 # Small helpers
 
 
@@ -512,5 +432,4 @@ def _safe(name: str) -> str:
 
 
 __all__ = ["run_benchmark", "protocol_for", "dataset_preset", "dataset_family", "in_domain", "domain_label",
-           "protocol_table", "parse_model_spec", "ModelSpec",
-           "save_comparison_figure", "format_markdown", "DATASET_PRESETS", "AFFINE_PRESETS"]
+           "protocol_table", "parse_model_spec", "ModelSpec", "format_markdown", "DATASET_PRESETS", "AFFINE_PRESETS"]

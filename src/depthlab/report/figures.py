@@ -4,16 +4,18 @@
   scale per row, with its colour bar) | each run's absolute error map (shared error scale, colour bar);
 * :func:`curves_figure` -- train and validation loss curves of every run (CSV logs);
 * :func:`per_batch_loss_figure` -- the loss of every test batch, one line per run;
-* :func:`experiment_figures` -- all of the above for a ``run_experiment`` result.
+* :func:`experiment_figures` -- all of the above for a ``run_experiment`` result;
+* :func:`save_comparison_figure` -- the benchmark's RGB | ground truth | each model figure.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["depth_rows_figure", "curves_figure", "per_batch_loss_figure", "experiment_figures", "shared_range"]
+__all__ = ["depth_rows_figure", "curves_figure", "per_batch_loss_figure", "experiment_figures", "shared_range",
+           "save_comparison_figure"]
 
 DPI = 80
 
@@ -227,3 +229,96 @@ def experiment_figures(results: dict[str, Any], out: Path, eval_sets: dict) -> d
                                      if k in opts})
             figs["samples"][key] = str(Path(p).relative_to(out))
     return figs
+
+
+def save_comparison_figure(models: Mapping[str, Any], dataset: str, root, split: str, path,
+                           n_rows: int = 3, device: str = "cpu",
+                           dataset_presets: Mapping[str, str] | None = None,
+                           input_sizes: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """RGB | GT | each model for the first ``n_rows`` samples with valid ground truth; one depth colour scale
+    (metres, ground truth's 2-98th percentiles) per row; affine-invariant predictions aligned as the protocol
+    says (:func:`depthlab.benchmark.protocol_for`) before display. Returns ``{"path", "rows", "columns",
+    "panels"}`` (panels counted on the figure). Drawn by ``depthlab benchmark``."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    from depthlab.data import create_dataset
+    from depthlab.io import atomic_write
+    from depthlab.predictor import Predictor
+    from depthlab.viz.colorize import get_cmap
+
+    plt = _plt()
+    ds = create_dataset(dataset, root=root, split=split)
+    sizes = dict(input_sizes or {})  # the same network input size as the scored numbers
+    predictors = {lbl: Predictor(m, device=device, input_size=sizes.get(lbl, "auto")) for lbl, m in models.items()}
+    samples = _samples_with_gt(ds, n_rows)
+    columns = ["RGB", "ground truth", *models]
+    if not samples:
+        raise ValueError(f"{dataset}: no sample with ground truth for the figure")
+    fig, axes = plt.subplots(len(samples), len(columns), squeeze=False,
+                             figsize=(2.6 * len(columns) + 0.8, 2.2 * len(samples)), constrained_layout=True)
+    cmap = "Spectral"  # depth: near = warm (colorize's Spectral_r reversed)
+    for r, s in enumerate(samples):
+        panels, (vmin, vmax) = _comparison_panels(s, predictors, cmap, dataset, root, dataset_presets)
+        for c, (ax, panel) in enumerate(zip(axes[r], panels)):
+            ax.imshow(panel)
+            ax.set_xticks([]), ax.set_yticks([])
+            if r == 0:
+                ax.set_title(columns[c], fontsize=9)
+        axes[r][0].set_ylabel(str((s.get("meta") or {}).get("name", r)), fontsize=7)
+        sm = ScalarMappable(norm=Normalize(vmin, vmax), cmap=get_cmap(cmap))
+        fig.colorbar(sm, ax=list(axes[r]), fraction=0.02, pad=0.01).set_label("m", fontsize=7)
+    n_panels = sum(1 for ax in fig.axes if ax.images)
+    path = Path(path)
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=90)
+    plt.close(fig)
+    return {"path": str(path), "rows": len(samples), "columns": columns, "panels": n_panels}
+
+
+def _samples_with_gt(ds, n_rows: int) -> list[dict]:
+    """The first ``n_rows`` readable samples of ``ds`` with some ground truth (> 0)."""
+    import torch
+
+    samples = []
+    for i in range(len(ds)):
+        if len(samples) >= n_rows:
+            break
+        try:
+            s = ds[i]
+        except Exception:  # unreadable sample: the evaluation reports it; the figure takes the next one
+            continue
+        if bool((torch.as_tensor(s["depth"]) > 0).any()):
+            samples.append(s)
+    return samples
+
+
+def _comparison_panels(s: dict, predictors: Mapping[str, Any], cmap: str, dataset: str, root,
+                       dataset_presets) -> tuple[list[np.ndarray], tuple[float, float]]:
+    """One figure row: RGB, ground truth and each predictor's map (aligned per protocol) on one colour scale."""
+    import torch
+
+    from depthlab.benchmark import protocol_for
+    from depthlab.evaluation.runner import apply_protocol
+    from depthlab.viz.colorize import colorize
+
+    image = torch.as_tensor(s["image"]).float()
+    gt = torch.as_tensor(s["depth"]).float().reshape(1, 1, *image.shape[-2:])
+    mask = s.get("mask")
+    mask = torch.as_tensor(mask).bool().reshape(gt.shape) if mask is not None else gt > 0
+    valid_gt = mask & (gt > 0)
+    vals = gt[valid_gt].numpy()
+    vmin, vmax = (float(np.percentile(vals, 2)), float(np.percentile(vals, 98))) if vals.size else (0.0, 1.0)
+    if not vmax > vmin:
+        vmax = vmin + 1e-3
+    panels = [image.permute(1, 2, 0).clamp(0, 1).numpy(),
+              colorize(gt[0, 0], cmap=cmap, vmin=vmin, vmax=vmax, mask=valid_gt[0, 0])]
+    for pred in predictors.values():
+        raw = pred.predict_tensor(image[None]).float().cpu()
+        proto = protocol_for(pred.kind, dataset, root, dataset_presets)
+        try:
+            final, _ = apply_protocol(raw, gt, proto.replace(crop="none"), mask=valid_gt, pred_kind=pred.kind)
+        except Exception:  # e.g. too few valid pixels to align: show the raw map
+            final = raw
+        panels.append(colorize(final[0, 0], cmap=cmap, vmin=vmin, vmax=vmax))
+    return panels, (vmin, vmax)
