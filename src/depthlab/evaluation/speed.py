@@ -34,10 +34,12 @@ def count_params(model: nn.Module) -> int:
 
 
 def network_size(model: nn.Module, size: tuple[int, int], multiple_of: int | None = None) -> tuple[int, int]:
-    """The network input for an ``H x W`` image: an adapter's own processing size (Depth Anything: 518 short
+    """The network input for an ``H x W`` image: an adapter's own processor's size (Depth Anything: 518 short
     side, multiple of 14), else ``size`` padded up to ``multiple_of`` -- what the Predictor feeds at native size."""
-    if hasattr(model, "input_size_for"):
-        return tuple(int(v) for v in model.input_size_for(*size))
+    from depthlab.processing import has_own_processor
+
+    if has_own_processor(model):
+        return model.processor().network_size(*size)
     return padded_size(size, multiple_of)
 
 
