@@ -45,6 +45,7 @@ from depthlab.errors import WeightsUnavailableError, first_line, one_line
 from depthlab.evaluation.protocols import Protocol, get_protocol
 from depthlab.metrics import METRIC_NAMES
 from depthlab.evaluation.speed import ForwardTimer, count_params
+from depthlab.report.figures import save_comparison_figure
 
 DATASET_PRESETS: dict[str, str] = {
     "nyu": "nyu_eigen", "nyu_mat": "nyu_eigen", "nyu_reduced": "nyu_eigen",
@@ -225,8 +226,6 @@ def run_benchmark(models: Sequence, datasets: Sequence[str], out_dir, roots: Map
         if figure_rows > 0:
             n_fig = figure_rows if limit is None else max(1, min(figure_rows, limit))
             try:
-                from depthlab.report.figures import save_comparison_figure
-
                 figures[ds] = save_comparison_figure(
                     {lbl: built[lbl] for lbl in labels if lbl in built and _ok(rows, lbl, ds)}, ds, root, split,
                     out_dir / f"figure_{_safe(ds)}.png", n_rows=n_fig, device=device,

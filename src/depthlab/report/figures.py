@@ -237,8 +237,8 @@ def save_comparison_figure(models: Mapping[str, Any], dataset: str, root, split:
                            input_sizes: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """RGB | GT | each model for the first ``n_rows`` samples with valid ground truth; one depth colour scale
     (metres, ground truth's 2-98th percentiles) per row; affine-invariant predictions aligned as the protocol
-    says (:func:`depthlab.benchmark.protocol_for`) before display. Returns ``{"path", "rows", "columns",
-    "panels"}`` (panels counted on the figure). Drawn by ``depthlab benchmark``."""
+    says (:func:`depthlab.evaluation.benchmark.protocol_for`) before display. Returns ``{"path", "rows",
+    "columns", "panels"}`` (panels counted on the figure). Drawn by ``depthlab benchmark``."""
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
 
@@ -298,7 +298,7 @@ def _comparison_panels(s: dict, predictors: Mapping[str, Any], cmap: str, datase
     """One figure row: RGB, ground truth and each predictor's map (aligned per protocol) on one colour scale."""
     import torch
 
-    from depthlab.benchmark import protocol_for
+    from depthlab.evaluation.benchmark import protocol_for
     from depthlab.evaluation.runner import apply_protocol
     from depthlab.viz.colorize import colorize
 

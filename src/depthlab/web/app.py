@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from depthlab.errors import DataError, first_line
+from depthlab.outputs import png16_encoding
 from depthlab.web.views import b64, cloud_ply, color_scale, png_bytes, readout_grid, sample_images, upload_warnings
 
 WEB_INSTALL_HINT = "the web app needs FastAPI and uvicorn: pip install 'depthlab[web]'"
@@ -113,7 +114,6 @@ def prediction_json(pred, image, colormap: str, seconds: float, cached: bool = F
                     name: str = "upload") -> dict[str, Any]:
     """The JSON body of ``/api/predict``: stats, the 16-bit PNG decoding, base64 RGB and colourised PNGs."""
     from depthlab.io import pil_to_rgb_array
-    from depthlab.predictor import png16_encoding
     from depthlab.viz.colorize import colorize
 
     d = pred.depth
@@ -255,7 +255,6 @@ def file_response(pred, image, format: str, name: str, max_side: int | None = No
     """(body, media type, headers) of a raw ``/api/predict`` answer: ``npy``, ``png16`` or ``ply`` (the
     coloured point cloud; ``max_side`` subsamples it, ``ply_scale`` scales relative/disparity depth)."""
     from depthlab.io import pil_to_rgb_array
-    from depthlab.predictor import png16_encoding
 
     stem = name.rsplit(".", 1)[0] or "depth"
     headers = {"X-Depth-Kind": pred.kind, "X-Depth-Unit": pred.unit.encode("ascii", "replace").decode()}
