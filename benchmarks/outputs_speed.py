@@ -43,7 +43,7 @@ def timed(fn, repeats: int) -> float:
 
 def bench_formats(predictor, image: Path, out: Path, repeats: int) -> list[dict]:
     from depthlab.io import read_rgb
-    from depthlab.predictor import write_outputs
+    from depthlab.outputs import write_outputs
 
     pred = predictor(image)
     rgb = read_rgb(image)

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from depthlab.outputs import FORMATS, write_outputs
 from depthlab.pointcloud import (as_intrinsics, default_intrinsics, depth_to_points, find_intrinsics,
                                  locate_intrinsics, read_ply,
                                  write_ply)
-from depthlab.predictor import FORMATS, Prediction, write_outputs
+from depthlab.predictor import Prediction
 
 pytestmark = [pytest.mark.filterwarnings("ignore::PendingDeprecationWarning"),  # affine `*` inside rasterio
               pytest.mark.filterwarnings("ignore:Dataset has no geotransform")]  # reading the plain TIFF back
