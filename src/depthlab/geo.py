@@ -214,23 +214,6 @@ def read_geotiff(path) -> tuple[np.ndarray, Georef, float | None]:
         return a, Georef(src.crs, src.transform, src.width, src.height), src.nodata
 
 
-def write_prediction_tiff(path, depth: np.ndarray, source=None, entry: dict | None = None) -> Path:
-    """A prediction ``(H,W)`` -> float32 GeoTIFF at ``path`` (NaN = invalid); used by ``write_outputs``.
-
-    When ``source`` (the input image's path) is a georeferenced GeoTIFF of the same size, its CRS and
-    transform are copied; otherwise a plain float TIFF is written. ``entry`` (the predictions.json record)
-    gets ``tiff_nodata``, ``tiff_crs`` and ``tiff_transform``.
-    """
-    g = georef_or_none(source)
-    if g is not None and (g.height, g.width) != tuple(np.shape(depth)):
-        g = None  # a prediction at another size cannot reuse the input's pixel grid
-    out = write_geotiff(path, depth, g)
-    if entry is not None:
-        m = g.to_meta() if g is not None else {}
-        entry.update(tiff_nodata="nan", tiff_crs=m.get("crs"), tiff_transform=m.get("transform"))
-    return out
-
-
 def read_rgb_raster(path, rgb_max: float | None = None, window=None):
     """A 3/4-band orthophoto (uint8 or uint16, any GDAL-readable raster) -> float32 ``(3,H,W)`` tensor in [0,1].
 
@@ -246,5 +229,5 @@ def read_rgb_raster(path, rgb_max: float | None = None, window=None):
     return torch.from_numpy(np.ascontiguousarray(rgb_to_float(arr, path, rgb_max)))
 
 
-__all__ = ["read_rgb_raster", "write_prediction_tiff", "Georef", "open_raster", "read_georef", "georef_or_none", "check_aligned", "tile_windows", "rgb_to_float",
+__all__ = ["read_rgb_raster", "Georef", "open_raster", "read_georef", "georef_or_none", "check_aligned", "tile_windows", "rgb_to_float",
            "write_geotiff", "read_geotiff", "require_rasterio", "GEO_INSTALL_HINT", "GEOTIFF_EXTS"]

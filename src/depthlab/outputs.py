@@ -52,6 +52,14 @@ def png16_encoding(depth: np.ndarray, kind: str) -> tuple[np.ndarray, dict]:
                "png16_decode": "x = png16_min + (value - 1) / 65534 * (png16_max - png16_min); 0 = invalid"}
 
 
+def colorize_prediction(pred, colormap: str = "Spectral_r") -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 HxWx3 colour map, valid pixels): near = warm for depth and disparity alike; metric <= 0 invalid."""
+    from depthlab.viz.colorize import colorize
+
+    valid = np.isfinite(pred.depth) & (pred.depth > 0 if pred.kind == "metric" else True)
+    return colorize(pred.depth, cmap=colormap, mask=valid, reverse=pred.kind != "disparity"), valid
+
+
 def write_outputs(pred, rgb: torch.Tensor | None, out_dir: Path, stem: str,
                   formats: Sequence[str], colormap: str = "Spectral_r", intrinsics=None,
                   ply_scale: float | None = None) -> tuple[list[str], dict]:
@@ -63,14 +71,12 @@ def write_outputs(pred, rgb: torch.Tensor | None, out_dir: Path, stem: str,
     input (:func:`depthlab.pointcloud.find_intrinsics`) else a 60 degree FOV guess; relative/disparity need
     ``ply_scale``. See docs/outputs.md."""
     from depthlab import io
-    from depthlab.viz.colorize import colorize, side_by_side
+    from depthlab.processing import to_float01
+    from depthlab.viz.colorize import side_by_side
 
-    if rgb is not None and rgb.dtype == torch.uint8:
-        rgb = rgb.float() / 255.0
-    out_dir = Path(out_dir)
-    files, entry = [], {"kind": pred.kind, "unit": pred.unit, "height": pred.depth.shape[0],
-                        "width": pred.depth.shape[1]}
-    d = pred.depth
+    rgb = None if rgb is None else to_float01(rgb)
+    out_dir, d = Path(out_dir), pred.depth
+    files, entry = [], {"kind": pred.kind, "unit": pred.unit, "height": d.shape[0], "width": d.shape[1]}
     finite = np.isfinite(d)
     if finite.any():
         entry.update(min=float(d[finite].min()), max=float(d[finite].max()))
@@ -80,10 +86,7 @@ def write_outputs(pred, rgb: torch.Tensor | None, out_dir: Path, stem: str,
         v, desc = png16_encoding(d, pred.kind)
         files.append(str(io.write_png16(out_dir / f"{stem}_depth16.png", v, scale=1.0)))  # v: encoded units
         entry.update(desc)
-    color = None
-    if "color" in formats or "side" in formats:
-        valid = finite & (d > 0) if pred.kind == "metric" else finite
-        color = colorize(d, cmap=colormap, mask=valid, reverse=pred.kind != "disparity")
+    color = colorize_prediction(pred, colormap)[0] if "color" in formats or "side" in formats else None
     if "color" in formats:
         files.append(str(io.write_rgb_png(out_dir / f"{stem}_color.png", color)))
     if "side" in formats:
@@ -92,15 +95,40 @@ def write_outputs(pred, rgb: torch.Tensor | None, out_dir: Path, stem: str,
         rgb_np = rgb.permute(1, 2, 0).cpu().numpy()
         files.append(str(io.write_rgb_png(out_dir / f"{stem}_side.png", side_by_side(rgb_np, color))))
     if "tiff" in formats:
-        from depthlab.geo import write_prediction_tiff
-
-        files.append(str(write_prediction_tiff(out_dir / f"{stem}_depth.tif", d, pred.source, entry)))
+        files.append(str(_write_tiff(out_dir / f"{stem}_depth.tif", pred, entry)))
     if "ply" in formats:
-        from depthlab.pointcloud import write_prediction_ply
-
-        files.append(str(write_prediction_ply(out_dir / f"{stem}.ply", pred, rgb, intrinsics, ply_scale, entry)))
+        files.append(str(_write_ply(out_dir / f"{stem}.ply", pred, rgb, intrinsics, ply_scale, entry)))
     entry["colormap"] = colormap if ("color" in formats or "side" in formats) else None
     return files, entry
+
+
+def _write_tiff(path: Path, pred, entry: dict) -> Path:
+    """float32 (Geo)TIFF, NaN = invalid; CRS and transform copied from a georeferenced GeoTIFF input of the same
+    size (:mod:`depthlab.geo`); ``entry`` gets ``tiff_nodata``, ``tiff_crs`` and ``tiff_transform``."""
+    from depthlab.geo import georef_or_none, write_geotiff
+
+    g = georef_or_none(pred.source)
+    if g is not None and (g.height, g.width) != tuple(pred.depth.shape):
+        g = None  # a prediction at another size cannot reuse the input's pixel grid
+    out = write_geotiff(path, pred.depth, g)
+    meta = g.to_meta() if g is not None else {}
+    entry.update(tiff_nodata="nan", tiff_crs=meta.get("crs"), tiff_transform=meta.get("transform"))
+    return out
+
+
+def _write_ply(path: Path, pred, rgb: torch.Tensor | None, intrinsics, scale: float | None, entry: dict) -> Path:
+    """Coloured point cloud (:mod:`depthlab.pointcloud`); intrinsics: the given ones, else a sidecar beside
+    ``pred.source`` (:func:`~depthlab.pointcloud.find_intrinsics`), else the default guess. ``entry`` gets the
+    point count, intrinsics and their source."""
+    from depthlab.pointcloud import locate_intrinsics, prediction_to_ply
+
+    source = "given"
+    if intrinsics is None and pred.source:
+        intrinsics, source = locate_intrinsics(pred.source)
+    colors = None if rgb is None else np.moveaxis(rgb.detach().cpu().numpy(), 0, -1)
+    out, e = prediction_to_ply(path, pred.depth, colors, intrinsics, pred.kind, scale, source)
+    entry.update(e)
+    return out
 
 
 def unique_stems(paths: list[Path]) -> dict[Path, str]:
@@ -119,4 +147,5 @@ def unique_stems(paths: list[Path]) -> dict[Path, str]:
     return out
 
 
-__all__ = ["FORMATS", "PNG16_METRIC_SCALE", "parse_formats", "png16_encoding", "write_outputs", "unique_stems"]
+__all__ = ["FORMATS", "PNG16_METRIC_SCALE", "parse_formats", "png16_encoding", "colorize_prediction", "write_outputs",
+           "unique_stems"]

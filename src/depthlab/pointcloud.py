@@ -271,26 +271,5 @@ def prediction_to_ply(path, depth: np.ndarray, rgb: np.ndarray | None, intrinsic
     return out, entry
 
 
-def write_prediction_ply(path, pred, rgb=None, intrinsics=None, scale: float | None = None,
-                         entry: dict | None = None) -> Path:
-    """A :class:`depthlab.predictor.Prediction` -> coloured PLY at ``path``; used by ``write_outputs``.
-
-    ``rgb``: the input image as a ``(3,H,W)`` tensor/array (float [0,1] or uint8) or None. Intrinsics: the
-    given ones, else :func:`find_intrinsics` beside ``pred.source``, else the default guess. ``entry`` (the
-    predictions.json record) is updated with the point count, intrinsics and their source.
-    """
-    source = "given"
-    if intrinsics is None and pred.source:
-        intrinsics, source = locate_intrinsics(pred.source)
-    colors = None
-    if rgb is not None:
-        a = rgb.detach().cpu().numpy() if hasattr(rgb, "detach") else np.asarray(rgb)
-        colors = np.moveaxis(a, 0, -1)
-    out, e = prediction_to_ply(path, pred.depth, colors, intrinsics, pred.kind, scale, source)
-    if entry is not None:
-        entry.update(e)
-    return out
-
-
-__all__ = ["write_prediction_ply", "as_intrinsics", "default_intrinsics", "find_intrinsics", "locate_intrinsics",
+__all__ = ["as_intrinsics", "default_intrinsics", "find_intrinsics", "locate_intrinsics",
            "valid_depth_mask", "depth_to_points", "write_ply", "read_ply", "metric_depth_for_cloud", "prediction_to_ply", "DEFAULT_HFOV_DEG"]

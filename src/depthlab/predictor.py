@@ -1,23 +1,18 @@
 """Run a depth model on images in any common form and write predictions to disk.
 
-:class:`Predictor` runs the model's one pipeline, :mod:`depthlab.processing`: its processor (the default
-one, from the model's ``depth_info``: pad to ``multiple_of`` or resize to ``input_size``, normalise by
-``mean``/``std``, decode ``target_encoding`` into the declared unit, back to the input size; or a foundation
-adapter's own, which sizes images like its transformers/diffusers image processor) around the network.
-Images are read by :func:`image_to_tensor` (paths through :mod:`depthlab.io`: EXIF orientation honoured,
-grayscale replicated, alpha dropped, 16-bit scaled by 1/65535); 8-bit images stay uint8 until the
-processor, which is how transformers' image processors treat them, so the Predictor's output equals
+:class:`Predictor` runs the model's one pipeline (:mod:`depthlab.processing`: the default processor from
+``depth_info``, or a foundation adapter's own) around the network, under ``torch.inference_mode()``
+(batched, optional channels_last, optional bfloat16 autocast). Images are read by :func:`image_to_tensor`
+(EXIF orientation honoured, grayscale replicated, alpha dropped, 16-bit scaled by 1/65535); 8-bit images stay
+uint8 until the processor, as transformers' image processors treat them, so the Predictor's output equals
 ``transformers.pipeline("depth-estimation")`` / diffusers' Marigold pipeline on the same weights.
-The network runs under ``torch.inference_mode()`` (batched, optional channels_last, optional bfloat16
-autocast).
 
 ``backend="onnx"`` runs the network (not the pre/post-processing) in ONNX Runtime through
 :class:`depthlab.export.onnx.OnnxBackend`: exported once per network input shape, verified against
 PyTorch, cached on disk keyed by model name, weights hash and shape.
 
 :func:`predict_files` is the ``depthlab predict`` command: files, folders or globs in; the writers of
-:mod:`depthlab.outputs` (``.npy``, 16-bit PNG, colourised PNG, side-by-side, GeoTIFF, PLY) plus a
-``predictions.json`` sidecar out.
+:mod:`depthlab.outputs` plus a ``predictions.json`` sidecar out.
 """
 from __future__ import annotations
 

@@ -1,25 +1,13 @@
 """One prediction pipeline for every model: pre-process -> network -> post-process.
 
-A :class:`Processor` owns the image side of a model; the network in between is any callable
-``x (B,3,h,w) -> raw (B,1,h',w')`` (the model, its ONNX Runtime backend, a bf16 autocast wrapper):
-
-1. ``preprocess``: images ``(B,3,H,W)`` (uint8, or float in [0,1]) -> geometry (:meth:`Processor.fit`) at
-   :meth:`Processor.network_size` -> float in [0,1] -> :func:`normalize` by ``depth_info.mean/std``;
-2. the network;
-3. ``postprocess``: raw output resized to the network input size if the model predicts at a lower
-   resolution -> :func:`depthlab.types.decode_target` into the declared unit -> geometry undone
-   (:meth:`Processor.restore`) -> ``(B,1,H,W)`` at the input size.
-
-The default :class:`Processor` keeps the resolution and pads (replicate by default) up to ``multiple_of``,
-or, with ``input_size``, resizes (bilinear, antialiased) to a short side or an explicit ``(H, W)`` rounded
-to ``multiple_of``. A model that sizes images like its transformers/diffusers image processor (the
-foundation adapters) brings its own: its ``processor()`` method returns an :class:`AdapterProcessor`
-built from three optional callables (network size, image resize, depth resize). Normalisation and
-decoding are the same for both.
-
-Small shared pieces: :func:`normalize` (the one ``(x - mean) / std``), :func:`resize_to` (the one
-"resize a map to (H, W)"), :func:`to_float01` and :func:`batches_by_size` (the one "consecutive same-size
-images share a batch").
+A :class:`Processor` owns a model's image side; the network between is any callable ``x -> raw (B,1,h,w)``
+(the model, its ONNX Runtime backend, a bf16 autocast wrapper). ``preprocess``: geometry (:meth:`~Processor.fit`
+to :meth:`~Processor.network_size`), float in [0,1], :func:`normalize` by ``depth_info.mean/std``.
+``postprocess``: raw output at the network size, :func:`~depthlab.types.decode_target` into the declared unit,
+geometry undone (:meth:`~Processor.restore`). The default :class:`Processor` pads to ``multiple_of`` (or resizes
+to ``input_size``); a foundation adapter's ``processor()`` returns an :class:`AdapterProcessor` that sizes images
+like its transformers/diffusers image processor. Shared pieces: :func:`normalize`, :func:`resize_to`,
+:func:`to_float01`, :func:`batches_by_size`.
 """
 from __future__ import annotations
 

@@ -278,8 +278,6 @@ def save_comparison_figure(models: Mapping[str, Any], dataset: str, root, split:
 
 def _samples_with_gt(ds, n_rows: int) -> list[dict]:
     """The first ``n_rows`` readable samples of ``ds`` with some ground truth (> 0)."""
-    import torch
-
     samples = []
     for i in range(len(ds)):
         if len(samples) >= n_rows:
@@ -288,7 +286,7 @@ def _samples_with_gt(ds, n_rows: int) -> list[dict]:
             s = ds[i]
         except Exception:  # unreadable sample: the evaluation reports it; the figure takes the next one
             continue
-        if bool((torch.as_tensor(s["depth"]) > 0).any()):
+        if (_np(s["depth"]) > 0).any():
             samples.append(s)
     return samples
 
@@ -307,10 +305,7 @@ def _comparison_panels(s: dict, predictors: Mapping[str, Any], cmap: str, datase
     mask = s.get("mask")
     mask = torch.as_tensor(mask).bool().reshape(gt.shape) if mask is not None else gt > 0
     valid_gt = mask & (gt > 0)
-    vals = gt[valid_gt].numpy()
-    vmin, vmax = (float(np.percentile(vals, 2)), float(np.percentile(vals, 98))) if vals.size else (0.0, 1.0)
-    if not vmax > vmin:
-        vmax = vmin + 1e-3
+    vmin, vmax = shared_range(gt[0, 0].numpy(), valid_gt[0, 0].numpy())
     panels = [image.permute(1, 2, 0).clamp(0, 1).numpy(),
               colorize(gt[0, 0], cmap=cmap, vmin=vmin, vmax=vmax, mask=valid_gt[0, 0])]
     for pred in predictors.values():

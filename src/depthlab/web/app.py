@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from depthlab.errors import DataError, first_line
-from depthlab.outputs import png16_encoding
+from depthlab.outputs import colorize_prediction, png16_encoding
 from depthlab.web.views import b64, cloud_ply, color_scale, png_bytes, readout_grid, sample_images, upload_warnings
 
 WEB_INSTALL_HINT = "the web app needs FastAPI and uvicorn: pip install 'depthlab[web]'"
@@ -114,12 +114,9 @@ def prediction_json(pred, image, colormap: str, seconds: float, cached: bool = F
                     name: str = "upload") -> dict[str, Any]:
     """The JSON body of ``/api/predict``: stats, the 16-bit PNG decoding, base64 RGB and colourised PNGs."""
     from depthlab.io import pil_to_rgb_array
-    from depthlab.viz.colorize import colorize
 
     d = pred.depth
-    finite = np.isfinite(d)
-    valid = finite & (d > 0) if pred.kind == "metric" else finite
-    color = colorize(d, cmap=colormap, mask=valid, reverse=pred.kind != "disparity")
+    color, valid = colorize_prediction(pred, colormap)
     rgb = pil_to_rgb_array(image)
     if rgb.dtype != np.uint8:
         rgb = (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)

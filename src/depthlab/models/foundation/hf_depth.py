@@ -49,7 +49,7 @@ from depthlab.config import deep_merge
 from depthlab.errors import WeightsUnavailableError, one_line
 from depthlab.models.foundation.convert_dav2 import attention_style_of, is_official_dav2, official_to_hf
 from depthlab.models.registry import IMAGENET_MEAN, IMAGENET_STD, WeightsInfo, register_model
-from depthlab.processing import AdapterProcessor
+from depthlab.processing import AdapterProcessor, resize_to
 
 log = logging.getLogger(__name__)
 
@@ -204,9 +204,7 @@ class HFDepthModel(nn.Module):
     @staticmethod
     def postprocess(depth: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """(B,1,h,w) network output -> (B,1,H,W), bicubic, ``align_corners=False`` (transformers' post-processing)."""
-        if tuple(depth.shape[-2:]) == tuple(size):
-            return depth
-        return F.interpolate(depth, size=tuple(size), mode="bicubic", align_corners=False)
+        return resize_to(depth, size, mode="bicubic")
 
     # -- weights -------------------------------------------------------------------------------------------
     def convert_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
