@@ -123,8 +123,10 @@ def pil_to_rgb_array(img: Image.Image) -> np.ndarray:
     return np.asarray(img)
 
 
-def to_float_chw(rgb: np.ndarray) -> torch.Tensor:
-    """HxWx3 array (uint8, uint16 or float in [0,1]) -> float32 (3,H,W) in [0,1]."""
+def to_float_chw(rgb: np.ndarray, keep_uint8: bool = False) -> torch.Tensor:
+    """HxWx3 array (uint8, uint16 or float in [0,1]) -> float32 (3,H,W) in [0,1]; uint8 (3,H,W) with ``keep_uint8``."""
+    if rgb.dtype == np.uint8 and keep_uint8:
+        return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
     if rgb.dtype == np.uint8:
         arr = rgb.astype(np.float32) / 255.0
     elif rgb.dtype == np.uint16:
@@ -134,13 +136,14 @@ def to_float_chw(rgb: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
 
 
-def read_rgb(path) -> torch.Tensor:
-    """An image file -> float32 (3,H,W) in [0,1]. Raises DataError naming the file.
+def read_rgb(path, keep_uint8: bool = False) -> torch.Tensor:
+    """An image file -> float32 (3,H,W) in [0,1] (8-bit files: uint8 with ``keep_uint8``). Raises DataError
+    naming the file.
 
     GeoTIFF orthophotos PIL cannot decode (16-bit or 4-band rasters, as the aerial dataset reads them) are
     read with rasterio when the ``[geo]`` extra is installed."""
     try:
-        return to_float_chw(pil_to_rgb_array(open_pil(path)))
+        return to_float_chw(pil_to_rgb_array(open_pil(path)), keep_uint8)
     except DataError:
         if Path(path).suffix.lower() not in (".tif", ".tiff"):
             raise
@@ -217,13 +220,16 @@ def write_png16(path, depth: np.ndarray, scale: float) -> Path:
     return Path(path)
 
 
+def to_uint8(a) -> np.ndarray:
+    """An 8-bit image array: uint8 as is, float in [0,1] -> ``round(clip(a) * 255)``."""
+    a = np.asarray(a)
+    return a if a.dtype == np.uint8 else (np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
 def write_rgb_png(path, rgb: np.ndarray) -> Path:
     """HxWx3 uint8 (or float [0,1]) -> PNG, atomically."""
-    a = np.asarray(rgb)
-    if a.dtype != np.uint8:
-        a = (np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)
     with atomic_write(path) as f:
-        Image.fromarray(a).save(f, format="PNG")
+        Image.fromarray(to_uint8(rgb)).save(f, format="PNG")
     return Path(path)
 
 

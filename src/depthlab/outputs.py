@@ -1,9 +1,6 @@
-"""Prediction files: ``.npy``, 16-bit PNG, colourised PNG, side-by-side, GeoTIFF and PLY writers.
-
-:func:`write_outputs` writes one :class:`depthlab.predictor.Prediction` (``depth`` float32 ``(H,W)``, ``kind``,
-``unit``, ``source``) in the requested :data:`FORMATS`, every file atomically, and returns the file list and
-its ``predictions.json`` entry. One call per prediction, no shared state: callers may run it from worker
-threads. See docs/outputs.md for the formats.
+"""Prediction files (docs/outputs.md): :func:`write_outputs` writes one :class:`depthlab.predictor.Prediction` as
+``.npy``, 16-bit PNG, colourised PNG, side-by-side, GeoTIFF and PLY, each file atomically, and returns the files
+and the ``predictions.json`` entry. One call per prediction, no shared state: callers may run it in worker threads.
 """
 from __future__ import annotations
 
@@ -103,8 +100,7 @@ def write_outputs(pred, rgb: torch.Tensor | None, out_dir: Path, stem: str,
 
 
 def _write_tiff(path: Path, pred, entry: dict) -> Path:
-    """float32 (Geo)TIFF, NaN = invalid; CRS and transform copied from a georeferenced GeoTIFF input of the same
-    size (:mod:`depthlab.geo`); ``entry`` gets ``tiff_nodata``, ``tiff_crs`` and ``tiff_transform``."""
+    """float32 TIFF, NaN = invalid, with the CRS and transform of a georeferenced GeoTIFF input of the same size."""
     from depthlab.geo import georef_or_none, write_geotiff
 
     g = georef_or_none(pred.source)
@@ -118,8 +114,7 @@ def _write_tiff(path: Path, pred, entry: dict) -> Path:
 
 def _write_ply(path: Path, pred, rgb: torch.Tensor | None, intrinsics, scale: float | None, entry: dict) -> Path:
     """Coloured point cloud (:mod:`depthlab.pointcloud`); intrinsics: the given ones, else a sidecar beside
-    ``pred.source`` (:func:`~depthlab.pointcloud.find_intrinsics`), else the default guess. ``entry`` gets the
-    point count, intrinsics and their source."""
+    ``pred.source`` (:func:`~depthlab.pointcloud.find_intrinsics`), else the default guess."""
     from depthlab.pointcloud import locate_intrinsics, prediction_to_ply
 
     source = "given"

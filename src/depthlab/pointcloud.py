@@ -150,16 +150,13 @@ def _vertex_dtype(with_color: bool) -> np.dtype:
 def write_ply(path, points: np.ndarray, colors: np.ndarray | None = None, comments: Sequence[str] = ()) -> Path:
     """Write ``points (N,3)`` (float32) and optional ``colors (N,3)`` (uint8, or float in [0,1]) as a binary
     little-endian PLY (vertices only), atomically. Returns the path."""
-    from depthlab.io import atomic_write
+    from depthlab.io import atomic_write, to_uint8
 
     pts = np.asarray(points, dtype=np.float32).reshape(-1, 3)
     rec = np.empty(len(pts), dtype=_vertex_dtype(colors is not None))
     rec["x"], rec["y"], rec["z"] = pts[:, 0], pts[:, 1], pts[:, 2]
     if colors is not None:
-        c = np.asarray(colors)
-        if c.dtype != np.uint8:
-            c = (np.clip(c, 0, 1) * 255 + 0.5).astype(np.uint8)
-        c = c.reshape(-1, 3)
+        c = to_uint8(colors).reshape(-1, 3)
         if len(c) != len(pts):
             raise ValueError(f"{len(c)} colours for {len(pts)} points")
         rec["red"], rec["green"], rec["blue"] = c[:, 0], c[:, 1], c[:, 2]

@@ -16,7 +16,6 @@ PyTorch, cached on disk keyed by model name, weights hash and shape.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,26 +69,22 @@ def image_to_tensor(image: Any, keep_uint8: bool = False) -> torch.Tensor:
     """Any single image -> float32 ``(3,H,W)`` in [0,1]; with ``keep_uint8``, 8-bit sources (files, PIL
     images, uint8 arrays or tensors) stay uint8 ``(3,H,W)`` (the processor converts them).
 
-    Accepts a path (``str``/``PathLike``; GeoTIFF rasters PIL cannot decode through :func:`depthlab.io.read_rgb`),
-    a PIL image (EXIF orientation applied), a numpy array ``HxW``, ``HxWx1``, ``HxWx3`` or ``HxWx4`` (uint8 /
-    uint16 / float in [0,1]; alpha dropped) or a torch tensor ``(3,H,W)`` / ``(1,H,W)`` / ``(H,W)`` (float in
-    [0,1] or uint8).
+    Accepts a path (``str``/``PathLike``, read by :func:`depthlab.io.read_rgb`), a PIL image (EXIF orientation
+    applied), a numpy array ``HxW``, ``HxWx1``, ``HxWx3`` or ``HxWx4`` (uint8 / uint16 / float in [0,1]; alpha
+    dropped) or a torch tensor ``(3,H,W)`` / ``(1,H,W)`` / ``(H,W)`` (float in [0,1] or uint8).
     """
     from PIL import Image, ImageOps
 
     from depthlab import io
 
     if isinstance(image, (str, os.PathLike)):
-        try:
-            return _array_to_tensor(io.pil_to_rgb_array(io.open_pil(image)), keep_uint8)
-        except DataError:
-            return io.read_rgb(image)  # its raster fallback, else the same one-line DataError
+        return io.read_rgb(image, keep_uint8)
     if isinstance(image, Image.Image):
         try:
             image = ImageOps.exif_transpose(image)
         except Exception:  # a broken EXIF block must not make a readable image unreadable
             pass
-        return _array_to_tensor(io.pil_to_rgb_array(image), keep_uint8)
+        return io.to_float_chw(io.pil_to_rgb_array(image), keep_uint8)
     if isinstance(image, np.ndarray):
         a = image[..., None] if image.ndim == 2 else image
         if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
@@ -99,23 +94,10 @@ def image_to_tensor(image: Any, keep_uint8: bool = False) -> torch.Tensor:
             raise ValueError(f"numpy images must be uint8, uint16 or float in [0,1], got {a.dtype}")
         if np.issubdtype(a.dtype, np.floating):
             _check_unit_range(float(np.nanmin(a)), float(np.nanmax(a)))
-        return _array_to_tensor(a, keep_uint8)
-    if isinstance(image, torch.Tensor):
-        return _tensor_image(image, keep_uint8)
-    raise TypeError(f"cannot read an image from {type(image).__name__}; "
-                    "pass a path, PIL image, numpy array or torch tensor")
-
-
-def _array_to_tensor(rgb: np.ndarray, keep_uint8: bool) -> torch.Tensor:
-    """HxWx3 array -> ``(3,H,W)``: uint8 kept when asked, else float32 in [0,1] (:func:`depthlab.io.to_float_chw`)."""
-    from depthlab.io import to_float_chw
-
-    if keep_uint8 and rgb.dtype == np.uint8:
-        return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
-    return to_float_chw(rgb)
-
-
-def _tensor_image(image: torch.Tensor, keep_uint8: bool) -> torch.Tensor:
+        return io.to_float_chw(a, keep_uint8)
+    if not isinstance(image, torch.Tensor):
+        raise TypeError(f"cannot read an image from {type(image).__name__}; "
+                        "pass a path, PIL image, numpy array or torch tensor")
     t = image.detach()
     if t.ndim == 2:
         t = t[None]
@@ -177,13 +159,10 @@ class Predictor:
 
     ``model``: an ``nn.Module`` with ``depth_info`` (built by :func:`depthlab.create_model`), a registered
     model name, or the path of a depthlab checkpoint. ``input_size``: ``"auto"`` (default) = the size the
-    weights were trained at when they declare one (FastDepth: 224x224), else the image's own size;
-    ``None`` = keep resolution and pad to
-    ``multiple_of``; an int = resize so the short side is that many pixels; ``(H, W)`` = resize to that
-    (rounded to ``multiple_of``); ``"model"`` = the size the weights were trained at
-    (``depth_info.input_size``). Models with their own processor (foundation adapters, see
-    :func:`depthlab.processing.processor_for`) size images themselves: ``input_size`` must then be None
-    (or ``"model"``).
+    weights were trained at when they declare one (FastDepth: 224x224), else the image's own size; ``None`` =
+    keep resolution and pad to ``multiple_of``; an int = resize so the short side is that many pixels;
+    ``(H, W)`` = resize to that (rounded to ``multiple_of``); ``"model"`` = ``depth_info.input_size``. Models
+    with their own processor (foundation adapters) size images themselves: ``input_size`` must then be None.
 
     ``backend``: ``"torch"`` (default) or ``"onnx"`` -- the network runs in ONNX Runtime
     (:class:`depthlab.export.onnx.OnnxBackend`, exported per network input shape, verified against PyTorch,
@@ -328,6 +307,9 @@ def predict_files(inputs, model: str | nn.Module = "fastdepth", checkpoint_path=
     (fx, fy, cx, cy in pixels of the input image) and ``ply_scale`` are passed to it.
     A file that cannot be read is skipped and reported in ``failures`` with a one-line reason.
     """
+    from rich.console import Console
+    from rich.progress import Progress
+
     from depthlab import __version__, io
     from depthlab.viz.colorize import get_cmap
 
@@ -356,8 +338,10 @@ def predict_files(inputs, model: str | nn.Module = "fastdepth", checkpoint_path=
     }
     stems = unique_stems(paths)
     write = dict(out_dir=out_dir, formats=formats, colormap=colormap, intrinsics=intrinsics, ply_scale=ply_scale)
-    with _progress(progress, len(paths)) as advance:
-        for batch in batches_by_size(_read_images(paths, report, advance), predictor.batch_size, lambda pt: pt[1]):
+    with Progress(console=Console(stderr=True), transient=True, disable=not progress) as bar:
+        task = bar.add_task("predicting", total=len(paths))
+        images = _read_images(paths, report, lambda: bar.advance(task))
+        for batch in batches_by_size(images, predictor.batch_size, lambda pt: pt[1]):
             for p, rgb, pred, err in _predict_batch(predictor, batch):
                 err = err or _write_one(pred, rgb, stems[p], write, report, sidecar)
                 if err:
@@ -400,21 +384,6 @@ def _write_one(pred: Prediction, rgb: torch.Tensor, stem: str, write: dict, repo
     sidecar["files"][stem] = {"input": path, **entry, "outputs": [Path(f).name for f in files]}
     report.n_ok += 1
     return None
-
-
-@contextlib.contextmanager
-def _progress(enabled: bool, total: int):
-    """Yield ``advance()``: a rich progress bar on stderr when ``enabled``, else a no-op."""
-    if not enabled:
-        yield lambda: None
-        return
-    from rich.console import Console
-    from rich.progress import Progress
-
-    bar = Progress(console=Console(stderr=True), transient=True)
-    task = bar.add_task("predicting", total=total)
-    with bar:
-        yield lambda: bar.advance(task)
 
 
 __all__ = ["Predictor", "Prediction", "PredictReport", "predict_files", "image_to_tensor", "png16_encoding",

@@ -76,12 +76,9 @@ class Geometry(NamedTuple):
 
 
 class Processor:
-    """The default processor: pad to ``multiple_of`` (or resize to ``input_size``), normalise by
-    ``info.mean/std``, decode ``info.target_encoding``, crop the padding away (or resize back).
-
-    ``info``: the model's :class:`~depthlab.models.registry.WeightsInfo`. ``input_size``: None = keep the
-    resolution (pad), an int = short side, ``(H, W)`` = that size (rounded to ``multiple_of``).
-    """
+    """The default processor, from the model's :class:`~depthlab.models.registry.WeightsInfo`: ``input_size``
+    None = pad to ``multiple_of`` (cropped away after); an int = short side, ``(H, W)`` = that size (rounded to
+    ``multiple_of``; resized back after)."""
 
     keeps_uint8 = False  # 8-bit images reach fit() as uint8 (transformers' processors resize them so)
 
@@ -145,13 +142,10 @@ class Processor:
 
 
 class AdapterProcessor(Processor):
-    """The processor of a model that sizes images like its transformers/diffusers image processor.
-
-    ``network_size(h, w)`` -> the network input size (default: unchanged); ``resize_image(images, size)``
-    (8-bit images arrive as uint8 and are resized as 8-bit data, as transformers' processors do);
-    ``resize_depth(depth, size)`` back to the input size (default: none; a mismatch left is resized
-    bilinearly). A model whose forward resizes itself (Marigold, ZoeDepth) passes none of them.
-    """
+    """The processor of a model that sizes images like its transformers/diffusers image processor:
+    ``network_size(h, w)``, ``resize_image(images, size)`` (8-bit images arrive as uint8, resized as 8-bit data
+    like transformers' processors do) and ``resize_depth(depth, size)``; each optional (default: no resizing; a
+    size mismatch left is resized bilinearly). Marigold and ZoeDepth, whose forward resizes, pass none."""
 
     keeps_uint8 = True
 

@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 
 from depthlab.io import atomic_path
+from depthlab.processing import normalize
 
 log = logging.getLogger(__name__)
 
@@ -215,11 +216,7 @@ def _convert_and_verify(fp32: Path, dst: Path, precision: str, wrapper: nn.Modul
 
 
 def _normalise(x: torch.Tensor, info) -> torch.Tensor:
-    if info is None:
-        return x
-    from depthlab.processing import normalize
-
-    return normalize(x, info.mean, info.std)
+    return x if info is None else normalize(x, info.mean, info.std)
 
 
 def _export_either(wrapper: nn.Module, x: torch.Tensor, path: Path, opset: int, dynamic: bool,

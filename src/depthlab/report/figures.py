@@ -251,7 +251,16 @@ def save_comparison_figure(models: Mapping[str, Any], dataset: str, root, split:
     ds = create_dataset(dataset, root=root, split=split)
     sizes = dict(input_sizes or {})  # the same network input size as the scored numbers
     predictors = {lbl: Predictor(m, device=device, input_size=sizes.get(lbl, "auto")) for lbl, m in models.items()}
-    samples = _samples_with_gt(ds, n_rows)
+    samples = []
+    for i in range(len(ds)):
+        if len(samples) >= n_rows:
+            break
+        try:
+            s = ds[i]
+        except Exception:  # unreadable sample: the evaluation reports it; the figure takes the next one
+            continue
+        if (_np(s["depth"]) > 0).any():
+            samples.append(s)
     columns = ["RGB", "ground truth", *models]
     if not samples:
         raise ValueError(f"{dataset}: no sample with ground truth for the figure")
@@ -274,21 +283,6 @@ def save_comparison_figure(models: Mapping[str, Any], dataset: str, root, split:
         fig.savefig(f, format="png", dpi=90)
     plt.close(fig)
     return {"path": str(path), "rows": len(samples), "columns": columns, "panels": n_panels}
-
-
-def _samples_with_gt(ds, n_rows: int) -> list[dict]:
-    """The first ``n_rows`` readable samples of ``ds`` with some ground truth (> 0)."""
-    samples = []
-    for i in range(len(ds)):
-        if len(samples) >= n_rows:
-            break
-        try:
-            s = ds[i]
-        except Exception:  # unreadable sample: the evaluation reports it; the figure takes the next one
-            continue
-        if (_np(s["depth"]) > 0).any():
-            samples.append(s)
-    return samples
 
 
 def _comparison_panels(s: dict, predictors: Mapping[str, Any], cmap: str, dataset: str, root,

@@ -27,8 +27,8 @@ import warnings
 import lightning as L
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
+from depthlab.processing import normalize, resize_to
 from depthlab.types import TARGET_ENCODINGS, decode_target, encode_target
 
 VAL_METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog", "mae", "mse", "delta1", "delta2", "delta3")
@@ -189,16 +189,11 @@ class DepthTask(L.LightningModule):
         """Images in [0, 1] -> the model's input normalisation (identity if the data pipeline did it)."""
         if not self.normalize_inputs:
             return image
-        from depthlab.processing import normalize
-
         return normalize(image, self.img_mean, self.img_std)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Raw output ``(B,1,H,W)`` (in ``target_encoding``) for images in [0, 1], at the input size."""
-        out = self.model(self.normalize(image))["depth"]
-        if out.shape[-2:] != image.shape[-2:]:
-            out = F.interpolate(out, size=image.shape[-2:], mode="bilinear", align_corners=False)
-        return out
+        return resize_to(self.model(self.normalize(image))["depth"], image.shape)
 
     def predict_metres(self, image: torch.Tensor) -> torch.Tensor:
         return decode_target(self(image).float(), self.target_encoding, self.max_depth)

@@ -83,12 +83,9 @@ def colorize(depth, cmap: str = "Spectral_r", vmin: float | None = None, vmax: f
 
 def side_by_side(rgb, depth_rgb, gap: int = 0) -> np.ndarray:
     """Two HxWx3 images (uint8 or float [0,1], same height) -> one uint8 image, left | right."""
-    imgs = []
-    for a in (rgb, depth_rgb):
-        a = np.asarray(a)
-        if a.dtype != np.uint8:
-            a = (np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)
-        imgs.append(a)
+    from depthlab.io import to_uint8
+
+    imgs = [to_uint8(rgb), to_uint8(depth_rgb)]
     if imgs[0].shape[0] != imgs[1].shape[0]:
         raise ValueError(f"heights differ: {imgs[0].shape[0]} vs {imgs[1].shape[0]}")
     parts = [imgs[0]]

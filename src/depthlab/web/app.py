@@ -113,13 +113,11 @@ class DepthService:
 def prediction_json(pred, image, colormap: str, seconds: float, cached: bool = False,
                     name: str = "upload") -> dict[str, Any]:
     """The JSON body of ``/api/predict``: stats, the 16-bit PNG decoding, base64 RGB and colourised PNGs."""
-    from depthlab.io import pil_to_rgb_array
+    from depthlab.io import pil_to_rgb_array, to_uint8
 
     d = pred.depth
     color, valid = colorize_prediction(pred, colormap)
-    rgb = pil_to_rgb_array(image)
-    if rgb.dtype != np.uint8:
-        rgb = (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
+    rgb = to_uint8(pil_to_rgb_array(image))
     _, png16 = png16_encoding(d, pred.kind)
     return {
         "model": pred.model, "kind": pred.kind, "unit": pred.unit, "shape": list(d.shape),

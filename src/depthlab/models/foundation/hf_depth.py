@@ -180,9 +180,7 @@ class HFDepthModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         depth = self.hf(pixel_values=x).predicted_depth.unsqueeze(1)  # (B,1,h,w)
-        if depth.shape[-2:] != x.shape[-2:]:  # input not a multiple of the patch size
-            depth = F.interpolate(depth, size=x.shape[-2:], mode="bicubic", align_corners=False)
-        return {"depth": depth}
+        return {"depth": resize_to(depth, x.shape, mode="bicubic")}  # input not a multiple of the patch size
 
     # -- the image side, as the matching transformers image processor does it --------------------------------
     def input_size_for(self, height: int, width: int) -> tuple[int, int]:
