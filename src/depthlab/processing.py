@@ -50,7 +50,7 @@ def batches_by_size(items: Iterable[T], batch_size: int,
     """Consecutive ``items`` whose ``image(item)`` has the same shape and dtype, at most ``batch_size`` per
     list (order kept): what can be stacked into one batch."""
     batch: list[T] = []
-    key = None
+    key: tuple | None = None
     for item in items:
         t = image(item)
         k = (tuple(t.shape), t.dtype)
@@ -61,6 +61,11 @@ def batches_by_size(items: Iterable[T], batch_size: int,
         key = k
     if batch:
         yield batch
+
+
+def padded_size(size: Sequence[int], multiple_of: int | None) -> tuple[int, int]:
+    """``(H, W)`` rounded up to multiples of ``multiple_of``: the default processor's network size at native size."""
+    return tuple(-(-int(s) // int(multiple_of or 1)) * int(multiple_of or 1) for s in size)
 
 
 def _round_to(v: float, m: int) -> int:
@@ -85,15 +90,13 @@ class Processor:
     def __init__(self, info, input_size: int | tuple[int, int] | None = None, pad_mode: str = "replicate"):
         if pad_mode not in PAD_MODES:
             raise ValueError(f"pad_mode must be replicate, reflect or constant, got {pad_mode!r}")
-        self.info = info
-        self.input_size = input_size
-        self.pad_mode = pad_mode
+        self.info, self.input_size, self.pad_mode = info, input_size, pad_mode
 
     def network_size(self, h: int, w: int) -> tuple[int, int]:
         """The (H, W) the network sees for an ``h x w`` input."""
         m = int(self.info.multiple_of or 1)
         if self.input_size is None:
-            return -(-h // m) * m, -(-w // m) * m
+            return padded_size((h, w), m)
         if isinstance(self.input_size, int):
             s = self.input_size / min(h, w)
             return _round_to(h * s, m), _round_to(w * s, m)
@@ -166,6 +169,14 @@ class AdapterProcessor(Processor):
         return depth if self._resize_depth is None else self._resize_depth(depth, size)
 
 
+class ProcessorMixin:
+    """For models with their own ``processor()``: :meth:`preprocess`, for code that calls the network itself."""
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B,3,H,W)`` (or ``(3,H,W)``) uint8 or float in [0,1] -> the normalised network input."""
+        return self.processor().preprocess(images if images.ndim == 4 else images[None])[0]
+
+
 def has_own_processor(model) -> bool:
     """Whether ``model`` brings its own processor (a ``processor()`` method: the foundation adapters)."""
     return callable(getattr(model, "processor", None))
@@ -183,5 +194,5 @@ def processor_for(model, input_size: int | tuple[int, int] | None = None, pad_mo
     return model.processor()
 
 
-__all__ = ["Processor", "AdapterProcessor", "Geometry", "processor_for", "has_own_processor", "normalize",
-           "resize_to", "to_float01", "batches_by_size", "PAD_MODES"]
+__all__ = ["Processor", "AdapterProcessor", "ProcessorMixin", "Geometry", "processor_for", "has_own_processor", "normalize",
+           "resize_to", "to_float01", "batches_by_size", "padded_size", "PAD_MODES"]

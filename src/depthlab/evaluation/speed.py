@@ -19,13 +19,9 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from depthlab.processing import has_own_processor, padded_size
+
 COST_SIZE = (480, 640)  # (H, W) at which the model zoo reports GMACs
-
-
-def padded_size(size: tuple[int, int], multiple_of: int | None) -> tuple[int, int]:
-    """``size`` rounded up to a multiple of ``multiple_of`` (None = unchanged)."""
-    m = int(multiple_of or 1)
-    return tuple(-(-s // m) * m for s in size)
 
 
 def count_params(model: nn.Module) -> int:
@@ -36,8 +32,6 @@ def count_params(model: nn.Module) -> int:
 def network_size(model: nn.Module, size: tuple[int, int], multiple_of: int | None = None) -> tuple[int, int]:
     """The network input for an ``H x W`` image: an adapter's own processor's size (Depth Anything: 518 short
     side, multiple of 14), else ``size`` padded up to ``multiple_of`` -- what the Predictor feeds at native size."""
-    from depthlab.processing import has_own_processor
-
     if has_own_processor(model):
         return model.processor().network_size(*size)
     return padded_size(size, multiple_of)

@@ -49,7 +49,7 @@ from depthlab.config import deep_merge
 from depthlab.errors import WeightsUnavailableError, one_line
 from depthlab.models.foundation.convert_dav2 import attention_style_of, is_official_dav2, official_to_hf
 from depthlab.models.registry import IMAGENET_MEAN, IMAGENET_STD, WeightsInfo, register_model
-from depthlab.processing import AdapterProcessor, resize_to
+from depthlab.processing import AdapterProcessor, ProcessorMixin, resize_to
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ def _policy_from_processor(proc_cfg: dict, default: ResizePolicy, family: str) -
 # The adapter modules
 # ----------------------------------------------------------------------------------------------------------
 
-class HFDepthModel(nn.Module):
+class HFDepthModel(ProcessorMixin, nn.Module):
     """A transformers depth model behind depthlab's ``forward(x) -> {"depth": (B,1,H,W)}`` contract.
 
     ``self.hf`` is the transformers model (its weights are this module's state dict under ``hf.``).
@@ -193,11 +193,6 @@ class HFDepthModel(nn.Module):
         policy = self.resize_policy
         return AdapterProcessor(self.depth_info, self.input_size_for, policy.resize if policy else None,
                                 self.postprocess)
-
-    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        """(B,3,H,W) float in [0,1] (or uint8, resized as 8-bit data like transformers' processors) ->
-        normalised network input at :meth:`input_size_for` (the pre-processing of :meth:`processor`)."""
-        return self.processor().preprocess(images if images.ndim == 4 else images[None])[0]
 
     @staticmethod
     def postprocess(depth: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

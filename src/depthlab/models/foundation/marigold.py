@@ -29,7 +29,7 @@ import torch.nn as nn
 
 from depthlab.errors import WeightsUnavailableError
 from depthlab.models.registry import WeightsInfo, register_model
-from depthlab.processing import AdapterProcessor
+from depthlab.processing import AdapterProcessor, ProcessorMixin
 
 DIFFUSERS_INSTALL_HINT = "pip install 'depthlab[hf]' (diffusers, transformers)"
 
@@ -61,7 +61,7 @@ DDIM_TRAILING = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.01
                      timestep_spacing="trailing")
 
 
-class MarigoldDepthModel(nn.Module):
+class MarigoldDepthModel(ProcessorMixin, nn.Module):
     """UNet + VAE + scheduler of a Marigold depth pipeline behind depthlab's model contract."""
 
     onnx_exportable = False  # the forward is a denoising loop around diffusers' pipeline, not one graph
@@ -153,10 +153,6 @@ class MarigoldDepthModel(nn.Module):
     def processor(self) -> AdapterProcessor:
         """No resizing around the network (the pipeline resizes itself); normalisation per ``depth_info``."""
         return AdapterProcessor(self.depth_info)
-
-    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        """(B,3,H,W) float in [0,1] (or uint8) -> ``2 x - 1``, the network input (as :meth:`processor` does)."""
-        return self.processor().preprocess(images if images.ndim == 4 else images[None])[0]
 
     # -- weights -------------------------------------------------------------------------------------------
     def load_pretrained_weights(self, checkpoint_path=None, model_name: str = "", strict: bool = True):
