@@ -202,12 +202,8 @@ class Predictor:
         self.processor = processor_for(self.model, input_size, pad_mode)  # pre-process -> network -> post-process
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.batch_size = int(batch_size)
-        self.channels_last = channels_last
-        self.autocast_bf16 = autocast_bf16
-        self.backend = backend
-        self.onnx_cache_dir = onnx_cache_dir
-        self._onnx = None
+        self.batch_size, self.channels_last, self.autocast_bf16 = int(batch_size), channels_last, autocast_bf16
+        self.backend, self.onnx_cache_dir, self._onnx = backend, onnx_cache_dir, None
         if backend == "onnx":
             if self.device.type != "cpu":
                 raise ValueError(f"backend='onnx' runs on the CPU (ONNX Runtime CPU provider), got device={device}")
