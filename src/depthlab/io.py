@@ -105,11 +105,15 @@ def open_pil(path, data: bytes | None = None) -> Image.Image:
         raise DataError(path, "cannot decode image (not a recognised image format)") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise DataError(path, f"cannot decode image ({one_line(e)})") from None
+    return upright(img)
+
+
+def upright(img: Image.Image) -> Image.Image:
+    """``img`` turned as its EXIF orientation says."""
     try:
-        img = ImageOps.exif_transpose(img)
+        return ImageOps.exif_transpose(img)
     except Exception:  # broken EXIF blocks must not make a readable image unreadable
-        pass
-    return img
+        return img
 
 
 def pil_to_rgb_array(img: Image.Image) -> np.ndarray:

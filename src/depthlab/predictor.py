@@ -73,18 +73,14 @@ def image_to_tensor(image: Any, keep_uint8: bool = False) -> torch.Tensor:
     applied), a numpy array ``HxW``, ``HxWx1``, ``HxWx3`` or ``HxWx4`` (uint8 / uint16 / float in [0,1]; alpha
     dropped) or a torch tensor ``(3,H,W)`` / ``(1,H,W)`` / ``(H,W)`` (float in [0,1] or uint8).
     """
-    from PIL import Image, ImageOps
+    from PIL import Image
 
     from depthlab import io
 
     if isinstance(image, (str, os.PathLike)):
         return io.read_rgb(image, keep_uint8)
     if isinstance(image, Image.Image):
-        try:
-            image = ImageOps.exif_transpose(image)
-        except Exception:  # a broken EXIF block must not make a readable image unreadable
-            pass
-        return io.to_float_chw(io.pil_to_rgb_array(image), keep_uint8)
+        return io.to_float_chw(io.pil_to_rgb_array(io.upright(image)), keep_uint8)
     if isinstance(image, np.ndarray):
         a = image[..., None] if image.ndim == 2 else image
         if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
@@ -185,9 +181,7 @@ class Predictor:
         if info is None:
             raise ValueError("the model has no depth_info: build it with depthlab.create_model(...) "
                              "or set model.depth_info = WeightsInfo(...)")
-        self.info = info
-        self.kind = info.output_kind
-        self.unit = UNITS[self.kind]
+        self.info, self.kind, self.unit = info, info.output_kind, UNITS[info.output_kind]
         self.model_name = getattr(self.model, "model_name", None) or type(self.model).__name__
         input_size = parse_input_size(input_size)
         if input_size in ("auto", "model") and has_own_processor(self.model):
@@ -353,9 +347,9 @@ def _read_images(paths: list[Path], report: PredictReport, advance) -> Iterator[
             t = image_to_tensor(p, keep_uint8=True)
         except Exception as e:  # corrupt / unreadable / not an image
             report.failures[str(p)] = _one_line(e)
-            advance()
             continue
-        advance()
+        finally:
+            advance()
         yield p, t
 
 
