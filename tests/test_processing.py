@@ -118,5 +118,6 @@ def test_processor_for_takes_the_models_own_and_refuses_a_size_for_it():
         processor_for(Adapter(), input_size=256)
     plain = processor_for(Plain(), input_size=None, pad_mode="reflect")
     assert type(plain) is Processor and plain.network_size(9, 17) == (16, 24)
-    with pytest.raises(ValueError, match="pad_mode"):
-        processor_for(Plain(), pad_mode="wrap")
+    for model in (Plain(), Adapter()):  # checked for every model, as the Predictor takes it
+        with pytest.raises(ValueError, match="pad_mode"):
+            processor_for(model, pad_mode="wrap")

@@ -88,8 +88,6 @@ class Processor:
     keeps_uint8 = False  # 8-bit images reach fit() as uint8 (transformers' processors resize them so)
 
     def __init__(self, info, input_size: int | tuple[int, int] | None = None, pad_mode: str = "replicate"):
-        if pad_mode not in PAD_MODES:
-            raise ValueError(f"pad_mode must be replicate, reflect or constant, got {pad_mode!r}")
         self.info, self.input_size, self.pad_mode = info, input_size, pad_mode
 
     def network_size(self, h: int, w: int) -> tuple[int, int]:
@@ -184,6 +182,8 @@ def has_own_processor(model) -> bool:
 
 def processor_for(model, input_size: int | tuple[int, int] | None = None, pad_mode: str = "replicate") -> Processor:
     """The model's own processor (``model.processor()``), else the default one from ``model.depth_info``."""
+    if pad_mode not in PAD_MODES:
+        raise ValueError(f"pad_mode must be replicate, reflect or constant, got {pad_mode!r}")
     if not has_own_processor(model):
         return Processor(model.depth_info, input_size, pad_mode)
     if input_size is not None:
