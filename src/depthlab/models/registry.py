@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch.nn as nn
-from timm.data import IMAGENET_DEFAULT_MEAN as IMAGENET_MEAN  # timm's constants, used by the model families
-from timm.data import IMAGENET_DEFAULT_STD as IMAGENET_STD
+from timm.data import IMAGENET_DEFAULT_MEAN as IMAGENET_MEAN  # noqa: F401  (timm's, for the model families)
+from timm.data import IMAGENET_DEFAULT_STD as IMAGENET_STD  # noqa: F401
 
 from depthlab.errors import UnknownNameError
 from depthlab.types import OUTPUT_KINDS, TARGET_ENCODINGS
