@@ -97,6 +97,10 @@ def test_adapter_processor_resizes_uint8_images_and_depth_with_its_own_callables
     depth = proc(img, _first_channel)
     assert calls == {"image": (torch.uint8, (28, 42)), "depth": (20, 30)}
     assert depth.shape == (1, 1, 20, 30) and torch.allclose(depth, torch.ones_like(depth))  # (1 - 0.5) / 0.5
+    first = AdapterProcessor(_info(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)), lambda h, w: (28, 42), resize_image,
+                             normalize_first=True)  # Depth Pro's order: normalise, then resize the floats
+    x, _ = first.preprocess(img)
+    assert calls["image"] == (torch.float32, (28, 42)) and torch.equal(x, torch.ones_like(x))
     bare = AdapterProcessor(_info())  # the forward resizes itself (Marigold, ZoeDepth): nothing around it
     assert bare.network_size(20, 30) == (20, 30)
     assert torch.equal(bare(img, _first_channel), torch.ones(1, 1, 20, 30))

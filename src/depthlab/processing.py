@@ -86,6 +86,7 @@ class Processor:
     ``multiple_of``; resized back after)."""
 
     keeps_uint8 = False  # 8-bit images reach fit() as uint8 (transformers' processors resize them so)
+    normalize_first = False  # normalise before fit() (Depth Pro's processor), not after
 
     def __init__(self, info, input_size: int | tuple[int, int] | None = None, pad_mode: str = "replicate"):
         self.info, self.input_size, self.pad_mode = info, input_size, pad_mode
@@ -126,6 +127,9 @@ class Processor:
             images = to_float01(images)
         size = tuple(images.shape[-2:])
         network = tuple(self.network_size(*size))
+        if self.normalize_first:
+            x, undo = self.fit(normalize(to_float01(images), self.info.mean, self.info.std), network)
+            return x, Geometry(size, network, undo)
         x, undo = self.fit(images, network)
         return normalize(to_float01(x), self.info.mean, self.info.std), Geometry(size, network, undo)
 
@@ -146,15 +150,18 @@ class AdapterProcessor(Processor):
     """The processor of a model that sizes images like its transformers/diffusers image processor:
     ``network_size(h, w)``, ``resize_image(images, size)`` (8-bit images arrive as uint8, resized as 8-bit data
     like transformers' processors do) and ``resize_depth(depth, size)``; each optional (default: no resizing; a
-    size mismatch left is resized bilinearly). Marigold and ZoeDepth, whose forward resizes, pass none."""
+    size mismatch left is resized bilinearly). Marigold and ZoeDepth, whose forward resizes, pass none.
+    ``normalize_first``: normalise before ``resize_image`` (images resized as floats), as Depth Pro's does."""
 
     keeps_uint8 = True
 
     def __init__(self, info, network_size: Callable[[int, int], Sequence[int]] | None = None,
                  resize_image: Callable[[torch.Tensor, tuple[int, int]], torch.Tensor] | None = None,
-                 resize_depth: Callable[[torch.Tensor, tuple[int, int]], torch.Tensor] | None = None):
+                 resize_depth: Callable[[torch.Tensor, tuple[int, int]], torch.Tensor] | None = None,
+                 normalize_first: bool = False):
         super().__init__(info)
         self._network_size, self._resize_image, self._resize_depth = network_size, resize_image, resize_depth
+        self.normalize_first = normalize_first
 
     def network_size(self, h: int, w: int) -> tuple[int, int]:
         return tuple(int(v) for v in self._network_size(h, w)) if self._network_size else (h, w)

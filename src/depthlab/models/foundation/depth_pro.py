@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from depthlab.config import deep_merge
 from depthlab.models.foundation.hf_depth import HALF, HFDepthModel, ResizePolicy, require_transformers
 from depthlab.models.registry import WeightsInfo, register_model
+from depthlab.processing import AdapterProcessor
 
 DEPTH_PRO_HUB = "apple/DepthPro-hf"
 DEPTH_PRO_PAPER = ("Bochkovskii, Delaunoy, Germain, Santos, Zhou, Richter, Koltun. Depth Pro: Sharp Monocular "
@@ -129,17 +130,11 @@ class DepthProModel(HFDepthModel):
         return {"depth": metric_depth(out.predicted_depth.unsqueeze(1), fov, size), "fov_deg": fov}
 
     # -- the image side, as DepthProImageProcessor does it: normalise first, then resize ------------------
-    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        """(B,3,H,W) float in [0,1] (or uint8) -> normalised, resized to :attr:`fixed_network_size`."""
-        if images.ndim == 3:
-            images = images.unsqueeze(0)
-        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-        info = getattr(self, "depth_info", None)
-        mean, std = (info.mean, info.std) if info is not None else (HALF, HALF)
-        mean_t, std_t = (torch.tensor(v, device=x.device).view(1, 3, 1, 1) for v in (mean, std))
-        x = (x - mean_t) / std_t
+    def processor(self) -> AdapterProcessor:
+        """Normalised, then resized to :attr:`fixed_network_size` (as floats); back by :meth:`postprocess`."""
         policy = self.resize_policy or DEPTH_PRO_RESIZE
-        return policy.resize(x, self.input_size_for(*x.shape[-2:]))
+        return AdapterProcessor(self.depth_info, self.input_size_for, policy.resize, self.postprocess,
+                                normalize_first=True)
 
     @staticmethod
     def postprocess(depth: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
