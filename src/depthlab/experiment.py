@@ -370,14 +370,13 @@ def _test_batches(dataset: _EvalSet, batch_size: int):
 
 def _resized(image, depth, mask, size):
     """The batch at the training size ``(H, W)`` (bilinear image, nearest depth and mask)."""
-    import torch.nn.functional as F
+    from depthlab.processing import resize_to
 
     h, w = int(size[0]), int(size[1])
     if image.shape[-2:] == (h, w):
         return image, depth, mask
-    return (F.interpolate(image, size=(h, w), mode="bilinear", align_corners=False),
-            F.interpolate(depth, size=(h, w), mode="nearest"),
-            F.interpolate(mask.float(), size=(h, w), mode="nearest") > 0.5)
+    return (resize_to(image, (h, w)), resize_to(depth, (h, w), "nearest"),
+            resize_to(mask.float(), (h, w), "nearest") > 0.5)
 
 
 def _test_losses(task, dataset: _EvalSet, batch_size: int, size) -> list[float]:
@@ -412,7 +411,8 @@ def _common_losses(task, dataset: _EvalSet, batch_size: int, size, fn) -> list[f
     """``fn`` on each test batch, in metres at the ground truth's resolution: the run predicts at its training
     size (``task.predict_metres`` decodes its target encoding), the prediction is resized back bilinearly."""
     import torch
-    import torch.nn.functional as F
+
+    from depthlab.processing import resize_to
 
     losses = []
     task.eval()
@@ -420,9 +420,7 @@ def _common_losses(task, dataset: _EvalSet, batch_size: int, size, fn) -> list[f
         for batch in _test_batches(dataset, batch_size):
             depth, mask = batch["depth"].float(), batch["mask"].bool() & (batch["depth"] > 0)
             image, _, _ = _resized(batch["image"], depth, mask, size)
-            pred = task.predict_metres(image)
-            if pred.shape[-2:] != depth.shape[-2:]:
-                pred = F.interpolate(pred, size=depth.shape[-2:], mode="bilinear", align_corners=False)
+            pred = resize_to(task.predict_metres(image), depth.shape)
             losses.append(float(fn(pred, depth, mask)))
     return losses
 

@@ -311,7 +311,8 @@ def predict_files(inputs, model: str | nn.Module = "fastdepth", checkpoint_path=
         intrinsics = as_intrinsics(intrinsics)
     paths = io.list_images(inputs)
     if not paths:
-        raise FileNotFoundError(f"no images found in {', '.join(map(str, [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs))}")
+        named = [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs
+        raise FileNotFoundError(f"no images found in {', '.join(map(str, named))}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     predictor = Predictor(model, device=device, checkpoint_path=checkpoint_path, pretrained=pretrained,

@@ -27,7 +27,8 @@ def to_float01(images: torch.Tensor) -> torch.Tensor:
     return images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
 
 
-def normalize(x: torch.Tensor, mean: Sequence[float] | torch.Tensor, std: Sequence[float] | torch.Tensor) -> torch.Tensor:
+def normalize(x: torch.Tensor, mean: Sequence[float] | torch.Tensor,
+              std: Sequence[float] | torch.Tensor) -> torch.Tensor:
     """``(x - mean) / std`` per channel of a float ``(...,3,H,W)`` tensor (torchvision's ``normalize``);
     ``mean``/``std``: 3 numbers, or tensors that broadcast against ``x`` (e.g. ``(1,3,1,1)`` buffers)."""
     from torchvision.transforms.v2.functional import normalize as tv_normalize
@@ -111,7 +112,8 @@ class Processor:
         if not (ph or pw):
             return images, None
         pad = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)  # left, right, top, bottom
-        mode = "replicate" if self.pad_mode == "reflect" and (ph >= h or pw >= w) else self.pad_mode  # reflect: pad < size
+        reflect_too_far = self.pad_mode == "reflect" and (ph >= h or pw >= w)  # reflect needs pad < size
+        mode = "replicate" if reflect_too_far else self.pad_mode
         return F.pad(images, pad, mode=mode), pad
 
     def restore(self, depth: torch.Tensor, size: tuple[int, int], undo: Any) -> torch.Tensor:
@@ -201,5 +203,5 @@ def processor_for(model, input_size: int | tuple[int, int] | None = None, pad_mo
     return model.processor()
 
 
-__all__ = ["Processor", "AdapterProcessor", "ProcessorMixin", "Geometry", "processor_for", "has_own_processor", "normalize",
-           "resize_to", "to_float01", "batches_by_size", "padded_size", "PAD_MODES"]
+__all__ = ["Processor", "AdapterProcessor", "ProcessorMixin", "Geometry", "processor_for", "has_own_processor",
+           "normalize", "resize_to", "to_float01", "batches_by_size", "padded_size", "PAD_MODES"]

@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 
 from depthlab.io import atomic_path
-from depthlab.processing import normalize
+from depthlab.processing import normalize, resize_to
 
 log = logging.getLogger(__name__)
 
@@ -262,9 +262,7 @@ def default_calibration_dir() -> Path:
 
 
 def _resize_batch(x: torch.Tensor, shape) -> torch.Tensor:
-    import torch.nn.functional as F
-
-    x = F.interpolate(x, size=tuple(shape[-2:]), mode="bilinear", align_corners=False)
+    x = resize_to(x, shape)
     return x[:1].expand(int(shape[0]), -1, -1, -1).contiguous()
 
 
@@ -272,8 +270,6 @@ def calibration_inputs(info, shape, images=None) -> tuple[list[str], list[torch.
     """Image files (or a folder of them; default :func:`default_calibration_dir`) -> ``(names, batches)``:
     each image resized to ``shape``'s H x W as :class:`~depthlab.predictor.Predictor` does (bilinear,
     antialiased), normalised with ``info.mean/std``, repeated to ``shape``'s batch size."""
-    import torch.nn.functional as F
-
     from depthlab.errors import DataError
     from depthlab.io import read_rgb
 
@@ -290,7 +286,7 @@ def calibration_inputs(info, shape, images=None) -> tuple[list[str], list[torch.
     b, _, h, w = shape
     batches = []
     for f in files:
-        img = F.interpolate(read_rgb(f)[None], size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+        img = resize_to(read_rgb(f)[None], (h, w), antialias=True)
         batches.append(_normalise(img, info).expand(b, -1, -1, -1).contiguous())
     return [f.name for f in files], batches
 

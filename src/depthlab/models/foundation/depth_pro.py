@@ -33,12 +33,11 @@ import os
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from depthlab.config import deep_merge
 from depthlab.models.foundation.hf_depth import HALF, HFDepthModel, ResizePolicy, require_transformers
 from depthlab.models.registry import WeightsInfo, register_model
-from depthlab.processing import AdapterProcessor
+from depthlab.processing import AdapterProcessor, resize_to
 
 DEPTH_PRO_HUB = "apple/DepthPro-hf"
 DEPTH_PRO_PAPER = ("Bochkovskii, Delaunoy, Germain, Santos, Zhou, Richter, Koltun. Depth Pro: Sharp Monocular "
@@ -83,8 +82,7 @@ def metric_depth(canonical_inverse: torch.Tensor, fov_deg: torch.Tensor, size: t
     """
     ratio = 2.0 * torch.tan(0.5 * torch.deg2rad(fov_deg.to(canonical_inverse.dtype)))
     inverse = canonical_inverse * ratio.view(-1, 1, 1, 1)
-    if size is not None and tuple(inverse.shape[-2:]) != tuple(size):
-        inverse = F.interpolate(inverse, size=tuple(size), mode="bilinear", align_corners=False)
+    inverse = inverse if size is None else resize_to(inverse, size)
     return 1.0 / inverse.clamp(*INVERSE_CLAMP)
 
 
@@ -123,9 +121,7 @@ class DepthProModel(HFDepthModel):
 
     def forward(self, x: torch.Tensor, fov_deg=None) -> dict[str, torch.Tensor]:
         size = tuple(x.shape[-2:])
-        net_in = x if size == self.fixed_network_size else \
-            F.interpolate(x, size=self.fixed_network_size, mode="bilinear", align_corners=False)
-        out = self.hf(pixel_values=net_in)
+        out = self.hf(pixel_values=resize_to(x, self.fixed_network_size))
         fov = self._fov(out.field_of_view, fov_deg, x.shape[0], x.device)
         return {"depth": metric_depth(out.predicted_depth.unsqueeze(1), fov, size), "fov_deg": fov}
 
@@ -141,8 +137,7 @@ class DepthProModel(HFDepthModel):
         """Metric depth ``(B,1,h,w)`` -> ``(B,1,H,W)``: bilinear in inverse depth, as the post-processing does."""
         if tuple(depth.shape[-2:]) == tuple(size):
             return depth
-        inverse = F.interpolate(1.0 / depth, size=tuple(size), mode="bilinear", align_corners=False)
-        return 1.0 / inverse.clamp(*INVERSE_CLAMP)
+        return 1.0 / resize_to(1.0 / depth, size).clamp(*INVERSE_CLAMP)
 
 
 def _depth_pro_info() -> WeightsInfo:
