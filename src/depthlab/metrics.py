@@ -193,6 +193,10 @@ def compute_metrics(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | N
     return out
 
 
+NORMALIZED_NAMES: tuple[str, ...] = ("l1_norm", "mse_norm")
+"""Keys of :func:`normalized_errors` (errors: lower is better)."""
+
+
 def normalized_errors(metrics: dict, max_depth: float) -> dict:
     """L1 and MSE on depth normalised to [0, 1] by ``d / max_depth``, from metre-scale ``mae`` and ``mse``.
 
@@ -205,7 +209,7 @@ def normalized_errors(metrics: dict, max_depth: float) -> dict:
     if not d > 0:
         raise ValueError(f"max_depth must be > 0, got {max_depth}")
     mae_, mse_ = metrics.get("mae"), metrics.get("mse")
-    return {"l1_norm": None if mae_ is None else mae_ / d, "mse_norm": None if mse_ is None else mse_ / (d * d)}
+    return dict(zip(NORMALIZED_NAMES, (None if mae_ is None else mae_ / d, None if mse_ is None else mse_ / (d * d))))
 
 
 def average_images(means: dict, mode: str) -> dict:
