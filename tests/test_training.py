@@ -226,6 +226,22 @@ def test_validation_applies_the_protocol_caps_and_skips_a_crop_that_does_not_fit
     assert int(m.sum()) == 32 * 32 - 1
 
 
+def test_validation_sums_are_float32_on_mps_only():
+    from types import SimpleNamespace
+
+    from depthlab.config import load_config
+    from depthlab.training import DepthTask
+
+    for device, dtype in (("cpu", torch.float64), ("mps", torch.float32)):  # MPS has no float64
+        task = DepthTask(load_config(_config(Path("unused"))))
+        task._trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)))
+        task.setup("fit")
+        assert task.val_metrics.pooled.dtype == task.val_loss.sums.dtype == dtype, device
+    depth = torch.rand(2, 1, 8, 8) + 1
+    task.validation_step(_batch(depth), 0)  # float32 sums still score
+    assert int(task.val_metrics.compute()["n_images"]) == 2 and task.val_loss.sums.dtype == torch.float32
+
+
 def test_validation_refuses_what_evaluation_refuses_and_aligns_like_it():
     """A relative model under an alignment-free protocol is refused (as ``depthlab eval`` does); under
     ``marigold`` (least-squares scale and shift on depth) a prediction 2 * gt + 1 scores perfectly."""

@@ -325,6 +325,11 @@ class DepthTask(L.LightningModule):
                 self._crop_warned = True
             return apply_protocol(pred, depth, self.protocol.replace(crop="none"), mask, pred_kind=kind)
 
+    def setup(self, stage: str) -> None:
+        if self.trainer.strategy.root_device.type == "mps":  # no float64 there: sums in float32, as metric_sums does
+            self.val_metrics.set_dtype(torch.float32)
+            self.val_loss.set_dtype(torch.float32)
+
     def on_validation_epoch_start(self) -> None:
         self.val_metrics.reset()
         self.val_loss.reset()
