@@ -226,6 +226,21 @@ def test_validation_applies_the_protocol_caps_and_skips_a_crop_that_does_not_fit
     assert int(m.sum()) == 32 * 32 - 1
 
 
+def test_validation_loss_is_weighted_by_batch_size_and_keeps_nan():
+    from depthlab.config import load_config
+    from depthlab.training import DepthTask
+
+    task = DepthTask(load_config(_config(Path("unused"), loss={"terms": {"l1": 1.0, "silog": 0.5}})))
+    val = task.val_loss
+    assert val.names == ["loss", "loss_l1", "loss_silog"]
+    val.update({"loss": torch.tensor(1.0), "loss_l1": torch.tensor(2.0), "loss_silog": torch.tensor(0.0)}, 3)
+    val.update({"loss": torch.tensor(5.0), "loss_l1": torch.tensor(4.0), "loss_silog": torch.tensor(1.0)}, 1)
+    out = val.compute()  # (3 * 1 + 1 * 5) / 4 = 2, (3 * 2 + 4) / 4 = 2.5, 1 / 4
+    assert [float(out[k]) for k in ("loss", "loss_l1", "loss_silog", "n")] == [2.0, 2.5, 0.25, 4.0]
+    val.update({"loss": torch.tensor(float("nan")), "loss_l1": torch.tensor(0.0), "loss_silog": torch.tensor(0.0)}, 2)
+    assert math.isnan(float(val.compute()["loss"]))  # a diverged batch shows, it is not dropped
+
+
 def test_validation_sums_are_float32_on_mps_only():
     from types import SimpleNamespace
 
