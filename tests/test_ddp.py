@@ -26,7 +26,7 @@ def _config(out: Path) -> dict:
         "name": "ddp", "output_dir": str(out),
         "model": {"name": "unet", "kwargs": {"base_channels": 4}},
         "data": {"dataset": "synthetic", "size": [32, 32], "batch_size": 2, "kwargs": {"n": 8},
-                 "train_transforms": ["random_horizontal_flip"], "limit_val": 4},
+                 "train_transforms": ["random_horizontal_flip"], "limit_val": 5},
         "optim": {"lr": 1e-2},
         "train": {"max_epochs": -1, "max_steps": 2, "accelerator": "cpu", "devices": 2, "strategy": "ddp",
                   "deterministic": True, "loggers": ["csv"], "seed": 3},
@@ -67,3 +67,21 @@ def test_ddp_two_cpu_processes_end_with_identical_weights(tmp_path):
     model = load_checkpoint(tmp_path / "runs" / "ddp" / "last.safetensors")
     for key, value in model.state_dict().items():
         assert torch.equal(value, r0["model." + key]), key
+
+    # validation metrics synced by torchmetrics across the ranks (3 + 2 of the 5 images, no padding)
+    # equal one process validating the same weights on all 5
+    import lightning as L
+
+    from depthlab.checkpoint import read_checkpoint
+    from depthlab.config import load_config
+    from depthlab.training import DepthDataModule, DepthTask
+
+    ddp_val = read_checkpoint(tmp_path / "runs" / "ddp" / "last.safetensors")[1]["metrics"]
+    cfg = load_config(_config(tmp_path / "single"))
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    (single,) = trainer.validate(DepthTask(cfg, model=model), datamodule=DepthDataModule(cfg.data, seed=3),
+                                 verbose=False)
+    assert ddp_val["step"] == 2 and ddp_val["n_images"] == single["val/n_images"] == 5
+    for key in ("abs_rel", "rmse", "delta1", "silog", "loss"):
+        assert ddp_val[key] == pytest.approx(single[f"val/{key}"], rel=1e-5), key

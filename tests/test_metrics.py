@@ -60,12 +60,15 @@ def test_hand_computed_values_single_image():
     assert out["n_pixels"][0].item() == 4
 
 
-def test_individual_functions_match_compute_metrics():
-    p, g, m = _img_a()
-    fns = {"abs_rel": M.abs_rel, "sq_rel": M.sq_rel, "rmse": M.rmse, "rmse_log": M.rmse_log, "log10": M.log10,
-           "silog": M.silog, "mae": M.mae, "mse": M.mse, "delta1": M.delta1, "delta2": M.delta2, "delta3": M.delta3}
-    for k, fn in fns.items():
-        assert fn(p, g, m)[0].item() == pytest.approx(A_EXPECTED[k], rel=1e-12), k
+def test_metric_sums_by_hand():
+    """The one set of statistics every metric derives from, summed over image A's 4 scored pixels by hand."""
+    s = M.metric_sums(*_img_a())
+    expected = {"n": 4, "abs_err": 1 + 0 + 2 + 1, "abs_rel": 1 + 0 + 1 + 0.25, "sq_err": 1 + 0 + 4 + 1,
+                "sq_rel": 1 + 0 + 2 + 0.25, "log_sum": 2 * LN2 + LN34, "log_sq": 2 * LN2 ** 2 + LN34 ** 2,
+                "log10_abs": (2 * LN2 - LN34) / math.log(10), "delta1": 1, "delta2": 2, "delta3": 2}
+    assert set(s) == set(expected)
+    for k, v in expected.items():
+        assert s[k].shape == (1,) and s[k][0].item() == pytest.approx(v, rel=1e-12, abs=1e-12), k
 
 
 def test_hw_input_gives_0d_and_same_values():
@@ -73,7 +76,7 @@ def test_hw_input_gives_0d_and_same_values():
     out = M.compute_metrics(p[0, 0], g[0, 0], m[0, 0])
     assert out["abs_rel"].ndim == 0
     assert out["abs_rel"].item() == pytest.approx(0.5625)
-    assert M.rmse(p[0, 0], g[0, 0], m[0, 0]).ndim == 0
+    assert M.metric_sums(p[0, 0], g[0, 0], m[0, 0])["n"].ndim == 0
 
 
 def test_masked_and_zero_gt_pixels_change_nothing():
@@ -95,7 +98,8 @@ def test_masked_and_zero_gt_pixels_change_nothing():
 def test_non_finite_gt_is_invalid():
     p = torch.tensor([[2.0, 3.0]])
     g = torch.tensor([[1.0, float("inf")]])
-    assert M.abs_rel(p, g).item() == pytest.approx(1.0)
+    out = M.compute_metrics(p, g)  # |2 - 1| / 1 on the one finite pixel
+    assert out["abs_rel"].item() == pytest.approx(1.0) and out["n_pixels"].item() == 1
 
 
 def test_non_positive_predictions_are_floored_not_nan():
@@ -114,17 +118,19 @@ def test_non_positive_predictions_are_floored_not_nan():
 def test_silog_is_scale_invariant_and_lam():
     g = torch.tensor([[1.0, 2.0, 4.0, 8.0]])
     p = 3.0 * g
-    assert M.silog(p, g).item() == pytest.approx(0.0, abs=1e-5)
-    assert M.rmse_log(p, g).item() == pytest.approx(math.log(3.0))
+    out = M.compute_metrics(p, g)
+    assert out["silog"].item() == pytest.approx(0.0, abs=1e-5)
+    assert out["rmse_log"].item() == pytest.approx(math.log(3.0))
     # lam = 0 -> 100 * rmse_log ; lam = 0.5 -> 100 * sqrt(ln3^2 - 0.5 ln3^2)
-    assert M.silog(p, g, lam=0.0).item() == pytest.approx(100 * math.log(3.0))
-    assert M.silog(p, g, lam=0.5).item() == pytest.approx(100 * math.log(3.0) * math.sqrt(0.5))
+    assert M.compute_metrics(p, g, lam=0.0)["silog"].item() == pytest.approx(100 * math.log(3.0))
+    assert M.compute_metrics(p, g, lam=0.5)["silog"].item() == pytest.approx(100 * math.log(3.0) * math.sqrt(0.5))
 
 
 def test_empty_image_gives_nan_and_shape_errors():
     p = torch.ones(1, 1, 2, 2)
     g = torch.zeros(1, 1, 2, 2)
-    assert torch.isnan(M.abs_rel(p, g)).all()
+    out = M.compute_metrics(p, g)
+    assert all(torch.isnan(out[k]).all() for k in M.METRIC_NAMES) and out["n_pixels"].item() == 0
     with pytest.raises(ValueError, match="differs"):
         M.compute_metrics(torch.ones(1, 1, 2, 2), torch.ones(1, 1, 2, 3))
     with pytest.raises(ValueError, match="mask shape"):
@@ -218,9 +224,29 @@ def test_metrics_from_sums_pooled_formula():
     assert pooled["rmse"].item() == pytest.approx(math.sqrt(10 / 5))
 
 
+def test_accumulator_merges_like_ddp_ranks():
+    """Two "ranks" each see part of the images; merging their states with the library's reduction
+    (``dist_reduce_fx="sum"``, what a DDP sync applies) gives the one-process result, in every mode."""
+    p, g, m = _two_images()
+    for mode in M.MetricAccumulator.MODES:
+        whole, rank0, rank1 = (M.MetricAccumulator(mode) for _ in range(3))
+        whole.update(p, g, m)
+        rank0.update(p[:1], g[:1], m[:1])
+        rank1.update(sums=M.metric_sums(p[1:], g[1:], m[1:]))
+        rank0.merge_state(rank1)
+        ref, out = whole.compute(), rank0.compute()
+        for k in (*M.METRIC_NAMES, "n_images", "n_pixels"):
+            assert out[k].item() == pytest.approx(ref[k].item(), rel=1e-15), (mode, k)
+    assert out["rmse"].item() == pytest.approx(math.sqrt((1.5 + 4) / 2))  # per_image_mse, eq. 8.1 by hand
+
+
 def test_accumulator_empty_and_bad_mode():
     acc = M.MetricAccumulator()
+    acc.update(torch.ones(1, 1, 2, 2), torch.zeros(1, 1, 2, 2))  # an image without valid pixels
     out = acc.compute()
-    assert out["n_images"].item() == 0 and math.isnan(out["abs_rel"].item())
+    assert out["n_images"].item() == 0 and acc.n_empty == 1 and math.isnan(out["abs_rel"].item())
+    assert math.isnan(acc.compute("pixel")["rmse"].item())
     with pytest.raises(ValueError, match="mode"):
         M.MetricAccumulator("mean")
+    with pytest.raises(ValueError, match="mode"):
+        acc.compute("mean")

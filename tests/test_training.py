@@ -183,14 +183,14 @@ def test_target_is_encoded_for_the_loss_and_decoded_for_the_metrics(encoding):
     loss, terms = task._loss(task(batch["image"]), batch)
     assert float(loss.detach()) == pytest.approx(0.0, abs=1e-6) and set(terms) == {"l1"}
     task.validation_step(batch, 0)
-    sums = task._val_sums
-    assert float(sums["abs_rel"] / sums["n_images"]) == pytest.approx(0.0, abs=1e-6)
-    assert float(sums["delta1"] / sums["n_images"]) == pytest.approx(1.0)
+    metrics = task.val_metrics.compute()
+    assert float(metrics["abs_rel"]) == pytest.approx(0.0, abs=1e-6)
+    assert float(metrics["delta1"]) == pytest.approx(1.0) and int(metrics["n_images"]) == 2
     if encoding != "depth":  # feeding metres where the encoding is expected is caught by the metrics
-        task._val_sums = None
+        task.on_validation_epoch_start()
         oracle.next = depth.clone()
         task.validation_step(batch, 0)
-        assert float(task._val_sums["abs_rel"] / task._val_sums["n_images"]) > 0.1
+        assert float(task.val_metrics.compute()["abs_rel"]) > 0.1
 
 
 def test_target_encoding_mismatch_is_a_clear_error():
@@ -214,15 +214,67 @@ def test_validation_applies_the_protocol_caps_and_skips_a_crop_that_does_not_fit
 
     task = DepthTask(load_config(_config(Path("unused"), train={"protocol": "endoslam"})))  # 0 < gt < 1 m
     depth = torch.tensor([0.5, 0.99, 1.0, 3.0, 0.0]).view(1, 1, 1, 5)
-    assert task._eval_mask(depth, depth > 0).flatten().tolist() == [True, True, False, False, False]
-    assert task._aligned_metres(torch.full_like(depth, 5.0), depth, depth > 0).max() == 1.0  # clipped
+    final, valid = task._scored(torch.full_like(depth, 5.0), depth, depth > 0)
+    assert valid.flatten().tolist() == [True, True, False, False, False]
+    assert final.max() == 1.0  # clipped
 
     task = DepthTask(load_config(_config(Path("unused"), train={"protocol": "nyu_eigen"})))  # 480x640 crop
     depth = torch.full((1, 1, 32, 32), 4.0)
     depth[..., 0, 0] = 20.0
     with pytest.warns(UserWarning, match="crop not applied"):
-        m = task._eval_mask(depth, depth > 0)
+        _, m = task._scored(depth, depth, depth > 0)
     assert int(m.sum()) == 32 * 32 - 1
+
+
+def test_validation_loss_is_weighted_by_batch_size_and_keeps_nan():
+    from depthlab.config import load_config
+    from depthlab.training import DepthTask
+
+    task = DepthTask(load_config(_config(Path("unused"), loss={"terms": {"l1": 1.0, "silog": 0.5}})))
+    val = task.val_loss
+    assert val.names == ["loss", "loss_l1", "loss_silog"]
+    val.update({"loss": torch.tensor(1.0), "loss_l1": torch.tensor(2.0), "loss_silog": torch.tensor(0.0)}, 3)
+    val.update({"loss": torch.tensor(5.0), "loss_l1": torch.tensor(4.0), "loss_silog": torch.tensor(1.0)}, 1)
+    out = val.compute()  # (3 * 1 + 1 * 5) / 4 = 2, (3 * 2 + 4) / 4 = 2.5, 1 / 4
+    assert [float(out[k]) for k in ("loss", "loss_l1", "loss_silog", "n")] == [2.0, 2.5, 0.25, 4.0]
+    val.update({"loss": torch.tensor(float("nan")), "loss_l1": torch.tensor(0.0), "loss_silog": torch.tensor(0.0)}, 2)
+    assert math.isnan(float(val.compute()["loss"]))  # a diverged batch shows, it is not dropped
+
+
+def test_validation_sums_are_float32_on_mps_only():
+    from types import SimpleNamespace
+
+    from depthlab.config import load_config
+    from depthlab.training import DepthTask
+
+    for device, dtype in (("cpu", torch.float64), ("mps", torch.float32)):  # MPS has no float64
+        task = DepthTask(load_config(_config(Path("unused"))))
+        task._trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)))
+        task.setup("fit")
+        assert task.val_metrics.pooled.dtype == task.val_loss.sums.dtype == dtype, device
+    depth = torch.rand(2, 1, 8, 8) + 1
+    task.validation_step(_batch(depth), 0)  # float32 sums still score
+    assert int(task.val_metrics.compute()["n_images"]) == 2 and task.val_loss.sums.dtype == torch.float32
+
+
+def test_validation_refuses_what_evaluation_refuses_and_aligns_like_it():
+    """A relative model under an alignment-free protocol is refused (as ``depthlab eval`` does); under
+    ``marigold`` (least-squares scale and shift on depth) a prediction 2 * gt + 1 scores perfectly."""
+    from depthlab.config import load_config
+    from depthlab.models.registry import WeightsInfo
+    from depthlab.training import DepthTask
+
+    oracle = _Oracle("depth")
+    oracle.depth_info = WeightsInfo(output_kind="relative", target_encoding="depth", max_depth=10.0)
+    depth = torch.rand(2, 1, 8, 8) * 8 + 1
+    oracle.next = 2 * depth + 1
+    task = DepthTask(load_config(_config(Path("unused"), data={"max_depth": 10.0})), model=oracle)
+    with pytest.raises(ValueError, match=r"relative \(affine-invariant\), but protocol 'none' has alignment=none"):
+        task.validation_step(_batch(depth), 0)
+    task = DepthTask(load_config(_config(Path("unused"), data={"max_depth": 10.0}, train={"protocol": "marigold"})),
+                     model=oracle)
+    task.validation_step(_batch(depth), 0)
+    assert float(task.val_metrics.compute()["abs_rel"]) == pytest.approx(0.0, abs=1e-6)
 
 
 # --------------------------------------------------------------------------- optimiser and schedules

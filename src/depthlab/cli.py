@@ -87,7 +87,8 @@ def eval_cmd(
                           protocol=protocol, out=out, device=device, limit=limit, progress=True,
                           input_size=_parse_size(input_size), dataset_kwargs=_key_values(data_opt, "--data-opt"))
     except (DepthlabError, FileNotFoundError, ValueError, KeyError) as e:
-        _fail(first_line(e))
+        # DatasetOptionError is a TypeError too: an option the dataset does not take came from --data-opt
+        _fail(f"--data-opt: {first_line(e)}" if data_opt and isinstance(e, TypeError) else first_line(e))
     except TypeError as e:  # an option the dataset does not take (--data-opt)
         if not data_opt:
             raise

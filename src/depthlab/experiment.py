@@ -62,10 +62,9 @@ from depthlab.errors import DepthlabError, first_line, one_line
 from depthlab.io import write_json
 
 __all__ = ["ExperimentError", "load_spec", "expand_grid", "with_fixtures", "run_experiment", "read_curves",
-           "METRIC_COLUMNS", "common_loss_fn", "weights_note", "run_configs"]
+           "common_loss_fn", "weights_note", "run_configs"]
 
 MARKER = "experiment_run.json"
-METRIC_COLUMNS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog", "delta1", "delta2", "delta3")
 SPEC_KEYS = {"name", "title", "description", "base", "config", "overrides", "grid", "runs", "evaluation", "speed",
              "report", "benchmark", "smoke", "output_dir", "threads", "fixtures"}
 

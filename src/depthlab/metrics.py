@@ -37,21 +37,24 @@ difference inside the root is clamped at 0 so rounding never yields NaN. An imag
 pixels gives NaN for every metric (0/0, undefined); :class:`MetricAccumulator` leaves such images
 out and the evaluator skips them with a reason.
 
-Aggregation
+Aggregation (the smp pattern: one set of statistics, every metric a function of them)
     :func:`metric_sums` returns per-image sufficient statistics (sums over valid pixels and the
-    count). :func:`metrics_from_sums` turns sums into metrics, so the same code gives per-image
-    values and pixel-pooled values (sums added over all images first). :class:`MetricAccumulator`
-    keeps those sums across batches, so batches of any size or valid count give exactly the result
-    of one big batch. A third mode, ``per_image_mse`` (Leve thesis eq. 8.1), is per-image except
-    that RMSE is the root of the mean per-image MSE (:func:`average_images`).
+    count); :func:`metrics_from_sums` is the only place where metrics are computed, from sums, so the
+    same code gives per-image values and pixel-pooled values (sums added over all images first).
+    :class:`MetricAccumulator` (a ``torchmetrics.Metric``, used by ``depthlab eval`` and by training
+    validation) keeps sums across batches and ranks, so batches of any size or valid count give
+    exactly the result of one big batch. A third mode, ``per_image_mse`` (Leve thesis eq. 8.1), is
+    per-image except that RMSE is the root of the mean per-image MSE (:func:`average_images`);
+    :func:`normalized_errors` derives the [0, 1]-scale errors from ``mae`` and ``mse``.
 
-Sums are accumulated in float64 (float32 on MPS, which has no float64).
+Sums are computed in float64 (float32 on MPS, which has no float64).
 """
 from __future__ import annotations
 
 import math
 
 import torch
+from torchmetrics import Metric
 
 EPS = 1e-6
 """Floor (metres) applied to predictions inside logarithms and ratios."""
@@ -59,17 +62,16 @@ EPS = 1e-6
 METRIC_NAMES: tuple[str, ...] = (
     "abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog", "mae", "mse", "delta1", "delta2", "delta3",
 )
-"""Metric keys returned by :func:`compute_metrics`, in display order."""
+"""The depth metrics (keys of :func:`compute_metrics`), in display order. Every list of metrics in depthlab
+(validation logs, evaluation summaries, report and benchmark columns) is this one or a selection of it."""
 
-LOWER_IS_BETTER: dict[str, bool] = {name: not name.startswith("delta") for name in METRIC_NAMES}
+HIGHER_IS_BETTER: frozenset[str] = frozenset({"delta1", "delta2", "delta3"})
+"""The metrics for which larger is better (accuracies); every other metric, including
+:func:`normalized_errors`, is an error (lower is better)."""
 
-SUM_KEYS: tuple[str, ...] = (
+_SUM_KEYS: tuple[str, ...] = (
     "n", "abs_err", "abs_rel", "sq_err", "sq_rel", "log_sum", "log_sq", "log10_abs", "delta1", "delta2", "delta3",
 )
-"""Keys of :func:`metric_sums`: the valid count ``n`` and sums over valid pixels of
-``|p-g|``, ``|p-g|/g``, ``(p-g)^2``, ``(p-g)^2/g``, ``d``, ``d^2``, ``|d|/ln 10`` and the three
-delta indicators."""
-
 _LN10 = math.log(10.0)
 
 
@@ -121,89 +123,12 @@ def _ratio(p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     return torch.maximum(pc / g, g / pc)
 
 
-def _mean_of(term, pred, gt, mask):
-    p, g, v, single = _prepare(pred, gt, mask)
-    return _finish(_msum(term(p, g), v) / v.sum(dim=1), single)
-
-
-# ----------------------------------------------------------------------------- single metrics
-def abs_rel(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean absolute relative error ``mean(|p - g| / g)`` over valid pixels. (B,) or 0-d."""
-    return _mean_of(lambda p, g: (p - g).abs() / g, pred, gt, mask)
-
-
-def sq_rel(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Squared relative error ``mean((p - g)^2 / g)`` (metres) over valid pixels."""
-    return _mean_of(lambda p, g: (p - g) ** 2 / g, pred, gt, mask)
-
-
-def mse(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean squared error ``mean((p - g)^2)`` (m^2) over valid pixels."""
-    return _mean_of(lambda p, g: (p - g) ** 2, pred, gt, mask)
-
-
-def rmse(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Root mean squared error ``sqrt(mean((p - g)^2))`` (metres) per image."""
-    return mse(pred, gt, mask).sqrt()
-
-
-def mae(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean absolute error ``mean(|p - g|)`` (metres) over valid pixels."""
-    return _mean_of(lambda p, g: (p - g).abs(), pred, gt, mask)
-
-
-def rmse_log(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """``sqrt(mean((ln p - ln g)^2))`` over valid pixels; predictions floored at :data:`EPS`."""
-    return _mean_of(lambda p, g: _log_diff(p, g) ** 2, pred, gt, mask).sqrt()
-
-
-def log10(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """``mean(|log10 p - log10 g|)`` over valid pixels; predictions floored at :data:`EPS`."""
-    return _mean_of(lambda p, g: _log_diff(p, g).abs() / _LN10, pred, gt, mask)
-
-
-def silog(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None = None, lam: float = 1.0,
-          scale: float = 100.0) -> torch.Tensor:
-    """Scale-invariant log error ``scale * sqrt(mean(d^2) - lam * mean(d)^2)``, ``d = ln p - ln g``.
-
-    Defaults (``lam=1``, ``scale=100``) are the KITTI benchmark / BTS convention. Predictions are
-    floored at :data:`EPS`; the difference under the root is clamped at 0.
-    """
-    p, g, v, single = _prepare(pred, gt, mask)
-    d = _log_diff(p, g)
-    n = v.sum(dim=1)
-    m1 = _msum(d, v) / n
-    m2 = _msum(d * d, v) / n
-    return _finish(scale * (m2 - lam * m1 * m1).clamp_min(0).sqrt(), single)
-
-
-def delta(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None = None, k: int = 1,
-          base: float = 1.25) -> torch.Tensor:
-    """Threshold accuracy: fraction of valid pixels with ``max(p/g, g/p) < base**k`` (strict)."""
-    thr = base ** k
-    return _mean_of(lambda p, g: (_ratio(p, g) < thr).to(p.dtype), pred, gt, mask)
-
-
-def delta1(pred, gt, mask=None) -> torch.Tensor:
-    """Fraction of valid pixels with ``max(p/g, g/p) < 1.25``."""
-    return delta(pred, gt, mask, k=1)
-
-
-def delta2(pred, gt, mask=None) -> torch.Tensor:
-    """Fraction of valid pixels with ``max(p/g, g/p) < 1.25^2``."""
-    return delta(pred, gt, mask, k=2)
-
-
-def delta3(pred, gt, mask=None) -> torch.Tensor:
-    """Fraction of valid pixels with ``max(p/g, g/p) < 1.25^3``."""
-    return delta(pred, gt, mask, k=3)
-
-
 # ----------------------------------------------------------------------------- sums and aggregation
 def metric_sums(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """Per-image sufficient statistics (see :data:`SUM_KEYS`), each ``(B,)`` (0-d for an ``(H, W)`` input).
-
-    ``n`` is the number of valid pixels; the rest are sums over those pixels.
+    """Per-image sufficient statistics, each ``(B,)`` (0-d for an ``(H, W)`` input): the valid count ``n``
+    and sums over the valid pixels of ``|p-g|`` (``abs_err``), ``|p-g|/g`` (``abs_rel``), ``(p-g)^2``
+    (``sq_err``), ``(p-g)^2/g`` (``sq_rel``), ``d`` (``log_sum``), ``d^2`` (``log_sq``), ``|d|/ln 10``
+    (``log10_abs``) and the three delta indicators (``delta1..3``).
     """
     p, g, v, single = _prepare(pred, gt, mask)
     err = p - g
@@ -269,7 +194,7 @@ def compute_metrics(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | N
 
 
 NORMALIZED_NAMES: tuple[str, ...] = ("l1_norm", "mse_norm")
-"""Keys of :func:`normalized_errors`."""
+"""Keys of :func:`normalized_errors` (errors: lower is better)."""
 
 
 def normalized_errors(metrics: dict, max_depth: float) -> dict:
@@ -284,7 +209,7 @@ def normalized_errors(metrics: dict, max_depth: float) -> dict:
     if not d > 0:
         raise ValueError(f"max_depth must be > 0, got {max_depth}")
     mae_, mse_ = metrics.get("mae"), metrics.get("mse")
-    return {"l1_norm": None if mae_ is None else mae_ / d, "mse_norm": None if mse_ is None else mse_ / (d * d)}
+    return dict(zip(NORMALIZED_NAMES, (None if mae_ is None else mae_ / d, None if mse_ is None else mse_ / (d * d))))
 
 
 def average_images(means: dict, mode: str) -> dict:
@@ -299,79 +224,64 @@ def average_images(means: dict, mode: str) -> dict:
     return {**means, "rmse": mse.sqrt() if isinstance(mse, torch.Tensor) else math.sqrt(mse)}
 
 
-class MetricAccumulator:
-    """Accumulates metrics over batches without mean-of-means mistakes.
+class MetricAccumulator(Metric):
+    """Accumulates metrics over batches (and across DDP ranks) without mean-of-means mistakes.
 
-    ``mode="per_image"`` (the papers' convention): every image with at least one valid pixel
-    counts once; the result is the mean over images of each per-image metric (so RMSE is the mean
-    of per-image RMSEs). ``mode="pixel"``: the per-pixel sums of all images are pooled first and
-    the metrics computed once from the pooled sums (RMSE = ``sqrt(sum sq_err / sum n)``), so an
-    image weighs in proportion to its valid pixel count.
+    A ``torchmetrics.Metric`` whose state is sums with ``dist_reduce_fx="sum"``: the pooled
+    :func:`metric_sums` of the scored images, the sum over images of each per-image metric, and the
+    counts of scored and empty images. Splitting the same images into batches of any size, or across
+    ranks, gives the result of one big batch; ``compute`` syncs the ranks (torchmetrics does it).
 
-    Either way the state is sums (never means), so splitting the same images into batches of any
-    size gives the same result as one big batch. Images without valid pixels are left out (they
-    are counted in :attr:`n_empty`).
+    ``mode="per_image"`` (the papers' convention): every image with at least one valid pixel counts
+    once; the result is the mean over images of each per-image metric (RMSE = mean of per-image
+    RMSEs). ``mode="pixel"``: the metrics of the pooled sums (RMSE = ``sqrt(sum sq_err / sum n)``),
+    so an image weighs in proportion to its valid pixel count. ``mode="per_image_mse"`` (Leve thesis,
+    eq. 8.1): as ``per_image``, except ``rmse = sqrt(mean over images of each image's MSE)`` (see
+    :func:`average_images`). Images without valid pixels are left out (counted in :attr:`n_empty`).
 
     Example::
 
         acc = MetricAccumulator("per_image")
         for pred, gt, mask in batches:
-            acc.update(pred, gt, mask)    # returns the per-image metrics of this batch
+            acc.update(pred, gt, mask)   # or acc.update(sums=metric_sums(pred, gt, mask))
         summary = acc.compute()          # {"abs_rel": tensor(), ..., "n_images": tensor(), "n_pixels": tensor()}
-    ``mode="per_image_mse"`` (Leve thesis, eq. 8.1): as ``per_image``, except
-    ``rmse = sqrt(mean over images of each image's MSE)`` instead of the mean of per-image RMSEs
-    (see :func:`average_images`).
-
     """
 
     MODES = ("per_image", "pixel", "per_image_mse")
+    full_state_update = False
+    is_differentiable = False
 
-    def __init__(self, mode: str = "per_image", lam: float = 1.0):
-        if mode not in self.MODES:
-            raise ValueError(f"mode must be one of {self.MODES}, got {mode!r}")
-        self.mode = mode
+    def __init__(self, mode: str = "per_image", lam: float = 1.0, **kwargs):
+        super().__init__(compute_with_cache=False, **kwargs)  # compute(mode) may be asked twice
+        self.mode = _check_mode(mode)
         self.lam = lam
-        self.reset()
+        self.add_state("pooled", torch.zeros(len(_SUM_KEYS), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("image_sum", torch.zeros(len(METRIC_NAMES), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("images", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("empty", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
 
-    def reset(self) -> None:
-        self._pooled: dict[str, torch.Tensor] | None = None  # sum over images of each sum
-        self._metric_sum: dict[str, torch.Tensor] | None = None  # sum over images of each per-image metric
-        self._n_images: torch.Tensor | None = None
-        self._n_empty: torch.Tensor | None = None
-
-    def update(self, pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Add a batch (shapes as in :func:`compute_metrics`); returns its per-image metrics."""
-        return self.update_sums(metric_sums(pred, gt, mask))
-
-    def update_sums(self, sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Add per-image sums from :func:`metric_sums` (``(B,)`` or 0-d); returns per-image metrics."""
-        sums = {k: v.detach().reshape(-1) for k, v in sums.items()}
+    def update(self, pred: torch.Tensor | None = None, gt: torch.Tensor | None = None,
+               mask: torch.Tensor | None = None, *, sums: dict[str, torch.Tensor] | None = None) -> None:
+        """Add a batch (shapes as in :func:`compute_metrics`), or per-image ``sums`` of :func:`metric_sums`."""
+        if sums is None:
+            sums = metric_sums(pred, gt, mask)
+        sums = {k: v.detach().reshape(-1).to(self.pooled.dtype) for k, v in sums.items()}
         per_image = metrics_from_sums(sums, lam=self.lam)
         has = sums["n"] > 0
-        zero = torch.zeros((), dtype=sums["n"].dtype, device=sums["n"].device)
-        pooled = {k: torch.where(has, v, zero).sum() for k, v in sums.items()}
-        msum = {k: torch.where(has, v, zero).sum() for k, v in per_image.items()}
-        n_img = has.sum()
-        n_empty = (~has).sum()
-        if self._pooled is None:
-            self._pooled, self._metric_sum, self._n_images, self._n_empty = pooled, msum, n_img, n_empty
-        else:
-            self._pooled = {k: self._pooled[k] + pooled[k] for k in pooled}
-            self._metric_sum = {k: self._metric_sum[k] + msum[k] for k in msum}
-            self._n_images = self._n_images + n_img
-            self._n_empty = self._n_empty + n_empty
-        per_image["n_pixels"] = sums["n"]
-        return per_image
+        self.pooled += torch.stack([torch.where(has, sums[k], 0).sum() for k in _SUM_KEYS])
+        self.image_sum += torch.stack([torch.where(has, per_image[k], 0).sum() for k in METRIC_NAMES])
+        self.images += has.sum()
+        self.empty += (~has).sum()
 
     @property
     def n_images(self) -> int:
-        """Images with at least one valid pixel seen so far."""
-        return 0 if self._n_images is None else int(self._n_images)
+        """Images with at least one valid pixel seen so far (on this rank)."""
+        return int(self.images)
 
     @property
     def n_empty(self) -> int:
-        """Images seen without any valid pixel (left out of the averages)."""
-        return 0 if self._n_empty is None else int(self._n_empty)
+        """Images seen without any valid pixel (left out of the averages), on this rank."""
+        return int(self.empty)
 
     def compute(self, mode: str | None = None) -> dict[str, torch.Tensor]:
         """0-d tensors: every metric of :data:`METRIC_NAMES` plus ``n_images`` and ``n_pixels``.
@@ -379,19 +289,17 @@ class MetricAccumulator:
         ``mode`` overrides the accumulator's mode for this call (both are always available).
         NaN metrics when no image had valid pixels.
         """
-        mode = mode or self.mode
-        if mode not in self.MODES:
-            raise ValueError(f"mode must be one of {self.MODES}, got {mode!r}")
-        if self._pooled is None:
-            nan = torch.tensor(float("nan"), dtype=torch.float64)
-            out = {k: nan.clone() for k in METRIC_NAMES}
-            out["n_images"] = torch.tensor(0)
-            out["n_pixels"] = torch.tensor(0)
-            return out
+        mode = _check_mode(mode or self.mode)
         if mode == "pixel":
-            out = metrics_from_sums(self._pooled, lam=self.lam)
+            out = metrics_from_sums(dict(zip(_SUM_KEYS, self.pooled)), lam=self.lam)
         else:
-            out = average_images({k: v / self._n_images for k, v in self._metric_sum.items()}, mode)
-        out["n_images"] = self._n_images
-        out["n_pixels"] = self._pooled["n"].round().long()
+            out = average_images(dict(zip(METRIC_NAMES, self.image_sum / self.images)), mode)
+        out["n_images"] = self.images
+        out["n_pixels"] = self.pooled[0].round().long()
         return out
+
+
+def _check_mode(mode: str) -> str:
+    if mode not in MetricAccumulator.MODES:
+        raise ValueError(f"mode must be one of {MetricAccumulator.MODES}, got {mode!r}")
+    return mode

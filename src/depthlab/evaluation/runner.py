@@ -34,7 +34,7 @@ import torch
 from depthlab.errors import DataError, first_line, one_line
 from depthlab.evaluation.align import align
 from depthlab.evaluation.protocols import CropError, Protocol, get_protocol
-from depthlab.metrics import METRIC_NAMES, MetricAccumulator, metric_sums
+from depthlab.metrics import METRIC_NAMES, MetricAccumulator, metric_sums, metrics_from_sums
 from depthlab.processing import resize_to
 
 PRED_EXTS = (".npy", ".png")
@@ -160,9 +160,40 @@ def evaluate(dataset, root=None, split: str = "test", model=None, checkpoint_pat
         "model": {...} | None, "predictions": {...} | None, "warnings": [...], "created", "depthlab_version"}``.
         Metrics are NaN-free: a value that cannot be computed (no image evaluated) is ``None``.
     """
-    from depthlab import __version__
-
     proto = get_protocol(protocol)
+    _check_arguments(limit, model, checkpoint, predictions, checkpoint_path)
+    warn_list: list[str] = []
+    predictor = model_info = pred_info = None
+    if predictions is not None:
+        pred_info = _predictions_source(predictions, pred_scale, pred_kind, proto, warn_list)
+        kind = pred_info["kind"]
+    else:
+        predictor, model_info = _build_predictor(model, checkpoint_path, checkpoint, device, input_size)
+        kind = predictor.kind
+    check_kind(kind, proto)
+    ds, ds_name = _open_dataset(dataset, root, split, dataset_kwargs)
+    n = len(ds) if limit is None else min(len(ds), limit)
+
+    def sums_of(sample, where: str, name: str) -> dict[str, torch.Tensor]:
+        return _score_sample(sample, proto, kind, predictor, pred_info, pred_scale, where, name)
+
+    scores = _Scores(proto.averaging)
+    for i in _progress(range(n), f"{ds_name} / {proto.name}", progress):
+        scores.score(ds, i, sums_of)
+    summary = _summary(scores.acc)
+    if summary["n_images"] == 0:
+        msg = f"no image could be evaluated ({len(scores.skipped)} skipped)"
+        warn_list.append(msg)
+        warnings.warn(msg, stacklevel=2)
+    result = _result(proto, summary, scores, ds, ds_name, root, split, n, model_info, pred_info, warn_list)
+    if out is not None:
+        from depthlab.io import write_json
+
+        write_json(out, result)
+    return result
+
+
+def _check_arguments(limit, model, checkpoint, predictions, checkpoint_path) -> None:
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
     n_sources = sum(x is not None for x in (model, checkpoint, predictions))
@@ -172,136 +203,134 @@ def evaluate(dataset, root=None, split: str = "test", model=None, checkpoint_pat
                          + (f" (got {n_sources})" if n_sources else ""))
     if checkpoint_path is not None and model is None:
         raise ValueError("checkpoint_path needs model=<name>; for a depthlab checkpoint use checkpoint=")
-    warn_list: list[str] = []
 
-    # ---- source of predictions
-    predictor = None
-    model_info = pred_info = None
-    if predictions is not None:
-        pred_dir = Path(predictions)
-        if not pred_dir.is_dir():
-            raise FileNotFoundError(f"{pred_dir}: predictions folder not found")
-        # a `depthlab predict` folder says what it holds (kind, 16-bit PNG scales): read once
-        side_kind, png16_scales = read_predict_sidecar(pred_dir)
-        # only PNGs (no .npy to prefer) and no scale from anywhere: say so once instead of once per image
-        if (pred_scale is None and not png16_scales and next(pred_dir.rglob("*.png"), None) is not None
-                and next(pred_dir.rglob("*.npy"), None) is None):
-            raise ValueError(f"{pred_dir} holds PNG predictions: give pred_scale (metres per unit, e.g. 0.001 for mm)")
-        if pred_kind is None:
-            pred_kind = side_kind or "metric"
-        elif side_kind and side_kind != pred_kind:
-            raise ValueError(f"{pred_dir}/predictions.json says the predictions are {side_kind}, but pred_kind "
-                             f"is {pred_kind!r}; drop pred_kind (--pred-kind) or fix it")
-        if pred_kind not in ("metric", "relative", "disparity"):
-            raise ValueError(f"pred_kind must be metric, relative or disparity, got {pred_kind!r}")
-        kind = pred_kind
-        pred_info = {"dir": str(pred_dir), "kind": kind,
-                     "pred_scale": pred_scale if pred_scale is not None or not png16_scales
-                     else "per file from predictions.json",
-                     "_png16_scales": png16_scales}
-        if proto.flip_average:
-            msg = (f"protocol {proto.name!r} asks for flip averaging, which cannot be applied to prediction files; "
-                   "scoring the files as they are")
-            warn_list.append(msg)
-            warnings.warn(msg, stacklevel=2)
-    else:
-        predictor, model_info = _build_predictor(model, checkpoint_path, checkpoint, device, input_size)
-        kind = predictor.kind
-    check_kind(kind, proto)
 
-    # ---- dataset
+def _predictions_source(predictions, pred_scale, pred_kind, proto: Protocol, warn_list: list[str]) -> dict:
+    """``{"dir", "kind", "pred_scale", "_png16_scales"}`` of a predictions folder, checked once."""
+    pred_dir = Path(predictions)
+    if not pred_dir.is_dir():
+        raise FileNotFoundError(f"{pred_dir}: predictions folder not found")
+    # a `depthlab predict` folder says what it holds (kind, 16-bit PNG scales): read once
+    side_kind, png16_scales = read_predict_sidecar(pred_dir)
+    # only PNGs (no .npy to prefer) and no scale from anywhere: say so once instead of once per image
+    if (pred_scale is None and not png16_scales and next(pred_dir.rglob("*.png"), None) is not None
+            and next(pred_dir.rglob("*.npy"), None) is None):
+        raise ValueError(f"{pred_dir} holds PNG predictions: give pred_scale (metres per unit, e.g. 0.001 for mm)")
+    if pred_kind is None:
+        pred_kind = side_kind or "metric"
+    elif side_kind and side_kind != pred_kind:
+        raise ValueError(f"{pred_dir}/predictions.json says the predictions are {side_kind}, but pred_kind "
+                         f"is {pred_kind!r}; drop pred_kind (--pred-kind) or fix it")
+    if pred_kind not in ("metric", "relative", "disparity"):
+        raise ValueError(f"pred_kind must be metric, relative or disparity, got {pred_kind!r}")
+    if proto.flip_average:
+        msg = (f"protocol {proto.name!r} asks for flip averaging, which cannot be applied to prediction files; "
+               "scoring the files as they are")
+        warn_list.append(msg)
+        warnings.warn(msg, stacklevel=3)
+    return {"dir": str(pred_dir), "kind": pred_kind,
+            "pred_scale": pred_scale if pred_scale is not None or not png16_scales else "per file from predictions.json",
+            "_png16_scales": png16_scales}
+
+
+def _open_dataset(dataset, root, split: str, dataset_kwargs: dict | None):
+    """``(dataset object, its name)`` from a registered name or a dataset object."""
     if isinstance(dataset, (str, os.PathLike)):
         from depthlab.data import create_dataset
 
-        ds = create_dataset(str(dataset), root=root, split=split, **(dataset_kwargs or {}))
-        ds_name = str(dataset)
-    else:
-        if dataset_kwargs:
-            raise ValueError("dataset_kwargs apply to a registered dataset name, not to a dataset object")
-        ds = dataset
-        ds_name = getattr(ds, "dataset_name", None) or type(ds).__name__
-    n_total = len(ds)
-    n = n_total if limit is None else min(n_total, limit)
+        return create_dataset(str(dataset), root=root, split=split, **(dataset_kwargs or {})), str(dataset)
+    if dataset_kwargs:
+        raise ValueError("dataset_kwargs apply to a registered dataset name, not to a dataset object")
+    return dataset, getattr(dataset, "dataset_name", None) or type(dataset).__name__
 
-    acc = MetricAccumulator(mode=proto.averaging)
-    by_category: dict[str, MetricAccumulator] = {}  # same averaging as the whole set, one per meta["category"]
-    per_image: dict[str, dict[str, float]] = {}
-    skipped: dict[str, str] = {}
 
-    def run(i: int) -> None:
+def _progress(items, label: str, show: bool):
+    """``items``, advancing a rich progress bar on stderr when ``show``."""
+    if not show:
+        yield from items
+        return
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("[bold]eval[/bold] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=Console(stderr=True), transient=False) as bar:
+        task = bar.add_task(escape(label), total=len(items))
+        for item in items:
+            yield item
+            bar.advance(task)
+
+
+class _Scores:
+    """What the evaluation has gathered: the accumulator, one per ``meta["category"]`` (same averaging),
+    the per-image metrics and the skipped items with their reasons."""
+
+    def __init__(self, averaging: str):
+        self.averaging = averaging
+        self.acc = MetricAccumulator(mode=averaging)
+        self.by_category: dict[str, MetricAccumulator] = {}
+        self.per_image: dict[str, dict[str, Any]] = {}
+        self.skipped: dict[str, str] = {}
+
+    def score(self, ds, i: int, sums_of) -> None:
+        """Read item ``i`` and add ``sums_of(sample, where, name)``; a per-item problem is recorded as skipped."""
         try:
             sample = ds[i]
         except Exception as e:  # DataError from the reader, or any other reading failure
-            skipped[_unique(_name_of_failed(ds, i, e), i, per_image, skipped)] = _reason(e)
+            self.skipped[_unique(_name_of_failed(ds, i, e), i, self.per_image, self.skipped)] = _reason(e)
             return
         meta = sample.get("meta", {}) or {}
-        name = _unique(str(meta.get("name", f"#{i}")), i, per_image, skipped)
+        name = _unique(str(meta.get("name", f"#{i}")), i, self.per_image, self.skipped)
         where = meta.get("depth_path") or name
         try:
-            metrics = _score_sample(sample, proto, kind, predictor, pred_info, pred_scale, where, name)
+            sums = sums_of(sample, where, name)
         except _Skip as e:
-            skipped[name] = str(e)
+            self.skipped[name] = str(e)
             return
         except CropError as e:
-            skipped[name] = f"{where}: {e}"
+            self.skipped[name] = f"{where}: {e}"
             return
         except DataError as e:
-            skipped[name] = _reason(e)
+            self.skipped[name] = _reason(e)
             return
-        sums = {k: v.reshape(-1) for k, v in metrics.items()}  # one row per scored run (2 with flip runs)
-        per = acc.update_sums(sums)
-        per_image[name] = {k: _num(per[k].mean()) for k in METRIC_NAMES}
-        per_image[name]["n_pixels"] = int(per["n_pixels"][0])
-        if meta.get("category") is not None:
-            category = str(meta["category"])
-            per_image[name]["category"] = category
-            by_category.setdefault(category, MetricAccumulator(mode=proto.averaging)).update_sums(sums)
+        self.add(name, sums, meta.get("category"))
 
-    if progress:
-        from rich.console import Console
-        from rich.markup import escape
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    def add(self, name: str, sums: dict[str, torch.Tensor], category=None) -> None:
+        """Per-image sums of one item (one row per scored run: 2 with flip runs)."""
+        sums = {k: v.reshape(-1) for k, v in sums.items()}
+        self.acc.update(sums=sums)
+        per = metrics_from_sums(sums)
+        self.per_image[name] = {k: _num(per[k].mean()) for k in METRIC_NAMES}
+        self.per_image[name]["n_pixels"] = int(sums["n"][0])
+        if category is not None:
+            self.per_image[name]["category"] = str(category)
+            self.by_category.setdefault(str(category), MetricAccumulator(mode=self.averaging)).update(sums=sums)
 
-        with Progress(TextColumn("[bold]eval[/bold] {task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=Console(stderr=True), transient=False) as bar:
-            task = bar.add_task(escape(f"{ds_name} / {proto.name}"), total=n)
-            for i in range(n):
-                run(i)
-                bar.advance(task)
-    else:
-        for i in range(n):
-            run(i)
 
-    summary = _summary(acc)
-    per_category = {c: _summary(a) for c, a in sorted(by_category.items())}
-    if summary["n_images"] == 0:
-        msg = f"no image could be evaluated ({len(skipped)} skipped)"
-        warn_list.append(msg)
-        warnings.warn(msg, stacklevel=2)
+def _result(proto: Protocol, summary, scores: _Scores, ds, ds_name, root, split, n, model_info, pred_info,
+            warn_list) -> dict[str, Any]:
+    from depthlab import __version__
 
-    result: dict[str, Any] = {
+    return {
         "summary": summary,
         "protocol": proto.to_dict(),
         "protocol_description": proto.describe(),
-        "dataset": {"name": ds_name, "root": str(root) if root is not None else _root_of(ds), "split": getattr(ds, "split", split),
-                    "n_samples": n_total, "n_considered": n},
+        "dataset": {"name": ds_name, "root": str(root) if root is not None else _root_of(ds),
+                    "split": getattr(ds, "split", split), "n_samples": len(ds), "n_considered": n},
         "model": model_info,
         "predictions": {k: v for k, v in pred_info.items() if not k.startswith("_")} if pred_info else None,
-        "per_image": per_image,
-        "per_category": per_category,
-        "skipped": skipped,
+        "per_image": scores.per_image,
+        "per_category": {c: _summary(a) for c, a in sorted(scores.by_category.items())},
+        "skipped": scores.skipped,
         "warnings": warn_list,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "depthlab_version": __version__,
     }
-    if out is not None:
-        from depthlab.io import write_json
-
-        write_json(out, result)
-    return result
 
 
 def _summary(acc: MetricAccumulator) -> dict[str, Any]:
+    if not acc.update_called:  # nothing scored: no metric (and no torchmetrics warning about it)
+        return {**dict.fromkeys(METRIC_NAMES), "n_images": 0, "n_pixels": 0}
     total = acc.compute()
     summary: dict[str, Any] = {k: _num(total[k]) for k in METRIC_NAMES}
     summary["n_images"] = int(total["n_images"])

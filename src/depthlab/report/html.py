@@ -20,11 +20,14 @@ from typing import Any, Iterable
 
 import yaml
 
+from depthlab import metrics
+
 __all__ = ["fmt", "write_report", "write_markdown", "render_html", "render_markdown", "metric_rows", "loss_rows",
            "HIGHER_IS_BETTER", "TABLE_COLUMNS"]
 
-HIGHER_IS_BETTER = {"delta1", "delta2", "delta3", "fps"}
-TABLE_COLUMNS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog", "delta1", "delta2", "delta3")
+HIGHER_IS_BETTER = metrics.HIGHER_IS_BETTER | {"fps"}
+TABLE_COLUMNS = tuple(k for k in metrics.METRIC_NAMES if k not in ("mae", "mse"))  # the papers' columns
+_LOWER_IS_BETTER = {*metrics.METRIC_NAMES, *metrics.NORMALIZED_NAMES, "latency_ms"} - HIGHER_IS_BETTER
 SPEED_COLUMNS = ("params", "latency_ms", "fps")
 HEADERS = {"abs_rel": "AbsRel", "sq_rel": "SqRel", "rmse": "RMSE", "rmse_log": "RMSE log", "log10": "log10",
            "silog": "SILog", "delta1": "δ<1.25", "delta2": "δ<1.25²", "delta3": "δ<1.25³", "params": "params",
@@ -74,7 +77,7 @@ def _img(path: Path, alt: str) -> str:
 def metric_columns(results: dict) -> list[str]:
     """Metric columns of the tables: a study's own (``l1_norm``/``mse_norm`` when the spec's evaluation
     asks for ``normalized_errors``) first, then :data:`TABLE_COLUMNS`."""
-    extra = ["l1_norm", "mse_norm"] if ((results.get("spec") or {}).get("evaluation") or {}).get("normalized_errors") else []
+    extra = list(metrics.NORMALIZED_NAMES) if ((results.get("spec") or {}).get("evaluation") or {}).get("normalized_errors") else []
     return [*extra, *TABLE_COLUMNS]
 
 
@@ -107,7 +110,7 @@ def _table(rows: list[dict], columns: Iterable[str], first: str = "run", mark_be
     best = {c: _best(rows, c) for c in columns} if mark_best else {}
     out = [f'<div class="scroll"><table class="metrics" id="{_esc(table_id)}"><thead><tr><th class="name">{_esc(first)}</th>']
     for c in columns:
-        arrow = "↑" if c in HIGHER_IS_BETTER else ("↓" if c in TABLE_COLUMNS or c in ("latency_ms", "l1_norm", "mse_norm") else "")
+        arrow = "↑" if c in HIGHER_IS_BETTER else ("↓" if c in _LOWER_IS_BETTER else "")
         out.append(f'<th data-col="{_esc(c)}">{_esc(HEADERS.get(c, c))}{arrow}</th>')
     out.append("</tr></thead><tbody>")
     for r in rows:

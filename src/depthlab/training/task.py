@@ -9,9 +9,11 @@ One task, driven by an :class:`depthlab.config.ExperimentConfig`:
   ``depth_info.target_encoding``; ``data.max_depth`` (when set) becomes the model's
   ``depth_info.max_depth`` so that exported checkpoints decode exactly as trained;
 * loss: ``build_loss(cfg.loss)`` on (raw output, encoded target, valid mask, image);
-* validation: the raw output decoded to metres, scored against metric ground truth with
-  :func:`depthlab.metrics.compute_metrics` under ``train.protocol`` (crop and depth caps) and
-  averaged per image across all ranks;
+* validation: the raw output decoded to metres and scored as ``depthlab eval`` scores it, under
+  ``train.protocol``: :func:`depthlab.evaluation.runner.apply_protocol` (valid pixels, alignment,
+  clipping; it refuses an affine-invariant model without alignment), then one
+  :class:`depthlab.metrics.MetricAccumulator` (a ``torchmetrics.Metric``: torchmetrics sums it over
+  ranks) averaged as the protocol says;
 * optimisation: Adam/AdamW, encoder/decoder learning rates, step / cosine / poly schedules and an
   encoder freeze for the first ``train.freeze_encoder_epochs`` epochs;
 * distillation (``distill.teacher`` set and ``distill.epsilon > 0``): the training loss becomes
@@ -28,10 +30,11 @@ import lightning as L
 import torch
 import torch.nn as nn
 
+from torchmetrics import Metric
+
+from depthlab.metrics import METRIC_NAMES, MetricAccumulator
 from depthlab.processing import normalize, resize_to
 from depthlab.types import TARGET_ENCODINGS, decode_target, encode_target
-
-VAL_METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog", "mae", "mse", "delta1", "delta2", "delta3")
 
 
 def _as_config(config):
@@ -125,6 +128,27 @@ class _StepSchedule:
         return floor + (1 - floor) * (1 - t) ** self.power
 
 
+class _ValidationLoss(Metric):
+    """Mean over validation images of the loss and each of its terms (batch means weighted by batch size),
+    in float64 and summed over ranks by torchmetrics. Not ``torchmetrics.MeanMetric``: it drops NaN
+    batches, or with ``nan_strategy="disable"`` their weights, and a diverged run must show a NaN loss."""
+
+    full_state_update = False
+
+    def __init__(self, names: list[str]):
+        super().__init__()
+        self.names = names
+        self.add_state("sums", torch.zeros(len(names), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("n", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, values: dict[str, torch.Tensor], batch_size: int) -> None:
+        self.sums += torch.stack([values[k].detach().to(self.sums) for k in self.names]) * batch_size
+        self.n += batch_size
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        return {**dict(zip(self.names, self.sums / self.n)), "n": self.n}
+
+
 class DepthTask(L.LightningModule):
     """LightningModule wrapping a depthlab model, its loss, optimiser and validation metrics.
 
@@ -170,7 +194,8 @@ class DepthTask(L.LightningModule):
         self.protocol = self._load_protocol(cfg.train.protocol)
         self._crop_warned = False
         self.last_val_metrics: dict[str, float] = {}
-        self._val_sums: dict[str, torch.Tensor] | None = None
+        self.val_metrics = MetricAccumulator(self.protocol.averaging)
+        self.val_loss = _ValidationLoss(["loss", *sorted(f"loss_{k}" for k in getattr(self.loss_fn, "keys", []))])
         from depthlab.training.distill import distill_active
 
         self.distill_epsilon = float(cfg.distill.epsilon) if distill_active(cfg) else 0.0
@@ -179,11 +204,9 @@ class DepthTask(L.LightningModule):
     # ------------------------------------------------------------------------------------ helpers
     @staticmethod
     def _load_protocol(name):
-        if not name or name == "none":
-            return None
         from depthlab.evaluation.protocols import get_protocol
 
-        return get_protocol(name) if isinstance(name, str) else name
+        return get_protocol(name or "none")
 
     def normalize(self, image: torch.Tensor) -> torch.Tensor:
         """Images in [0, 1] -> the model's input normalisation (identity if the data pipeline did it)."""
@@ -282,94 +305,54 @@ class DepthTask(L.LightningModule):
         return self
 
     # ------------------------------------------------------------------------------------ validation
-    def _eval_mask(self, depth: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Valid GT under the protocol: sample mask, depth caps and crop (when the crop fits the size)."""
-        valid = mask.bool() & (depth > 0)
-        p = self.protocol
-        if p is None:
-            return valid
-        try:
-            return p.valid_mask(depth, valid)
-        except ValueError as e:  # CropError: e.g. a 480x640 crop on a down-scaled validation set
-            if not self._crop_warned:
-                warnings.warn(f"validation: protocol {p.name!r} crop not applied ({e}); depth caps still are")
-                self._crop_warned = True
-            return p.replace(crop="none").valid_mask(depth, valid)
+    def _scored(self, raw: torch.Tensor, depth: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw output -> ``(final depth in metres, valid pixels)`` as ``depthlab eval`` scores them: decoded from the
+        target encoding, then :func:`~depthlab.evaluation.runner.apply_protocol` (valid pixels, alignment, clipping).
+        A crop that does not fit the validation size is dropped, with a warning; the depth caps still apply."""
+        from depthlab.evaluation.protocols import CropError
+        from depthlab.evaluation.runner import apply_protocol
 
-    def _aligned_metres(self, raw: torch.Tensor, depth: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """Raw output -> metres: decode the target encoding, align if the protocol (or a relative /
-        disparity output kind) asks for it, clip to the protocol's depth range."""
         pred = decode_target(raw.float(), self.target_encoding, self.max_depth)
-        p, kind = self.protocol, self.model.depth_info.output_kind
-        if (p is not None and p.alignment != "none") or kind != "metric":
-            from depthlab.evaluation.align import align
+        kind = self.model.depth_info.output_kind
+        try:
+            return apply_protocol(pred, depth, self.protocol, mask, pred_kind=kind)
+        except CropError as e:  # e.g. a 480x640 crop on a down-scaled validation set
+            if not self._crop_warned:
+                warnings.warn(f"validation: protocol {self.protocol.name!r} crop not applied ({e}); depth caps still are")
+                self._crop_warned = True
+            return apply_protocol(pred, depth, self.protocol.replace(crop="none"), mask, pred_kind=kind)
 
-            pred = align(pred, depth, valid, method=p.alignment if p else "none",
-                         space=p.alignment_space if p else "depth", pred_kind=kind,
-                         min_depth=p.min_depth if p else 0.0, max_depth=p.max_depth if p else None)
-        return pred if p is None else p.clip(pred)
+    def setup(self, stage: str) -> None:
+        if self.trainer.strategy.root_device.type == "mps":  # no float64 there: sums in float32, as metric_sums does
+            self.val_metrics.set_dtype(torch.float32)
+            self.val_loss.set_dtype(torch.float32)
 
     def on_validation_epoch_start(self) -> None:
-        self._val_sums = None
+        self.val_metrics.reset()
+        self.val_loss.reset()
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        from depthlab.metrics import compute_metrics
-
         raw = self(batch["image"])
         loss, terms = self._loss(raw, batch)
         depth = batch["depth"].float()
-        valid = self._eval_mask(depth, batch["mask"])
-        pred = self._aligned_metres(raw, depth, valid)
-        metrics = compute_metrics(pred, depth, valid)
-        ok = metrics["n_pixels"] > 0
-        bs = raw.shape[0]
-        row = {name: torch.where(ok, metrics[name], torch.zeros_like(metrics[name])).sum() for name in VAL_METRICS}
-        row["n_images"] = ok.sum().to(torch.float64)
-        row["loss"] = loss.detach().to(torch.float64) * bs
-        for name, value in terms.items():
-            row[f"loss_{name}"] = value.to(torch.float64) * bs
-        row["n_batch"] = torch.tensor(float(bs), dtype=torch.float64, device=raw.device)
-        if self._val_sums is None:
-            self._val_sums = row
-        else:
-            self._val_sums = {k: self._val_sums[k] + row[k] for k in row}
-
-    def _val_keys(self) -> list[str]:
-        terms = [f"loss_{k}" for k in getattr(self.loss_fn, "keys", [])]
-        return sorted([*VAL_METRICS, "n_images", "loss", "n_batch", *terms])
+        final, valid = self._scored(raw, depth, batch["mask"].bool())
+        self.val_metrics.update(final, depth, valid)
+        self.val_loss.update({"loss": loss, **{f"loss_{k}": v for k, v in terms.items()}}, raw.shape[0])
 
     def on_validation_epoch_end(self) -> None:
         world = self.trainer.world_size if self._trainer is not None else 1
-        if self._val_sums is None and world == 1:
+        if world == 1 and not self.val_loss.update_called:
             return
-        keys = self._val_keys() if world > 1 else sorted(self._val_sums)
-        sums_here = self._val_sums or {}
-        vec = torch.stack([sums_here[k].to(torch.float64) if k in sums_here
-                           else torch.zeros((), dtype=torch.float64, device=self.device) for k in keys])
-        if world > 1:  # every rank takes part, even one whose shard had no batch
-            vec = self.trainer.strategy.reduce(vec, reduce_op="sum")
-        sums = dict(zip(keys, vec))
-        if float(sums["n_batch"]) == 0:
-            self._val_sums = None
+        losses = self.val_loss.compute()  # every rank takes part in the sync, even one whose shard had no batch
+        if float(losses.pop("n")) == 0:
             return
-        out: dict[str, float] = {}
-        n_img, n_batch = sums["n_images"], sums["n_batch"]
-        for name in VAL_METRICS:
-            out[name] = float(sums[name] / n_img) if n_img > 0 else math.nan
-        if self.protocol is not None and self.protocol.averaging == "per_image_mse":  # e.g. Leve's eq. 8.1 RMSE
-            from depthlab.metrics import average_images
-
-            out = average_images(out, "per_image_mse")
-        out["loss"] = float(sums["loss"] / n_batch)
-        for k in keys:
-            if k.startswith("loss_"):
-                out[k] = float(sums[k] / n_batch)
-        out["n_images"] = float(n_img)
+        metrics = self.val_metrics.compute()
+        out = {**{k: float(metrics[k]) for k in METRIC_NAMES}, **{k: float(v) for k, v in losses.items()},
+               "n_images": float(metrics["n_images"])}
         for name, value in out.items():
             self.log(f"val/{name}", value, prog_bar=name in ("rmse", "abs_rel"))  # already summed over ranks
         if not self.trainer.sanity_checking:
             self.last_val_metrics = {"epoch": int(self.current_epoch), "step": int(self.global_step), **out}
-        self._val_sums = None
 
     # ------------------------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
