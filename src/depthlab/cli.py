@@ -51,7 +51,9 @@ def _key_values(items: Optional[List[str]], flag: str) -> dict:
 
 
 def _fail(msg: str, code: int = 2):
-    err_console.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True)
+    from rich.markup import escape  # messages hold brackets ("pip install 'depthlab[video]'") rich would eat
+
+    err_console.print(f"[red]error:[/red] {escape(msg)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -146,24 +148,39 @@ def predict_cmd(
     intrinsics: Optional[str] = typer.Option(None, help="ply: camera fx,fy,cx,cy in pixels (default: a sidecar "
                                              "JSON / intrinsics.csv beside the images, else a 60 degree FOV guess)"),
     ply_scale: Optional[float] = typer.Option(None, help="ply from a relative/disparity model: metres per unit"),
+    smooth: Optional[float] = typer.Option(None, help="videos: temporal smoothing, the new frame's weight in (0,1] "
+                                           "of a moving average after scale/shift alignment (relative models)"),
 ):
-    """Predict depth for images; writes .npy (float32), 16-bit PNG, colourised PNG, side-by-side, GeoTIFF, PLY."""
+    """Predict depth for images; writes .npy (float32), 16-bit PNG, colourised PNG, side-by-side, GeoTIFF, PLY.
+
+    Video files (.mp4, .mov, ...) give a colourised (color) / side-by-side (side) mp4, per-frame 16-bit PNGs
+    (png16) and one .npz (npy); see docs/outputs.md."""
     from depthlab.errors import DepthlabError
     from depthlab.predictor import predict_files
+    from depthlab.video import predict_videos, split_video_inputs
 
+    videos, inputs = split_video_inputs(inputs)
+    fmts = [f.strip() for f in formats.split(",") if f.strip()]
+    reports = []
     try:
-        report = predict_files(inputs, model=model, checkpoint_path=checkpoint_path, pretrained=pretrained,
-                               out_dir=out, formats=[f.strip() for f in formats.split(",") if f.strip()],
-                               colormap=colormap, batch_size=batch_size, device=device, progress=True,
-                               input_size=_parse_size(input_size), intrinsics=intrinsics,
-                               ply_scale=ply_scale)
-    except (DepthlabError, FileNotFoundError, ValueError, KeyError) as e:
+        if videos:
+            reports.append(predict_videos(videos, model=model, checkpoint_path=checkpoint_path, pretrained=pretrained,
+                                          out_dir=out, formats=fmts, colormap=colormap, batch_size=batch_size,
+                                          device=device, progress=True, input_size=_parse_size(input_size),
+                                          smooth=smooth))
+        if inputs or not videos:
+            reports.append(predict_files(inputs, model=model, checkpoint_path=checkpoint_path, pretrained=pretrained,
+                                         out_dir=out, formats=fmts, colormap=colormap, batch_size=batch_size,
+                                         device=device, progress=True, input_size=_parse_size(input_size),
+                                         intrinsics=intrinsics, ply_scale=ply_scale))
+    except (DepthlabError, FileNotFoundError, ValueError, KeyError, ImportError) as e:
         _fail(first_line(e))
-    for path, reason in report.failures.items():
+    failures = {p: reason for r in reports for p, reason in r.failures.items()}
+    for path, reason in failures.items():
         err_console.print(f"failed {path}: {reason}", style="red", highlight=False, soft_wrap=True, markup=False)
-    console.print(f"{report.n_ok} written to {out}, {len(report.failures)} failed")
-    if report.failures:  # exit status = number of failed inputs (capped): partial failure is non-zero
-        raise typer.Exit(min(len(report.failures), 100))
+    console.print(f"{sum(r.n_ok for r in reports)} written to {out}, {len(failures)} failed")
+    if failures:  # exit status = number of failed inputs (capped): partial failure is non-zero
+        raise typer.Exit(min(len(failures), 100))
 
 
 @app.command("demo")
