@@ -137,9 +137,9 @@ def test_smoothing_reduces_flicker_on_static_clip(tmp_path):
     smooth = predict_video(clip, grey_predictor(), tmp_path / "smooth", formats="npz", smooth=0.3)
     assert raw.flicker == raw.flicker_raw == pytest.approx(smooth.flicker_raw)
     assert smooth.align is True and ema.align is False
-    # measured: raw 0.074, EMA only 0.026, aligned + EMA 0.016
+    # measured: raw 0.0585, EMA only 0.0116, aligned + EMA 0.0040
     assert smooth.flicker < 0.3 * raw.flicker
-    assert smooth.flicker < 0.8 * ema.flicker  # the alignment removes the per-frame shift the EMA only damps
+    assert smooth.flicker < 0.5 * ema.flicker  # the alignment removes the per-frame shift the EMA only damps
     d = np.load(tmp_path / "smooth" / "s_depth.npz")["depth"]
     np.testing.assert_array_equal(d[0], np.load(tmp_path / "raw" / "s_depth.npz")["depth"][0])  # frame 0 starts it
     assert flicker(d) == pytest.approx(smooth.flicker)
