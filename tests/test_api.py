@@ -11,7 +11,7 @@ DOCUMENTED = {
     "create_dataset", "list_datasets", "SyntheticScenes", "Protocol", "get_protocol", "list_protocols",
     "evaluate", "compute_metrics", "Predictor", "Prediction", "predict_files", "build_loss", "list_losses",
     "ExperimentConfig", "load_config", "train", "RunResult", "DepthTask", "DepthDataModule", "export_onnx",
-    "export_model", "run_benchmark", "run_experiment", "create_app", "depth_to_points",
+    "export_model", "run_benchmark", "run_experiment", "create_app", "depth_to_points", "predict_video",
 }
 
 

@@ -93,8 +93,9 @@ def test_predict_video_all_formats(tmp_path, fastdepth):
 
 
 def test_relative_png16_per_frame_range(tmp_path):
-    clip = make_clip(tmp_path / "c.mp4", n=3)
-    predict_video(clip, grey_predictor(), tmp_path / "o", formats=["png16", "npz"])
+    clip = make_clip(tmp_path / "c.mp4", n=5)
+    rep = predict_video(clip, grey_predictor(), tmp_path / "o", formats=["png16", "npz"], max_frames=3)
+    assert rep.n_frames == 3
     from PIL import Image
 
     d = np.load(tmp_path / "o" / "c_depth.npz")["depth"]

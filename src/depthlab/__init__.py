@@ -28,6 +28,7 @@ _API = {
     "Predictor": "depthlab.predictor",
     "Prediction": "depthlab.predictor",
     "predict_files": "depthlab.predictor",
+    "predict_video": "depthlab.video",
     "build_loss": "depthlab.losses",
     "list_losses": "depthlab.losses",
     "ExperimentConfig": "depthlab.config",

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import glob
+import itertools
 import os
 import shutil
 import tempfile
@@ -176,7 +177,7 @@ def open_video(path):
         raise DataError(path, "file not found")
     try:
         container = av.open(str(path))
-    except Exception as e:  # av.error.* (invalid data, unknown format)
+    except (av.FFmpegError, OSError) as e:  # invalid data, unknown format, unreadable
         raise DataError(path, f"cannot open video ({one_line(e)})") from None
     try:
         if not container.streams.video:
@@ -199,16 +200,13 @@ def _info(stream) -> VideoInfo:
 
 def iter_frames(path, max_frames: int | None = None) -> Iterator[tuple[np.ndarray, float]]:
     """Decode ``path`` frame by frame: ``(uint8 (H,W,3) RGB, time in seconds)``. Rotation metadata is not applied."""
+    av = require_av()
     with open_video(path) as (container, stream):
         try:
-            for i, frame in enumerate(container.decode(stream)):
-                if max_frames is not None and i >= max_frames:
-                    break
+            for i, frame in enumerate(itertools.islice(container.decode(stream), max_frames)):
                 t = float(frame.time) if frame.time is not None else i / _info(stream).fps
                 yield frame.to_ndarray(format="rgb24"), t
-        except Exception as e:
-            if isinstance(e, DataError) or type(e).__module__.split(".")[0] != "av":
-                raise
+        except av.FFmpegError as e:  # a corrupt packet mid-clip
             raise DataError(path, f"cannot decode video ({one_line(e)})") from None
 
 
