@@ -220,3 +220,19 @@ def test_cli_predicts_a_clip(tmp_path):
     assert video_info(out / "c_color.mp4").n_frames == 4
     r = CliRunner().invoke(app, ["predict", str(clip), "--model", "fastdepth", "--formats", "tiff", "--out", str(out)])
     assert r.exit_code == 2 and "unknown video output format" in r.output
+
+
+def test_colour_range_per_frame_or_running():
+    from depthlab.video import COLOR_RANGE_EMA, _Colorizer
+    from depthlab.viz import colorize
+
+    d = np.linspace(1, 5, H * W, dtype=np.float32).reshape(H, W)
+    same = lambda a, b: (a != b).any(axis=-1).mean() < 0.01  # colormap bins: a boundary pixel may round apart
+    per_frame = _Colorizer("relative", "Spectral_r", consistent=False)  # raw relative: each frame its own range
+    assert same(per_frame(d), per_frame(2 * d + 1))
+    running = _Colorizer("metric", "Spectral_r", consistent=True)
+    assert same(running(d), colorize(d, reverse=True))  # the first frame: its own 2-98 percentile range
+    lo, hi = np.percentile(d, (2, 98))
+    shift = COLOR_RANGE_EMA * 1.0  # the next frame is 1 m farther: the range moves by a tenth of that
+    assert same(running(d + 1), colorize(d + 1, vmin=lo + shift, vmax=hi + shift, reverse=True))
+    assert not same(running(d + 1), colorize(d + 1, reverse=True))  # a third frame: still behind its own range

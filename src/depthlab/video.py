@@ -326,12 +326,13 @@ class _Colorizer:
         self.range: np.ndarray | None = None
 
     def __call__(self, depth: np.ndarray) -> np.ndarray:
-        from depthlab.viz.colorize import colorize
+        from depthlab.viz.colorize import color_limits, colorize
 
         valid = np.isfinite(depth) & (depth > 0) if self.kind == "metric" else np.isfinite(depth)
         vmin = vmax = None
-        if self.consistent and valid.any():
-            r = np.percentile(depth[valid], (2, 98))
+        limits = color_limits(depth, mask=valid) if self.consistent else None
+        if limits is not None:
+            r = np.asarray(limits)
             self.range = r if self.range is None else COLOR_RANGE_EMA * r + (1 - COLOR_RANGE_EMA) * self.range
             vmin, vmax = self.range
         return colorize(depth, cmap=self.colormap, vmin=vmin, vmax=vmax, mask=valid,
