@@ -135,7 +135,7 @@ def models_cmd(
 
 @app.command("predict")
 def predict_cmd(
-    inputs: List[str] = typer.Argument(..., help="image files, folders or globs"),
+    inputs: List[str] = typer.Argument(..., help="image files, folders or globs; video files (.mp4, .mov, ...)"),
     model: str = typer.Option(..., help="registered model name"),
     checkpoint_path: Optional[Path] = typer.Option(None, help="local weights file for --model"),
     pretrained: bool = typer.Option(True, help="load the model's published/bundled weights"),

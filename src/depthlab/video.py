@@ -504,10 +504,10 @@ def predict_videos(paths: Sequence, model: Any = "fastdepth", out_dir="outputs/p
     ``kwargs``: :func:`predict_video`'s options and the ``Predictor``'s."""
     from depthlab.predictor import Predictor, PredictReport
 
+    parse_video_formats(kwargs.get("formats", ("color", "npz")))  # one error up front, not one per clip
     names = {"device", "checkpoint_path", "pretrained", "input_size", "batch_size"}
     predictor = model if isinstance(model, Predictor) else \
         Predictor(model, **{k: kwargs.pop(k) for k in list(kwargs) if k in names})
-    parse_video_formats(kwargs.get("formats", ("color", "npz")))  # one error up front, not one per clip
     report = PredictReport(n_ok=0, out_dir=Path(out_dir))
     for p in paths:
         try:
