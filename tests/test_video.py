@@ -236,3 +236,18 @@ def test_colour_range_per_frame_or_running():
     shift = COLOR_RANGE_EMA * 1.0  # the next frame is 1 m farther: the range moves by a tenth of that
     assert same(running(d + 1), colorize(d + 1, vmin=lo + shift, vmax=hi + shift, reverse=True))
     assert not same(running(d + 1), colorize(d + 1, reverse=True))  # a third frame: still behind its own range
+
+
+def test_mp4_writer_pads_odd_sizes(tmp_path):
+    from depthlab.video import mp4_writer
+
+    frame = np.full((47, 63, 3), 128, np.uint8)
+    frame[:, -1] = 250  # the last column is repeated into the padding
+    with mp4_writer(tmp_path / "odd.mp4", fps=5) as write:
+        for _ in range(3):
+            write(frame)
+    n, shape = count_frames(tmp_path / "odd.mp4")
+    assert (n, shape) == (3, (48, 64, 3))
+    with av.open(str(tmp_path / "odd.mp4")) as c:
+        back = next(c.decode(video=0)).to_ndarray(format="rgb24").astype(int)
+    assert abs(back[20, 30] - 128).max() <= 3 and abs(back[20, 63] - 250).max() <= 6
