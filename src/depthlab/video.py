@@ -77,10 +77,6 @@ def split_video_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[str]]:
     return videos, others
 
 
-# --------------------------------------------------------------------------------------------------
-# Measuring and reducing flicker
-
-
 class FlickerMeter:
     """Streaming flicker of a depth sequence: mean over consecutive frame pairs of the mean absolute change
     of the pixels valid (finite) in both, divided by the mean absolute depth of all valid pixels seen.
@@ -156,12 +152,10 @@ class TemporalSmoother:
         return self.ref.copy()
 
 
-# --------------------------------------------------------------------------------------------------
-# Decoding
-
-
 @dataclass
 class VideoInfo:
+    """A clip's frame rate, frame count and size, from its container."""
+
     fps: float
     n_frames: int | None  # from the container's header; None when it does not say
     height: int
@@ -208,10 +202,6 @@ def iter_frames(path, max_frames: int | None = None) -> Iterator[tuple[np.ndarra
                 yield frame.to_ndarray(format="rgb24"), t
         except av.FFmpegError as e:  # a corrupt packet mid-clip
             raise DataError(path, f"cannot decode video ({one_line(e)})") from None
-
-
-# --------------------------------------------------------------------------------------------------
-# Writers: each is a context manager yielding ``write(index, time_s, rgb, depth, color)``
 
 
 @contextlib.contextmanager
