@@ -16,9 +16,12 @@ depth); ``err_vs_clean``: mean absolute difference to the model's prediction of 
 over its mean (after one least-squares scale/shift over the whole clip for the jitter model, whose
 output scale is arbitrary), i.e. what the smoothing costs or gains in accuracy.
 
-    OMP_NUM_THREADS=1 python benchmarks/video_flicker.py       # ~1 min on one CPU core
+    OMP_NUM_THREADS=1 python benchmarks/video_flicker.py
 
-Prints a table and writes ``benchmarks/results/video_flicker.json`` (with the machine description).
+Memory: the peak RSS of a fresh process predicting panning clips of ``--memory-frames`` lengths (all four
+formats, smoothing on), to show it does not grow with the clip.
+
+Prints tables and writes ``benchmarks/results/video_flicker.json`` (with the machine description).
 """
 from __future__ import annotations
 
@@ -119,15 +122,43 @@ def run(args) -> dict:
             "rows": rows}
 
 
+def peak_rss(n: int, tmp: str) -> dict:
+    """Peak RSS (MB) of a fresh process predicting an ``n``-frame 240x320 panning clip of random pixels
+    (FastDepth, all four formats, smoothing on): flat in ``n`` when nothing holds the clip."""
+    import json
+    import subprocess
+
+    code = f"""
+import json, resource, time, numpy as np
+from depthlab.video import mp4_writer, predict_video
+img = np.random.default_rng(0).integers(0, 255, (240, 320 + 2 * {n}, 3), dtype=np.uint8)
+with mp4_writer("{tmp}/rss.mp4", 30) as write:
+    for i in range({n}):
+        write(np.ascontiguousarray(img[:, 2 * i: 2 * i + 320]))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+t0 = time.perf_counter()
+r = predict_video("{tmp}/rss.mp4", "fastdepth", "{tmp}/rss_out", formats="color,side,png16,npz", smooth=0.3)
+print(json.dumps({{"frames": r.n_frames, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                   "rss_before_predict_mb": before, "fps_end_to_end": r.n_frames / (time.perf_counter() - t0)}}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=48)
     ap.add_argument("--size", type=int, nargs=2, default=(240, 320), metavar=("H", "W"))
     ap.add_argument("--noise", type=float, default=4.0, help="per-frame Gaussian noise, grey levels")
+    ap.add_argument("--memory-frames", type=int, nargs="*", default=[120, 1200],
+                    help="clip lengths whose peak RSS is measured (each in a fresh process)")
     ap.add_argument("--results-dir", default=None)
     args = ap.parse_args()
     torch.manual_seed(0)
     result = run(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        result["memory"] = [peak_rss(n, tmp) for n in args.memory_frames]
+    print_table(result["memory"])
     print(write_result("video_flicker", result, args.results_dir))
 
 
