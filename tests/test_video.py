@@ -5,6 +5,7 @@ import csv
 import json
 import sys
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -172,6 +173,10 @@ def test_unreadable_clip_is_one_line_and_writes_nothing(tmp_path, fastdepth):
     rep = predict_videos([bad, good], fastdepth, tmp_path / "o", formats="npz")
     assert rep.n_ok == 1 and list(rep.failures) == [str(bad)]
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["good_depth.npz", "good_video.json"]
+    (tmp_path / "again").mkdir()
+    again = make_clip(tmp_path / "again" / "good.mp4", n=2)  # same stem: outputs must not overwrite each other
+    rep = predict_videos([good, again], fastdepth, tmp_path / "o2", formats="npz")
+    assert [Path(f).name for f in rep.outputs[str(again)]] == ["good_mp4_depth.npz", "good_mp4_video.json"]
 
 
 def test_failure_mid_clip_leaves_no_partial_outputs(tmp_path):
@@ -219,7 +224,7 @@ def test_cli_predicts_a_clip(tmp_path):
     assert json.loads((out / "c_video.json").read_text())["smooth"] == 0.5
     assert video_info(out / "c_color.mp4").n_frames == 4
     r = CliRunner().invoke(app, ["predict", str(clip), "--model", "fastdepth", "--formats", "tiff", "--out", str(out)])
-    assert r.exit_code == 2 and "unknown video output format" in r.output
+    assert r.exit_code == 2 and "unknown output format(s) ['tiff']; choose from color, side, png16, npz" in r.output
 
 
 def test_colour_range_per_frame_or_running():

@@ -14,14 +14,18 @@ FORMATS = ("npy", "png16", "color", "side", "tiff", "ply")  # tiff: depthlab.geo
 PNG16_METRIC_SCALE = 0.001  # metres per unit: millimetres, 0 = invalid, max 65.535 m
 
 
-def parse_formats(formats: str | Sequence[str]) -> list[str]:
-    """``"npy,png16"`` (as on the command line) or a sequence -> known formats, duplicates dropped."""
+def parse_formats(formats: str | Sequence[str], choices: Sequence[str] = FORMATS,
+                  aliases: dict[str, str] | None = None) -> list[str]:
+    """``"npy,png16"`` (as on the command line) or a sequence -> known formats, duplicates dropped.
+
+    ``choices``: the known formats (videos have their own, :data:`depthlab.video.VIDEO_FORMATS`); ``aliases``
+    map other names onto them."""
     if isinstance(formats, str):
         formats = [f.strip() for f in formats.split(",") if f.strip()]
-    formats = list(dict.fromkeys(formats))
-    bad = [f for f in formats if f not in FORMATS]
+    formats = list(dict.fromkeys((aliases or {}).get(f, f) for f in formats))
+    bad = [f for f in formats if f not in choices]
     if bad or not formats:
-        raise ValueError(f"unknown output format(s) {bad or formats}; choose from {', '.join(FORMATS)}")
+        raise ValueError(f"unknown output format(s) {bad or formats}; choose from {', '.join(choices)}")
     return formats
 
 
@@ -49,12 +53,20 @@ def png16_encoding(depth: np.ndarray, kind: str) -> tuple[np.ndarray, dict]:
                "png16_decode": "x = png16_min + (value - 1) / 65534 * (png16_max - png16_min); 0 = invalid"}
 
 
-def colorize_prediction(pred, colormap: str = "Spectral_r") -> tuple[np.ndarray, np.ndarray]:
-    """(uint8 HxWx3 colour map, valid pixels): near = warm for depth and disparity alike; metric <= 0 invalid."""
+def valid_pixels(depth: np.ndarray, kind: str) -> np.ndarray:
+    """The pixels a prediction holds: finite, and > 0 for metric depth."""
+    return np.isfinite(depth) & (depth > 0 if kind == "metric" else True)
+
+
+def colorize_prediction(pred, colormap: str = "Spectral_r", vmin: float | None = None,
+                        vmax: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 HxWx3 colour map, valid pixels): near = warm for depth and disparity alike; metric <= 0 invalid.
+    ``vmin``/``vmax``: the colour range (default: the 2nd/98th percentiles, :func:`depthlab.viz.colorize`)."""
     from depthlab.viz.colorize import colorize
 
-    valid = np.isfinite(pred.depth) & (pred.depth > 0 if pred.kind == "metric" else True)
-    return colorize(pred.depth, cmap=colormap, mask=valid, reverse=pred.kind != "disparity"), valid
+    valid = valid_pixels(pred.depth, pred.kind)
+    return colorize(pred.depth, cmap=colormap, mask=valid, reverse=pred.kind != "disparity", vmin=vmin,
+                    vmax=vmax), valid
 
 
 def write_outputs(pred, rgb: torch.Tensor | None, out_dir: Path, stem: str,
@@ -142,5 +154,5 @@ def unique_stems(paths: list[Path]) -> dict[Path, str]:
     return out
 
 
-__all__ = ["FORMATS", "PNG16_METRIC_SCALE", "parse_formats", "png16_encoding", "colorize_prediction", "write_outputs",
-           "unique_stems"]
+__all__ = ["FORMATS", "PNG16_METRIC_SCALE", "parse_formats", "png16_encoding", "colorize_prediction", "valid_pixels",
+           "write_outputs", "unique_stems"]

@@ -6,7 +6,7 @@ and writes, next to a ``<stem>_video.json`` sidecar:
 * ``color``: ``<stem>_color.mp4``, the colourised depth (H.264, the input's frame rate);
 * ``side``: ``<stem>_side.mp4``, input frame | colourised depth;
 * ``png16``: ``<stem>_depth16/000000.png ...``, one 16-bit PNG per frame (encoding of
-  :func:`depthlab.predictor.png16_encoding`) plus ``frames.csv`` (frame, time, per-frame ``png16_min`` /
+  :func:`depthlab.outputs.png16_encoding`) plus ``frames.csv`` (frame, time, per-frame ``png16_min`` /
   ``png16_max`` for relative/disparity models);
 * ``npz``: ``<stem>_depth.npz`` with ``depth`` float32 ``(T,H,W)`` in the declared unit and ``time_s``
   float64 ``(T,)``.
@@ -260,7 +260,7 @@ def png16_frames_writer(folder: Path, kind: str):
     """Yields ``write(index, time_s, depth)``: ``folder/000000.png`` ... + ``frames.csv``; the folder is atomic."""
     from PIL import Image
 
-    from depthlab.predictor import png16_encoding
+    from depthlab.outputs import png16_encoding
 
     with atomic_dir(folder) as tmp, open(tmp / "frames.csv", "w", newline="") as f:
         rows = csv.writer(f)
@@ -304,8 +304,8 @@ def npz_writer(path: Path):
 
 
 class _Colorizer:
-    """Depth frame -> uint8 RGB with :func:`depthlab.viz.colorize` (near = warm). Per-frame 2-98 percentile
-    range for raw relative output (its scale changes per frame); a running average of that range
+    """Depth frame -> uint8 RGB with :func:`depthlab.outputs.colorize_prediction` (near = warm). Per-frame 2-98
+    percentile range for raw relative output (its scale changes per frame); a running average of that range
     (:data:`COLOR_RANGE_EMA`) when the scale is consistent (metric or smoothed), so colours do not pump."""
 
     def __init__(self, kind: str, colormap: str, consistent: bool):
@@ -316,17 +316,17 @@ class _Colorizer:
         self.range: np.ndarray | None = None
 
     def __call__(self, depth: np.ndarray) -> np.ndarray:
-        from depthlab.viz.colorize import color_limits, colorize
+        from depthlab.outputs import colorize_prediction, valid_pixels
+        from depthlab.predictor import UNITS, Prediction
+        from depthlab.viz.colorize import color_limits
 
-        valid = np.isfinite(depth) & (depth > 0) if self.kind == "metric" else np.isfinite(depth)
-        vmin = vmax = None
-        limits = color_limits(depth, mask=valid) if self.consistent else None
+        limits = color_limits(depth, mask=valid_pixels(depth, self.kind)) if self.consistent else None
         if limits is not None:
             r = np.asarray(limits)
             self.range = r if self.range is None else COLOR_RANGE_EMA * r + (1 - COLOR_RANGE_EMA) * self.range
-            vmin, vmax = self.range
-        return colorize(depth, cmap=self.colormap, vmin=vmin, vmax=vmax, mask=valid,
-                        reverse=self.kind != "disparity")
+        vmin, vmax = self.range if limits is not None else (None, None)
+        pred = Prediction(depth=depth, kind=self.kind, unit=UNITS[self.kind])
+        return colorize_prediction(pred, self.colormap, vmin=vmin, vmax=vmax)[0]
 
 
 def _open_sinks(stack: contextlib.ExitStack, out_dir: Path, stem: str, formats: Sequence[str], fps: float,
@@ -396,15 +396,10 @@ def _progress_callback(progress, total: int | None, label: str, stack: contextli
 
 
 def parse_video_formats(formats: str | Sequence[str]) -> list[str]:
-    """``"color,npz"`` or a list -> checked, de-duplicated list; ``npy`` is taken as ``npz``."""
-    if isinstance(formats, str):
-        formats = [f.strip() for f in formats.split(",") if f.strip()]
-    out = list(dict.fromkeys(FORMAT_ALIASES.get(f, f) for f in formats))
-    bad = [f for f in out if f not in VIDEO_FORMATS]
-    if bad or not out:
-        raise ValueError(f"unknown video output format(s) {bad or out}; choose from {', '.join(VIDEO_FORMATS)} "
-                         "(npy = npz)")
-    return out
+    """``"color,npz"`` or a list -> checked, de-duplicated list of :data:`VIDEO_FORMATS`; ``npy`` is ``npz``."""
+    from depthlab.outputs import parse_formats
+
+    return parse_formats(formats, choices=VIDEO_FORMATS, aliases=FORMAT_ALIASES)
 
 
 @dataclass
@@ -473,7 +468,7 @@ def predict_video(path, model: Any = "fastdepth", out_dir="outputs/predict", for
 
 
 def _sidecar(rep: VideoReport, predictor, formats: list[str], colormap: str, version: str) -> dict:
-    from depthlab.predictor import png16_encoding
+    from depthlab.outputs import png16_encoding
 
     _, png16 = png16_encoding(np.zeros((1, 1), np.float32), rep.kind)  # the decoding rule of this kind
     png16 = {k: v for k, v in png16.items() if k not in ("png16_min", "png16_max")}
@@ -491,7 +486,9 @@ def predict_videos(paths: Sequence, model: Any = "fastdepth", out_dir="outputs/p
     """:func:`predict_video` for each clip with one predictor; a clip that fails is reported, the rest go on.
 
     Returns a :class:`~depthlab.predictor.PredictReport` (``outputs``: clip -> files written, sidecar last).
+    Clips sharing a file name get distinct stems (:func:`depthlab.outputs.unique_stems`).
     ``kwargs``: :func:`predict_video`'s options and the ``Predictor``'s."""
+    from depthlab.outputs import unique_stems
     from depthlab.predictor import Predictor, PredictReport
 
     parse_video_formats(kwargs.get("formats", ("color", "npz")))  # one error up front, not one per clip
@@ -499,9 +496,11 @@ def predict_videos(paths: Sequence, model: Any = "fastdepth", out_dir="outputs/p
     predictor = model if isinstance(model, Predictor) else \
         Predictor(model, **{k: kwargs.pop(k) for k in list(kwargs) if k in names})
     report = PredictReport(n_ok=0, out_dir=Path(out_dir))
+    paths = [Path(p) for p in paths]
+    stems = unique_stems(paths)  # a/clip.mp4 and b/clip.mp4 -> clip, clip_mp4
     for p in paths:
         try:
-            r = predict_video(p, predictor, out_dir, **kwargs)
+            r = predict_video(p, predictor, out_dir, stem=stems[p], **kwargs)
         except DataError as e:
             report.failures[str(p)] = e.problem
             continue
