@@ -450,7 +450,8 @@ def predict_video(path, model: Any = "fastdepth", out_dir="outputs/predict", for
     with contextlib.ExitStack() as stack:
         write, files = _open_sinks(stack, out_dir, stem or path.stem, formats, info.fps, predictor.kind, colormap,
                                    consistent=predictor.kind == "metric" or smoother is not None)
-        tick = _progress_callback(progress, info.n_frames if max_frames is None else max_frames, path.name, stack)
+        total = min(n for n in (info.n_frames, max_frames) if n is not None) if (info.n_frames or max_frames) else None
+        tick = _progress_callback(progress, total, path.name, stack)
         for i, (rgb, t, depth) in enumerate(_depth_frames(path, predictor, max_frames)):
             raw_meter.update(depth)
             depth = smoother(depth) if smoother else depth
