@@ -77,7 +77,7 @@ def test_a_wrong_reader_option_is_one_line_naming_key_and_dataset(aerial_tree):
     assert isinstance(err.value, DepthlabError)
     assert str(err.value) == ("data.kwargs: dataset 'aerial' has no option 'n' "
                               "(its options: tile_size, categories, rgb_max, ground_height)")
-    with pytest.raises(DatasetOptionError, match="'tile_sise'; did you mean 'tile_size'"):
+    with pytest.raises(DatasetOptionError, match=r"'tile_sise'; did you mean: tile_size\?"):
         create_dataset("aerial", root=aerial_tree, tile_sise=64)
 
 

@@ -123,7 +123,7 @@ def test_loss_config_builds_the_weighted_sum():
     ("data.batch_size=2.5", ["data.batch_size", "expected int"]),
     ("optim.lr=fast", ["optim.lr", "expected float"]),
     ("train.deterministic=maybe", ["train.deterministic", "expected bool"]),
-    ("optim.scheduler=cosin", ["optim.scheduler", "did you mean 'cosine'"]),
+    ("optim.scheduler=cosin", ["optim.scheduler", "did you mean: cosine?"]),
     ("data.size=[1,2,3]", ["data.size", "[H, W]"]),
     ("data.size=[a,b]", ["data.size[0]", "expected int"]),
     ("train.seed.x=1", ["train.seed", "not a section"]),

@@ -19,3 +19,50 @@ def test_first_line_and_one_line(exc, first, one):
 def test_first_line_default_for_empty_message():
     assert first_line(RuntimeError(""), default="corrupt") == "corrupt"
     assert first_line(RuntimeError("x"), default="corrupt") == "x"
+
+
+def test_did_you_mean_lists_close_matches_or_nothing():
+    from depthlab.errors import did_you_mean
+
+    assert did_you_mean("fastdeph", ["fastdepth", "unet", "fastdepth_nnconv"], n=1) == "; did you mean: fastdepth?"
+    assert did_you_mean("silg", ["silog", "l1", "ssim"]) == "; did you mean: silog, ssim?"  # best first
+    assert did_you_mean("zzz", ["silog", "l1"]) == ""
+
+
+def test_unknown_name_message_and_types():
+    from depthlab.errors import DepthlabError, UnknownNameError, unknown_name
+
+    err = unknown_name("dataset", "nyuu", ["kitti", "nyu"])
+    assert str(err) == "unknown dataset 'nyuu'; did you mean: nyu? (known: kitti, nyu)"
+    assert isinstance(err, (DepthlabError, KeyError, ValueError)) and isinstance(err, UnknownNameError)
+    assert str(unknown_name("model", "qq", ["unet"], listed=False, otherwise="; see `depthlab models`")) == \
+        "unknown model 'qq'; see `depthlab models`"
+    # aliases are matched, canonical names are listed
+    assert str(unknown_name("transform", "rezise", ["resize", "Resize"], listed=["Resize"])) == \
+        "unknown transform 'rezise'; did you mean: resize, Resize? (known: Resize)"
+
+
+def test_unknown_names_from_every_registry_read_alike():
+    import depthlab
+    from depthlab.data.transforms import build_transforms
+    from depthlab.viz.colorize import get_cmap
+
+    for call, text in [(lambda: depthlab.create_model("fastdeph"), "unknown model 'fastdeph'; did you mean: fastdepth"),
+                       (lambda: depthlab.create_dataset("kiti"), "unknown dataset 'kiti'; did you mean: kitti"),
+                       (lambda: depthlab.get_protocol("nyu_eigne"), "unknown protocol 'nyu_eigne'; did you mean: nyu_eigen"),
+                       (lambda: get_cmap("magmaa"), "unknown matplotlib colormap 'magmaa'; did you mean: magma"),
+                       (lambda: build_transforms(["resise"]), "unknown transform 'resise'; did you mean:")]:
+        with pytest.raises(depthlab.errors.DepthlabError) as e:
+            call()
+        assert str(e.value).startswith(text) and "\n" not in str(e.value)
+
+
+def test_require_names_the_extra():
+    from depthlab.errors import MissingExtraError, require
+
+    assert require("json", "web", "the web app").dumps([1]) == "[1]"
+    with pytest.raises(ImportError) as e:
+        require("depthlab_no_such_module.sub", "geo", "GeoTIFF support")
+    assert isinstance(e.value, MissingExtraError)
+    assert str(e.value) == ("GeoTIFF support needs depthlab_no_such_module, which is not installed: "
+                            "pip install 'depthlab[geo]'")

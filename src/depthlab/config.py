@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import math
 import os
 import types
@@ -32,7 +31,7 @@ from typing import Any, Literal
 
 import yaml
 
-from depthlab.errors import DepthlabError
+from depthlab.errors import DepthlabError, did_you_mean
 
 __all__ = [
     "ConfigError", "ModelConfig", "DataConfig", "LossConfig", "OptimConfig", "TrainConfig",
@@ -305,8 +304,7 @@ def _coerce_literal(value: Any, choices: tuple, key: str) -> Any:
     folded = [c for c in choices if isinstance(c, str) and isinstance(value, str) and c.lower() == value.lower()]
     if folded:
         return folded[0]
-    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.5)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
+    hint = did_you_mean(value, choices, n=1)
     raise ConfigError(f"{key}: {_short(value)} is not one of {', '.join(map(repr, choices))}{hint}")
 
 
@@ -331,10 +329,9 @@ def _to_scalar(value: Any, tp: type) -> Any:
 
 def _unknown_key(prefix: str, key: str, valid: list[str], root_cls: type | None = None) -> ConfigError:
     where = f"in '{prefix}'" if prefix else "at the top level"
-    close = difflib.get_close_matches(key, valid, n=3, cutoff=0.6)
-    hint = f"; did you mean: {', '.join(close)}?" if close else ""
+    hint = did_you_mean(key, valid, cutoff=0.6)
     # a key that lives in another section (train.lr -> optim.lr) is a frequent slip
-    if not close and root_cls is not None:
+    if not hint and root_cls is not None:
         elsewhere = [f"{f.name}.{key}" for f in dataclasses.fields(root_cls)
                      if dataclasses.is_dataclass(_hints(root_cls)[f.name])
                      and key in {g.name for g in dataclasses.fields(_hints(root_cls)[f.name])}]

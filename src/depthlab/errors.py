@@ -1,6 +1,10 @@
 """Exceptions with one-line, file-naming messages."""
 from __future__ import annotations
 
+import difflib
+import importlib
+from typing import Iterable
+
 
 class DepthlabError(Exception):
     """Base class of depthlab's user-facing errors."""
@@ -18,10 +22,12 @@ class DataError(DepthlabError):
         super().__init__(f"{self.path}: {problem}")
 
 
-class UnknownNameError(DepthlabError, KeyError):
-    """An unregistered model / dataset name (a KeyError, so ``except KeyError`` still works).
+class UnknownNameError(DepthlabError, KeyError, ValueError):
+    """A name that is not among the known ones (model, dataset, protocol, transform, colormap).
 
-    ``str(err)`` is the message itself: KeyError's own ``str`` would wrap it in quotes.
+    Both a ``KeyError`` (a failed lookup) and a ``ValueError`` (a bad argument), so either ``except``
+    keeps working. ``str(err)`` is the message itself: KeyError's own ``str`` would wrap it in quotes.
+    Build it with :func:`unknown_name`.
     """
 
     def __str__(self) -> str:
@@ -30,6 +36,45 @@ class UnknownNameError(DepthlabError, KeyError):
 
 class WeightsUnavailableError(DepthlabError):
     """Pretrained weights could neither be downloaded nor found locally."""
+
+
+class MissingExtraError(DepthlabError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+
+def did_you_mean(name, choices: Iterable, n: int = 3, cutoff: float = 0.5) -> str:
+    """``"; did you mean: a, b?"`` listing the close matches of ``name`` among ``choices``, else ``""``."""
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=n, cutoff=cutoff)
+    return f"; did you mean: {', '.join(close)}?" if close else ""
+
+
+def unknown_name(kind: str, name, choices: Iterable, *, listed: bool | Iterable = True, otherwise: str = "",
+                 n: int = 3, cutoff: float = 0.5, error: type[UnknownNameError] = UnknownNameError) -> UnknownNameError:
+    """The one "unknown <kind> 'name'; did you mean: a, b? (known: ...)" error (to ``raise``).
+
+    ``listed``: append ``(known: ...)`` listing every choice (True), nothing (False) or these names (an
+    iterable, e.g. canonical names when ``choices`` also holds aliases). ``otherwise``: the hint when no
+    choice is close.
+    """
+    choices = list(choices)
+    hint = did_you_mean(name, choices, n=n, cutoff=cutoff) or otherwise
+    shown = choices if listed is True else list(listed or ())
+    known = f" (known: {', '.join(map(str, shown))})" if shown else ""
+    return error(f"unknown {kind} {str(name)!r}{hint}{known}")
+
+
+def require(module: str, extra: str, needed_by: str):
+    """``import module``, or raise :class:`MissingExtraError` saying which depthlab extra installs it.
+
+    ``needed_by`` names what needs it, e.g. ``"the web app"`` -> "the web app needs fastapi, which is not
+    installed: pip install 'depthlab[web]'".
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        top = module.partition(".")[0]
+        raise MissingExtraError(f"{needed_by} needs {top}, which is not installed: "
+                                f"pip install 'depthlab[{extra}]'") from e
 
 
 def first_line(e: BaseException, default: str | None = None) -> str:

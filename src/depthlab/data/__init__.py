@@ -8,12 +8,11 @@ Readers are imported lazily (``name -> "module:attribute"``), so importing this 
 """
 from __future__ import annotations
 
-import difflib
 import importlib
 from typing import Any, Callable
 
 from depthlab._lazy import lazy_exports
-from depthlab.errors import DepthlabError, UnknownNameError
+from depthlab.errors import DepthlabError, did_you_mean, unknown_name
 
 
 class DatasetOptionError(DepthlabError, TypeError):
@@ -50,9 +49,7 @@ def _resolve(name: str) -> Callable[..., Any]:
     try:
         target = _DATASETS[name]
     except KeyError:
-        close = difflib.get_close_matches(name, list(_DATASETS), n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise UnknownNameError(f"unknown dataset {name!r}{hint} (registered: {', '.join(sorted(_DATASETS))})") from None
+        raise unknown_name("dataset", name, sorted(_DATASETS)) from None
     module, _, attr = target.partition(":")
     return getattr(importlib.import_module(module), attr)
 
@@ -82,8 +79,7 @@ def _check_options(name: str, factory: Callable[..., Any], kwargs: dict) -> None
     options = [p for p in params if p not in ("self", "root", "split", "transform")]
     unknown = [k for k in kwargs if k not in params]
     if unknown:
-        close = difflib.get_close_matches(unknown[0], options, n=1, cutoff=0.5)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(unknown[0], options, n=1)
         raise DatasetOptionError(f"data.kwargs: dataset {name!r} has no option {unknown[0]!r}{hint} "
                                  f"(its options: {', '.join(options) or 'none'})")
 

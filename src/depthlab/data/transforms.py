@@ -21,7 +21,6 @@ them reproducible) or from the ``generator`` given to them. Pixel operations are
 """
 from __future__ import annotations
 
-import difflib
 import itertools
 import math
 import re
@@ -33,6 +32,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN as IMAGENET_MEAN  # Normalize's defa
 from timm.data import IMAGENET_DEFAULT_STD as IMAGENET_STD
 from torchvision.transforms.v2.functional import InterpolationMode
 
+from depthlab.errors import unknown_name
 from depthlab.types import TARGET_ENCODINGS, encode_target
 
 __all__ = [
@@ -549,9 +549,7 @@ _ALIASES = {**{n: n for n in TRANSFORMS}, **{_snake(n): n for n in TRANSFORMS}}
 def _lookup(name: str) -> type[Transform]:
     if name in _ALIASES:
         return TRANSFORMS[_ALIASES[name]]
-    close = difflib.get_close_matches(name, list(_ALIASES), n=3)
-    hint = f"; did you mean {', '.join(close)}?" if close else ""
-    raise ValueError(f"unknown transform {name!r}{hint} (known: {', '.join(TRANSFORMS)})")
+    raise unknown_name("transform", name, _ALIASES, listed=TRANSFORMS, cutoff=0.6)
 
 
 def _entries(cfg) -> list[tuple[str, dict]]:

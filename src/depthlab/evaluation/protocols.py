@@ -28,13 +28,13 @@ Crops are fixed rectangles on the ground-truth grid, rows ``top:bottom`` and col
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
+from depthlab.errors import DepthlabError, UnknownNameError, unknown_name
 from depthlab.evaluation.align import ALIGNMENTS, SPACES
 
 RESIZE_MODES: tuple[str, ...] = ("bilinear", "nearest", "bicubic", "area")
@@ -43,15 +43,12 @@ FLIP_AXES: tuple[str, ...] = ("horizontal", "vertical")
 FLIP_COMBINE: tuple[str, ...] = ("prediction", "metrics")
 
 
-class CropError(ValueError):
+class CropError(DepthlabError, ValueError):
     """A crop that is not defined for the ground-truth size it was given."""
 
 
-class UnknownProtocolError(KeyError):
+class UnknownProtocolError(UnknownNameError):
     """Unknown protocol name; the message lists close matches."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0]) if self.args else ""
 
 
 # ----------------------------------------------------------------------------- crops
@@ -370,9 +367,7 @@ def get_protocol(name: str | Protocol, **overrides) -> Protocol:
         preset, _, rest = spec.partition(":")
         preset = preset.strip()
         if preset not in _PRESETS:
-            close = difflib.get_close_matches(preset, list(_PRESETS), n=3, cutoff=0.4)
-            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            raise UnknownProtocolError(f"unknown protocol {preset!r}{hint} (known: {', '.join(list_protocols())})")
+            raise unknown_name("protocol", preset, list_protocols(), cutoff=0.4, error=UnknownProtocolError)
         base = _PRESETS[preset]
         if rest.strip():
             parsed = {}

@@ -12,7 +12,6 @@ its :class:`WeightsInfo` as ``model.depth_info`` plus ``model.model_name`` / ``m
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import fnmatch
 import importlib
 import os
@@ -24,7 +23,7 @@ import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN as IMAGENET_MEAN  # noqa: F401  (timm's, for the model families)
 from timm.data import IMAGENET_DEFAULT_STD as IMAGENET_STD  # noqa: F401
 
-from depthlab.errors import UnknownNameError
+from depthlab.errors import unknown_name
 from depthlab.types import OUTPUT_KINDS, TARGET_ENCODINGS
 
 
@@ -147,9 +146,7 @@ def list_models(pattern: str = "*") -> list[str]:
 def get_entry(name: str) -> ModelEntry:
     _load_families()
     if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.5)
-        hint = f"; did you mean: {', '.join(close)}?" if close else "; see `depthlab models`"
-        raise UnknownNameError(f"unknown model {name!r}{hint}")
+        raise unknown_name("model", name, _REGISTRY, listed=False, otherwise="; see `depthlab models`", n=5)
     return _REGISTRY[name]
 
 

@@ -1,9 +1,9 @@
 """Depth maps to colour images (matplotlib colormaps, robust percentile normalisation)."""
 from __future__ import annotations
 
-import difflib
-
 import numpy as np
+
+from depthlab.errors import unknown_name
 
 
 def get_cmap(name: str):
@@ -13,9 +13,7 @@ def get_cmap(name: str):
     try:
         return matplotlib.colormaps[name]
     except KeyError:
-        close = difflib.get_close_matches(name, list(matplotlib.colormaps), n=5)
-        hint = f"; did you mean: {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown matplotlib colormap {name!r}{hint}") from None
+        raise unknown_name("matplotlib colormap", name, matplotlib.colormaps, listed=False, n=5, cutoff=0.6) from None
 
 
 def _as_2d(a) -> np.ndarray:
