@@ -22,18 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from depthlab.errors import DataError, one_line
+from depthlab.errors import DataError, one_line, require
 
-GEO_INSTALL_HINT = "GeoTIFF support needs rasterio: pip install 'depthlab[geo]'"
 GEOTIFF_EXTS = (".tif", ".tiff")
 
 
 def require_rasterio():
-    try:
-        import rasterio
-    except ImportError as e:  # pragma: no cover - only without the [geo] extra
-        raise ImportError(GEO_INSTALL_HINT) from e
-    return rasterio
+    return require("rasterio", "geo", "GeoTIFF support")
 
 
 
@@ -230,4 +225,4 @@ def read_rgb_raster(path, rgb_max: float | None = None, window=None):
 
 
 __all__ = ["read_rgb_raster", "Georef", "open_raster", "read_georef", "georef_or_none", "check_aligned", "tile_windows", "rgb_to_float",
-           "write_geotiff", "read_geotiff", "require_rasterio", "GEO_INSTALL_HINT", "GEOTIFF_EXTS"]
+           "write_geotiff", "read_geotiff", "require_rasterio", "GEOTIFF_EXTS"]

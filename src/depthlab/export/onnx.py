@@ -28,12 +28,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from depthlab.errors import require
 from depthlab.io import atomic_path
 from depthlab.processing import normalize, resize_to
 
 log = logging.getLogger(__name__)
 
-ONNX_INSTALL_HINT = "pip install 'depthlab[onnx]' (onnx, onnxruntime, onnxscript)"
 CACHE_FORMAT = 1  # bump to invalidate every cached export
 PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8-static")
 FP32_TOLERANCE = 1e-4
@@ -54,14 +54,6 @@ class OnnxExportError(RuntimeError):
 def default_cache_dir() -> Path:
     root = os.environ.get("DEPTHLAB_CACHE")
     return (Path(root).expanduser() if root else Path.home() / ".cache" / "depthlab") / "onnx"
-
-
-def _require_ort():
-    try:
-        import onnxruntime
-    except ImportError as e:  # pragma: no cover - only without the [onnx] extra
-        raise ImportError(f"ONNX Runtime is not installed: {ONNX_INSTALL_HINT}") from e
-    return onnxruntime
 
 
 class _DepthOutput(nn.Module):
@@ -110,7 +102,7 @@ def weights_hash(model: nn.Module) -> str:
 
 def ort_session(path: str | os.PathLike, threads: int | None = None, providers=None):
     """An ONNX Runtime ``InferenceSession`` for ``path`` (``threads`` intra-op threads, no spinning)."""
-    ort = _require_ort()
+    ort = require("onnxruntime", "onnx", "checking an ONNX export")
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads = int(threads or torch.get_num_threads())
@@ -163,7 +155,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape, dynamic:
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     tolerance = TOLERANCES[precision] if tolerance is None else float(tolerance)
-    _require_ort()
+    require("onnxruntime", "onnx", "checking an ONNX export")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     shape = tuple(int(s) for s in input_shape)

@@ -28,11 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from depthlab.errors import DataError, first_line
+from depthlab.errors import DataError, first_line, require
 from depthlab.outputs import colorize_prediction, png16_encoding
 from depthlab.web.views import b64, cloud_ply, color_scale, png_bytes, readout_grid, sample_images, upload_warnings
 
-WEB_INSTALL_HINT = "the web app needs FastAPI and uvicorn: pip install 'depthlab[web]'"
 RAW_FORMATS = ("json", "npy", "png16", "ply")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 COLORMAPS = ("Spectral_r", "magma", "inferno", "viridis", "plasma", "turbo", "gray")
@@ -145,12 +144,10 @@ def create_app(model="fastdepth", checkpoint_path=None, device: str = "cpu", pre
     :class:`~depthlab.predictor.Predictor` (None = native resolution, padded). ``max_upload_mb``: larger uploads
     get a 413. ``service``: a prebuilt :class:`DepthService` (then the other model arguments are ignored).
     """
-    try:
-        from fastapi import FastAPI
-        from fastapi.exceptions import RequestValidationError
-        from fastapi.staticfiles import StaticFiles
-    except ImportError as e:  # pragma: no cover - only without the [web] extra
-        raise ImportError(WEB_INSTALL_HINT) from e
+    require("fastapi", "web", "the web app")
+    from fastapi import FastAPI
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.staticfiles import StaticFiles
 
     from depthlab import __version__
 
@@ -271,10 +268,7 @@ def file_response(pred, image, format: str, name: str, max_side: int | None = No
 def serve(model="fastdepth", checkpoint_path=None, host: str = "127.0.0.1", port: int = 8000,
           device: str = "cpu", input_size="auto", max_upload_mb: float = 25.0, log_level: str = "info") -> None:
     """Build the app and run it with uvicorn until interrupted (``depthlab serve``)."""
-    try:
-        import uvicorn
-    except ImportError as e:  # pragma: no cover - only without the [web] extra
-        raise ImportError(WEB_INSTALL_HINT) from e
+    uvicorn = require("uvicorn", "web", "the web app")
     app = create_app(model=model, checkpoint_path=checkpoint_path, device=device, input_size=input_size,
                      max_upload_mb=max_upload_mb)
     uvicorn.run(app, host=host, port=port, log_level=log_level)

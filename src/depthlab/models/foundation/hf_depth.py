@@ -46,24 +46,19 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from depthlab.config import deep_merge
-from depthlab.errors import WeightsUnavailableError, one_line
+from depthlab.errors import WeightsUnavailableError, one_line, require
 from depthlab.models.foundation.convert_dav2 import attention_style_of, is_official_dav2, official_to_hf
 from depthlab.models.registry import IMAGENET_MEAN, IMAGENET_STD, WeightsInfo, register_model
 from depthlab.processing import AdapterProcessor, ProcessorMixin, resize_to
 
 log = logging.getLogger(__name__)
 
-HF_INSTALL_HINT = "pip install 'depthlab[hf]' (transformers)"
 HALF = (0.5, 0.5, 0.5)  # transformers' IMAGENET_STANDARD mean/std, used by DPT and ZoeDepth processors
 
 
 def require_transformers():
     """Import transformers or fail with one line saying how to install it."""
-    try:
-        import transformers
-    except ImportError as e:  # pragma: no cover - exercised only without the [hf] extra
-        raise ImportError(f"this model is an adapter over transformers, which is not installed: {HF_INSTALL_HINT}") from e
-    return transformers
+    return require("transformers", "hf", "this model (an adapter over transformers)")
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -27,11 +27,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from depthlab.errors import WeightsUnavailableError
+from depthlab.errors import WeightsUnavailableError, require
 from depthlab.models.registry import WeightsInfo, register_model
 from depthlab.processing import AdapterProcessor, ProcessorMixin
 
-DIFFUSERS_INSTALL_HINT = "pip install 'depthlab[hf]' (diffusers, transformers)"
 
 MARIGOLD_HUB = {"v1-1": "prs-eth/marigold-depth-v1-1", "lcm": "prs-eth/marigold-depth-lcm-v1-0"}
 MARIGOLD_PAPER = ("Ke, Obukhov, Huang, Metzger, Daudt, Schindler. Repurposing Diffusion-Based Image Generators "
@@ -39,11 +38,7 @@ MARIGOLD_PAPER = ("Ke, Obukhov, Huang, Metzger, Daudt, Schindler. Repurposing Di
 
 
 def require_diffusers():
-    try:
-        import diffusers
-    except ImportError as e:  # pragma: no cover - only without the [hf] extra
-        raise ImportError(f"marigold_depth is an adapter over diffusers, which is not installed: {DIFFUSERS_INSTALL_HINT}") from e
-    return diffusers
+    return require("diffusers", "hf", "marigold_depth (an adapter over diffusers)")
 
 
 # Stable Diffusion 2 shapes (what Marigold fine-tunes); used only for pretrained=False.
