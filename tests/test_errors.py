@@ -66,3 +66,57 @@ def test_require_names_the_extra():
     assert isinstance(e.value, MissingExtraError)
     assert str(e.value) == ("GeoTIFF support needs depthlab_no_such_module, which is not installed: "
                             "pip install 'depthlab[geo]'")
+
+
+@pytest.mark.parametrize("raised, user_error", [
+    (KeyError("state_dict"), False),          # a bug: traceback, never "error: ..."
+    (RuntimeError("shape mismatch"), False),
+    (ValueError("too many values to unpack"), False),
+    ("unknown_name", True),                   # a user error: one line, exit status 2
+    ("input_error", True),
+])
+def test_cli_prints_user_errors_on_one_line_and_keeps_bugs_tracebacks(monkeypatch, tmp_path, raised, user_error):
+    from typer.testing import CliRunner
+
+    import depthlab.export.model
+    from depthlab.cli import app
+    from depthlab.errors import InputError, unknown_name
+
+    exc = {"unknown_name": lambda: unknown_name("model", "fastdeph", ["fastdepth"]),
+           "input_error": lambda: InputError("height 100 must be a positive multiple of 32\n(more detail)")}
+    err = exc[raised]() if isinstance(raised, str) else raised
+
+    def export_model(*args, **kwargs):
+        raise err
+
+    monkeypatch.setattr(depthlab.export.model, "export_model", export_model)
+    res = CliRunner().invoke(app, ["export", "--model", "fastdepth", "--out", str(tmp_path / "m.onnx")])
+    if user_error:
+        assert res.exit_code == 2 and res.exception is None or isinstance(res.exception, SystemExit)
+        assert res.output.strip() == f"error: {first_line(err)}"
+        assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
+    else:
+        assert res.exit_code == 1 and res.exception is err and "error:" not in res.output
+        import traceback
+
+        assert "export_model" in "".join(traceback.format_exception(*res.exc_info))
+
+
+def test_cli_bug_traceback_reaches_the_terminal(tmp_path):
+    """Through the real entry point: a bug inside a command prints Python's traceback (exit status 1)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    code = ("import sys, depthlab.export.model as m\n"
+            "def bug(*a, **k): raise KeyError('state_dict')\n"
+            "m.export_model = bug\n"
+            "from depthlab.cli import main\n"
+            "sys.argv = ['depthlab', 'export', '--model', 'fastdepth', '--out', 'x.onnx']\n"
+            "main()\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                       env={"PYTHONPATH": src, "PATH": "", "TERM": "dumb", "_TYPER_STANDARD_TRACEBACK": "1"},
+                       timeout=60)
+    assert r.returncode == 1 and "Traceback" in r.stderr and "KeyError: 'state_dict'" in r.stderr
+    assert "error:" not in r.stderr

@@ -13,6 +13,7 @@ import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from depthlab.errors import InputError
 from depthlab.io import atomic_path
 
 FORMAT = "depthlab-checkpoint/1"
@@ -41,7 +42,7 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, config: dict | No
         **(extra or {}),
     }
     if meta["model_name"] is None:
-        raise ValueError("model has no model_name: build it with depthlab.create_model to checkpoint it")
+        raise InputError("model has no model_name: build it with depthlab.create_model to checkpoint it")
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata={"depthlab": json.dumps(meta)})
@@ -61,7 +62,7 @@ def read_checkpoint(path) -> tuple[dict, dict]:
     with safe_open(str(path), framework="pt") as f:
         header = f.metadata() or {}
     if "depthlab" not in header:
-        raise ValueError(f"{path}: not a depthlab checkpoint (no 'depthlab' header); "
+        raise InputError(f"{path}: not a depthlab checkpoint (no 'depthlab' header); "
                          "use create_model(name, checkpoint_path=...) for plain weight files")
     return load_file(str(path)), json.loads(header["depthlab"])
 

@@ -1,6 +1,7 @@
 """The ``depthlab`` command line: every command parses its arguments and calls ONE library function."""
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import List, Optional
@@ -8,7 +9,7 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
-from depthlab.errors import first_line
+from depthlab.errors import DepthlabError, first_line
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="depthlab: monocular depth estimation -- data, models, training, evaluation, reports.")
@@ -57,7 +58,24 @@ def _fail(msg: str, code: int = 2):
     raise typer.Exit(code)
 
 
-@app.command("eval")
+def command(name: str):
+    """``app.command(name)`` whose body runs under the CLI's one error policy: a :class:`DepthlabError` is
+    the user's (one line, exit status 2); any other exception is a bug and keeps its traceback."""
+
+    def deco(fn):
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except DepthlabError as e:
+                _fail(first_line(e))
+
+        return app.command(name)(run)
+
+    return deco
+
+
+@command("eval")
 def eval_cmd(
     dataset: str = typer.Option(..., help="registered dataset name (see `depthlab datasets`) or 'folder'"),
     root: Optional[Path] = typer.Option(None, help="dataset root folder (or file, e.g. the NYU .mat)"),
@@ -80,20 +98,16 @@ def eval_cmd(
     """Evaluate predictions or a model on a dataset under a named protocol.
 
     Exit status: 0 when at least one image was scored, 1 when none was, 2 on a usage or input error."""
-    from depthlab.errors import DepthlabError
     from depthlab.evaluation.runner import evaluate, format_markdown
+
+    from depthlab.data import DatasetOptionError
 
     try:
         result = evaluate(dataset=dataset, root=root, split=split, model=model, checkpoint_path=checkpoint_path,
                           checkpoint=checkpoint, predictions=predictions, pred_scale=pred_scale, pred_kind=pred_kind,
                           protocol=protocol, out=out, device=device, limit=limit, progress=True,
                           input_size=_parse_size(input_size), dataset_kwargs=_key_values(data_opt, "--data-opt"))
-    except (DepthlabError, FileNotFoundError, ValueError, KeyError) as e:
-        # DatasetOptionError is a TypeError too: an option the dataset does not take came from --data-opt
-        _fail(f"--data-opt: {first_line(e)}" if data_opt and isinstance(e, TypeError) else first_line(e))
-    except TypeError as e:  # an option the dataset does not take (--data-opt)
-        if not data_opt:
-            raise
+    except DatasetOptionError as e:  # a user error like any other, but its option came from --data-opt
         _fail(f"--data-opt: {first_line(e)}")
     console.print(format_markdown(result), highlight=False, soft_wrap=True, markup=False)
     for name, reason in result.get("skipped", {}).items():
@@ -104,7 +118,7 @@ def eval_cmd(
         _fail("no image was scored (see the skipped reasons above)", code=1)
 
 
-@app.command("protocols")
+@command("protocols")
 def protocols_cmd():
     """List evaluation protocol presets with all their settings."""
     from depthlab.evaluation.protocols import list_protocols, get_protocol
@@ -113,7 +127,7 @@ def protocols_cmd():
         console.print(f"[bold]{name}[/bold]: {get_protocol(name).describe()}", highlight=False, soft_wrap=True)
 
 
-@app.command("datasets")
+@command("datasets")
 def datasets_cmd():
     """List registered datasets."""
     from depthlab.data import describe_datasets
@@ -122,7 +136,7 @@ def datasets_cmd():
         console.print(f"[bold]{name}[/bold]: {doc}", highlight=False, soft_wrap=True)
 
 
-@app.command("models")
+@command("models")
 def models_cmd(
     pattern: str = typer.Argument("*", help="shell-style filter on model names"),
     cost: bool = typer.Option(True, help="compute params and GMACs for a 480x640 image (~25 s)"),
@@ -133,7 +147,7 @@ def models_cmd(
     print_zoo_table(pattern, with_cost=cost, console=console)
 
 
-@app.command("predict")
+@command("predict")
 def predict_cmd(
     inputs: List[str] = typer.Argument(..., help="image files, folders or globs; video files (.mp4, .mov, ...)"),
     model: str = typer.Option(..., help="registered model name"),
@@ -155,26 +169,21 @@ def predict_cmd(
 
     Video files (.mp4, .mov, ...) give a colourised (color) / side-by-side (side) mp4, per-frame 16-bit PNGs
     (png16) and one .npz (npy); see docs/outputs.md."""
-    from depthlab.errors import DepthlabError
     from depthlab.predictor import predict_files
     from depthlab.video import predict_videos, split_video_inputs
 
     videos, inputs = split_video_inputs(inputs)
     fmts = [f.strip() for f in formats.split(",") if f.strip()]
     reports = []
-    try:
-        if videos:
-            reports.append(predict_videos(videos, model=model, checkpoint_path=checkpoint_path, pretrained=pretrained,
-                                          out_dir=out, formats=fmts, colormap=colormap, batch_size=batch_size,
-                                          device=device, progress=True, input_size=_parse_size(input_size),
-                                          smooth=smooth))
-        if inputs or not videos:
-            reports.append(predict_files(inputs, model=model, checkpoint_path=checkpoint_path, pretrained=pretrained,
-                                         out_dir=out, formats=fmts, colormap=colormap, batch_size=batch_size,
-                                         device=device, progress=True, input_size=_parse_size(input_size),
-                                         intrinsics=intrinsics, ply_scale=ply_scale))
-    except (DepthlabError, FileNotFoundError, ValueError, KeyError, ImportError) as e:
-        _fail(first_line(e))
+    if videos:
+        reports.append(predict_videos(videos, model=model, checkpoint_path=checkpoint_path, pretrained=pretrained,
+                                      out_dir=out, formats=fmts, colormap=colormap, batch_size=batch_size,
+                                      device=device, progress=True, input_size=_parse_size(input_size), smooth=smooth))
+    if inputs or not videos:
+        reports.append(predict_files(inputs, model=model, checkpoint_path=checkpoint_path, pretrained=pretrained,
+                                     out_dir=out, formats=fmts, colormap=colormap, batch_size=batch_size,
+                                     device=device, progress=True, input_size=_parse_size(input_size),
+                                     intrinsics=intrinsics, ply_scale=ply_scale))
     failures = {p: reason for r in reports for p, reason in r.failures.items()}
     for path, reason in failures.items():
         err_console.print(f"failed {path}: {reason}", style="red", highlight=False, soft_wrap=True, markup=False)
@@ -183,7 +192,7 @@ def predict_cmd(
         raise typer.Exit(min(len(failures), 100))
 
 
-@app.command("demo")
+@command("demo")
 def demo_cmd(out: Path = typer.Option(Path("outputs/demo"), help="output folder")):
     """The main job on the embedded default (bundled samples and weights)."""
     from depthlab.demo import run_demo
@@ -191,25 +200,17 @@ def demo_cmd(out: Path = typer.Option(Path("outputs/demo"), help="output folder"
     run_demo(out, console=console)  # prints the summary table and the report's path itself
 
 
-@app.command("train")
+@command("train")
 def train_cmd(
     config: Path = typer.Argument(..., help="experiment YAML (see configs/ and docs/training.md)"),
     overrides: Optional[List[str]] = typer.Argument(None, help="dotted overrides, e.g. optim.lr=1e-4 train.devices=4"),
     resume: bool = typer.Option(False, "--resume", help="continue <output_dir>/<name>/checkpoints/last.ckpt exactly"),
 ):
     """Train a model from a config (Lightning: checkpoints, logs, precision, DDP); writes the run directory."""
-    from lightning.fabric.utilities.exceptions import MisconfigurationException
+    from depthlab.training.train import global_rank, train
 
-    from depthlab.errors import DepthlabError
-    from depthlab.training.train import train
-
-    try:
-        result = train(config, overrides or [], resume=resume)
-    except (DepthlabError, FileNotFoundError, FileExistsError, ValueError, KeyError, MisconfigurationException) as e:
-        _fail(first_line(e))
-    from lightning.fabric.utilities.rank_zero import _get_rank
-
-    if (_get_rank() or 0) == 0:
+    result = train(config, overrides or [], resume=resume)
+    if global_rank() == 0:
         console.print(f"run directory: {result.run_dir}", highlight=False, soft_wrap=True, markup=False)
         console.print(f"best: {result.best_checkpoint}  last: {result.last_checkpoint}", highlight=False, soft_wrap=True,
                       markup=False)
@@ -217,7 +218,7 @@ def train_cmd(
         console.print(f"best validation metrics: {json.dumps(shown)}", highlight=False, soft_wrap=True, markup=False)
 
 
-@app.command("export")
+@command("export")
 def export_cmd(
     model: Optional[str] = typer.Option(None, help="registered model name (see `depthlab models`)"),
     checkpoint_path: Optional[Path] = typer.Option(None, help="local weights file for --model"),
@@ -232,14 +233,10 @@ def export_cmd(
                                                             "images (default: the bundled NYU frames)"),
 ):
     """Export a model to ONNX, verified against PyTorch with ONNX Runtime (max abs diff printed)."""
-    from depthlab.errors import DepthlabError
     from depthlab.export.model import export_model
 
-    try:
-        r = export_model(out, model=model, checkpoint_path=checkpoint_path, checkpoint=checkpoint, height=height,
-                         width=width, dynamic=dynamic, opset=opset, precision=precision, calibration=calibration)
-    except (DepthlabError, FileNotFoundError, ValueError, KeyError, ImportError, RuntimeError) as e:
-        _fail(first_line(e))
+    r = export_model(out, model=model, checkpoint_path=checkpoint_path, checkpoint=checkpoint, height=height,
+                     width=width, dynamic=dynamic, opset=opset, precision=precision, calibration=calibration)
     console.print(f"wrote {r['path']} ({r['model_name']}, input {'x'.join(map(str, r['input_shape']))}"
                   f"{', dynamic' if r['dynamic'] else ''}, opset {r['opset']}, {r['exporter']} exporter, "
                   f"{r['precision']})",
@@ -251,7 +248,7 @@ def export_cmd(
                   highlight=False, soft_wrap=True, markup=False)
 
 
-@app.command("serve")
+@command("serve")
 def serve_cmd(
     model: str = typer.Option("fastdepth", help="registered model name or a depthlab checkpoint path"),
     checkpoint_path: Optional[Path] = typer.Option(None, help="local weights file for --model"),
@@ -262,17 +259,13 @@ def serve_cmd(
     max_upload_mb: float = typer.Option(25.0, help="largest accepted upload in MB (larger: HTTP 413)"),
 ):
     """Serve the web app (upload an image, see and download its depth) with uvicorn."""
-    from depthlab.errors import DepthlabError
     from depthlab.web.app import serve
 
-    try:
-        serve(model=model, checkpoint_path=checkpoint_path, host=host, port=port, device=device,
-              input_size=_parse_size(input_size), max_upload_mb=max_upload_mb)
-    except (DepthlabError, FileNotFoundError, ValueError, KeyError, ImportError) as e:
-        _fail(first_line(e))
+    serve(model=model, checkpoint_path=checkpoint_path, host=host, port=port, device=device,
+          input_size=_parse_size(input_size), max_upload_mb=max_upload_mb)
 
 
-@app.command("experiment")
+@command("experiment")
 def experiment_cmd(
     config: Path = typer.Argument(..., help="experiment YAML (see configs/studies/ and docs/experiments.md)"),
     overrides: Optional[List[str]] = typer.Argument(None, help="dotted training overrides for every run, e.g. train.max_epochs=5"),
@@ -281,13 +274,9 @@ def experiment_cmd(
                                        "<name>_smoke with --smoke)"),
 ):
     """Run a grid of training runs, evaluate and time each, and write results.json, results.md and report.html."""
-    from depthlab.errors import DepthlabError
     from depthlab.experiment import run_experiment
 
-    try:
-        result = run_experiment(config, out_dir=out, smoke=smoke, overrides=overrides or [], console=err_console)
-    except (DepthlabError, FileNotFoundError, ValueError, KeyError) as e:
-        _fail(first_line(e))
+    result = run_experiment(config, out_dir=out, smoke=smoke, overrides=overrides or [], console=err_console)
     failed = [r for r in result["runs"] if r["status"] != "ok"]
     for r in failed:
         err_console.print(f"[red]failed[/red] {r['id']}: {r['error']}", highlight=False, soft_wrap=True)
@@ -299,7 +288,7 @@ def experiment_cmd(
         raise typer.Exit(1)
 
 
-@app.command("benchmark")
+@command("benchmark")
 def benchmark_cmd(
     models: str = typer.Option(..., help="comma list of models: name (pretrained weights) or name:checkpoint_path"),
     datasets: str = typer.Option(..., help="comma list of registered datasets (folder, nyu, kitti, synthetic ...)"),
@@ -311,7 +300,6 @@ def benchmark_cmd(
 ):
     """Zero-shot benchmark: every model on every dataset under its paper protocol (results.csv/json/md + figures)."""
     from depthlab.evaluation.benchmark import run_benchmark
-    from depthlab.errors import DepthlabError
 
     roots = {}
     for item in root or []:
@@ -319,12 +307,9 @@ def benchmark_cmd(
         if not eq or not name or not path:
             _fail(f"--root {item!r}: expected DATASET=PATH")
         roots[name.strip()] = path.strip()
-    try:
-        result = run_benchmark([m for m in models.split(",") if m.strip()],
-                               [d.strip() for d in datasets.split(",") if d.strip()], out, roots=roots,
-                               limit=limit, device=device, split=split, progress=True)
-    except (DepthlabError, FileNotFoundError, ValueError, KeyError) as e:
-        _fail(first_line(e))
+    result = run_benchmark([m for m in models.split(",") if m.strip()],
+                           [d.strip() for d in datasets.split(",") if d.strip()], out, roots=roots,
+                           limit=limit, device=device, split=split, progress=True)
     for label, reason in result["skipped_models"].items():
         err_console.print(f"skipped {label}: {reason}", style="yellow", highlight=False, soft_wrap=True, markup=False)
     for r in result["rows"]:

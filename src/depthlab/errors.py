@@ -22,6 +22,17 @@ class DataError(DepthlabError):
         super().__init__(f"{self.path}: {problem}")
 
 
+class InputError(DepthlabError, ValueError):
+    """A bad argument or option the user gave (a ``ValueError``, so ``except ValueError`` still works)."""
+
+
+class MissingFileError(DepthlabError, FileNotFoundError):
+    """A file or folder the user named does not exist (a ``FileNotFoundError``)."""
+
+    def __str__(self) -> str:  # the message, not OSError's "[Errno ...]" form
+        return str(self.args[0]) if self.args else ""
+
+
 class UnknownNameError(DepthlabError, KeyError, ValueError):
     """A name that is not among the known ones (model, dataset, protocol, transform, colormap).
 
@@ -36,6 +47,10 @@ class UnknownNameError(DepthlabError, KeyError, ValueError):
 
 class WeightsUnavailableError(DepthlabError):
     """Pretrained weights could neither be downloaded nor found locally."""
+
+
+class WeightsMismatchError(DepthlabError, RuntimeError):
+    """A weights file that does not fit the model it was given to (missing / unexpected keys, shapes)."""
 
 
 class MissingExtraError(DepthlabError, ImportError):

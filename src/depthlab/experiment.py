@@ -58,7 +58,7 @@ from typing import Any, Iterable, Sequence
 import yaml
 
 from depthlab.config import deep_merge, load_yaml
-from depthlab.errors import DepthlabError, first_line, one_line
+from depthlab.errors import DepthlabError, MissingFileError, first_line, one_line
 from depthlab.io import write_json
 
 __all__ = ["ExperimentError", "load_spec", "expand_grid", "with_fixtures", "run_experiment", "read_curves",
@@ -245,7 +245,7 @@ def _base_source(spec: dict, base_dir: Path, base: str | None = None):
         return copy.deepcopy(inline or {})
     path = (base_dir / base) if not Path(base).is_absolute() else Path(base)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: base training config not found")
+        raise MissingFileError(f"{path}: base training config not found")
     if inline:
         return {"base": str(path.resolve()), **copy.deepcopy(inline)}
     return str(path)
@@ -340,9 +340,9 @@ def _load_eval_set(ev: dict, cfg, base_dir: Path) -> _EvalSet:
         root = str(cand) if cand.exists() else str(root)
     split = ev.get("split") or cfg.data.test_split
     kwargs = dict(ev.get("kwargs") or ({} if ev.get("dataset") else dict(cfg.data.kwargs or {})))
-    from depthlab.training.datamodule import _accepts
+    from depthlab.data import dataset_accepts
 
-    if "size" not in kwargs and _accepts(name, "size"):
+    if "size" not in kwargs and dataset_accepts(name, "size"):
         kwargs["size"] = tuple(int(s) for s in cfg.data.size)
     ds = create_dataset(name, root=root, split=split, **kwargs)
     limit = ev.get("limit")

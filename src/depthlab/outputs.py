@@ -10,6 +10,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from depthlab.errors import InputError
+
 FORMATS = ("npy", "png16", "color", "side", "tiff", "ply")  # tiff: depthlab.geo; ply: depthlab.pointcloud
 PNG16_METRIC_SCALE = 0.001  # metres per unit: millimetres, 0 = invalid, max 65.535 m
 
@@ -25,7 +27,7 @@ def parse_formats(formats: str | Sequence[str], choices: Sequence[str] = FORMATS
     formats = list(dict.fromkeys((aliases or {}).get(f, f) for f in formats))
     bad = [f for f in formats if f not in choices]
     if bad or not formats:
-        raise ValueError(f"unknown output format(s) {bad or formats}; choose from {', '.join(choices)}")
+        raise InputError(f"unknown output format(s) {bad or formats}; choose from {', '.join(choices)}")
     return formats
 
 
@@ -100,7 +102,7 @@ def write_outputs(pred, rgb: torch.Tensor | None, out_dir: Path, stem: str,
         files.append(str(io.write_rgb_png(out_dir / f"{stem}_color.png", color)))
     if "side" in formats:
         if rgb is None:
-            raise ValueError("format 'side' needs the input image")
+            raise InputError("format 'side' needs the input image")
         rgb_np = rgb.permute(1, 2, 0).cpu().numpy()
         files.append(str(io.write_rgb_png(out_dir / f"{stem}_side.png", side_by_side(rgb_np, color))))
     if "tiff" in formats:

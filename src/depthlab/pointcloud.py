@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from depthlab.errors import DataError
+from depthlab.errors import DataError, InputError
 
 DEFAULT_HFOV_DEG = 60.0
 _KEYS = ("fx", "fy", "cx", "cy")
@@ -36,19 +36,19 @@ def as_intrinsics(value: Mapping[str, float] | Sequence[float] | str) -> dict[st
         try:
             nums = [float(p) for p in parts]
         except ValueError:
-            raise ValueError(f"intrinsics must be four numbers fx,fy,cx,cy (pixels), got {value!r}") from None
+            raise InputError(f"intrinsics must be four numbers fx,fy,cx,cy (pixels), got {value!r}") from None
     elif isinstance(value, Mapping):
         missing = [k for k in _KEYS if k not in value]
         if missing:
-            raise ValueError(f"intrinsics lack {', '.join(missing)} (need fx, fy, cx, cy in pixels)")
+            raise InputError(f"intrinsics lack {', '.join(missing)} (need fx, fy, cx, cy in pixels)")
         nums = [float(value[k]) for k in _KEYS]
     else:
         nums = [float(v) for v in value]
     if len(nums) != 4:
-        raise ValueError(f"intrinsics must be four numbers fx,fy,cx,cy (pixels), got {len(nums)}")
+        raise InputError(f"intrinsics must be four numbers fx,fy,cx,cy (pixels), got {len(nums)}")
     out = dict(zip(_KEYS, nums))
     if not all(math.isfinite(v) for v in nums) or out["fx"] <= 0 or out["fy"] <= 0:
-        raise ValueError(f"intrinsics need finite values and positive fx, fy, got {out}")
+        raise InputError(f"intrinsics need finite values and positive fx, fy, got {out}")
     return out
 
 
@@ -228,7 +228,7 @@ def metric_depth_for_cloud(depth: np.ndarray, kind: str, scale: float | None = N
     if kind == "metric":
         return d * np.float32(scale) if scale is not None else d
     if scale is None:
-        raise ValueError(f"point clouds need metric depth; this model predicts {kind} values "
+        raise InputError(f"point clouds need metric depth; this model predicts {kind} values "
                          "(pass a scale -- ply_scale / --ply-scale: metres per unit for relative, metres x "
                          "disparity for disparity)")
     if kind == "relative":
@@ -255,7 +255,7 @@ def prediction_to_ply(path, depth: np.ndarray, rgb: np.ndarray | None, intrinsic
     if rgb is not None:
         rgb = np.asarray(rgb)
         if rgb.shape[:2] != (h, w):
-            raise ValueError(f"colour image {rgb.shape[1]}x{rgb.shape[0]} differs from depth {w}x{h}")
+            raise InputError(f"colour image {rgb.shape[1]}x{rgb.shape[0]} differs from depth {w}x{h}")
         cols = rgb[valid_depth_mask(d)]
     src = f"default {DEFAULT_HFOV_DEG:g} deg horizontal FOV guess" if guessed else intrinsics_source
     comments = ["depthlab point cloud; camera frame x right, y down, z forward; metres",

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from depthlab.errors import DataError, one_line
+from depthlab.errors import DataError, InputError, MissingFileError, one_line
 from depthlab.models.registry import resolve_model
 from depthlab.outputs import FORMATS, PNG16_METRIC_SCALE, parse_formats, png16_encoding, unique_stems, write_outputs
 from depthlab.processing import batches_by_size, has_own_processor, processor_for
@@ -84,10 +84,10 @@ def image_to_tensor(image: Any, keep_uint8: bool = False) -> torch.Tensor:
     if isinstance(image, np.ndarray):
         a = image[..., None] if image.ndim == 2 else image
         if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
-            raise ValueError(f"numpy images must be HxW, HxWx1, HxWx3 or HxWx4 (channels last), got {image.shape}")
+            raise InputError(f"numpy images must be HxW, HxWx1, HxWx3 or HxWx4 (channels last), got {image.shape}")
         a = np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a[..., :3]
         if a.dtype == np.bool_ or not (a.dtype in (np.uint8, np.uint16) or np.issubdtype(a.dtype, np.floating)):
-            raise ValueError(f"numpy images must be uint8, uint16 or float in [0,1], got {a.dtype}")
+            raise InputError(f"numpy images must be uint8, uint16 or float in [0,1], got {a.dtype}")
         if np.issubdtype(a.dtype, np.floating):
             _check_unit_range(float(np.nanmin(a)), float(np.nanmax(a)))
         return io.to_float_chw(a, keep_uint8)
@@ -98,20 +98,20 @@ def image_to_tensor(image: Any, keep_uint8: bool = False) -> torch.Tensor:
     if t.ndim == 2:
         t = t[None]
     if t.ndim != 3 or t.shape[0] not in (1, 3):
-        raise ValueError(f"tensor images must be (3,H,W), (1,H,W) or (H,W), got {tuple(image.shape)}")
+        raise InputError(f"tensor images must be (3,H,W), (1,H,W) or (H,W), got {tuple(image.shape)}")
     if t.dtype == torch.uint8:
         t = t if keep_uint8 else t.float() / 255.0
     elif t.is_floating_point():
         t = t.float()
         _check_unit_range(float(t.min()), float(t.max()))
     else:
-        raise ValueError(f"tensor images must be float in [0,1] or uint8, got {t.dtype}")
+        raise InputError(f"tensor images must be float in [0,1] or uint8, got {t.dtype}")
     return t.expand(3, -1, -1).contiguous() if t.shape[0] == 1 else t
 
 
 def _check_unit_range(lo: float, hi: float, tol: float = 1e-3) -> None:
     if lo < -tol or hi > 1 + tol:
-        raise ValueError(f"float images must be in [0,1], got values in [{lo:.4g}, {hi:.4g}] "
+        raise InputError(f"float images must be in [0,1], got values in [{lo:.4g}, {hi:.4g}] "
                          "(divide 8-bit data by 255)")
 
 
@@ -172,14 +172,14 @@ class Predictor:
                  pad_mode: str = "replicate", backend: str = "torch", onnx_cache_dir=None,
                  onnx_input_shape: tuple[int, int, int, int] | None = None):
         if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+            raise InputError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         self.device = torch.device(device)
         self.model = resolve_model(model, checkpoint_path, pretrained=pretrained).eval().to(self.device)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         info = getattr(self.model, "depth_info", None)
         if info is None:
-            raise ValueError("the model has no depth_info: build it with depthlab.create_model(...) "
+            raise InputError("the model has no depth_info: build it with depthlab.create_model(...) "
                              "or set model.depth_info = WeightsInfo(...)")
         self.info, self.kind, self.unit = info, info.output_kind, UNITS[info.output_kind]
         self.model_name = getattr(self.model, "model_name", None) or type(self.model).__name__
@@ -190,21 +190,21 @@ class Predictor:
             input_size = "model" if info.input_size is not None else None
         if input_size == "model":
             if info.input_size is None:
-                raise ValueError(f"{self.model_name} declares no input_size; pass an int or (H, W)")
+                raise InputError(f"{self.model_name} declares no input_size; pass an int or (H, W)")
             input_size = tuple(info.input_size)
         self.input_size = input_size
         self.processor = processor_for(self.model, input_size, pad_mode)  # pre-process -> network -> post-process
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise InputError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size, self.channels_last, self.autocast_bf16 = int(batch_size), channels_last, autocast_bf16
         self.backend, self.onnx_cache_dir, self._onnx = backend, onnx_cache_dir, None
         if backend == "onnx":
             if self.device.type != "cpu":
-                raise ValueError(f"backend='onnx' runs on the CPU (ONNX Runtime CPU provider), got device={device}")
+                raise InputError(f"backend='onnx' runs on the CPU (ONNX Runtime CPU provider), got device={device}")
             if onnx_input_shape is not None:  # export (or load from the cache) and verify now
                 self._onnx_runner(tuple(int(v) for v in onnx_input_shape))
         elif onnx_input_shape is not None:
-            raise ValueError("onnx_input_shape needs backend='onnx'")
+            raise InputError("onnx_input_shape needs backend='onnx'")
 
     def _onnx_runner(self, shape: tuple[int, ...]):
         """The ONNX Runtime backend, built on first use for ``shape`` (later shapes export lazily, cached)."""
@@ -239,7 +239,7 @@ class Predictor:
         transformers' processors); other models get them as float / 255.
         """
         if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"predict_tensor expects (B,3,H,W), got {tuple(images.shape)}")
+            raise InputError(f"predict_tensor expects (B,3,H,W), got {tuple(images.shape)}")
         outs = []
         with torch.inference_mode():
             for i in range(0, images.shape[0], self.batch_size):
@@ -312,13 +312,13 @@ def predict_files(inputs, model: str | nn.Module = "fastdepth", checkpoint_path=
     paths = io.list_images(inputs)
     if not paths:
         named = [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs
-        raise FileNotFoundError(f"no images found in {', '.join(map(str, named))}")
+        raise MissingFileError(f"no images found in {', '.join(map(str, named))}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     predictor = Predictor(model, device=device, checkpoint_path=checkpoint_path, pretrained=pretrained,
                           batch_size=batch_size, input_size=input_size)
     if "ply" in formats and predictor.kind != "metric" and ply_scale is None:  # before any file is written
-        raise ValueError(f"ply: {predictor.model_name} predicts {predictor.kind} values without a metric scale; "
+        raise InputError(f"ply: {predictor.model_name} predicts {predictor.kind} values without a metric scale; "
                          "pass ply_scale (--ply-scale: metres per unit for relative depth, metres x disparity "
                          "for disparity) or drop ply")
     report = PredictReport(n_ok=0, out_dir=out_dir)

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence, Type
 import torch
 import torch.nn.functional as F
 
+from depthlab.errors import InputError
 from depthlab.types import decode_target
 
 PAD_MODES = ("replicate", "reflect", "constant")
@@ -192,12 +193,12 @@ def has_own_processor(model) -> bool:
 def processor_for(model, input_size: int | tuple[int, int] | None = None, pad_mode: str = "replicate") -> Processor:
     """The model's own processor (``model.processor()``), else the default one from ``model.depth_info``."""
     if pad_mode not in PAD_MODES:
-        raise ValueError(f"pad_mode must be replicate, reflect or constant, got {pad_mode!r}")
+        raise InputError(f"pad_mode must be replicate, reflect or constant, got {pad_mode!r}")
     if not has_own_processor(model):
         return Processor(model.depth_info, input_size, pad_mode)
     if input_size is not None:
         name = getattr(model, "model_name", None) or type(model).__name__
-        raise ValueError(
+        raise InputError(
             f"{name} resizes images itself (like its transformers/diffusers processor), so input_size must be "
             f"None; build it with create_model({name!r}, input_size=...) to change the processing size")
     return model.processor()

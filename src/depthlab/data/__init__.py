@@ -9,10 +9,11 @@ Readers are imported lazily (``name -> "module:attribute"``), so importing this 
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any, Callable
 
 from depthlab._lazy import lazy_exports
-from depthlab.errors import DepthlabError, did_you_mean, unknown_name
+from depthlab.errors import DepthlabError, InputError, MissingFileError, did_you_mean, first_line, unknown_name
 
 
 class DatasetOptionError(DepthlabError, TypeError):
@@ -45,7 +46,8 @@ _CLASSES = {
 }
 
 
-def _resolve(name: str) -> Callable[..., Any]:
+def resolve_dataset(name: str) -> Callable[..., Any]:
+    """The reader class (or factory) registered as ``name``; unknown names list close matches."""
     try:
         target = _DATASETS[name]
     except KeyError:
@@ -58,18 +60,37 @@ def create_dataset(name: str, root=None, split: str = "test", transform: Callabl
     """Build a registered dataset: ``create_dataset("kitti", root=..., split="test", transform=None, **reader_options)``.
 
     Unknown names raise KeyError listing close matches. Reader options are documented on each reader
-    (``describe_datasets()`` and docs/datasets.md).
+    (``describe_datasets()`` and docs/datasets.md). An option the reader does not take, and a reader's own
+    check of its root / split / options failing, raise a :class:`~depthlab.errors.DepthlabError`
+    (a ``TypeError`` / ``FileNotFoundError`` / ``ValueError`` as before).
     """
-    factory = _resolve(name)
+    factory = resolve_dataset(name)
     _check_options(name, factory, kwargs)
-    return factory(root=root, split=split, transform=transform, **kwargs)
+    try:
+        return factory(root=root, split=split, transform=transform, **kwargs)
+    # the readers check what the user named (root, split, options) before reading anything and say what is
+    # wrong in one line; a bug inside a reader raises something else and keeps its traceback
+    except FileNotFoundError as e:
+        if isinstance(e, DepthlabError):
+            raise
+        raise MissingFileError(first_line(e)) from e
+    except ValueError as e:
+        if isinstance(e, DepthlabError):
+            raise
+        raise InputError(f"dataset {name!r}: {first_line(e)}") from e
+
+
+def dataset_accepts(name: str, argument: str) -> bool:
+    """Whether the reader registered as ``name`` takes the keyword ``argument`` (False for unknown names)."""
+    try:
+        return argument in inspect.signature(resolve_dataset(name)).parameters
+    except (TypeError, ValueError, KeyError):
+        return False
 
 
 def _check_options(name: str, factory: Callable[..., Any], kwargs: dict) -> None:
     """Raise :class:`DatasetOptionError` for a keyword the reader's signature does not take (instead of a
     ``TypeError`` from deep inside the constructor); readers taking ``**kwargs`` accept anything."""
-    import inspect
-
     try:
         params = inspect.signature(factory).parameters
     except (TypeError, ValueError):  # no introspectable signature: let the call decide
@@ -95,14 +116,12 @@ def describe_datasets() -> dict[str, str]:
     """Dataset name -> first line of its reader's docstring (imports the readers)."""
     out = {}
     for name in list_datasets():
-        try:
-            doc = (_resolve(name).__doc__ or "").strip()
-            out[name] = doc.splitlines()[0] if doc else ""
-        except ImportError as e:  # a reader whose optional module is not there yet
-            out[name] = f"(unavailable: {e})"
+        doc = (resolve_dataset(name).__doc__ or "").strip()
+        out[name] = doc.splitlines()[0] if doc else ""
     return out
 
 
-__all__ = ["create_dataset", "DatasetOptionError", "list_datasets", "describe_datasets", *sorted(_CLASSES)]
+__all__ = ["create_dataset", "DatasetOptionError", "list_datasets", "describe_datasets", "resolve_dataset",
+           "dataset_accepts", *sorted(_CLASSES)]
 
 __getattr__, __dir__ = lazy_exports(__name__, _CLASSES, __all__)

@@ -41,7 +41,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 import torch.nn as nn
 
-from depthlab.errors import WeightsUnavailableError, first_line, one_line
+from depthlab.errors import InputError, WeightsUnavailableError, first_line, one_line
 from depthlab.evaluation.protocols import Protocol, get_protocol
 from depthlab.metrics import METRIC_NAMES
 from depthlab.evaluation.speed import ForwardTimer, count_params
@@ -159,7 +159,7 @@ def parse_model_spec(spec) -> ModelSpec:
     if isinstance(spec, Mapping):
         unknown = set(spec) - {"name", "checkpoint_path", "pretrained", "kwargs", "label", "input_size"}
         if unknown or "name" not in spec:
-            raise ValueError(f"model spec {dict(spec)!r}: needs 'name'; allowed keys name, checkpoint_path, "
+            raise InputError(f"model spec {dict(spec)!r}: needs 'name'; allowed keys name, checkpoint_path, "
                              f"pretrained, kwargs, label, input_size"
                              + (f" (unknown: {sorted(unknown)})" if unknown else ""))
         return ModelSpec(name=str(spec["name"]), checkpoint_path=spec.get("checkpoint_path"),
@@ -168,7 +168,7 @@ def parse_model_spec(spec) -> ModelSpec:
     if isinstance(spec, str):
         name, sep, path = spec.strip().partition(":")
         if not name:
-            raise ValueError(f"model spec {spec!r}: empty model name")
+            raise InputError(f"model spec {spec!r}: empty model name")
         return ModelSpec(name=name, checkpoint_path=path if sep and path else None,
                          label=spec.strip() if sep and path else None)
     raise TypeError(f"model spec must be a name, 'name:checkpoint', a dict or an nn.Module, got {type(spec).__name__}")
@@ -258,17 +258,17 @@ def _check_inputs(models: Sequence, datasets: Sequence[str],
 
     specs = [parse_model_spec(m) for m in models]
     if not specs or not datasets:
-        raise ValueError("run_benchmark needs at least one model and one dataset")
+        raise InputError("run_benchmark needs at least one model and one dataset")
     labels = [s.display for s in specs]
     if len(set(labels)) != len(labels):
-        raise ValueError(f"model labels must be unique, got {labels}")
+        raise InputError(f"model labels must be unique, got {labels}")
     for s in specs:  # typos fail before any work (unknown names list close matches)
         if s.module is None:
             get_entry(s.name)
     roots = {k: (str(v) if v is not None else None) for k, v in dict(roots or {}).items()}
     unknown_roots = set(roots) - set(datasets)
     if unknown_roots:
-        raise ValueError(f"roots given for datasets not in the benchmark: {sorted(unknown_roots)}")
+        raise InputError(f"roots given for datasets not in the benchmark: {sorted(unknown_roots)}")
     return specs, roots
 
 

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from depthlab.errors import DataError, first_line, one_line
+from depthlab.errors import DataError, InputError, MissingFileError, first_line, one_line
 from depthlab.evaluation.align import align
 from depthlab.evaluation.protocols import CropError, Protocol, get_protocol
 from depthlab.metrics import METRIC_NAMES, MetricAccumulator, metric_sums, metrics_from_sums
@@ -120,7 +120,7 @@ def apply_protocol(pred: torch.Tensor, gt: torch.Tensor, protocol: Protocol, mas
 def check_kind(pred_kind: str, protocol: Protocol) -> None:
     """ValueError if an affine-invariant prediction would be scored without alignment."""
     if pred_kind in ("relative", "disparity") and protocol.alignment == "none":
-        raise ValueError(
+        raise InputError(
             f"predictions are {pred_kind} (affine-invariant), but protocol {protocol.name!r} has alignment=none, "
             "which would score meaningless numbers; use a protocol with alignment (e.g. 'depth_anything' for "
             "disparity, 'marigold' for relative depth, or '<preset>:alignment=lstsq,alignment_space=disparity')")
@@ -195,34 +195,34 @@ def evaluate(dataset, root=None, split: str = "test", model=None, checkpoint_pat
 
 def _check_arguments(limit, model, checkpoint, predictions, checkpoint_path) -> None:
     if limit is not None and limit < 0:
-        raise ValueError(f"limit must be >= 0, got {limit}")
+        raise InputError(f"limit must be >= 0, got {limit}")
     n_sources = sum(x is not None for x in (model, checkpoint, predictions))
     if n_sources != 1:
-        raise ValueError("give exactly one source of predictions: predictions=<folder>, model=<name> "
+        raise InputError("give exactly one source of predictions: predictions=<folder>, model=<name> "
                          "(optionally with checkpoint_path) or checkpoint=<depthlab checkpoint>"
                          + (f" (got {n_sources})" if n_sources else ""))
     if checkpoint_path is not None and model is None:
-        raise ValueError("checkpoint_path needs model=<name>; for a depthlab checkpoint use checkpoint=")
+        raise InputError("checkpoint_path needs model=<name>; for a depthlab checkpoint use checkpoint=")
 
 
 def _predictions_source(predictions, pred_scale, pred_kind, proto: Protocol, warn_list: list[str]) -> dict:
     """``{"dir", "kind", "pred_scale", "_png16_scales"}`` of a predictions folder, checked once."""
     pred_dir = Path(predictions)
     if not pred_dir.is_dir():
-        raise FileNotFoundError(f"{pred_dir}: predictions folder not found")
+        raise MissingFileError(f"{pred_dir}: predictions folder not found")
     # a `depthlab predict` folder says what it holds (kind, 16-bit PNG scales): read once
     side_kind, png16_scales = read_predict_sidecar(pred_dir)
     # only PNGs (no .npy to prefer) and no scale from anywhere: say so once instead of once per image
     if (pred_scale is None and not png16_scales and next(pred_dir.rglob("*.png"), None) is not None
             and next(pred_dir.rglob("*.npy"), None) is None):
-        raise ValueError(f"{pred_dir} holds PNG predictions: give pred_scale (metres per unit, e.g. 0.001 for mm)")
+        raise InputError(f"{pred_dir} holds PNG predictions: give pred_scale (metres per unit, e.g. 0.001 for mm)")
     if pred_kind is None:
         pred_kind = side_kind or "metric"
     elif side_kind and side_kind != pred_kind:
-        raise ValueError(f"{pred_dir}/predictions.json says the predictions are {side_kind}, but pred_kind "
+        raise InputError(f"{pred_dir}/predictions.json says the predictions are {side_kind}, but pred_kind "
                          f"is {pred_kind!r}; drop pred_kind (--pred-kind) or fix it")
     if pred_kind not in ("metric", "relative", "disparity"):
-        raise ValueError(f"pred_kind must be metric, relative or disparity, got {pred_kind!r}")
+        raise InputError(f"pred_kind must be metric, relative or disparity, got {pred_kind!r}")
     if proto.flip_average:
         msg = (f"protocol {proto.name!r} asks for flip averaging, which cannot be applied to prediction files; "
                "scoring the files as they are")
@@ -240,7 +240,7 @@ def _open_dataset(dataset, root, split: str, dataset_kwargs: dict | None):
 
         return create_dataset(str(dataset), root=root, split=split, **(dataset_kwargs or {})), str(dataset)
     if dataset_kwargs:
-        raise ValueError("dataset_kwargs apply to a registered dataset name, not to a dataset object")
+        raise InputError("dataset_kwargs apply to a registered dataset name, not to a dataset object")
     return dataset, getattr(dataset, "dataset_name", None) or type(dataset).__name__
 
 

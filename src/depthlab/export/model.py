@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from depthlab.errors import InputError
 from depthlab.models.registry import resolve_model
 
 
@@ -35,13 +36,13 @@ def export_model(out: str | os.PathLike, model: str | None = None, checkpoint_pa
     name = getattr(net, "model_name", None) or model
     if height is None or width is None:
         if info.input_size is None:
-            raise ValueError(f"{name} declares no input_size: pass --height and --width")
+            raise InputError(f"{name} declares no input_size: pass --height and --width")
         height = height or int(info.input_size[0])
         width = width or int(info.input_size[1])
     m = int(info.multiple_of or 1)
     for label, v in (("height", height), ("width", width)):
         if v < 1 or v % m:
-            raise ValueError(f"{label} {v} must be a positive multiple of {m} ({name}'s multiple_of)")
+            raise InputError(f"{label} {v} must be a positive multiple of {m} ({name}'s multiple_of)")
     report = export_onnx(net, out, (batch_size, 3, int(height), int(width)), dynamic=dynamic, opset=opset,
                          tolerance=tolerance, precision=precision, calibration=calibration).to_dict()
     report.update(model_name=name, checkpoint=str(checkpoint) if checkpoint else None,

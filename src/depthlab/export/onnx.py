@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from depthlab.errors import require
+from depthlab.errors import DepthlabError, InputError, require
 from depthlab.io import atomic_path
 from depthlab.processing import normalize, resize_to
 
@@ -47,7 +47,7 @@ CHECKS = {"fp32": "max", "fp16": "max", "int8-dynamic": "mean", "int8-static": "
 TOLERANCES = {"fp32": FP32_TOLERANCE, "fp16": 1e-2, "int8-dynamic": 1.5e-1, "int8-static": 1.5e-1}
 
 
-class OnnxExportError(RuntimeError):
+class OnnxExportError(DepthlabError, RuntimeError):
     """The exported graph failed to export or does not reproduce PyTorch within tolerance."""
 
 
@@ -153,14 +153,14 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape, dynamic:
         raise OnnxExportError(f"{getattr(model, 'model_name', type(model).__name__)} cannot be exported to ONNX: "
                               "its forward is a sampling loop, not one graph; run it with PyTorch")
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     tolerance = TOLERANCES[precision] if tolerance is None else float(tolerance)
     require("onnxruntime", "onnx", "checking an ONNX export")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     shape = tuple(int(s) for s in input_shape)
     if len(shape) != 4:
-        raise ValueError(f"input_shape must be (B,3,H,W), got {shape}")
+        raise InputError(f"input_shape must be (B,3,H,W), got {shape}")
     was_training = model.training
     model.eval()
     wrapper = _DepthOutput(model).eval()
@@ -321,13 +321,13 @@ def convert_precision(src: str | os.PathLike, dst: str | os.PathLike, precision:
         quantize_dynamic(str(src), str(dst), weight_type=QuantType.QUInt8)
     elif precision == "int8-static":
         if not calibration:
-            raise ValueError("int8-static needs calibration batches")
+            raise InputError("int8-static needs calibration batches")
         name = onnx.load(str(src), load_external_data=False).graph.input[0].name
         quantize_static(str(src), str(dst), _calibration_reader(name, calibration), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax)
     else:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS[1:])} here, got {precision!r}")
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS[1:])} here, got {precision!r}")
 
 
 def _export(wrapper: nn.Module, x: torch.Tensor, path: Path, opset: int, dynamic: bool, use_dynamo: bool) -> None:
@@ -418,7 +418,7 @@ class OnnxBackend:
             return self._sessions[None]
         if shape not in self._sessions:
             if self.strict_shape:
-                raise ValueError(f"ONNX model exported for input {self.input_shape}, got {shape}; "
+                raise InputError(f"ONNX model exported for input {self.input_shape}, got {shape}; "
                                  "build an OnnxBackend for that shape (exports are cached)")
             self._prepare(shape)
         return self._sessions[shape]

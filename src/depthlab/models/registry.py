@@ -23,7 +23,7 @@ import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN as IMAGENET_MEAN  # noqa: F401  (timm's, for the model families)
 from timm.data import IMAGENET_DEFAULT_STD as IMAGENET_STD  # noqa: F401
 
-from depthlab.errors import unknown_name
+from depthlab.errors import InputError, MissingFileError, unknown_name
 from depthlab.types import OUTPUT_KINDS, TARGET_ENCODINGS
 
 
@@ -193,10 +193,10 @@ def resolve_model(model: nn.Module | str | os.PathLike | None = None, checkpoint
 
     if checkpoint is not None:
         if checkpoint_path is not None:
-            raise ValueError("give either a depthlab checkpoint (--checkpoint) or weights for a named model "
+            raise InputError("give either a depthlab checkpoint (--checkpoint) or weights for a named model "
                              "(--checkpoint-path), not both")
         if not Path(checkpoint).is_file():
-            raise FileNotFoundError(f"{checkpoint}: checkpoint not found")
+            raise MissingFileError(f"{checkpoint}: checkpoint not found")
         return load_checkpoint(checkpoint)
     if isinstance(model, nn.Module):
         if checkpoint_path is not None:
@@ -206,13 +206,13 @@ def resolve_model(model: nn.Module | str | os.PathLike | None = None, checkpoint
                             model_name=getattr(model, "model_name", ""))
         return model
     if model is None:
-        raise ValueError("no model: pass --model NAME (a registered name or checkpoint path; a module in Python) "
+        raise InputError("no model: pass --model NAME (a registered name or checkpoint path; a module in Python) "
                          "or --checkpoint CKPT")
     if not isinstance(model, (str, os.PathLike)):
         raise TypeError(f"model must be an nn.Module, a registered name or a checkpoint path, got {type(model).__name__}")
     p = Path(model)
     if p.suffix == ".safetensors" and p.is_file() and is_depthlab_checkpoint(p):
         if checkpoint_path is not None:
-            raise ValueError(f"{p}: a depthlab checkpoint carries its own weights; drop checkpoint_path")
+            raise InputError(f"{p}: a depthlab checkpoint carries its own weights; drop checkpoint_path")
         return load_checkpoint(p)
     return create_model(str(model), pretrained=pretrained and checkpoint_path is None, checkpoint_path=checkpoint_path)

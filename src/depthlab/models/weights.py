@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from depthlab.errors import WeightsUnavailableError
+from depthlab.errors import InputError, MissingFileError, WeightsMismatchError, WeightsUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such weight file")
+        raise MissingFileError(f"{path}: no such weight file")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -58,7 +58,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]
     if not isinstance(obj, dict):
-        raise ValueError(f"{path}: not a state dict (got {type(obj).__name__})")
+        raise InputError(f"{path}: not a state dict (got {type(obj).__name__})")
     return obj
 
 
@@ -169,7 +169,7 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], strict: bool = T
     result = model.load_state_dict(state, strict=False)
     missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
     if strict and (missing or unexpected):
-        raise RuntimeError(
+        raise WeightsMismatchError(
             f"{source}: weights do not match {type(model).__name__}: {len(missing)} missing "
             f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})")
     if missing or unexpected:
@@ -235,7 +235,7 @@ def load_partial(module: nn.Module, state_or_path, what: str, *, strip_prefixes:
     # eval and reset by training -- load_state_dict itself tolerates its absence
     unexplained = [k for k in missing if not (may_miss(k) or k.endswith(".num_batches_tracked"))]
     if bad_shape or unexpected or unexplained:
-        raise RuntimeError(
+        raise WeightsMismatchError(
             f"{source}: not a {what} checkpoint: {len(bad_shape)} shape mismatches (e.g. {bad_shape[:3]}), "
             f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}), {len(unexplained)} missing "
             f"(e.g. {unexplained[:3]})")

@@ -216,18 +216,6 @@ def _warn_if_shared(train_set, val_set, val_split: str) -> None:
                           stacklevel=2)
 
 
-def _accepts(dataset: str, argument: str) -> bool:
-    """Whether the registered dataset's constructor takes ``argument``."""
-    import inspect
-
-    from depthlab.data import _resolve
-
-    try:
-        return argument in inspect.signature(_resolve(dataset)).parameters
-    except (TypeError, ValueError, KeyError):
-        return False
-
-
 def pipeline_normalization(data_cfg) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
     """(mean, std) of a ``Normalize`` in the data pipelines, or None. Train and val must agree."""
     from depthlab.data.transforms import Normalize, build_transforms
@@ -286,10 +274,10 @@ class DepthDataModule(L.LightningDataModule):
         """The split's dataset with its transforms (``raw=True``: without any)."""
         if not split:
             return None
-        from depthlab.data import create_dataset
+        from depthlab.data import create_dataset, dataset_accepts
 
         kwargs, size = dict(self.cfg.kwargs), self.cfg.size
-        if "size" not in kwargs and _accepts(self.cfg.dataset, "size"):
+        if "size" not in kwargs and dataset_accepts(self.cfg.dataset, "size"):
             kwargs["size"] = tuple(int(s) for s in size)  # e.g. synthetic scenes render at that size
         ds = create_dataset(self.cfg.dataset, root=self.cfg.root, split=split,
                             transform=None if raw else self.transforms(train), **kwargs)

@@ -27,6 +27,10 @@ from typing import Any, Iterable, Sequence
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+from depthlab.config import ConfigError
+from depthlab.errors import MissingFileError, first_line
 
 from depthlab.training.callbacks import LastCheckpoint, RngStateCallback
 from depthlab.training.datamodule import DepthDataModule
@@ -71,10 +75,12 @@ def git_commit() -> str:
     return "unknown"
 
 
-def _global_rank() -> int:
-    from lightning.fabric.utilities.rank_zero import _get_rank
+def global_rank() -> int:
+    """This process's rank (0 when not distributed), as Lightning's ``rank_zero_only`` knows it: from the
+    launcher's environment before a Trainer exists, from the Trainer after."""
+    from lightning.pytorch.utilities import rank_zero_only
 
-    return int(_get_rank() or 0)
+    return int(getattr(rank_zero_only, "rank", 0) or 0)
 
 
 # ------------------------------------------------------------------------------------------- trainer
@@ -101,7 +107,7 @@ def _loggers(cfg, run_dir: Path) -> list:
         elif name in ("none", ""):
             continue
         else:
-            raise ValueError(f"train.loggers: unknown logger {name!r} (choose csv, tensorboard, wandb)")
+            raise ConfigError(f"train.loggers: unknown logger {name!r} (choose csv, tensorboard, wandb)")
     return out
 
 
@@ -113,7 +119,7 @@ def _wandb_id(run_dir: Path) -> str:
     import uuid
 
     rid = uuid.uuid4().hex[:12]
-    if _global_rank() == 0:
+    if global_rank() == 0:
         from depthlab.io import atomic_write
 
         with atomic_write(f, "w") as fh:
@@ -208,11 +214,11 @@ def prepare_run_dir(cfg, resume: bool) -> Path:
     run_dir = Path(cfg.output_dir) / cfg.name
     last = run_dir / CHECKPOINT_DIR / "last.ckpt"
     if resume and not last.exists():
-        raise FileNotFoundError(f"{last}: nothing to resume (no last.ckpt in the run directory)")
-    if not resume and last.exists() and _global_rank() == 0:
-        raise FileExistsError(f"{run_dir}: a run with this name already has checkpoints; pass --resume to "
-                              "continue it, or choose another name / output_dir")
-    if _global_rank() == 0:
+        raise MissingFileError(f"{last}: nothing to resume (no last.ckpt in the run directory)")
+    if not resume and last.exists() and global_rank() == 0:
+        raise ConfigError(f"{run_dir}: a run with this name already has checkpoints; pass --resume to "
+                          "continue it, or choose another name / output_dir")
+    if global_rank() == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         if resume and (run_dir / "config.yaml").exists():
             from depthlab.config import load_config
@@ -264,7 +270,10 @@ def train(cfg_or_path, overrides: Sequence[str] = (), resume: bool = False, *,
     teacher, cache = build_distillation(cfg, run_dir)  # after the student: its init is unchanged
     task.teacher = teacher
     data = DepthDataModule(cfg.data, seed=seed, teacher_cache=cache)
-    trainer, _ = build_trainer(cfg, run_dir, callbacks)
+    try:
+        trainer, _ = build_trainer(cfg, run_dir, callbacks)
+    except MisconfigurationException as e:  # devices, precision or strategy this machine cannot honour
+        raise ConfigError(f"train: {first_line(e)}") from e
     ckpt_path = run_dir / CHECKPOINT_DIR / "last.ckpt" if resume else None
     with warnings.catch_warnings():
         # expected here: the run's own folders exist on resume; workers=0 is a valid choice on CPU
