@@ -92,7 +92,7 @@ def forward_rows(model, backend, net_hw, tmp: Path, runs: int) -> tuple[list[dic
         shape = (1, 3, *hw)
         x = torch.rand(shape, generator=torch.Generator().manual_seed(0))
         if hw == tuple(net_hw):  # the Predictor's own exported, verified file
-            sess, path = backend._session_for(shape), backend.path_for(shape)
+            sess, path = backend.session_for(shape), backend.path_for(shape)
         else:
             path = tmp / f"square_{hw[0]}x{hw[1]}.onnx"
             export_onnx(model, path, shape)

@@ -641,7 +641,7 @@ def _train_and_measure(cfg, run_dir: Path, spec: dict, eval_sets: dict, progress
 
 # ------------------------------------------------------------------------------------------ experiment
 @contextlib.contextmanager
-def _torch_threads(n):
+def torch_threads(n):
     """``torch.set_num_threads(n)`` for the block (``None`` = leave it), restored afterwards.
 
     Why a spec may ask for 1: small models at small sizes run many tiny parallel regions, and on a
@@ -822,7 +822,7 @@ def _run_grid(runs: list[dict], spec: dict, base_source, base_overrides: list[st
     name = results["name"]
     columns = (TextColumn("[bold]experiment[/bold] {task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
-    with _torch_threads(spec.get("threads")), Progress(*columns, console=console, transient=False,
+    with torch_threads(spec.get("threads")), Progress(*columns, console=console, transient=False,
                                                        disable=quiet) as bar:
         task = bar.add_task(name, total=len(runs))
         for run in runs:

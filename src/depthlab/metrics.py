@@ -76,7 +76,8 @@ _LN10 = math.log(10.0)
 
 
 # ----------------------------------------------------------------------------- preparation
-def _acc_dtype(t: torch.Tensor) -> torch.dtype:
+def accumulation_dtype(t: torch.Tensor) -> torch.dtype:
+    """The dtype sums over pixels use: float64, float32 on MPS (which has no float64)."""
     return torch.float32 if t.device.type == "mps" else torch.float64
 
 
@@ -92,7 +93,7 @@ def _prepare(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None):
         mask = torch.ones_like(gt, dtype=torch.bool)
     elif mask.shape != gt.shape:
         raise ValueError(f"mask shape {tuple(mask.shape)} differs from gt shape {tuple(gt.shape)}")
-    dtype = _acc_dtype(gt)
+    dtype = accumulation_dtype(gt)
     g = gt.to(dtype)
     p = pred.to(dtype)
     valid = mask.bool() & torch.isfinite(g) & (g > 0)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from depthlab.metrics import _acc_dtype  # float64 sums, float32 on MPS: one rule for metrics and alignment
+from depthlab.metrics import accumulation_dtype  # float64 sums, float32 on MPS: one rule for metrics and alignment
 
 ALIGNMENTS: tuple[str, ...] = ("none", "median", "lstsq")
 SPACES: tuple[str, ...] = ("depth", "disparity")
@@ -53,11 +53,11 @@ def median_scale(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) 
     scales = []
     for i in range(p.shape[0]):
         if v[i].any():
-            mp = _median(p[i][v[i]].to(_acc_dtype(p)))
-            mt = _median(t[i][v[i]].to(_acc_dtype(p)))
+            mp = _median(p[i][v[i]].to(accumulation_dtype(p)))
+            mt = _median(t[i][v[i]].to(accumulation_dtype(p)))
             scales.append(torch.where(mp != 0, mt / mp, torch.ones_like(mp)))
         else:
-            scales.append(torch.ones((), dtype=_acc_dtype(p), device=p.device))
+            scales.append(torch.ones((), dtype=accumulation_dtype(p), device=p.device))
     s = torch.stack(scales)
     shape = (-1,) + (1,) * (pred.ndim - 1)
     return (pred.to(s.dtype) * s.view(shape)).to(pred.dtype), s
@@ -70,7 +70,7 @@ def lstsq_scale_shift(pred: torch.Tensor, target: torch.Tensor, valid: torch.Ten
     Closed form in float64 (float32 on MPS), vectorised over the batch. ``var(pred) = 0`` gives ``s = 0``,
     ``t = mean(target)``; no valid pixels gives ``s = 1, t = 0``.
     """
-    dt = _acc_dtype(pred)
+    dt = accumulation_dtype(pred)
     p, t, v = _flat(pred).to(dt), _flat(target).to(dt), _flat(valid.bool())
     zero = torch.zeros((), dtype=dt, device=p.device)
     p = torch.where(v, p, zero)

@@ -413,7 +413,7 @@ class OnnxBackend:
         return float(self.reports[self.input_shape]["max_abs_diff"])
 
     # -- running -------------------------------------------------------------------------------------------
-    def _session_for(self, shape: tuple[int, ...]):
+    def session_for(self, shape: tuple[int, ...]):
         if self.dynamic:
             return self._sessions[None]
         if shape not in self._sessions:
@@ -425,7 +425,7 @@ class OnnxBackend:
 
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         shape = tuple(x.shape)
-        sess = self._session_for(shape)
+        sess = self.session_for(shape)
         arr = x.detach().to("cpu", torch.float32).contiguous().numpy()
         out = sess.run(None, {sess.get_inputs()[0].name: arr})[0]
         return {"depth": torch.from_numpy(out).to(x.device)}
