@@ -16,34 +16,45 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback
 
 
-class LastCheckpoint(ModelCheckpoint):
-    """Writes ``<dirpath>/last.ckpt`` every ``every_n_train_steps`` optimiser steps.
+class LastCheckpoint(Callback):
+    """Writes ``<dirpath>/last.ckpt`` every ``every_n_train_steps`` optimiser steps, and when training ends.
 
     ``every_n_train_steps=None`` means once per epoch (the number of training batches per epoch,
-    known when training starts). Keeps no top-k files: the "best" checkpoint is a separate
-    :class:`~lightning.pytorch.callbacks.ModelCheckpoint`.
+    known when training starts). Keeps no other file: the "best" checkpoint is a separate
+    :class:`~lightning.pytorch.callbacks.ModelCheckpoint`. Written with ``trainer.save_checkpoint``
+    (every rank calls it; the strategy writes once), at the hook ModelCheckpoint uses for step saves.
     """
 
+    FILENAME = "last.ckpt"
+
     def __init__(self, dirpath, every_n_train_steps: int | None = None):
+        self.dirpath = Path(dirpath)
         self._requested_every = every_n_train_steps
-        super().__init__(dirpath=dirpath, monitor=None, save_top_k=0, save_last=True,
-                         every_n_train_steps=int(every_n_train_steps or 1), enable_version_counter=False,
-                         save_on_train_epoch_end=True)
+        self.every_n_train_steps = int(every_n_train_steps or 1)
+        self._saved_step: int | None = None
 
     @property
-    def state_key(self) -> str:  # constant, so state restores whatever interval resolved to
+    def state_key(self) -> str:  # constant, so a resumed run finds its state whatever the interval
         return "LastCheckpoint"
 
+    @property
+    def path(self) -> Path:
+        return self.dirpath / self.FILENAME
+
     def on_train_start(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
-        super().on_train_start(trainer, pl_module)
         if not self._requested_every:
             per_epoch = trainer.num_training_batches
             if isinstance(per_epoch, (int, float)) and per_epoch != float("inf"):
-                steps = max(1, int(per_epoch) // max(1, trainer.accumulate_grad_batches))
-                self._every_n_train_steps = steps
+                self.every_n_train_steps = max(1, int(per_epoch) // max(1, trainer.accumulate_grad_batches))
+
+    def on_train_batch_end(self, trainer: "L.Trainer", pl_module: "L.LightningModule", *args) -> None:
+        step = trainer.global_step  # optimiser steps: unchanged by the batches of an accumulation
+        if step % self.every_n_train_steps == 0 and step != self._saved_step and not trainer.sanity_checking \
+                and not trainer.fast_dev_run:
+            self.save_now(trainer)
 
     def on_train_end(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
         # the final state (including the last validation, which may have run after the last save)
@@ -51,8 +62,8 @@ class LastCheckpoint(ModelCheckpoint):
 
     def save_now(self, trainer: "L.Trainer") -> None:
         """Write ``last.ckpt`` for the current state."""
-        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-        self._last_global_step_saved = trainer.global_step
+        trainer.save_checkpoint(self.path)
+        self._saved_step = trainer.global_step
 
 
 def rng_states() -> dict[str, Any]:
