@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import importlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,34 +88,9 @@ class ModelEntry:
     resize_kwarg: str | None = None
 
 
+# Filled by the family modules, which ``depthlab/models/__init__.py`` imports eagerly (as timm does): importing
+# this module imports its package first, so every family has registered before any lookup.
 _REGISTRY: dict[str, ModelEntry] = {}
-
-# Model family modules imported on first use of the registry (never at package import).
-_FAMILY_MODULES = (
-    "depthlab.models.fastdepth",
-    "depthlab.models.unet",
-    "depthlab.models.smp_unet",
-    "depthlab.models.nyu_study",
-    "depthlab.models.leve",
-    "depthlab.models.foundation",
-)
-_loaded = False
-
-
-def _load_families() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    for mod in _FAMILY_MODULES:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:  # a family not written yet, or an optional extra missing
-            if e.name and (e.name == mod or mod.startswith(e.name + ".") or e.name.startswith(mod)):
-                continue
-            if e.name in {"transformers", "diffusers"}:
-                continue
-            raise
 
 
 def register_model(info: WeightsInfo | None = None, *, name: str | None = None, description: str = "",
@@ -139,12 +113,10 @@ def register_model(info: WeightsInfo | None = None, *, name: str | None = None, 
 
 def list_models(pattern: str = "*") -> list[str]:
     """Registered model names matching a shell-style ``pattern``, sorted."""
-    _load_families()
     return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
 
 
 def get_entry(name: str) -> ModelEntry:
-    _load_families()
     if name not in _REGISTRY:
         raise unknown_name("model", name, _REGISTRY, listed=False, otherwise="; see `depthlab models`", n=5)
     return _REGISTRY[name]
