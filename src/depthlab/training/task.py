@@ -33,6 +33,7 @@ import torch.nn as nn
 from torchmetrics import Metric
 
 from depthlab.metrics import METRIC_NAMES, MetricAccumulator
+from depthlab.models.encoders import encoder_parameter_names, freeze_encoder
 from depthlab.processing import normalize, resize_to
 from depthlab.types import TARGET_ENCODINGS, decode_target, encode_target
 
@@ -48,16 +49,6 @@ def _as_config(config):
 
 def _close(a, b, tol: float = 1e-6) -> bool:
     return len(tuple(a)) == len(tuple(b)) and all(abs(float(x) - float(y)) <= tol for x, y in zip(a, b))
-
-
-def encoder_parameter_names(model: nn.Module) -> set[str]:
-    """Names of the parameters that live under a submodule attribute called ``encoder``, or those a
-    model lists itself with an ``encoder_parameter_names()`` method (foundation adapters, whose
-    backbone sits inside the wrapped transformers model)."""
-    own = getattr(model, "encoder_parameter_names", None)
-    if callable(own):
-        return set(own())
-    return {n for n, _ in model.named_parameters() if "encoder" in n.split(".")[:-1]}
 
 
 def resolve_target(model: nn.Module, data_cfg) -> tuple[str, float]:
@@ -287,21 +278,17 @@ class DepthTask(L.LightningModule):
         self.set_encoder_frozen(self.current_epoch < self.freeze_encoder_epochs)
 
     def set_encoder_frozen(self, frozen: bool) -> None:
-        """Freeze (no gradients, batch-norm statistics kept) or unfreeze the ``encoder`` parameters."""
+        """Freeze (no gradients, batch-norm statistics kept) or unfreeze the encoder: :func:`freeze_encoder`."""
         if not self._encoder_names or frozen == self._encoder_frozen:
             return
-        for name, p in self.model.named_parameters():
-            if name in self._encoder_names:
-                p.requires_grad_(not frozen)
         self._encoder_frozen = frozen
+        freeze_encoder(self.model, frozen)
         self.train(self.training)
 
     def train(self, mode: bool = True):
         super().train(mode)
-        if mode and self._encoder_frozen:
-            for name, module in self.model.named_modules():
-                if name.split(".")[-1] == "encoder":
-                    module.eval()
+        if mode and self._encoder_frozen:  # train() put the frozen encoder back in training mode
+            freeze_encoder(self.model)
         return self
 
     # ------------------------------------------------------------------------------------ validation

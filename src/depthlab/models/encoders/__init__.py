@@ -1,5 +1,4 @@
-"""Encoders: a common interface over timm ``features_only`` backbones, torchvision's MobileNetV2
-(so the ImageNet weights in torchvision layout load strictly) and DDRNet-23-slim (not in timm).
+"""Encoders: a common interface over timm ``features_only`` backbones and DDRNet-23-slim (not in timm).
 
 Every encoder is an ``nn.Module`` whose ``forward(x)`` returns a list of feature maps (shallow to
 deep) and which exposes ``out_channels`` (list[int]) and ``reductions`` (list[int], stride of each
@@ -63,18 +62,37 @@ def _looks_offline(e: BaseException) -> bool:
 
 def create_encoder(name: str, pretrained: bool = False, checkpoint_path: str | None = None,
                    out_indices: tuple[int, ...] | None = None, **kwargs) -> nn.Module:
-    """Build an encoder by name: ``ddrnet23_slim``, ``tv_mobilenet_v2`` or any timm model name."""
+    """Build an encoder by name: ``ddrnet23_slim`` or any timm model name."""
     if name == "ddrnet23_slim":
         from depthlab.models.encoders.ddrnet import DDRNet23SlimEncoder
 
         return DDRNet23SlimEncoder(pretrained=pretrained, checkpoint_path=checkpoint_path, **kwargs)
-    if name == "tv_mobilenet_v2":
-        from depthlab.models.encoders.mobilenetv2 import MobileNetV2Encoder
-
-        if out_indices is not None:
-            kwargs["out_indices"] = tuple(out_indices)
-        return MobileNetV2Encoder(pretrained=pretrained, checkpoint_path=checkpoint_path, **kwargs)
     return TimmEncoder(name, pretrained=pretrained, checkpoint_path=checkpoint_path, out_indices=out_indices, **kwargs)
 
 
-__all__ = ["TimmEncoder", "create_encoder"]
+def encoder_parameter_names(model: nn.Module) -> set[str]:
+    """Names of the parameters that live under a submodule attribute called ``encoder``, or those a
+    model lists itself with an ``encoder_parameter_names()`` method (foundation adapters, whose
+    backbone sits inside the wrapped transformers model)."""
+    own = getattr(model, "encoder_parameter_names", None)
+    if callable(own):
+        return set(own())
+    return {n for n, _ in model.named_parameters() if "encoder" in n.split(".")[:-1]}
+
+
+def freeze_encoder(model: nn.Module, frozen: bool = True) -> None:
+    """The one encoder freeze (smp's ``freeze_encoder`` / ``unfreeze_encoder``): the encoder's parameters
+    (:func:`encoder_parameter_names`) stop -- or resume -- requiring gradients, and while frozen every
+    submodule called ``encoder`` is in eval mode (batch-norm statistics kept, no dropout). ``model.train()``
+    undoes the eval part: call this again after it, as :class:`depthlab.training.DepthTask` does."""
+    names = encoder_parameter_names(model)
+    for name, p in model.named_parameters():
+        if name in names:
+            p.requires_grad_(not frozen)
+    if frozen:
+        for name, module in model.named_modules():
+            if name.split(".")[-1] == "encoder":
+                module.eval()
+
+
+__all__ = ["TimmEncoder", "create_encoder", "encoder_parameter_names", "freeze_encoder"]
