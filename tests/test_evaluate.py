@@ -322,7 +322,6 @@ def test_no_image_evaluated_gives_null_metrics(tmp_path):
 @needs_ref
 def test_cli_fastdepth_model_reproduces_reference_metrics(tmp_path):
     """End to end: `depthlab eval --model fastdepth` on the reference sample = expected_metrics.json (mm PNG GT)."""
-    pytest.importorskip("depthlab.predictor")
     from depthlab.models.registry import list_models
 
     if "fastdepth" not in list_models():
@@ -366,7 +365,6 @@ def _ramp_model(kind="metric"):
 
 
 def test_model_path_with_flip_average():
-    pytest.importorskip("depthlab.predictor")
     h, w = 4, 8
     # flip-averaged ramp: 1 + (c + (w-1-c)) / (2w) = 1 + 7/16 everywhere
     flat = np.full((h, w), 1.0 + (w - 1) / (2 * w))
@@ -381,7 +379,6 @@ def test_model_path_with_flip_average():
 
 
 def test_model_path_relative_model_needs_alignment():
-    pytest.importorskip("depthlab.predictor")
     ds = ListDataset([_sample("x", 2.0 + np.arange(32.0).reshape(4, 8) / 10)])
     with pytest.raises(ValueError, match="alignment=none"):
         evaluate(dataset=ds, model=_ramp_model("relative"), protocol="nyu_eigen")

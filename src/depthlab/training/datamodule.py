@@ -27,9 +27,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
-SAMPLE_KEYS = ("image", "depth", "mask")
-
-
 def sample_seed(seed: int, epoch: int, index: int) -> int:
     """A 63-bit seed that depends only on ``(seed, epoch, index)``."""
     state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(epoch), int(index)]).generate_state(2, np.uint32)
