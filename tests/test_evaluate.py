@@ -29,6 +29,16 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ----------------------------------------------------------------------------- helpers
+def _reference_folder(root: Path, stem: str) -> Path:
+    """A folder dataset holding the reference sample (RGB + millimetre PNG depth) as ``<stem>``."""
+    (root / "rgb").mkdir(parents=True)
+    (root / "depth").mkdir()
+    shutil.copy(REF / "rgb.png", root / "rgb" / f"{stem}.png")
+    shutil.copy(REF / "depth_mm.png", root / "depth" / f"{stem}.png")
+    _write_index(root, [(stem, f"rgb/{stem}.png", f"depth/{stem}.png")], unit="mm")
+    return root
+
+
 def _write_index(folder: Path, rows: list[tuple[str, str, str]], unit: str = "mm") -> None:
     with open(folder / "index.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -105,12 +115,7 @@ def test_reference_parity_npy_ground_truth(tmp_path):
 @needs_ref
 def test_reference_parity_mm_png_through_folder_dataset(tmp_path):
     expected = json.loads((REF / "expected_metrics.json").read_text())["metrics_expected_pred_vs_depth_mm_png"]
-    root = tmp_path / "ds"
-    (root / "rgb").mkdir(parents=True)
-    (root / "depth").mkdir()
-    shutil.copy(REF / "rgb.png", root / "rgb" / "sample.png")
-    shutil.copy(REF / "depth_mm.png", root / "depth" / "sample.png")
-    _write_index(root, [("sample", "rgb/sample.png", "depth/sample.png")], unit="mm")
+    root = _reference_folder(tmp_path / "ds", "sample")
     preds = tmp_path / "preds"
     preds.mkdir()
     shutil.copy(REF / "expected_pred.npy", preds / "sample.npy")
@@ -322,21 +327,12 @@ def test_no_image_evaluated_gives_null_metrics(tmp_path):
 @needs_ref
 def test_cli_fastdepth_model_reproduces_reference_metrics(tmp_path):
     """End to end: `depthlab eval --model fastdepth` on the reference sample = expected_metrics.json (mm PNG GT)."""
-    from depthlab.models.registry import list_models
-
-    if "fastdepth" not in list_models():
-        pytest.skip("fastdepth model family not available")
     from typer.testing import CliRunner
 
     from depthlab.cli import app
 
     expected = json.loads((REF / "expected_metrics.json").read_text())["metrics_expected_pred_vs_depth_mm_png"]
-    root = tmp_path / "ds"
-    (root / "rgb").mkdir(parents=True)
-    (root / "depth").mkdir()
-    shutil.copy(REF / "rgb.png", root / "rgb" / "s.png")
-    shutil.copy(REF / "depth_mm.png", root / "depth" / "s.png")
-    _write_index(root, [("s", "rgb/s.png", "depth/s.png")], unit="mm")
+    root = _reference_folder(tmp_path / "ds", "s")
     out = tmp_path / "fd.json"
     r = CliRunner().invoke(app, ["eval", "--dataset", "folder", "--root", str(root), "--model", "fastdepth",
                                  "--protocol", "none", "--out", str(out)])
