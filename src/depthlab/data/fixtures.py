@@ -27,7 +27,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from depthlab.errors import UnknownNameError
+from depthlab.errors import unknown_name
 
 __all__ = ["write_fixture", "list_fixtures", "FIXTURES"]
 
@@ -373,7 +373,7 @@ def write_fixture(kind: str, root, **kwargs) -> Path:
     A tree written before with the same kind and arguments (its ``.complete`` marker matches) is reused;
     anything else in ``root`` is replaced. The tree is built in a sibling temp folder and renamed."""
     if kind not in FIXTURES:
-        raise UnknownNameError(f"unknown fixture kind {kind!r}; choose from {', '.join(sorted(FIXTURES))}")
+        raise unknown_name("fixture kind", kind, sorted(FIXTURES))
     root = Path(root)
     stamp = json.dumps({"kind": kind, **kwargs}, sort_keys=True, default=str)
     marker = root / _MARKER
