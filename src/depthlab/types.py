@@ -21,15 +21,15 @@ Target encodings (how a trained network represents a metric target internally):
 """
 from __future__ import annotations
 
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, TypedDict, get_args
 
 import torch
 
 OutputKind = Literal["metric", "relative", "disparity"]
-OUTPUT_KINDS: tuple[str, ...] = ("metric", "relative", "disparity")
+OUTPUT_KINDS: tuple[str, ...] = get_args(OutputKind)
 
 TargetEncoding = Literal["depth", "inverse", "normalized"]
-TARGET_ENCODINGS: tuple[str, ...] = ("depth", "inverse", "normalized")
+TARGET_ENCODINGS: tuple[str, ...] = get_args(TargetEncoding)
 
 
 class Sample(TypedDict):

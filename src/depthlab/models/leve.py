@@ -65,7 +65,6 @@ from depthlab.models.encoders import create_encoder
 from depthlab.models.registry import IMAGENET_MEAN, IMAGENET_STD, WeightsInfo, register_model
 
 LCB_VARIANTS = ("3x3", "3x3+1x1", "3x3+3x3", "5x5+5x5", "3x3-dw-separable")
-SKIP_VARIANTS = ("main", "alternative", "none")
 
 # Per encoder: timm/create_encoder name, index of the decoder input feature, skip taps per variant
 # (feature indices, one per block, None = no branch 2), default decoder widths.
