@@ -241,3 +241,18 @@ def test_a_folder_as_weights_file_is_a_clear_error(tmp_path):
 
     with pytest.raises(WeightsUnavailableError, match="checkpoint_path is a folder; give the weights file"):
         resolve_model("fastdepth", checkpoint_path=tmp_path)
+
+
+def test_a_family_that_fails_to_import_is_not_hidden():
+    """Families import eagerly (as timm's do): a broken one fails the import with its own error, where the
+    old lazy loader dropped it from list_models() silently and never retried."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    code = "import sys\nsys.modules['depthlab.models.leve'] = None  # an import of it now fails\n" \
+           "import depthlab\nprint(depthlab.list_models('leve*'))\n"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env={"PYTHONPATH": src, "PATH": ""})
+    assert r.returncode == 1 and "depthlab.models.leve" in r.stderr and r.stdout == "", (r.stdout, r.stderr)
