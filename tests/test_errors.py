@@ -120,3 +120,19 @@ def test_cli_bug_traceback_reaches_the_terminal(tmp_path):
                        timeout=60)
     assert r.returncode == 1 and "Traceback" in r.stderr and "KeyError: 'state_dict'" in r.stderr
     assert "error:" not in r.stderr
+
+
+def test_create_dataset_reports_the_users_root_and_options_as_user_errors(tmp_path):
+    from depthlab.data import create_dataset
+    from depthlab.errors import DepthlabError
+
+    with pytest.raises(FileNotFoundError) as e:
+        create_dataset("folder", root=tmp_path / "nope")
+    assert isinstance(e.value, DepthlabError) and str(e.value) == f"{tmp_path / 'nope'}: dataset folder not found"
+    with pytest.raises(TypeError) as e:
+        create_dataset("folder", root=tmp_path, typo=1)
+    assert isinstance(e.value, DepthlabError)
+    assert str(e.value) == "dataset 'folder': got an unexpected keyword argument 'typo'"
+    with pytest.raises(ValueError) as e:
+        create_dataset("synthetic", split="nope")
+    assert isinstance(e.value, DepthlabError) and str(e.value).startswith("dataset 'synthetic': unknown split 'nope'")
