@@ -58,9 +58,10 @@ def _fail(msg: str, code: int = 2):
     raise typer.Exit(code)
 
 
-def command(name: str):
-    """``app.command(name)`` whose body runs under the CLI's one error policy: a :class:`DepthlabError` is
-    the user's (one line, exit status 2); any other exception is a bug and keeps its traceback."""
+def command(name: str, on: typer.Typer | None = None):
+    """``app.command(name)`` (or ``on.command(name)`` for a sub-app) whose body runs under the CLI's one error
+    policy: a :class:`DepthlabError` is the user's (one line, exit status 2); any other exception is a bug and
+    keeps its traceback. Every command uses it; none catches exceptions itself."""
 
     def deco(fn):
         @functools.wraps(fn)
@@ -70,7 +71,7 @@ def command(name: str):
             except DepthlabError as e:
                 _fail(first_line(e))
 
-        return app.command(name)(run)
+        return (on or app).command(name)(run)
 
     return deco
 
