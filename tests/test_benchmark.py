@@ -54,7 +54,7 @@ def test_dataset_preset_override_and_model_specs():
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
     pytest.importorskip("transformers")
-    from depthlab.models.foundation.hf_depth import TINY_DAV2
+    from tiny_models import TINY_DAV2
 
     torch.manual_seed(0)
     tiny = {"name": "depth_anything_v2_vits", "pretrained": False, "label": "dav2_tiny",

@@ -12,14 +12,11 @@ from pathlib import Path
 import pytest
 
 from depthlab.config import ConfigError, load_config
+from tiny_models import TINY_DAV2
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 ALL_YAMLS = sorted(p.name for p in CONFIGS.glob("*.yaml"))
 
-TINY_DAV2 = {"backbone_config": {"hidden_size": 32, "num_hidden_layers": 4, "num_attention_heads": 2,
-                                 "out_indices": [1, 2, 3, 4], "image_size": 70},
-             "reassemble_hidden_size": 32, "neck_hidden_sizes": [8, 16, 32, 32], "fusion_hidden_size": 16,
-             "head_hidden_size": 8}
 
 COMMON = ["data.dataset=synthetic", "data.root=null", "data.size=[64,64]", "data.batch_size=2",
           "data.num_workers=0", "data.limit_train=4", "data.limit_val=2", "train.max_steps=2", "train.max_epochs=1",

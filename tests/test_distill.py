@@ -25,7 +25,7 @@ from depthlab.training.distill import (
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
-from depthlab.models.foundation.hf_depth import TINY_DAV2  # noqa: E402
+from tiny_models import TINY_DAV2  # noqa: E402
 
 TINY_DAV2_TEACHER = [
     "distill.teacher=depth_anything_v2_vits", "distill.teacher_pretrained=false", "distill.teacher_input_size=70",
@@ -305,7 +305,7 @@ def test_uncached_distillation_with_zoo_teacher_runs_teacher_every_step(tmp_path
 
 
 def test_teacher_input_size_goes_where_the_registry_declares():
-    from depthlab.models.foundation.marigold import TINY_MARIGOLD
+    from tiny_models import TINY_MARIGOLD
 
     # a zoo model is resized by the Predictor ...
     zoo = Teacher("fastdepth", pretrained=False, input_size=(64, 96))

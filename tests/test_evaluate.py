@@ -514,7 +514,7 @@ def test_a_disparity_predict_folder_is_scored_as_disparity(tmp_path):
     metres; contradicting it is an error, and a scale read from it is recorded."""
     pytest.importorskip("transformers")
     import depthlab
-    from depthlab.models.foundation.hf_depth import TINY_DAV2
+    from tiny_models import TINY_DAV2
     from depthlab.predictor import predict_files
 
     samples = Path(depthlab.__file__).parent / "assets" / "samples" / "nyu"

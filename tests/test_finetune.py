@@ -15,7 +15,7 @@ import depthlab
 
 pytest.importorskip("transformers")
 
-from depthlab.models.foundation.hf_depth import TINY_DAV2  # noqa: E402
+from tiny_models import TINY_DAV2  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "finetune_dav2_metric.yaml"
 TINY = ("model.kwargs.config_overrides={backbone_config: {hidden_size: 32, num_hidden_layers: 4, "

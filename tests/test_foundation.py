@@ -25,12 +25,8 @@ transformers.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()
 
 from depthlab.models.foundation import convert_dav2  # noqa: E402
-from depthlab.models.foundation.hf_depth import (  # noqa: E402
-    TINY_DAV2,
-    TINY_DPT,
-    TINY_ZOEDEPTH,
-    HFDepthModel,
-)
+from depthlab.models.foundation.hf_depth import HFDepthModel  # noqa: E402
+from tiny_models import TINY_DAV2, TINY_DPT, TINY_ZOEDEPTH  # noqa: E402
 
 RTOL = 1e-4
 IMAGENET = dict(image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
@@ -337,7 +333,7 @@ def test_offline_without_weights_names_hub_id_and_local_alternatives(tmp_path):
     code = textwrap.dedent("""
         import json, depthlab
         from depthlab.errors import WeightsUnavailableError
-        from depthlab.models.foundation.hf_depth import TINY_DAV2
+        from tiny_models import TINY_DAV2
         out = {}
         try:
             depthlab.create_model("depth_anything_v2_vits", pretrained=True)
@@ -457,7 +453,7 @@ def test_dpt_matches_transformers_pipeline(tmp_path):
 def test_midas31_matches_transformers_pipeline(name, tmp_path):
     """MiDaS v3.1 (DPT + BEiT / SwinV2 backbone) == transformers' pipeline with the hub processor's settings
     (square resize, no aspect kept; BEiT's processor rounds to multiples of 32), on tiny random weights."""
-    from depthlab.models.foundation.hf_depth import TEST_KWARGS
+    from tiny_models import TEST_KWARGS
 
     torch.manual_seed(8)
     hf = depthlab.create_model(name, **TEST_KWARGS[name]).hf.eval()
@@ -486,7 +482,7 @@ def test_midas31_matches_transformers_pipeline(name, tmp_path):
 
 def test_marigold_matches_diffusers_pipeline():
     diffusers = pytest.importorskip("diffusers")
-    from depthlab.models.foundation.marigold import TINY_MARIGOLD
+    from tiny_models import TINY_MARIGOLD
 
     torch.manual_seed(0)
     model = depthlab.create_model("marigold_depth", config_overrides=TINY_MARIGOLD, num_inference_steps=2,
@@ -521,11 +517,10 @@ def test_marigold_matches_diffusers_pipeline():
                                   "zoedepth_nyu_kitti", "midas_dpt_large", "midas_dpt_hybrid", "marigold_depth",
                                   "depth_anything_v1_vits", "midas_dpt_beit_base_384", "midas_dpt_swinv2_tiny_256"])
 def test_predict_tensor_on_batches_for_every_family(name):
+    from tiny_models import TEST_KWARGS
+
     if name == "marigold_depth":
         pytest.importorskip("diffusers")
-        from depthlab.models.foundation.marigold import TEST_KWARGS
-    else:
-        from depthlab.models.foundation.hf_depth import TEST_KWARGS
     torch.manual_seed(0)
     model = depthlab.create_model(name, **TEST_KWARGS[name]).eval()
     for p in model.parameters():
@@ -562,7 +557,7 @@ def test_dpt_fixed_network_size_any_input_size():
 
 def test_marigold_checkpoint_keeps_the_adopted_pipelines_scheduler(tmp_path):
     diffusers = pytest.importorskip("diffusers")
-    from depthlab.models.foundation.marigold import TINY_MARIGOLD
+    from tiny_models import TINY_MARIGOLD
 
     torch.manual_seed(0)
     model = depthlab.create_model("marigold_depth", config_overrides=TINY_MARIGOLD, processing_resolution=32)
@@ -598,7 +593,7 @@ def test_marigold_counts_its_macs_like_a_real_forward():
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
-    from depthlab.models.foundation.marigold import TINY_MARIGOLD
+    from tiny_models import TINY_MARIGOLD
     from depthlab.evaluation.speed import count_macs
 
     model = depthlab.create_model("marigold_depth", config_overrides=TINY_MARIGOLD, num_inference_steps=2,
@@ -646,7 +641,7 @@ def test_marigold_loaded_from_a_folder_is_trainable(tmp_path, monkeypatch):
     """Loading must not happen under inference mode: modules built there get inference-tensor parameters
     that no later load_state_dict or backward pass can touch."""
     diffusers = pytest.importorskip("diffusers")
-    from depthlab.models.foundation.marigold import TINY_MARIGOLD
+    from tiny_models import TINY_MARIGOLD
 
     torch.manual_seed(0)
     src = depthlab.create_model("marigold_depth", config_overrides=TINY_MARIGOLD, processing_resolution=32)
@@ -675,7 +670,7 @@ def test_marigold_runs_the_study_sampling_10_steps_times_the_ensemble():
     import yaml
 
     from depthlab.experiment import load_spec
-    from depthlab.models.foundation.marigold import TINY_MARIGOLD
+    from tiny_models import TINY_MARIGOLD
 
     study = os.path.join(os.path.dirname(__file__), "..", "configs", "studies", "zero_shot.yaml")
     for smoke in (False, True):

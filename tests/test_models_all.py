@@ -1,13 +1,8 @@
 """Every registered model: forward shapes at a few sizes, finite output, backward, checkpoint round trip.
 
 The model list is read at collection time (``depthlab.list_models()``), so a new family is tested as
-soon as it registers. Per-family test hooks (module-level, optional; see docs/architectures.md):
-
-* ``TEST_KWARGS: dict[str, dict]`` -- kwargs for ``create_model`` in this test (a tiny variant);
-* ``TEST_SLOW: set[str]`` -- model names whose checks only run with ``-m slow``;
-* ``TEST_SIZES: dict[str, list[tuple[int, int]]]`` -- input sizes to use instead of the defaults;
-* ``TEST_NO_BACKWARD: set[str]`` -- models whose forward is not meant to be differentiated (e.g. a
-  diffusion sampler under ``no_grad``): the backward check is skipped for them, with that reason.
+soon as it registers. Per-model hooks (tiny variants, sizes, slow marks, no-backward) live in
+tests/tiny_models.py, never in library code (a test below checks that).
 
 Default sizes: the smallest multiple of the model's ``multiple_of`` that is >= 64, square and
 non-square (64x64 and 64x96 for multiple_of 8, 16 or 32).
@@ -24,19 +19,21 @@ import depthlab
 from depthlab.checkpoint import load_checkpoint, save_checkpoint
 from depthlab.models.registry import get_entry
 
+import tiny_models  # noqa: E402  (tests/ is on sys.path)
+
 MODELS = depthlab.list_models()
 
 
-def _family(name: str):
-    return importlib.import_module(get_entry(name).family)
-
-
 def _hooks(name: str) -> tuple[dict, bool, list[tuple[int, int]] | None]:
-    family = _family(name)
-    kwargs = dict(getattr(family, "TEST_KWARGS", {}).get(name, {}))
-    slow = name in getattr(family, "TEST_SLOW", ())
-    sizes = getattr(family, "TEST_SIZES", {}).get(name)
-    return kwargs, slow, sizes
+    return dict(tiny_models.TEST_KWARGS.get(name, {})), name in tiny_models.TEST_SLOW, tiny_models.TEST_SIZES.get(name)
+
+
+def test_model_families_hold_no_test_hooks():
+    """Test-only hooks (TEST_KWARGS, TINY_* configs, ...) belong in tests/tiny_models.py."""
+    families = {get_entry(name).family for name in MODELS}
+    stray = {f"{f}.{n}" for f in families for n in vars(importlib.import_module(f))
+             if n.startswith(("TEST_", "TINY_", "_TINY_"))}
+    assert not stray, f"move these to tests/tiny_models.py: {sorted(stray)}"
 
 
 def default_sizes(multiple_of: int) -> list[tuple[int, int]]:
@@ -86,7 +83,7 @@ def test_forward_shape_and_finite(built):
 
 def test_backward_gives_finite_nonzero_grads(built):
     name, model, sizes, _ = built
-    if name in getattr(_family(name), "TEST_NO_BACKWARD", ()):
+    if name in tiny_models.TEST_NO_BACKWARD:
         pytest.skip(f"{name}: declared TEST_NO_BACKWARD (forward is not differentiable by design)")
     model.train()
     model.zero_grad(set_to_none=True)

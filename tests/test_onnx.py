@@ -23,7 +23,7 @@ def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.fixture(scope="module")
 def tiny_dav2():
     pytest.importorskip("transformers")
-    from depthlab.models.foundation.hf_depth import TINY_DAV2
+    from tiny_models import TINY_DAV2
 
     torch.manual_seed(0)
     return depthlab.create_model("depth_anything_v2_vits", config_overrides=TINY_DAV2).eval()
@@ -137,7 +137,7 @@ def test_predictor_onnx_backend_errors(tmp_path):
     with pytest.raises(ValueError, match="onnx_input_shape needs backend='onnx'"):
         Predictor(model, onnx_input_shape=(1, 3, 64, 64))
     pytest.importorskip("diffusers")
-    from depthlab.models.foundation.marigold import TEST_KWARGS
+    from tiny_models import TEST_KWARGS
 
     marigold = depthlab.create_model("marigold_depth", **TEST_KWARGS["marigold_depth"])
     from depthlab.export.onnx import OnnxExportError, export_onnx

@@ -186,7 +186,7 @@ def test_cli_ply_with_given_intrinsics(tmp_path):
 def test_ply_for_a_disparity_model_fails_before_writing_anything(tmp_path):
     pytest.importorskip("transformers")
     import depthlab
-    from depthlab.models.foundation.hf_depth import TINY_DAV2
+    from tiny_models import TINY_DAV2
     from depthlab.predictor import predict_files
 
     img = tmp_path / "room.png"

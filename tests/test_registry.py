@@ -223,7 +223,7 @@ def test_count_macs_includes_attention_at_the_adapters_processing_size():
     pytest.importorskip("transformers")
     from torch.utils.flop_counter import FlopCounterMode
 
-    from depthlab.models.foundation.hf_depth import TINY_DAV2
+    from tiny_models import TINY_DAV2
     from depthlab.evaluation.speed import count_macs, network_size
 
     model = create_model("depth_anything_v2_vits", config_overrides=TINY_DAV2).eval()

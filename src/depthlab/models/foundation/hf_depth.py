@@ -827,57 +827,6 @@ def _register_midas31(backbone: str, size: str, side: int) -> str:
 MIDAS31_MODELS = tuple(_register_midas31(*v) for v in sorted(MIDAS31_VARIANTS))
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Tiny configurations for the every-model test (tests/test_models_all.py hooks); random init, no download
-# ----------------------------------------------------------------------------------------------------------
-
-TINY_DAV2 = {"backbone_config": {"hidden_size": 32, "num_hidden_layers": 4, "num_attention_heads": 2,
-                                 "out_indices": [1, 2, 3, 4], "image_size": 70},
-             "reassemble_hidden_size": 32, "neck_hidden_sizes": [8, 16, 32, 32], "fusion_hidden_size": 16,
-             "head_hidden_size": 8}
-_TINY_BEIT = {"model_type": "beit", "image_size": 64, "patch_size": 16, "hidden_size": 32, "num_hidden_layers": 4,
-              "num_attention_heads": 2, "intermediate_size": 64, "use_relative_position_bias": True,
-              "reshape_hidden_states": False, "out_features": ["stage1", "stage2", "stage3", "stage4"]}
-TINY_ZOEDEPTH = {"backbone_config": _TINY_BEIT, "neck_hidden_sizes": [8, 16, 32, 32], "fusion_hidden_size": 16,
-                 "bottleneck_features": 16, "num_relative_features": 8, "bin_embedding_dim": 8,
-                 "num_attractors": [4, 2, 2, 1]}
-# transformers' ZoeDepth hard-codes 4 patch-transformer layers and a 128-wide router input
-TINY_ZOEDEPTH_MULTI = {**TINY_ZOEDEPTH, "num_patch_transformer_layers": 4, "patch_transformer_hidden_size": 128,
-                       "patch_transformer_intermediate_size": 16, "patch_transformer_num_attention_heads": 2}
-TINY_DPT = {"hidden_size": 32, "num_hidden_layers": 4, "num_attention_heads": 2, "intermediate_size": 64,
-            "image_size": 64, "backbone_out_indices": [0, 1, 2, 3], "neck_hidden_sizes": [8, 16, 32, 32],
-            "fusion_hidden_size": 16}
-TINY_DPT_HYBRID = {**TINY_DPT, "backbone_featmap_shape": [1, 32, 4, 4],
-                   "backbone_config": {"model_type": "bit", "depths": [1, 1, 1], "hidden_sizes": [8, 16, 32],
-                                       "embedding_size": 8, "num_groups": 4, "layer_type": "bottleneck",
-                                       "global_padding": "same", "embedding_dynamic_padding": True,
-                                       "out_features": ["stage1", "stage2", "stage3"]}}
-
-_TINY_NECK = {"neck_hidden_sizes": [8, 16, 32, 32], "fusion_hidden_size": 16}
-TINY_DPT_BEIT = {"backbone_config": {**_TINY_BEIT, "image_size": 64}, **_TINY_NECK}
-TINY_DPT_SWINV2 = {"backbone_config": {"model_type": "swinv2", "image_size": 64, "patch_size": 4, "embed_dim": 8,
-                                       "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2], "window_size": 4,
-                                       "pretrained_window_sizes": [0, 0, 0, 0],
-                                       "out_features": ["stage1", "stage2", "stage3", "stage4"]},
-                   "neck_hidden_sizes": [8, 16, 32, 64], "fusion_hidden_size": 16}
-
-TEST_KWARGS = {
-    **{f"depth_anything_v2_{v}": {"config_overrides": TINY_DAV2} for v in ("vits", "vitb", "vitl")},
-    **{f"depth_anything_v1_{v}": {"config_overrides": TINY_DAV2} for v in ("vits", "vitb", "vitl")},
-    **{f"midas_dpt_{b}_{s}_{side}": {"config_overrides": TINY_DPT_BEIT if b == "beit" else TINY_DPT_SWINV2,
-                                     "input_size": 64} for b, s, side in MIDAS31_VARIANTS},
-    **{f"depth_anything_v2_metric_{d}_{v}": {"config_overrides": TINY_DAV2}
-       for d in ("hypersim", "vkitti") for v in ("vits", "vitb", "vitl")},
-    "zoedepth_nyu": {"config_overrides": TINY_ZOEDEPTH, "input_size": [32, 48]},
-    "zoedepth_kitti": {"config_overrides": TINY_ZOEDEPTH, "input_size": [32, 48]},
-    "zoedepth_nyu_kitti": {"config_overrides": TINY_ZOEDEPTH_MULTI, "input_size": [32, 48]},
-    "midas_dpt_large": {"config_overrides": TINY_DPT, "input_size": 64},
-    "midas_dpt_hybrid": {"config_overrides": TINY_DPT_HYBRID, "input_size": 64},
-}
-# DPT: the hybrid ViT only takes its configured image size, the plain ViT only square token grids
-TEST_SIZES = {"midas_dpt_hybrid": [(64, 64)], "midas_dpt_large": [(64, 64), (96, 96)],
-              **{f"midas_dpt_{b}_{s}_{side}": [(64, 64)] for b, s, side in MIDAS31_VARIANTS}}
-
 __all__ = [
     "HFDepthModel", "ZoeDepthModel", "DPTDepthModel", "ResizePolicy", "DAV2_RESIZE", "DPT_RESIZE", "ZOEDEPTH_RESIZE",
     "dav2_config", "require_transformers",

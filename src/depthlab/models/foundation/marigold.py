@@ -291,20 +291,3 @@ def marigold_depth(variant: str = "v1-1", num_inference_steps: int | None = None
 
 
 __all__ = ["MarigoldDepthModel", "marigold_depth", "empty_prompt_embedding", "MARIGOLD_HUB"]
-
-
-# Hooks read by tests/test_models_all.py: a tiny random Marigold. Its forward runs the diffusers pipeline,
-# which is inference-only (no autograd graph), so the generic backward check does not apply to it.
-TINY_MARIGOLD = {
-    "unet": {"sample_size": 16, "block_out_channels": [8, 16], "layers_per_block": 1,
-             "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
-             "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"], "cross_attention_dim": 16,
-             "attention_head_dim": 2, "norm_num_groups": 4},
-    "vae": {"block_out_channels": [8, 16], "down_block_types": ["DownEncoderBlock2D"] * 2,
-            "up_block_types": ["UpDecoderBlock2D"] * 2, "layers_per_block": 1, "norm_num_groups": 4,
-            "sample_size": 32},
-    "text_embedding": [2, 16],
-}
-TEST_KWARGS = {"marigold_depth": {"config_overrides": TINY_MARIGOLD, "num_inference_steps": 1,
-                                  "processing_resolution": 32}}
-TEST_NO_BACKWARD = {"marigold_depth"}
