@@ -18,8 +18,8 @@ from depthlab.predictor import Predictor
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
+from tiny_models import TINY_DEPTH_PRO  # noqa: E402
 from depthlab.models.foundation.depth_pro import (  # noqa: E402
-    TINY_DEPTH_PRO,
     DepthProModel,
     focal_from_fov,
     fov_from_focal,

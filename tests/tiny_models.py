@@ -70,5 +70,16 @@ TINY_MARIGOLD = {
 }
 TEST_KWARGS["marigold_depth"] = {"config_overrides": TINY_MARIGOLD, "num_inference_steps": 1,
                                  "processing_resolution": 32}
+
+# A tiny random Depth Pro (three 2-layer DINOv2s at 32 px, 2 x 2 tokens).
+# dinov2 patch 16 on 32-px patches keeps Depth Pro's output size equal to its input size (4 x patch_size).
+_TINY_DINO = {"model_type": "dinov2", "image_size": 32, "patch_size": 16, "hidden_size": 16, "num_hidden_layers": 2,
+              "num_attention_heads": 2, "mlp_ratio": 2, "layerscale_value": 1.0}
+TINY_DEPTH_PRO = {"patch_size": 32, "fusion_hidden_size": 16, "intermediate_hook_ids": [1, 0],
+                  "intermediate_feature_dims": [8, 8], "scaled_images_feature_dims": [16, 16, 8],
+                  "merge_padding_value": 1, "num_fov_head_layers": 1, "image_model_config": _TINY_DINO,
+                  "patch_model_config": _TINY_DINO, "fov_model_config": _TINY_DINO}
+TEST_KWARGS["depth_pro"] = {"config_overrides": TINY_DEPTH_PRO, "fov_deg": 60.0}
+
 TEST_NO_BACKWARD = {"marigold_depth"}
 TEST_SLOW: set[str] = set()

@@ -184,15 +184,5 @@ def depth_pro(fov_deg: float | None = None, use_fov_model: bool | None = None, c
     return model
 
 
-# Hooks read by tests/test_models_all.py: a tiny random Depth Pro (three 2-layer DINOv2s at 32 px, 2 x 2 tokens).
-# dinov2 patch 16 on 32-px patches keeps Depth Pro's output size equal to its input size (4 x patch_size).
-_TINY_DINO = {"model_type": "dinov2", "image_size": 32, "patch_size": 16, "hidden_size": 16, "num_hidden_layers": 2,
-              "num_attention_heads": 2, "mlp_ratio": 2, "layerscale_value": 1.0}
-TINY_DEPTH_PRO = {"patch_size": 32, "fusion_hidden_size": 16, "intermediate_hook_ids": [1, 0],
-                  "intermediate_feature_dims": [8, 8], "scaled_images_feature_dims": [16, 16, 8],
-                  "merge_padding_value": 1, "num_fov_head_layers": 1, "image_model_config": _TINY_DINO,
-                  "patch_model_config": _TINY_DINO, "fov_model_config": _TINY_DINO}
-TEST_KWARGS = {"depth_pro": {"config_overrides": TINY_DEPTH_PRO, "fov_deg": 60.0}}
-
 __all__ = ["DepthProModel", "depth_pro", "fov_from_focal", "focal_from_fov", "metric_depth", "DEPTH_PRO_CONFIG",
            "DEPTH_PRO_RESIZE", "DEPTH_PRO_HUB"]
