@@ -132,7 +132,7 @@ def test_create_dataset_reports_the_users_root_and_options_as_user_errors(tmp_pa
     with pytest.raises(TypeError) as e:
         create_dataset("folder", root=tmp_path, typo=1)
     assert isinstance(e.value, DepthlabError)
-    assert str(e.value) == "dataset 'folder': got an unexpected keyword argument 'typo'"
+    assert str(e.value).startswith("data.kwargs: dataset 'folder' has no option 'typo' (its options: depth_scale")
     with pytest.raises(ValueError) as e:
         create_dataset("synthetic", split="nope")
     assert isinstance(e.value, DepthlabError) and str(e.value).startswith("dataset 'synthetic': unknown split 'nope'")

@@ -540,7 +540,7 @@ def test_bad_data_opt_values_are_usage_errors(tmp_path):
 
     samples = Path(__file__).resolve().parents[1] / "src" / "depthlab" / "assets" / "samples" / "nyu"
     base = ["eval", "--dataset", "folder", "--root", str(samples), "--model", "fastdepth", "--limit", "1"]
-    for opt, message in [("typo=1", "dataset 'folder': got an unexpected keyword argument 'typo'"), ("root=/x", "--data-opt root=...: use --root"),
+    for opt, message in [("typo=1", "dataset 'folder' has no option 'typo'"), ("root=/x", "--data-opt root=...: use --root"),
                          ("x=[1,", "value is not valid YAML")]:
         r = CliRunner().invoke(app, [*base, "--data-opt", opt])
         assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output, (opt, r.output)

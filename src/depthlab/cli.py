@@ -325,7 +325,7 @@ aerial_app = typer.Typer(no_args_is_help=True, help="Aerial orthophotos with LiD
 app.add_typer(aerial_app, name="aerial")
 
 
-@aerial_app.command("prepare")
+@command("prepare", on=aerial_app)
 def aerial_prepare_cmd(
     out: Path = typer.Option(..., "--out", help="dataset folder to create (rgb/, height/, splits/, categories.csv)"),
     ortho: List[str] = typer.Option(..., "--ortho", help="orthophoto GeoTIFFs: files, folders or globs (repeatable)"),
@@ -347,21 +347,16 @@ def aerial_prepare_cmd(
 ):
     """Build an aerial training set from portal downloads: nDSM chips aligned to orthophoto chips, split by blocks."""
     from depthlab.data.aerial_prepare import prepare_aerial
-    from depthlab.errors import DepthlabError
 
     try:
         shares = [float(v) for v in fractions.split(",")]
     except ValueError:
         _fail(f"--fractions must be three numbers train,val,test, got {fractions!r}")
-    try:
-        r = prepare_aerial(out, ortho, dsm or [], dtm or [], laz or [], chip_size=chip_size, height_crs=height_crs,
-                           lidar_resolution=lidar_resolution, resampling=resampling, categories=categories,
-                           category_field=category_field, block_size=block_size, fractions=shares,
-                           buffer=None if buffer < 0 else buffer, seed=seed, min_valid=min_valid,
-                           overwrite=overwrite, progress=lambda line: err_console.print(line, highlight=False,
-                                                                                        markup=False))
-    except (DepthlabError, FileNotFoundError, FileExistsError, ValueError, ImportError) as e:
-        _fail(first_line(e))
+    r = prepare_aerial(out, ortho, dsm or [], dtm or [], laz or [], chip_size=chip_size, height_crs=height_crs,
+                       lidar_resolution=lidar_resolution, resampling=resampling, categories=categories,
+                       category_field=category_field, block_size=block_size, fractions=shares,
+                       buffer=None if buffer < 0 else buffer, seed=seed, min_valid=min_valid, overwrite=overwrite,
+                       progress=lambda line: err_console.print(line, highlight=False, markup=False))
     console.print(f"wrote {r.root}: " + ", ".join(f"{k} {v}" for k, v in r.counts.items())
                   + f" chips; {len(r.dropped)} dropped (see {r.manifest})", highlight=False, soft_wrap=True, markup=False)
 

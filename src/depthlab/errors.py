@@ -33,6 +33,13 @@ class MissingFileError(DepthlabError, FileNotFoundError):
         return str(self.args[0]) if self.args else ""
 
 
+class OutputExistsError(DepthlabError, FileExistsError):
+    """An output the user named exists and would be overwritten (a ``FileExistsError``)."""
+
+    def __str__(self) -> str:  # the message, not OSError's "[Errno ...]" form
+        return str(self.args[0]) if self.args else ""
+
+
 class UnknownNameError(DepthlabError, KeyError, ValueError):
     """A name that is not among the known ones (model, dataset, protocol, transform, colormap).
 

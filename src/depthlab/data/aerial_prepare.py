@@ -33,7 +33,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from depthlab.errors import DataError
+from depthlab.errors import DataError, InputError, OutputExistsError
 
 SPLITS = ("train", "val", "test")
 _PRIORITY = {"train": 0, "val": 1, "test": 2}  # a chip next to a higher-priority split's chip is dropped
@@ -181,9 +181,9 @@ def spatial_split(bounds: np.ndarray, block_size: float, fractions: Sequence[flo
     b = np.asarray(bounds, dtype=np.float64).reshape(-1, 4)
     f = np.asarray(fractions, dtype=np.float64)
     if len(f) != 3 or (f < 0).any() or f.sum() <= 0:
-        raise ValueError(f"fractions must be three non-negative shares (train, val, test), got {tuple(fractions)}")
+        raise InputError(f"fractions must be three non-negative shares (train, val, test), got {tuple(fractions)}")
     if not block_size > 0:
-        raise ValueError(f"block_size must be positive, got {block_size}")
+        raise InputError(f"block_size must be positive, got {block_size}")
     f = f / f.sum()
     centres = np.column_stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2])
     blocks = [tuple(v) for v in np.floor(centres / float(block_size)).astype(np.int64)]
@@ -362,7 +362,7 @@ def _resampling(name: str):
     try:
         return Resampling[name]
     except KeyError:
-        raise ValueError(f"unknown resampling {name!r}; use bilinear, cubic, nearest, average, ...") from None
+        raise InputError(f"unknown resampling {name!r}; use bilinear, cubic, nearest, average, ...") from None
 
 
 def _write_lists(root: Path, chips: list[Chip]) -> dict[str, int]:
@@ -477,15 +477,15 @@ def prepare_aerial(out, ortho: Iterable, dsm: Iterable = (), dtm: Iterable = (),
     dsm_p, dtm_p = _expand(dsm, _RASTER_EXTS, "DSM"), _expand(dtm, _RASTER_EXTS, "DTM")
     laz_p = _expand(laz, _LIDAR_EXTS, "point cloud")
     if not orthos:
-        raise ValueError("no orthophoto given (ortho= files, folders or globs)")
+        raise InputError("no orthophoto given (ortho= files, folders or globs)")
     if not laz_p and not (dsm_p and dtm_p):
-        raise ValueError("heights need a DSM and a DTM (GeoTIFF or XYZ grids) or LiDAR point clouds (LAS/LAZ)")
+        raise InputError("heights need a DSM and a DTM (GeoTIFF or XYZ grids) or LiDAR point clouds (LAS/LAZ)")
     try:
         hcrs = CRS.from_user_input(height_crs) if height_crs else None
     except Exception:
-        raise ValueError(f"height_crs {height_crs!r} is not a CRS (e.g. EPSG:25832)") from None
+        raise InputError(f"height_crs {height_crs!r} is not a CRS (e.g. EPSG:25832)") from None
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise FileExistsError(f"{out}: exists and is not empty (pass overwrite=True / --overwrite)")
+        raise OutputExistsError(f"{out}: exists and is not empty (pass overwrite=True / --overwrite)")
     opts = dict(chip_size=int(chip_size), height_crs=hcrs, lidar_resolution=float(lidar_resolution),
                 resampling=resampling, resampling_enum=_resampling(resampling),
                 categories=Path(categories) if categories else None, category_field=category_field,

@@ -16,21 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
-from depthlab.errors import DataError, first_line, one_line
+from depthlab.errors import DataError, first_line, one_line, require
 
-AERIAL_INSTALL_HINT = "preparing aerial data needs the [aerial] extra: pip install 'depthlab[aerial]'"
 #: ASPRS classes: 2 = ground; 7 = low noise, 18 = high noise (never a surface)
 GROUND_CLASS = 2
 NOISE_CLASSES = (7, 18)
 
 
 def _require(module: str):
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:  # pragma: no cover - only without the [aerial] extra
-        raise ImportError(f"{AERIAL_INSTALL_HINT} ({module} missing)") from e
+    return require(module, "aerial", "preparing aerial data")
 
 
 # ------------------------------------------------------------------------------------------------ XYZ grids
@@ -261,4 +255,4 @@ def read_category_polygons(path, field: str, dst_crs, allowed=None) -> CategoryP
 
 
 __all__ = ["read_xyz_grid", "lidar_surfaces", "Surfaces", "fill_gaps", "las_crs", "read_category_polygons",
-           "CategoryPolygons", "AERIAL_INSTALL_HINT", "GROUND_CLASS", "NOISE_CLASSES"]
+           "CategoryPolygons", "GROUND_CLASS", "NOISE_CLASSES"]

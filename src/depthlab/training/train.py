@@ -30,7 +30,7 @@ import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 from depthlab.config import ConfigError
-from depthlab.errors import MissingFileError, first_line
+from depthlab.errors import MissingFileError, OutputExistsError, first_line
 
 from depthlab.training.callbacks import LastCheckpoint, RngStateCallback
 from depthlab.training.datamodule import DepthDataModule
@@ -216,8 +216,8 @@ def prepare_run_dir(cfg, resume: bool) -> Path:
     if resume and not last.exists():
         raise MissingFileError(f"{last}: nothing to resume (no last.ckpt in the run directory)")
     if not resume and last.exists() and global_rank() == 0:
-        raise ConfigError(f"{run_dir}: a run with this name already has checkpoints; pass --resume to "
-                          "continue it, or choose another name / output_dir")
+        raise OutputExistsError(f"{run_dir}: a run with this name already has checkpoints; pass --resume to "
+                                "continue it, or choose another name / output_dir")
     if global_rank() == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         if resume and (run_dir / "config.yaml").exists():
