@@ -209,6 +209,10 @@ class DepthTask(L.LightningModule):
         """Raw output ``(B,1,H,W)`` (in ``target_encoding``) for images in [0, 1], at the input size."""
         return resize_to(self.model(self.normalize(image))["depth"], image.shape)
 
+    def predict_metres(self, image: torch.Tensor) -> torch.Tensor:
+        """Decoded depth ``(B,1,H,W)`` in the model's declared unit for images in [0, 1]."""
+        return decode_target(self(image).float(), self.target_encoding, self.max_depth)
+
     def _loss(self, raw: torch.Tensor, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(total, per-term values) of the loss on the encoded target; only valid pixels count."""
         depth, mask = batch["depth"], batch["mask"]
