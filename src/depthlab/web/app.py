@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from depthlab.errors import DataError, first_line, require
+from depthlab.errors import DataError, InputError, first_line, require
 from depthlab.outputs import colorize_prediction, png16_encoding
 from depthlab.web.views import b64, cloud_ply, color_scale, png_bytes, readout_grid, sample_images, upload_warnings
 
@@ -152,7 +152,7 @@ def create_app(model="fastdepth", checkpoint_path=None, device: str = "cpu", pre
     from depthlab import __version__
 
     if not max_upload_mb > 0:
-        raise ValueError(f"max_upload_mb must be > 0, got {max_upload_mb!r}")
+        raise InputError(f"max_upload_mb must be > 0, got {max_upload_mb!r}")
     svc = service or DepthService.build(model, checkpoint_path, device, pretrained, input_size)
     # /docs and /redoc would load Swagger UI / ReDoc from a CDN: off, so that nothing leaves the machine
     # (the schema stays at /openapi.json)
