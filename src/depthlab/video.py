@@ -40,22 +40,17 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from depthlab.errors import DataError, one_line
+from depthlab.errors import DataError, InputError, one_line, require
 
 VIDEO_EXTS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 VIDEO_FORMATS = ("color", "side", "png16", "npz")
 FORMAT_ALIASES = {"npy": "npz"}  # the image formats' names for the same content, as `depthlab predict` takes them
-VIDEO_INSTALL_HINT = "video prediction needs PyAV, which is not installed: pip install 'depthlab[video]'"
 COLOR_RANGE_EMA = 0.1  # weight of a frame's 2nd/98th percentiles in the colour range of consistent-scale output
 
 
 def require_av():
-    """``import av`` or an ImportError naming the ``[video]`` extra."""
-    try:
-        import av
-    except ImportError as e:
-        raise ImportError(VIDEO_INSTALL_HINT) from e
-    return av
+    """``import av`` or a MissingExtraError (an ImportError) naming the ``[video]`` extra."""
+    return require("av", "video", "video prediction")
 
 
 def is_video(path) -> bool:
@@ -130,7 +125,7 @@ class TemporalSmoother:
 
     def __init__(self, weight: float, align: bool = True):
         if not 0 < weight <= 1:
-            raise ValueError(f"smooth must be in (0, 1] (the new frame's weight), got {weight!r}")
+            raise InputError(f"smooth must be in (0, 1] (the new frame's weight), got {weight!r}")
         self.weight = float(weight)
         self.align = align
         self.ref: np.ndarray | None = None
@@ -512,4 +507,4 @@ def predict_videos(paths: Sequence, model: Any = "fastdepth", out_dir="outputs/p
 
 __all__ = ["predict_video", "predict_videos", "VideoReport", "TemporalSmoother", "FlickerMeter", "flicker",
            "iter_frames", "video_info", "VideoInfo", "open_video", "is_video", "split_video_inputs",
-           "parse_video_formats", "require_av", "VIDEO_EXTS", "VIDEO_FORMATS", "VIDEO_INSTALL_HINT"]
+           "parse_video_formats", "require_av", "VIDEO_EXTS", "VIDEO_FORMATS"]
