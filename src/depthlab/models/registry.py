@@ -42,6 +42,7 @@ class WeightsInfo:
     min_depth: float = 1e-3
     max_depth: float = 10.0
     input_size: tuple[int, int] | None = None  # (H, W) the weights were trained at
+    gsd: float | None = None  # ground sampling distance (metres per pixel) of aerial training data; None = unknown
     multiple_of: int = 32
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
