@@ -165,22 +165,42 @@ def predict_cmd(
     ply_scale: Optional[float] = typer.Option(None, help="ply from a relative/disparity model: metres per unit"),
     smooth: Optional[float] = typer.Option(None, help="videos: temporal smoothing, the new frame's weight in (0,1] "
                                            "of a moving average after scale/shift alignment (relative models)"),
+    tiled: bool = typer.Option(True, help="georeferenced GeoTIFFs: sliding windows, any size, <stem>_depth.tif "
+                               "COG only (docs/aerial.md); --no-tiled reads them whole, as images"),
+    tile_size: Optional[int] = typer.Option(None, help="tiled: tile side (default: the model's training size, else 512)"),
+    overlap: float = typer.Option(0.25, help="tiled: overlap of neighbouring tiles, fraction of the tile"),
+    resample: bool = typer.Option(True, help="tiled: resample rasters to the model's ground sampling distance"),
+    overwrite: bool = typer.Option(False, help="tiled: redo rasters whose output exists (default: skip them, resume)"),
+    ray: Optional[str] = typer.Option(None, help="tiled: run on Ray: local (a new local cluster), auto, ray://HOST:PORT"),
+    workers: int = typer.Option(2, help="tiled with --ray: workers, one model each"),
 ):
     """Predict depth for images; writes .npy (float32), 16-bit PNG, colourised PNG, side-by-side, GeoTIFF, PLY.
 
     Video files (.mp4, .mov, ...) give a colourised (color) / side-by-side (side) mp4, per-frame 16-bit PNGs
-    (png16) and one .npz (npy); see docs/outputs.md."""
+    (png16) and one .npz (npy); see docs/outputs.md. Georeferenced GeoTIFFs give Cloud-Optimised GeoTIFFs,
+    predicted tile by tile at any size (docs/aerial.md)."""
     from depthlab.predictor import predict_files
     from depthlab.video import predict_videos, split_video_inputs
 
     videos, inputs = split_video_inputs(inputs)
     fmts = [f.strip() for f in formats.split(",") if f.strip()]
     reports = []
+    if tiled and inputs:  # georeferenced GeoTIFFs: depthlab.geo_predict; the other inputs come back
+        from depthlab.geo_predict import RasterOptions, predict_raster_inputs
+
+        inputs, rasters = predict_raster_inputs(
+            inputs, out, model=model, checkpoint_path=checkpoint_path, pretrained=pretrained, device=device,
+            batch_size=batch_size, options=RasterOptions(tile_size, overlap, resample), overwrite=overwrite,
+            ray_address=ray, workers=workers, progress=True)
+        if rasters.any:
+            reports.append(rasters)
+        if rasters.skipped:
+            console.print(f"{len(rasters.skipped)} raster(s) skipped: output exists (--overwrite redoes them)")
     if videos:
         reports.append(predict_videos(videos, model=model, checkpoint_path=checkpoint_path, pretrained=pretrained,
                                       out_dir=out, formats=fmts, colormap=colormap, batch_size=batch_size,
                                       device=device, progress=True, input_size=_parse_size(input_size), smooth=smooth))
-    if inputs or not videos:
+    if inputs or not reports:
         reports.append(predict_files(inputs, model=model, checkpoint_path=checkpoint_path, pretrained=pretrained,
                                      out_dir=out, formats=fmts, colormap=colormap, batch_size=batch_size,
                                      device=device, progress=True, input_size=_parse_size(input_size),

@@ -102,6 +102,15 @@ def georef_or_none(path) -> Georef | None:
     return g if g.is_georeferenced else None
 
 
+def raster_gsd(src) -> float | None:
+    """Ground sampling distance of an open raster in metres per pixel (mean of the x and y pixel sizes), or
+    ``None`` when its CRS is missing or not projected (degrees cannot be compared with metres)."""
+    if src.crs is None or not src.crs.is_projected:
+        return None
+    factor = src.crs.linear_units_factor[1]
+    return float((abs(src.transform.a) + abs(src.transform.e)) / 2 * factor)
+
+
 def check_aligned(a, b, path_a, path_b) -> None:
     """Raise DataError naming both files unless two open rasters share CRS, transform and shape."""
     problems = []
@@ -224,5 +233,5 @@ def read_rgb_raster(path, rgb_max: float | None = None, window=None):
     return torch.from_numpy(np.ascontiguousarray(rgb_to_float(arr, path, rgb_max)))
 
 
-__all__ = ["read_rgb_raster", "Georef", "open_raster", "read_georef", "georef_or_none", "check_aligned", "tile_windows", "rgb_to_float",
+__all__ = ["read_rgb_raster", "Georef", "open_raster", "read_georef", "georef_or_none", "raster_gsd", "check_aligned", "tile_windows", "rgb_to_float",
            "write_geotiff", "read_geotiff", "require_rasterio", "GEOTIFF_EXTS"]

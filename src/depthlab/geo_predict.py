@@ -40,7 +40,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from depthlab.errors import DataError, one_line
-from depthlab.geo import GEOTIFF_EXTS, open_raster, require_rasterio, rgb_to_float
+from depthlab.geo import GEOTIFF_EXTS, open_raster, raster_gsd, require_rasterio, rgb_to_float
 
 DEFAULT_TILE = 512  # tile side when the model declares no training size
 DEFAULT_OVERLAP = 0.25
@@ -123,15 +123,6 @@ def blend_weights(tile_h: int, tile_w: int, overlap_h: int, overlap_w: int,
     whole-raster output (tests/test_geo_predict.py)."""
     top, bottom, left, right = edges
     return np.outer(_ramp(tile_h, overlap_h, top, bottom), _ramp(tile_w, overlap_w, left, right)).astype(np.float32)
-
-
-def raster_gsd(src) -> float | None:
-    """Ground sampling distance of an open raster in metres per pixel (mean of the x and y pixel sizes), or
-    ``None`` when its CRS is missing or not projected (degrees cannot be compared with metres)."""
-    if src.crs is None or not src.crs.is_projected:
-        return None
-    factor = src.crs.linear_units_factor[1]
-    return float((abs(src.transform.a) + abs(src.transform.e)) / 2 * factor)
 
 
 def model_tile(info, tile: int | Sequence[int] | None) -> tuple[int, int]:
@@ -336,7 +327,13 @@ class RasterReport:
 
     @property
     def n_ok(self) -> int:
-        return len(self.written) + len(self.skipped)
+        """Rasters written by this run (skipped ones are not counted)."""
+        return len(self.written)
+
+    @property
+    def any(self) -> bool:
+        """Whether there were any rasters at all (written, skipped or failed)."""
+        return bool(self.written or self.skipped or self.failures)
 
 
 def is_raster_input(path) -> bool:
@@ -467,10 +464,11 @@ def require_ray():
 def predict_rasters_ray(inputs, out_dir, model="smp_unet_resnet34", checkpoint_path=None, pretrained: bool = True,
                         batch_size: int = 4, options: RasterOptions | None = None, overwrite: bool = False,
                         workers: int = 2, gpus_per_worker: float = 0.0, cpus_per_worker: float = 1.0,
-                        max_retries: int = 3, address: str | None = None) -> RasterReport:
+                        address: str | None = None) -> RasterReport:
     """:func:`predict_rasters` on Ray Data: ``workers`` actors each hold one model (on a GPU when
-    ``gpus_per_worker > 0``) and take rasters from a stream; a task whose worker dies is retried up to
-    ``max_retries`` times on a restarted worker. Outputs are bit-identical to the serial run (same code per
+    ``gpus_per_worker > 0``) and take rasters from a stream; a task whose worker dies (killed, out of memory,
+    node lost) is retried on a restarted worker -- Ray Data's actor-pool policy, which retries without a limit
+    (a Python error inside a raster's job is not retried: it comes back as that raster's failure). Outputs are bit-identical to the serial run (same code per
     raster). ``address``: None = the running cluster or a new local one (``ray.init()``), ``"auto"`` or
     ``ray://host:10001`` = a cluster. Outputs and skipping as in :func:`predict_rasters`."""
     ray = require_ray()
@@ -490,10 +488,10 @@ def predict_rasters_ray(inputs, out_dir, model="smp_unet_resnet34", checkpoint_p
     spec = dict(model=model, checkpoint_path=checkpoint_path, pretrained=pretrained, batch_size=batch_size,
                 device="cuda" if gpus_per_worker > 0 else "cpu")
     ds = ray.data.from_items([{"path": str(Path(p).resolve())} for p in todo], override_num_blocks=len(todo))
-    rows = ds.map_batches(RasterWorker, fn_constructor_kwargs=dict(model_spec=spec, out_dir=str(Path(out_dir).resolve()),
-                                                                  options=options),
-                          batch_size=1, concurrency=workers, num_cpus=cpus_per_worker, num_gpus=gpus_per_worker,
-                          max_restarts=max_retries, max_task_retries=max_retries).take_all()
+    rows = ds.map_batches(RasterWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=int(workers)),
+                          fn_constructor_kwargs=dict(model_spec=spec, out_dir=str(Path(out_dir).resolve()),
+                                                     options=options),
+                          num_cpus=cpus_per_worker, num_gpus=gpus_per_worker or None).take_all()
     by_resolved = {str(Path(p).resolve()): str(p) for p in todo}
     for r in rows:
         src = by_resolved[str(r["path"])]
@@ -504,7 +502,30 @@ def predict_rasters_ray(inputs, out_dir, model="smp_unet_resnet34", checkpoint_p
     return report
 
 
+def predict_raster_inputs(inputs, out_dir, ray_address: str | None = None, workers: int = 2,
+                          progress: bool = False, **kwargs) -> tuple[list[str], RasterReport]:
+    """What ``depthlab predict`` does with georeferenced GeoTIFFs among ``inputs`` (files, folders, globs):
+    predicts them with :func:`predict_rasters` (or :func:`predict_rasters_ray` when ``ray_address`` is given:
+    ``"local"``, ``"auto"``, ``"ray://host:port"``) and returns the other inputs, for the image path, with the
+    report. ``kwargs``: model, checkpoint_path, pretrained, device, batch_size, options, overwrite."""
+    from depthlab.io import list_images
+
+    paths = list_images(inputs)
+    if not paths:
+        return list(map(str, [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)), RasterReport()
+    rasters = [p for p in paths if is_raster_input(p)]
+    others = [str(p) for p in paths if p not in set(rasters)]
+    if not rasters:
+        return others, RasterReport()
+    if ray_address is None:
+        return others, predict_rasters(rasters, out_dir, progress=progress, **kwargs)
+    device = kwargs.pop("device", "cpu")
+    gpus = 1.0 if str(device).startswith("cuda") else 0.0
+    return others, predict_rasters_ray(rasters, out_dir, address=ray_address, workers=workers,
+                                       gpus_per_worker=gpus, **kwargs)
+
+
 __all__ = ["predict_raster", "predict_rasters", "predict_rasters_ray", "predict_strips", "blend_weights",
-           "window_starts", "TileGrid", "RasterOptions", "RasterReport", "RasterWorker", "raster_gsd", "model_tile",
+           "window_starts", "TileGrid", "RasterOptions", "RasterReport", "RasterWorker", "model_tile",
            "is_raster_input", "output_path", "pending_rasters", "count_tiles", "build_predictor",
-           "DEFAULT_TILE", "DEFAULT_OVERLAP", "OUTPUT_SUFFIX"]
+           "predict_raster_inputs", "DEFAULT_TILE", "DEFAULT_OVERLAP", "OUTPUT_SUFFIX"]

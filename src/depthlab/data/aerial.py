@@ -1,6 +1,8 @@
 """Aerial orthophotos with co-registered LiDAR heights (normalised DSM), optionally tiled, read with rasterio."""
 from __future__ import annotations
 
+import functools
+
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -100,6 +102,17 @@ class AerialHeights(DepthDataset):
             for w in tile_windows(g.height, g.width, self.tile_size):
                 self.items.append((f"{stem}_r{int(w.row_off)}_c{int(w.col_off)}", stem, w))
         self.names = [n for n, _, _ in self.items]
+
+    @functools.cached_property
+    def gsd(self) -> float | None:
+        """Ground sampling distance (metres per pixel) of the first orthophoto (:func:`depthlab.geo.raster_gsd`;
+        ``None`` without items or a projected CRS). Training records it in the model (``depth_info.gsd``)."""
+        from depthlab.geo import open_raster, raster_gsd
+
+        if not self.items:
+            return None
+        with open_raster(self._raster(self.rgb_dir, self.items[0][1])) as src:
+            return raster_gsd(src)
 
     def item_category(self, index: int) -> str | None:
         """``meta["category"]`` of item ``index`` without reading its rasters."""

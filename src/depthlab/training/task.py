@@ -249,6 +249,7 @@ class DepthTask(L.LightningModule):
         return total, terms
 
     def on_fit_start(self) -> None:
+        self._record_gsd()
         if self.distill_epsilon > 0:
             if self.teacher is None:
                 from depthlab.training.distill import build_distillation
@@ -258,6 +259,16 @@ class DepthTask(L.LightningModule):
                 # uncached: the teacher runs on every batch, on the student's device; cached: the data module
                 # filled the cache on this device and then sent the teacher back to the CPU (rare misses only)
                 self.teacher.to(self.device)
+
+    def _record_gsd(self) -> None:
+        """Training data with a ground sampling distance (``aerial``: metres per pixel) -> ``depth_info.gsd``, so
+        tiled prediction resamples rasters at another GSD to it (:mod:`depthlab.geo_predict`)."""
+        ds = getattr(getattr(self.trainer, "datamodule", None), "train_set", None)
+        while ds is not None and not hasattr(ds, "gsd"):
+            ds = getattr(ds, "dataset", None)
+        gsd = getattr(ds, "gsd", None)
+        if gsd and self.model.depth_info.gsd is None:
+            self.model.depth_info = self.model.depth_info.replace(gsd=float(gsd))
 
     # ------------------------------------------------------------------------------------ training
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

@@ -1,0 +1,235 @@
+"""Sliding-window raster prediction (depthlab.geo_predict): seams, COG output, GSD, resuming, CLI, Ray."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from depthlab.geo_predict import (RasterOptions, TileGrid, blend_weights, build_predictor, predict_raster,
+                                  predict_rasters, window_starts)
+from depthlab.models.registry import WeightsInfo
+
+rasterio = pytest.importorskip("rasterio")
+pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # affine `*` inside rasterio
+
+
+class MeanConv(nn.Module):
+    """Translation-equivariant toy: a 3x3 mean over the three bands, zero padding (a 1-pixel border effect)."""
+
+    def __init__(self, gain: float = 1.0):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 1, 3, padding=1, bias=False)
+        nn.init.constant_(self.conv.weight, gain / 27)
+
+    def forward(self, x):
+        return {"depth": self.conv(x)}
+
+
+def toy(gsd=None, model=None):
+    m = model or MeanConv()
+    m.depth_info = WeightsInfo(output_kind="metric", multiple_of=1, mean=(0, 0, 0), std=(1, 1, 1), gsd=gsd)
+    return m
+
+
+def write_rgb(path, arr, gsd=0.1, nodata=None):
+    from affine import Affine
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(path, "w", driver="GTiff", width=arr.shape[2], height=arr.shape[1], count=arr.shape[0],
+                       dtype=arr.dtype, crs="EPSG:25832", nodata=nodata,
+                       transform=Affine(gsd, 0, 350000, 0, -gsd, 5600000)) as d:
+        d.write(arr)
+    return path
+
+
+def gradient(h, w):
+    """A constant-gradient uint16 image (3 equal bands)."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    return np.stack([(100 * xx + 50 * yy).astype(np.uint16)] * 3)
+
+
+def read(path):
+    with rasterio.open(path) as r:
+        return r.read(1)
+
+
+def test_window_starts_and_grid_by_hand():
+    assert window_starts(300, 64, 48) == [0, 48, 96, 144, 192, 236]  # last shifted back to end at 300
+    assert window_starts(240, 64, 48) == [0, 48, 96, 144, 176]
+    assert window_starts(50, 64, 48) == [0]
+    g = TileGrid.plan(50, 300, (64, 64), 0.25)
+    assert (g.tile_h, g.tile_w, g.overlap_h, g.overlap_w) == (50, 64, 12, 16) and g.rows == (0,) and g.n_tiles == 6
+
+
+def test_blend_weights_zero_at_inner_borders_one_at_raster_edges():
+    w = blend_weights(12, 12, 4, 4)
+    assert w[0].max() == 0 and w[:, 0].max() == 0 and w[-1].max() == 0 and w[:, -1].max() == 0
+    np.testing.assert_allclose(w[4:8, 4:8], 1.0)
+    np.testing.assert_allclose(w[:, 1], np.sin(np.pi / 8) ** 2 * w[:, 5], rtol=1e-6)  # sin^2(pi/2 * 1/4)
+    np.testing.assert_allclose(w[:, 2], 0.5 * w[:, 5], rtol=1e-6)
+    np.testing.assert_allclose(w, w[::-1, ::-1])
+    top_left = blend_weights(8, 8, 4, 4, (True, False, True, False))
+    assert top_left[0, 0] == 1 and top_left[-1, -1] == 0
+    np.testing.assert_array_equal(blend_weights(8, 8, 1, 1), 1.0)  # overlap < 2 px: plain averaging
+
+
+def test_gradient_has_no_seam_and_equals_the_whole_raster_prediction(tmp_path):
+    arr = gradient(288, 320)
+    src = write_rgb(tmp_path / "in" / "g.tif", arr)
+    p = build_predictor(toy(), batch_size=4)
+    whole = p.predict_tensor(torch.from_numpy(arr.astype(np.float32) / 65535)[None])[0, 0].numpy()
+    predict_raster(p, src, tmp_path / "blend.tif", RasterOptions(tile=64, overlap=0.25))
+    predict_raster(p, src, tmp_path / "naive.tif", RasterOptions(tile=64, overlap=0.0))
+    blend, naive = read(tmp_path / "blend.tif"), read(tmp_path / "naive.tif")
+    step = 100 / 65535 * 1.0  # the gradient's step along x (mean of 3 equal bands = the band)
+    # no step anywhere inside: the second difference of a linear ramp is 0 (raster edge rows/cols excluded)
+    inner = blend[1:-1, 1:-1]
+    assert np.abs(np.diff(inner, 2, axis=1)).max() < 1e-3 * step
+    assert np.abs(np.diff(inner, 2, axis=0)).max() < 1e-3 * step
+    np.testing.assert_allclose(blend, whole, rtol=0, atol=1e-6)
+    # without overlap the zero padding at every tile border shows as a step
+    assert np.abs(np.diff(naive[1:-1, 1:-1], 2, axis=1)).max() > 10 * step
+
+
+def test_output_is_a_cog_with_source_grid_nodata_unit_and_tags(tmp_path):
+    arr = np.full((3, 600, 700), 200, np.uint8)
+    arr[:, :50, :60] = 0  # nodata corner
+    src = write_rgb(tmp_path / "o.tif", arr, nodata=0)
+    p = build_predictor(toy(), batch_size=8)
+    predict_raster(p, src, tmp_path / "out.tif", RasterOptions(tile=128))
+    with rasterio.open(tmp_path / "out.tif") as r, rasterio.open(src) as s:
+        assert r.crs == s.crs and r.transform == s.transform and (r.width, r.height) == (700, 600)
+        assert r.dtypes[0] == "float32" and np.isnan(r.nodata) and r.units == ("m",)
+        assert r.descriptions == ("depth (metres)",) and r.tags()["model"] == "MeanConv"
+        assert r.profile["tiled"] and r.profile["compress"] == "deflate" and r.overviews(1) == [2]
+        d = r.read(1)
+    assert np.isnan(d[:50, :60]).all() and np.isfinite(d[50:, 60:]).all()
+    np.testing.assert_allclose(d[100:-1, 100:-1], 200 / 255, rtol=1e-6)  # 3x3 mean of a constant
+    cogeo = pytest.importorskip("rio_cogeo.cogeo")
+    valid, errors, _ = cogeo.cog_validate(str(tmp_path / "out.tif"))
+    assert valid, errors
+
+
+def test_gsd_resampled_to_the_model_with_a_warning_unless_told_otherwise(tmp_path):
+    src = write_rgb(tmp_path / "fine.tif", np.full((3, 200, 240), 100, np.uint8), gsd=0.1)
+    p = build_predictor(toy(gsd=0.2), batch_size=8)
+    with pytest.warns(UserWarning, match=r"0\.1 m resampled to the model's 0\.2 m"):
+        r = predict_raster(p, src, tmp_path / "a.tif", RasterOptions(tile=64))
+    assert r["resampled"] and r["tiles"] == 6  # 100 x 120 px at 0.2 m: rows at 0, 36; cols at 0, 48, 56
+    with rasterio.open(tmp_path / "a.tif") as o:
+        assert (o.width, o.height) == (240, 200) and o.transform.a == pytest.approx(0.1)
+        assert o.tags()["resampled"] == "True" and o.tags()["model_gsd"] == "0.2"
+        np.testing.assert_allclose(o.read(1)[20:-20, 20:-20], 100 / 255, rtol=1e-5)
+    with pytest.warns(UserWarning, match="resample=False"):
+        r = predict_raster(p, src, tmp_path / "b.tif", RasterOptions(tile=64, resample=False))
+    assert not r["resampled"] and r["tiles"] == 20
+
+
+class FailOn(MeanConv):
+    """Raises on its ``n``-th forward pass (an interrupted run)."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.n, self.calls = n, 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == self.n:
+            raise OSError("interrupted")
+        return super().forward(x)
+
+
+def test_folder_run_is_resumable_and_never_leaves_a_half_written_raster(tmp_path):
+    for i in range(3):
+        write_rgb(tmp_path / "in" / f"r{i}.tif", np.full((3, 100, 130), 50 * (i + 1), np.uint8))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".r1_depth.tif.stale.tmp").write_bytes(b"left by a killed run")
+    # one tile per batch, 6 tiles per raster: the 9th pass is in the middle of r1
+    rep = predict_rasters(tmp_path / "in", out, predictor=build_predictor(toy(model=FailOn(9)), batch_size=1),
+                          options=RasterOptions(tile=64))
+    assert rep.written == [str(tmp_path / "in" / "r0.tif"), str(tmp_path / "in" / "r2.tif")]
+    assert list(rep.failures) == [str(tmp_path / "in" / "r1.tif")] and "interrupted" in rep.failures[str(tmp_path / "in" / "r1.tif")]
+    assert sorted(p.name for p in out.iterdir()) == ["r0_depth.tif", "r2_depth.tif"]  # no partial, no stale file
+    before = (out / "r0_depth.tif").stat().st_mtime_ns
+    rep = predict_rasters(tmp_path / "in", out, predictor=build_predictor(toy(), batch_size=4),
+                          options=RasterOptions(tile=64), progress=True)
+    assert rep.written == [str(tmp_path / "in" / "r1.tif")] and len(rep.skipped) == 2 and not rep.failures
+    assert (out / "r0_depth.tif").stat().st_mtime_ns == before
+    np.testing.assert_allclose(read(out / "r1_depth.tif")[2:-2, 2:-2], 100 / 255, rtol=1e-6)
+
+
+@pytest.fixture
+def toy_name():
+    from depthlab.models import registry
+
+    name = "_test_geo_meanconv"
+    registry.register_model(WeightsInfo(output_kind="metric", multiple_of=1, mean=(0, 0, 0), std=(1, 1, 1)),
+                            name=name)(lambda: MeanConv())
+    yield name
+    registry._REGISTRY.pop(name, None)
+
+
+def test_cli_sends_georeferenced_geotiffs_to_the_tiled_path(tmp_path, toy_name):
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from depthlab.cli import app
+
+    write_rgb(tmp_path / "in" / "ortho.tif", np.full((3, 90, 110), 120, np.uint8))
+    Image.fromarray(np.full((40, 50, 3), 120, np.uint8)).save(tmp_path / "in" / "photo.png")
+    res = CliRunner().invoke(app, ["predict", str(tmp_path / "in"), "--model", toy_name, "--no-pretrained",
+                                   "--out", str(tmp_path / "out"), "--formats", "npy", "--tile-size", "64"])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ortho_depth.tif", "photo.npy",
+                                                                     "predictions.json"]
+    with rasterio.open(tmp_path / "out" / "ortho_depth.tif") as r:
+        assert r.tags()["tile"] == "64x64" and r.crs.to_epsg() == 25832
+    res = CliRunner().invoke(app, ["predict", str(tmp_path / "in"), "--model", toy_name, "--no-pretrained", "--out",
+                                   str(tmp_path / "out"), "--formats", "npy"])
+    assert res.exit_code == 0 and "1 raster(s) skipped" in res.output
+
+
+@pytest.mark.slow
+def test_ray_local_cluster_matches_serial_bit_for_bit_and_retries_a_killed_task(tmp_path):
+    """6 rasters on ray.init(num_cpus=2); one worker is killed (SIGKILL) in the middle of a raster, Ray
+    restarts it and retries the task: every output file is byte-identical to the serial run's."""
+    ray = pytest.importorskip("ray")
+    from depthlab.geo_predict import predict_rasters_ray
+
+    marker = tmp_path / "killed"
+
+    class KillOnce(MeanConv):
+        def __init__(self, kill: bool):
+            super().__init__()
+            self.calls, self.kill = 0, kill
+
+        def forward(self, x):
+            self.calls += 1
+            if self.kill and self.calls == 3 and not marker.exists():
+                marker.write_text("x")
+                os.kill(os.getpid(), 9)
+            return {"depth": super().forward(x)["depth"] ** 2}
+
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        write_rgb(tmp_path / "in" / f"r{i}.tif", rng.integers(0, 255, (3, 130, 150), dtype=np.uint8))
+    serial = predict_rasters(tmp_path / "in", tmp_path / "serial", toy(model=KillOnce(False)), batch_size=2,
+                             options=RasterOptions(tile=64))
+    assert len(serial.written) == 6
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        rep = predict_rasters_ray(tmp_path / "in", tmp_path / "ray", toy(model=KillOnce(True)), batch_size=2,
+                                  options=RasterOptions(tile=64), workers=2)
+    finally:
+        ray.shutdown()
+    assert marker.exists(), "no worker was killed"
+    assert len(rep.written) == 6 and not rep.failures
+    for i in range(6):
+        a, b = tmp_path / "serial" / f"r{i}_depth.tif", tmp_path / "ray" / f"r{i}_depth.tif"
+        assert a.read_bytes() != b"" and a.read_bytes() == b.read_bytes()
+    assert not [p for p in (tmp_path / "ray").iterdir() if p.name.startswith(".")]
