@@ -199,7 +199,13 @@ def test_ray_local_cluster_matches_serial_bit_for_bit_and_retries_a_killed_task(
     """6 rasters on ray.init(num_cpus=2); one worker is killed (SIGKILL) in the middle of a raster, Ray
     restarts it and retries the task: every output file is byte-identical to the serial run's."""
     ray = pytest.importorskip("ray")
+    import sys
+
+    from ray import cloudpickle
+
     from depthlab.geo_predict import predict_rasters_ray
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
 
     marker = tmp_path / "killed"
 
