@@ -239,3 +239,41 @@ def test_ray_local_cluster_matches_serial_bit_for_bit_and_retries_a_killed_task(
         a, b = tmp_path / "serial" / f"r{i}_depth.tif", tmp_path / "ray" / f"r{i}_depth.tif"
         assert a.read_bytes() != b"" and a.read_bytes() == b.read_bytes()
     assert not [p for p in (tmp_path / "ray").iterdir() if p.name.startswith(".")]
+
+
+def test_mosaic_vrt_of_neighbouring_predictions_reads_back_both(tmp_path):
+    from affine import Affine
+
+    from depthlab.errors import DataError
+    from depthlab.geo import write_geotiff, Georef
+    from depthlab.geo_predict import write_mosaic_vrt
+    from rasterio.crs import CRS
+
+    crs = CRS.from_epsg(25832)
+    a, b = np.full((4, 5), 1.0, np.float32), np.full((4, 3), 2.0, np.float32)
+    b[0, 0] = np.nan
+    write_geotiff(tmp_path / "a.tif", a, Georef(crs, Affine(0.5, 0, 100, 0, -0.5, 200), 5, 4))
+    write_geotiff(tmp_path / "b.tif", b, Georef(crs, Affine(0.5, 0, 102.5, 0, -0.5, 201), 3, 4))  # right, 2 rows up
+    write_mosaic_vrt([tmp_path / "a.tif", tmp_path / "b.tif"], tmp_path / "m.vrt")
+    with rasterio.open(tmp_path / "m.vrt") as m:
+        assert (m.width, m.height) == (8, 6) and m.transform == Affine(0.5, 0, 100, 0, -0.5, 201) and m.crs == crs
+        d = m.read(1)
+    np.testing.assert_array_equal(d[2:, :5], a)
+    np.testing.assert_array_equal(d[:4, 5:], b)
+    assert np.isnan(d[:2, :5]).all() and np.isnan(d[4:, 5:]).all()
+    write_geotiff(tmp_path / "c.tif", b, Georef(crs, Affine(0.5, 0, 102.3, 0, -0.5, 201), 3, 4))  # off-grid
+    with pytest.raises(DataError, match="c.tif: not on the grid of"):
+        write_mosaic_vrt([tmp_path / "a.tif", tmp_path / "c.tif"], tmp_path / "bad.vrt")
+
+
+def test_aerial_dataset_reports_its_gsd(tmp_path):
+    from depthlab.data import create_dataset
+    from depthlab.geo import Georef, write_geotiff
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    write_rgb(tmp_path / "rgb" / "t.tif", np.zeros((3, 32, 32), np.uint8), gsd=0.25)
+    (tmp_path / "height").mkdir()
+    write_geotiff(tmp_path / "height" / "t.tif", np.ones((32, 32), np.float32),
+                  Georef(CRS.from_epsg(25832), Affine(0.25, 0, 350000, 0, -0.25, 5600000), 32, 32))
+    assert create_dataset("aerial", root=tmp_path, split="train").gsd == pytest.approx(0.25)

@@ -430,6 +430,58 @@ def predict_rasters(inputs, out_dir, model="smp_unet_resnet34", checkpoint_path=
     return report
 
 
+def write_mosaic_vrt(paths: Sequence, out_path) -> Path:
+    """A GDAL VRT mosaic of single-band rasters on one grid (same CRS, pixel size and alignment): the COGs of a
+    whole area as one virtual raster that QGIS or GDAL read lazily. Written by hand because ``gdalbuildvrt``
+    is GDAL's command-line tool, not part of rasterio's wheels; it writes the same VRT structure (one
+    ``ComplexSource`` per file, placed by its pixel offset in the union of the extents)."""
+    from xml.sax.saxutils import escape
+
+    rasterio = require_rasterio()
+    heads = []
+    for p in map(Path, paths):
+        with open_raster(p) as r:
+            heads.append((p, r.crs, r.transform, r.width, r.height, r.nodata, r.dtypes[0], r.units[0]))
+    if not heads:
+        raise ValueError("write_mosaic_vrt needs at least one raster")
+    p0, crs, tf, *_ = heads[0]
+    for p, c, t, *_ in heads[1:]:
+        off = ((t.c - tf.c) / tf.a, (t.f - tf.f) / tf.e)
+        if c != crs or (t.a, t.e, t.b, t.d) != (tf.a, tf.e, tf.b, tf.d) or any(abs(o - round(o)) > 1e-6 for o in off):
+            raise DataError(p, f"not on the grid of {p0} (CRS, pixel size or pixel alignment differ)")
+    cols = [round((t.c - tf.c) / tf.a) for _, _, t, *_ in heads]
+    rows = [round((t.f - tf.f) / tf.e) for _, _, t, *_ in heads]
+    x0, y0 = min(cols), min(rows)
+    width = max(c + h[3] for c, h in zip(cols, heads)) - x0
+    height = max(r + h[4] for r, h in zip(rows, heads)) - y0
+    origin = tf * (x0, y0)
+    nodata = heads[0][5]
+    sources = "".join(
+        f'    <ComplexSource><SourceFilename relativeToVRT="0">{escape(str(p.resolve()))}</SourceFilename>'
+        f"<SourceBand>1</SourceBand><SrcRect xOff=\"0\" yOff=\"0\" xSize=\"{w}\" ySize=\"{h}\"/>"
+        f'<DstRect xOff="{c - x0}" yOff="{r - y0}" xSize="{w}" ySize="{h}"/>'
+        + (f"<NODATA>{nd}</NODATA>" if nd is not None else "") + "</ComplexSource>\n"
+        for (p, _, _, w, h, nd, _, _), c, r in zip(heads, cols, rows))
+    doc = (f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">\n'
+           f"  <SRS>{escape(crs.to_wkt()) if crs else ''}</SRS>\n"
+           f"  <GeoTransform>{origin[0]!r}, {tf.a!r}, {tf.b!r}, {origin[1]!r}, {tf.d!r}, {tf.e!r}</GeoTransform>\n"
+           f'  <VRTRasterBand dataType="{_GDAL_TYPES[heads[0][6]]}" band="1">\n'
+           + (f"    <NoDataValue>{nodata}</NoDataValue>\n" if nodata is not None else "")
+           + (f"    <UnitType>{escape(heads[0][7])}</UnitType>\n" if heads[0][7] else "")
+           + sources + "  </VRTRasterBand>\n</VRTDataset>\n")
+    from depthlab.io import atomic_write
+
+    with atomic_write(out_path, "w") as f:
+        f.write(doc)
+    with rasterio.open(out_path) as check:  # GDAL must read what was written
+        check.read(1, window=((0, 1), (0, 1)))
+    return Path(out_path)
+
+
+_GDAL_TYPES = {"float32": "Float32", "float64": "Float64", "uint8": "Byte", "uint16": "UInt16", "int16": "Int16",
+               "int32": "Int32", "uint32": "UInt32"}
+
+
 # --------------------------------------------------------------------------------------------------
 # Many rasters, many machines: Ray Data
 
@@ -528,4 +580,4 @@ def predict_raster_inputs(inputs, out_dir, ray_address: str | None = None, worke
 __all__ = ["predict_raster", "predict_rasters", "predict_rasters_ray", "predict_strips", "blend_weights",
            "window_starts", "TileGrid", "RasterOptions", "RasterReport", "RasterWorker", "model_tile",
            "is_raster_input", "output_path", "pending_rasters", "count_tiles", "build_predictor",
-           "predict_raster_inputs", "DEFAULT_TILE", "DEFAULT_OVERLAP", "OUTPUT_SUFFIX"]
+           "predict_raster_inputs", "write_mosaic_vrt", "DEFAULT_TILE", "DEFAULT_OVERLAP", "OUTPUT_SUFFIX"]
