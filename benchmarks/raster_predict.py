@@ -108,6 +108,17 @@ def part_bound(tmp: Path, args) -> dict:
             "target_ratio": 0.85, "load_before": before, "load_after": load()}
 
 
+LAUNCHER = """
+import os, subprocess, sys
+p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+err = p.stderr.read()
+_, status, usage = os.wait4(p.pid, 0)
+if os.waitstatus_to_exitcode(status):
+    sys.exit(err.decode()[-2000:])
+print(usage.ru_maxrss / 1024)
+"""
+
+
 def part_rss(tmp: Path, args) -> list[dict]:
     import rasterio
 
@@ -119,16 +130,17 @@ def part_rss(tmp: Path, args) -> list[dict]:
                "--batch-size", str(args.batch_size)]
         before = load()
         t = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        _, status, usage = os.wait4(proc.pid, 0)
+        # a bare launcher forks the command: a child's ru_maxrss starts from its parent's RSS at fork, and
+        # this process holds a model and Ray by now
+        proc = subprocess.run([sys.executable, "-c", LAUNCHER, *cmd], capture_output=True, text=True)
         wall = time.perf_counter() - t
-        stdout, stderr = proc.communicate()
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed: {stderr[-2000:]}")
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr[-2000:]}")
+        peak_mb = float(proc.stdout.strip().splitlines()[-1])
         with rasterio.open(out / f"{src.stem}_depth.tif") as r:
             cog = {"tiled": r.profile.get("tiled"), "compress": r.profile.get("compress"), "overviews": r.overviews(1)}
         rows.append({"model": args.rss_model, "raster": size, "mpix": round(size * size / 1e6, 1),
-                     "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "wall_s": round(wall, 1),
+                     "peak_rss_mb": round(peak_mb, 1), "wall_s": round(wall, 1),
                      "mpix_s": round(size * size / 1e6 / wall, 3), "output": cog, "cog_valid": cog_valid(
                          out / f"{src.stem}_depth.tif"), "load_before": before, "load_after": load(),
                      "command": "depthlab " + " ".join(cmd[3:])})

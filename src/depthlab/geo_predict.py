@@ -537,6 +537,8 @@ def predict_rasters_ray(inputs, out_dir, model="smp_unet_resnet34", checkpoint_p
         return report
     if not ray.is_initialized():
         ray.init(address=address, log_to_driver=False)
+    model, checkpoint_path = (str(Path(v).resolve()) if isinstance(v, (str, os.PathLike)) and Path(v).exists() else v
+                              for v in (model, checkpoint_path))  # local files: absolute for the workers
     spec = dict(model=model, checkpoint_path=checkpoint_path, pretrained=pretrained, batch_size=batch_size,
                 device="cuda" if gpus_per_worker > 0 else "cpu")
     ds = ray.data.from_items([{"path": str(Path(p).resolve())} for p in todo], override_num_blocks=len(todo))
@@ -566,7 +568,7 @@ def predict_raster_inputs(inputs, out_dir, ray_address: str | None = None, worke
     if not paths:
         return list(map(str, [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)), RasterReport()
     rasters = [p for p in paths if is_raster_input(p)]
-    others = [str(p) for p in paths if p not in set(rasters)]
+    others = [str(p) for p in paths if p not in rasters]
     if not rasters:
         return others, RasterReport()
     if ray_address is None:
