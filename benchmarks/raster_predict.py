@@ -127,7 +127,7 @@ def part_rss(tmp: Path, args) -> list[dict]:
         src = write_raster(tmp / f"rss_{size}.tif", size)
         out = tmp / f"rss_out_{size}"
         cmd = [sys.executable, "-m", "depthlab", "predict", str(src), "--model", args.rss_model, "--out", str(out),
-               "--batch-size", str(args.batch_size)]
+               "--batch-size", str(args.batch_size), *(["--no-pretrained"] if args.rss_no_pretrained else [])]
         before = load()
         t = time.perf_counter()
         # a bare launcher forks the command: a child's ru_maxrss starts from its parent's RSS at fork, and
@@ -202,6 +202,8 @@ def main():
     ap.add_argument("--parts", default="bound,rss,ray")
     ap.add_argument("--sizes", default="2000,8000,12000", type=lambda s: [int(v) for v in s.split(",")])
     ap.add_argument("--rss-model", default="fastdepth")
+    ap.add_argument("--rss-no-pretrained", action="store_true", help="random weights (models without bundled ones)")
+    ap.add_argument("--rss-key", default="rss", help="JSON key of the rss rows (another model's curve: rss_smp)")
     ap.add_argument("--bound-model", default="smp_unet_resnet34")
     ap.add_argument("--bound-size", type=int, default=2000)
     ap.add_argument("--ray-model", default="fastdepth")
@@ -213,18 +215,18 @@ def main():
     args = ap.parse_args()
     path = args.out / "raster_predict.json"
     doc = json.loads(path.read_text()) if path.exists() else {}
-    parts = {k: doc[k] for k in ("bound", "rss", "ray") if k in doc}
+    parts = {k: v for k, v in doc.items() if k.startswith(("bound", "rss", "ray"))}
     with tempfile.TemporaryDirectory(prefix="raster_predict_") as tmp:
         for part in args.parts.split(","):
-            parts[part] = {"bound": part_bound, "rss": part_rss, "ray": part_ray}[part](Path(tmp), args)
-            parts[f"{part}_command"] = " ".join(sys.argv)
-            write_result("raster_predict", {**{k: v for k, v in doc.items() if k.endswith("_command")}, **parts},
-                         args.out)
+            key = args.rss_key if part == "rss" else part
+            parts[key] = {"bound": part_bound, "rss": part_rss, "ray": part_ray}[part](Path(tmp), args)
+            parts[f"{key}_command"] = "python " + " ".join(sys.argv)
+            write_result("raster_predict", parts, args.out)
     for part in ("bound", "ray"):
         if part in parts:
             print_table([parts[part]], [k for k in parts[part] if not k.startswith("load")])
-    if "rss" in parts:
-        print_table(parts["rss"], ["raster", "mpix", "peak_rss_mb", "wall_s", "mpix_s", "cog_valid"])
+    for key in [k for k in parts if k.startswith("rss") and not k.endswith("_command")]:
+        print_table(parts[key], ["model", "raster", "mpix", "peak_rss_mb", "wall_s", "mpix_s", "cog_valid"])
 
 
 if __name__ == "__main__":
