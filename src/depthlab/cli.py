@@ -381,23 +381,16 @@ def aerial_prepare_cmd(
                   + f" chips; {len(r.dropped)} dropped (see {r.manifest})", highlight=False, soft_wrap=True, markup=False)
 
 
-@aerial_app.command("mosaic")
+@command("mosaic", on=aerial_app)
 def aerial_mosaic_cmd(
     inputs: List[str] = typer.Argument(..., help="prediction COGs: files, folders or globs"),
     out: Path = typer.Option(..., "--out", help="the .vrt to write (a GDAL virtual mosaic of the inputs)"),
 ):
     """One virtual raster (GDAL VRT) over the height COGs of an area, e.g. a state; QGIS/GDAL read it lazily."""
-    from depthlab.errors import DepthlabError
-    from depthlab.geo import GEOTIFF_EXTS
     from depthlab.geo_predict import write_mosaic_vrt
-    from depthlab.io import list_images
 
-    try:
-        paths = list_images(inputs, exts=GEOTIFF_EXTS)
-        write_mosaic_vrt(paths, out)
-    except (DepthlabError, FileNotFoundError, ValueError) as e:
-        _fail(first_line(e))
-    console.print(f"wrote {out}: {len(paths)} rasters", highlight=False, soft_wrap=True, markup=False)
+    n = write_mosaic_vrt(inputs, out)
+    console.print(f"wrote {out}: {n} rasters", highlight=False, soft_wrap=True, markup=False)
 
 
 _python_formatwarning = None  # warnings.formatwarning before main() replaced it

@@ -38,7 +38,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from depthlab.errors import DataError, one_line
+from depthlab.errors import DataError, InputError, MissingFileError, one_line
 from depthlab.geo import GEOTIFF_EXTS, open_raster, raster_gsd, require_rasterio, rgb_to_float
 
 DEFAULT_TILE = 512  # tile side when the model declares no training size
@@ -83,7 +83,7 @@ class TileGrid:
     @classmethod
     def plan(cls, height: int, width: int, tile: tuple[int, int], overlap: float) -> "TileGrid":
         if not 0 <= overlap < 1:
-            raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+            raise InputError(f"overlap must be in [0, 1), got {overlap}")
         th, tw = min(int(tile[0]), height), min(int(tile[1]), width)
         oh, ow = int(round(th * overlap)), int(round(tw * overlap))
         rows = window_starts(height, th, max(1, th - oh))
@@ -131,7 +131,7 @@ def model_tile(info, tile: int | Sequence[int] | None) -> tuple[int, int]:
         tile = info.input_size if info.input_size is not None else DEFAULT_TILE
     th, tw = (int(tile), int(tile)) if np.isscalar(tile) else (int(tile[0]), int(tile[1]))
     if th < 1 or tw < 1:
-        raise ValueError(f"tile must be positive, got {tile}")
+        raise InputError(f"tile must be positive, got {tile}")
     m = int(info.multiple_of or 1)
     return -(-th // m) * m, -(-tw // m) * m
 
@@ -406,7 +406,7 @@ def predict_rasters(inputs, out_dir, model="smp_unet_resnet34", checkpoint_path=
     options = options or RasterOptions()
     paths = list_images(inputs, exts=GEOTIFF_EXTS)
     if not paths:
-        raise FileNotFoundError(f"no GeoTIFFs found in {inputs}")
+        raise MissingFileError(f"no GeoTIFFs found in {inputs}")
     report = RasterReport(out_dir=Path(out_dir))
     todo, done = pending_rasters(paths, out_dir, overwrite)
     report.skipped = [str(p) for p in done]
@@ -429,20 +429,22 @@ def predict_rasters(inputs, out_dir, model="smp_unet_resnet34", checkpoint_path=
     return report
 
 
-def write_mosaic_vrt(paths: Sequence, out_path) -> Path:
+def write_mosaic_vrt(inputs, out_path) -> int:
     """A GDAL VRT mosaic of single-band rasters on one grid (same CRS, pixel size and alignment): the COGs of a
     whole area as one virtual raster that QGIS or GDAL read lazily. Written by hand because ``gdalbuildvrt``
     is GDAL's command-line tool, not part of rasterio's wheels; it writes the same VRT structure (one
     ``ComplexSource`` per file, placed by its pixel offset in the union of the extents)."""
     from xml.sax.saxutils import escape
 
+    from depthlab.io import list_images
+
     rasterio = require_rasterio()
     heads = []
-    for p in map(Path, paths):
+    for p in list_images(inputs, exts=GEOTIFF_EXTS):
         with open_raster(p) as r:
             heads.append((p, r.crs, r.transform, r.width, r.height, r.nodata, r.dtypes[0], r.units[0]))
     if not heads:
-        raise ValueError("write_mosaic_vrt needs at least one raster")
+        raise MissingFileError(f"no GeoTIFFs found in {inputs}")
     p0, crs, tf, *_ = heads[0]
     for p, c, t, *_ in heads[1:]:
         off = ((t.c - tf.c) / tf.a, (t.f - tf.f) / tf.e)
@@ -474,7 +476,7 @@ def write_mosaic_vrt(paths: Sequence, out_path) -> Path:
         f.write(doc)
     with rasterio.open(out_path) as check:  # GDAL must read what was written
         check.read(1, window=((0, 1), (0, 1)))
-    return Path(out_path)
+    return len(heads)
 
 
 _GDAL_TYPES = {"float32": "Float32", "float64": "Float64", "uint8": "Byte", "uint16": "UInt16", "int16": "Int16",
@@ -505,11 +507,9 @@ class RasterWorker:
 
 
 def require_ray():
-    try:
-        import ray
-    except ImportError as e:  # pragma: no cover - only without the [dist] extra
-        raise ImportError("distributed prediction needs Ray: pip install 'depthlab[dist]'") from e
-    return ray
+    from depthlab.errors import require
+
+    return require("ray", "dist", "distributed prediction (--ray)")
 
 
 def predict_rasters_ray(inputs, out_dir, model="smp_unet_resnet34", checkpoint_path=None, pretrained: bool = True,
@@ -528,7 +528,7 @@ def predict_rasters_ray(inputs, out_dir, model="smp_unet_resnet34", checkpoint_p
     options = options or RasterOptions()
     paths = list_images(inputs, exts=GEOTIFF_EXTS)
     if not paths:
-        raise FileNotFoundError(f"no GeoTIFFs found in {inputs}")
+        raise MissingFileError(f"no GeoTIFFs found in {inputs}")
     report = RasterReport(out_dir=Path(out_dir))
     todo, done = pending_rasters(paths, out_dir, overwrite)
     report.skipped = [str(p) for p in done]
