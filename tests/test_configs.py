@@ -176,3 +176,6 @@ def test_aerial_config_trains_on_geotiff_tiles(tmp_path):
                  "model.kwargs.decoder_channels=[16,16,8,8,8]", "model.kwargs.encoder_pretrained=false"]
     r = train(CONFIGS / "aerial_smp_unet.yaml", overrides)
     assert r.global_step == 2 and r.last_metrics["n_images"] == 8  # 2 rasters x 4 tiles (no splits/ folder)
+    from depthlab.checkpoint import load_checkpoint
+
+    assert load_checkpoint(r.best_checkpoint).depth_info.gsd == 0.5  # recorded: tiled prediction resamples to it
