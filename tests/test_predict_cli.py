@@ -54,12 +54,14 @@ def test_all_outputs_written_and_equal_the_predictor(run):
         png16 = np.asarray(Image.open(out / f"{stem}_depth16.png"))
         assert png16.dtype == np.uint16 and png16.shape == depth.shape
         assert np.abs(png16 * 0.001 - depth).max() <= 0.0005 + 1e-6
-        color = np.asarray(Image.open(out / f"{stem}_color.png"))
-        assert color.shape == depth.shape + (3,) and color.dtype == np.uint8
+        color = np.asarray(Image.open(out / f"{stem}_color.png"))  # the image over its colour bar
+        h, w = depth.shape
+        assert color.shape[1:] == (w, 3) and color.shape[0] > h and color.dtype == np.uint8
         side = np.asarray(Image.open(out / f"{stem}_side.png"))
-        assert side.shape == (depth.shape[0], 2 * depth.shape[1], 3)
-        np.testing.assert_array_equal(side[:, : depth.shape[1]], np.asarray(Image.open(src / f"{stem}.png")))
-        np.testing.assert_array_equal(side[:, depth.shape[1]:], color)
+        assert side.shape == (color.shape[0], 2 * w, 3)
+        np.testing.assert_array_equal(side[:h, :w], np.asarray(Image.open(src / f"{stem}.png")))
+        np.testing.assert_array_equal(side[:, w:], color)  # the bar sits under the colour half
+        assert (side[h:, :w] == 255).all()
     assert not list(out.glob("corrupt*")) and not list(out.glob(".*tmp"))
 
 
@@ -67,7 +69,7 @@ def test_color_near_is_warm(run):
     """Metric depth with the default Spectral_r: the nearest pixels are red, the farthest blue."""
     _, out, good, _ = run
     depth = np.load(out / f"{good[0]}.npy")
-    color = np.asarray(Image.open(out / f"{good[0]}_color.png")).astype(int)
+    color = np.asarray(Image.open(out / f"{good[0]}_color.png")).astype(int)[: depth.shape[0]]
     near, far = depth <= np.percentile(depth, 1), depth >= np.percentile(depth, 99)
     assert color[near][:, 0].mean() > color[near][:, 2].mean() + 50
     assert color[far][:, 2].mean() > color[far][:, 0].mean() + 50

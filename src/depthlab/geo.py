@@ -173,12 +173,15 @@ def rgb_to_float(arr: np.ndarray, path, rgb_max: float | None = None) -> np.ndar
 
 
 def write_geotiff(path, array: np.ndarray, georef: Georef | None = None, nodata: float = float("nan"),
-                  compress: str = "deflate") -> Path:
+                  compress: str = "deflate", description: str | None = None, unit: str | None = None,
+                  tags: dict | None = None) -> Path:
     """Write an ``(H,W)`` array as a single-band float32 GeoTIFF, atomically.
 
     Non-finite values become ``nodata`` (NaN by default, recorded in the file). With a georeferenced
     ``georef`` the file carries its CRS and transform; otherwise it is a plain float TIFF (no CRS, identity
-    transform). Written into a rasterio MemoryFile, then through :func:`depthlab.io.atomic_write`.
+    transform). ``description`` and ``unit`` are band 1's description and unit (rasterio ``descriptions[0]``,
+    ``units[0]``); ``tags`` are written on the file and on band 1 (``tags()``, ``tags(1)``). Written into a
+    rasterio MemoryFile, then through :func:`depthlab.io.atomic_write`.
     """
     rasterio = require_rasterio()
     from rasterio.io import MemoryFile
@@ -202,10 +205,23 @@ def write_geotiff(path, array: np.ndarray, georef: Georef | None = None, nodata:
         with MemoryFile() as mem:
             with mem.open(**profile) as dst:
                 dst.write(a, 1)
+                _describe_band(dst, description, unit, tags)
             data = mem.read()
     with atomic_write(path) as f:
         f.write(data)
     return Path(path)
+
+
+def _describe_band(dst, description: str | None, unit: str | None, tags: dict | None) -> None:
+    """Band 1's description, unit and tags (and the same tags on the file) on an open rasterio dataset."""
+    if description:
+        dst.set_band_description(1, description)
+    if unit:
+        dst.set_band_unit(1, unit)
+    if tags:
+        text = {str(k): str(v) for k, v in tags.items()}
+        dst.update_tags(**text)
+        dst.update_tags(1, **text)
 
 
 def read_geotiff(path) -> tuple[np.ndarray, Georef, float | None]:

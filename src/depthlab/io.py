@@ -211,16 +211,32 @@ def write_npy(path, array: np.ndarray) -> Path:
     return Path(path)
 
 
-def write_png16(path, depth: np.ndarray, scale: float) -> Path:
+def write_png16(path, depth: np.ndarray, scale: float, text: dict | None = None,
+                compress_level: int = 6) -> Path:
     """Write metres as 16-bit PNG with ``value = round(depth / scale)`` (0 stays 0 = invalid).
 
     ``scale`` is metres per unit: 0.001 = millimetres (max 65.535 m), 1/256 = KITTI convention.
-    Values beyond the 16-bit range are clipped to 65535.
+    Values beyond the 16-bit range are clipped to 65535. ``text``: tEXt chunks (see :func:`write_png`).
     """
     d = np.nan_to_num(np.asarray(depth, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     v = np.clip(np.round(d / scale), 0, 65535).astype(np.uint16)
+    return write_png(path, v, text, compress_level)
+
+
+def write_png(path, array: np.ndarray, text: dict | None = None, compress_level: int = 6) -> Path:
+    """An image array (uint8 RGB, uint16 grayscale, ...) -> PNG, atomically.
+
+    ``text``: key -> value pairs stored as PNG tEXt chunks (``PIL.Image.open(path).text`` reads them back);
+    ``compress_level``: zlib level 0-9 (PIL's default 6; 1 encodes ~3x faster for ~30 % more bytes)."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = None
+    if text:
+        info = PngInfo()
+        for k, v in text.items():
+            info.add_text(str(k), str(v))
     with atomic_write(path) as f:
-        Image.fromarray(v).save(f, format="PNG")
+        Image.fromarray(array).save(f, format="PNG", pnginfo=info, compress_level=compress_level)
     return Path(path)
 
 
@@ -230,11 +246,9 @@ def to_uint8(a) -> np.ndarray:
     return a if a.dtype == np.uint8 else (np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-def write_rgb_png(path, rgb: np.ndarray) -> Path:
-    """HxWx3 uint8 (or float [0,1]) -> PNG, atomically."""
-    with atomic_write(path) as f:
-        Image.fromarray(to_uint8(rgb)).save(f, format="PNG")
-    return Path(path)
+def write_rgb_png(path, rgb: np.ndarray, text: dict | None = None, compress_level: int = 6) -> Path:
+    """HxWx3 uint8 (or float [0,1]) -> PNG, atomically (``text``, ``compress_level``: see :func:`write_png`)."""
+    return write_png(path, to_uint8(rgb), text, compress_level)
 
 
 def list_images(inputs, exts=IMAGE_EXTS) -> list[Path]:

@@ -7,6 +7,8 @@ import numpy as np
 
 from depthlab.errors import unknown_name
 
+DEFAULT_PERCENTILES = (2, 98)  # colour limits of a map without given ones: these percentiles of its valid values
+
 
 def get_cmap(name: str):
     """A matplotlib colormap by name; an unknown name raises ValueError with close matches."""
@@ -44,7 +46,7 @@ def _as_2d(a) -> np.ndarray:
 
 
 def color_limits(values, vmin: float | None = None, vmax: float | None = None,
-                 percentiles: tuple[float, float] | None = (2, 98), mask=None) -> tuple[float, float] | None:
+                 percentiles: tuple[float, float] | None = DEFAULT_PERCENTILES, mask=None) -> tuple[float, float] | None:
     """The ``(vmin, vmax)`` that :func:`colorize` maps onto the colormap's two ends (same arguments).
 
     Missing limits come from the ``percentiles`` of the valid values (finite and ``mask``), or their full
@@ -62,7 +64,7 @@ def color_limits(values, vmin: float | None = None, vmax: float | None = None,
 
 
 def colorize(depth, cmap: str = "Spectral_r", vmin: float | None = None, vmax: float | None = None,
-             percentiles: tuple[float, float] | None = (2, 98), invalid_color=(0, 0, 0),
+             percentiles: tuple[float, float] | None = DEFAULT_PERCENTILES, invalid_color=(0, 0, 0),
              mask=None, reverse: bool = False) -> np.ndarray:
     """Colour a depth (or disparity) map: ``(H,W)`` array or tensor -> uint8 ``(H,W,3)`` RGB.
 
@@ -167,4 +169,4 @@ def side_by_side(rgb, depth_rgb, gap: int = 0) -> np.ndarray:
 
 
 __all__ = ["colorize", "color_limits", "colorbar", "colormap_lut", "format_limit", "get_cmap", "side_by_side",
-           "COLORBAR_BACKGROUND"]
+           "COLORBAR_BACKGROUND", "DEFAULT_PERCENTILES"]
