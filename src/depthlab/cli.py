@@ -173,6 +173,8 @@ def predict_cmd(
     overwrite: bool = typer.Option(False, help="tiled: redo rasters whose output exists (default: skip them, resume)"),
     ray: Optional[str] = typer.Option(None, help="tiled: run on Ray: local (a new local cluster), auto, ray://HOST:PORT"),
     workers: int = typer.Option(2, help="tiled with --ray: workers, one model each"),
+    io_workers: Optional[int] = typer.Option(None, help="threads decoding images and threads writing files "
+                                             "(default: CPU cores, at most 4)"),
 ):
     """Predict depth for images; writes .npy (float32), 16-bit PNG, colourised PNG, side-by-side, GeoTIFF, PLY.
 
@@ -204,7 +206,7 @@ def predict_cmd(
         reports.append(predict_files(inputs, model=model, checkpoint_path=checkpoint_path, pretrained=pretrained,
                                      out_dir=out, formats=fmts, colormap=colormap, batch_size=batch_size,
                                      device=device, progress=True, input_size=_parse_size(input_size),
-                                     intrinsics=intrinsics, ply_scale=ply_scale))
+                                     intrinsics=intrinsics, ply_scale=ply_scale, workers=io_workers))
     failures = {p: reason for r in reports for p, reason in r.failures.items()}
     for path, reason in failures.items():
         err_console.print(f"failed {path}: {reason}", style="red", highlight=False, soft_wrap=True, markup=False)

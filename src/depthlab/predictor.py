@@ -17,6 +17,7 @@ PyTorch, cached on disk keyed by model name, weights hash and shape.
 from __future__ import annotations
 
 import os
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -286,15 +287,19 @@ def predict_files(inputs, model: str | nn.Module = "fastdepth", checkpoint_path=
                   out_dir="outputs/predict", formats: Sequence[str] = ("npy", "png16", "color"),
                   colormap: str = "Spectral_r", batch_size: int = 1, device: str = "cpu",
                   progress: bool = False, input_size="auto", intrinsics=None,
-                  ply_scale: float | None = None) -> PredictReport:
+                  ply_scale: float | None = None, workers: int | None = None) -> PredictReport:
     """Predict every image in ``inputs`` (files, folders, globs) and write the requested ``formats``.
 
     Per image (``<stem>`` = file name without extension; made unique on clashes):
     ``<stem>.npy`` float32 in the declared unit; ``<stem>_depth16.png`` (see :func:`png16_encoding`);
-    ``<stem>_color.png`` (colormap, 2-98 percentile normalisation, near = warm); ``<stem>_side.png``
-    (RGB | colour). ``predictions.json`` lists model, kind, unit and the 16-bit scale per file.
-    ``tiff`` and ``ply`` (GeoTIFF, point cloud) as in :func:`depthlab.outputs.write_outputs`; ``intrinsics``
-    (fx, fy, cx, cy in pixels of the input image) and ``ply_scale`` are passed to it.
+    ``<stem>_color.png`` (colormap, 2-98 percentile normalisation, near = warm, colour bar underneath);
+    ``<stem>_side.png`` (RGB | colour). ``predictions.json`` lists model, kind, unit, the 16-bit decoding and
+    the colour scale per file. ``tiff`` and ``ply`` (GeoTIFF, point cloud) as in
+    :func:`depthlab.outputs.write_outputs`; ``intrinsics`` (fx, fy, cx, cy in pixels of the input image) and
+    ``ply_scale`` are passed to it.
+    Decoding, the network and writing overlap: ``workers`` threads decode images ahead and ``workers`` threads
+    write finished predictions (default :func:`default_workers`); files, ``predictions.json`` and ``failures``
+    are the same, in input order, for any ``workers``.
     A file that cannot be read is skipped and reported in ``failures`` with a one-line reason.
     """
     from rich.console import Console
@@ -304,6 +309,9 @@ def predict_files(inputs, model: str | nn.Module = "fastdepth", checkpoint_path=
     from depthlab.viz.colorize import get_cmap
 
     formats = parse_formats(formats)
+    workers = default_workers() if workers is None else int(workers)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     get_cmap(colormap)  # fail before any work on an unknown colormap
     if intrinsics is not None:  # likewise for malformed intrinsics (one ValueError, not one per image)
         from depthlab.pointcloud import as_intrinsics
@@ -331,27 +339,82 @@ def predict_files(inputs, model: str | nn.Module = "fastdepth", checkpoint_path=
     write = dict(out_dir=out_dir, formats=formats, colormap=colormap, intrinsics=intrinsics, ply_scale=ply_scale)
     with Progress(console=Console(stderr=True), transient=True, disable=not progress) as bar:
         task = bar.add_task("predicting", total=len(paths))
-        images = _read_images(paths, report, lambda: bar.advance(task))
-        for batch in batches_by_size(images, predictor.batch_size, lambda pt: pt[1]):
-            for p, rgb, pred, err in _predict_batch(predictor, batch):
-                err = err or _write_one(pred, rgb, stems[p], write, report, sidecar)
-                if err:
-                    report.failures[str(p)] = err
+        _pipeline(predictor, paths, stems, write, report, sidecar, workers, lambda: bar.advance(task))
+    order = {str(p): i for i, p in enumerate(paths)}  # failures in input order, however the threads finished
+    failed = sorted(report.failures.items(), key=lambda kv: order.get(kv[0], len(order)))
+    report.failures.clear()
+    report.failures.update(failed)
     io.write_json(out_dir / "predictions.json", sidecar)
     return report
 
 
-def _read_images(paths: list[Path], report: PredictReport, advance) -> Iterator[tuple[Path, torch.Tensor]]:
-    """(path, image) for every readable file (8-bit images as uint8); unreadable ones go to ``report.failures``."""
-    for p in paths:
+def default_workers() -> int:
+    """Threads per pool of :func:`predict_files` when not given: the usable CPU cores, at most 4."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(4, cores))
+
+
+def _pipeline(predictor: Predictor, paths: list[Path], stems: dict, write: dict, report: PredictReport,
+              sidecar: dict, workers: int, advance) -> None:
+    """Read (``workers`` threads) -> predict (this thread, batched by size) -> write (``workers`` threads).
+
+    Decoding (PIL), the forward pass (torch) and encoding (zlib, numpy) release the GIL, so threads overlap
+    them. Both queues are bounded (at most ``2 * workers + batch_size`` images decoded ahead, ``2 * workers``
+    predictions waiting to be written), which bounds memory; results are taken in submission order, so the
+    sidecar and the report are filled in input order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="depthlab-read") as readers, \
+            ThreadPoolExecutor(workers, thread_name_prefix="depthlab-write") as writers:
+        pending: deque = deque()  # (prediction, stem, future of write_outputs), in input order
         try:
-            t = image_to_tensor(p, keep_uint8=True)
-        except Exception as e:  # corrupt / unreadable / not an image
-            report.failures[str(p)] = _one_line(e)
-            continue
-        finally:
+            reads = _bounded_map(readers, _read_one, paths, 2 * workers + predictor.batch_size)
+            for batch in batches_by_size(_readable(reads, report, advance), predictor.batch_size, lambda pt: pt[1]):
+                for p, rgb, pred, err in _predict_batch(predictor, batch):
+                    if err:
+                        report.failures[str(p)] = err
+                        advance()
+                        continue
+                    pending.append((pred, stems[p], writers.submit(write_outputs, pred, rgb, stem=stems[p], **write)))
+                    while len(pending) > 2 * workers:
+                        _record(*pending.popleft(), report, sidecar, advance)
+            while pending:
+                _record(*pending.popleft(), report, sidecar, advance)
+        except BaseException:  # Ctrl-C or a bug: drop the queued work (files being written finish atomically)
+            readers.shutdown(cancel_futures=True)
+            writers.shutdown(cancel_futures=True)
+            raise
+
+
+def _bounded_map(pool, fn, items: Iterable, ahead: int) -> Iterator:
+    """``fn(item)`` for each item, computed in ``pool`` at most ``ahead`` items in advance, yielded in order.
+
+    ``Executor.map`` submits every item at once (all decoded images in memory); this keeps ``ahead``."""
+    queue: deque = deque()
+    for item in items:
+        queue.append(pool.submit(fn, item))
+        if len(queue) >= ahead:
+            yield queue.popleft().result()
+    while queue:
+        yield queue.popleft().result()
+
+
+def _read_one(p: Path) -> tuple[Path, torch.Tensor | None, str | None]:
+    """(path, image or None, failure reason or None); 8-bit images stay uint8. Runs in a reader thread."""
+    try:
+        return p, image_to_tensor(p, keep_uint8=True), None
+    except Exception as e:  # corrupt / unreadable / not an image
+        return p, None, _one_line(e)
+
+
+def _readable(reads: Iterable, report: PredictReport, advance) -> Iterator[tuple[Path, torch.Tensor]]:
+    """(path, image) of the files read; the others go to ``report.failures``."""
+    for p, t, err in reads:
+        if err is None:
+            yield p, t
+        else:
+            report.failures[str(p)] = err
             advance()
-        yield p, t
 
 
 def _predict_batch(predictor: Predictor, batch: list[tuple[Path, torch.Tensor]]):
@@ -363,19 +426,21 @@ def _predict_batch(predictor: Predictor, batch: list[tuple[Path, torch.Tensor]])
     return [(p, t, predictor._wrap(d, str(p)), None) for (p, t), d in zip(batch, depths)]
 
 
-def _write_one(pred: Prediction, rgb: torch.Tensor, stem: str, write: dict, report: PredictReport,
-               sidecar: dict) -> str | None:
-    """Write one prediction's files and record them in ``report`` and ``sidecar``; the failure reason, or None."""
+def _record(pred: Prediction, stem: str, written, report: PredictReport, sidecar: dict, advance) -> None:
+    """Wait for one prediction's ``write_outputs`` and record its files (or its failure) in ``report`` and
+    ``sidecar``."""
     path = pred.source
     try:
-        files, entry = write_outputs(pred, rgb, stem=stem, **write)
+        files, entry = written.result()
     except Exception as e:
-        return f"writing outputs failed ({_one_line(e)})"
-    report.outputs[path] = files
-    sidecar["files"][stem] = {"input": path, **entry, "outputs": [Path(f).name for f in files]}
-    report.n_ok += 1
-    return None
+        report.failures[path] = f"writing outputs failed ({_one_line(e)})"
+    else:
+        report.outputs[path] = files
+        sidecar["files"][stem] = {"input": path, **entry, "outputs": [Path(f).name for f in files]}
+        report.n_ok += 1
+    finally:
+        advance()
 
 
 __all__ = ["Predictor", "Prediction", "PredictReport", "predict_files", "image_to_tensor", "png16_encoding",
-           "write_outputs", "FORMATS", "BACKENDS", "PNG16_METRIC_SCALE", "parse_input_size"]
+           "write_outputs", "FORMATS", "BACKENDS", "PNG16_METRIC_SCALE", "parse_input_size", "default_workers"]
