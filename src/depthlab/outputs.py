@@ -17,11 +17,11 @@ PNG16_METRIC_SCALE = 0.001  # metres per unit: millimetres, 0 = invalid, max 65.
 # What the values are, per output kind: the colour bar's label and the GeoTIFF band description.
 QUANTITY_LABELS = {"metric": "depth (m)", "relative": "relative depth (no unit)",
                    "disparity": "disparity (relative, larger = nearer)"}
-# zlib level of the PNGs written here. Measured on a FastDepth prediction of a 640x480 NYU frame (2-core EPYC,
-# see docs/outputs.md): level 1 writes the colour PNG in 26 ms (102 kB) and the 16-bit PNG in 20 ms (145 kB),
-# PIL's default 6 takes 60 ms (73 kB) and 83 ms (117 kB): ~3x the time for ~25 % fewer bytes, the wrong trade
-# when writing is a third of `depthlab predict`'s time on a folder.
-PNG_COMPRESS_LEVEL = 1
+# PIL options of the PNGs written here: zlib level 1 with the run-length strategy (Z_RLE = 3). On a FastDepth
+# prediction of a 640x480 NYU frame (2-core EPYC, see docs/outputs.md) the colour PNG takes 18 ms / 79 kB
+# (PIL's default, level 6: 60 ms / 73 kB) and the 16-bit PNG 13 ms / 136 kB (83 ms / 117 kB): a fifth of
+# the time for ~10 % more bytes, the right trade when writing is most of `depthlab predict`'s time.
+PNG_OPTIONS = {"compress_level": 1, "compress_type": 3}
 
 
 def parse_formats(formats: str | Sequence[str], choices: Sequence[str] = FORMATS,
@@ -108,6 +108,7 @@ def write_outputs(pred, rgb: torch.Tensor | None, out_dir: Path, stem: str,
     (fx,fy,cx,cy) else a sidecar beside the input (:func:`depthlab.pointcloud.find_intrinsics`) else a 60 degree
     FOV guess; relative/disparity need ``ply_scale``. See docs/outputs.md."""
     from depthlab import io
+    from depthlab.processing import to_float01
 
     out_dir, d = Path(out_dir), pred.depth
     files, entry = [], {"kind": pred.kind, "unit": pred.unit, "height": d.shape[0], "width": d.shape[1]}
@@ -118,23 +119,18 @@ def write_outputs(pred, rgb: torch.Tensor | None, out_dir: Path, stem: str,
         files.append(str(io.write_npy(out_dir / f"{stem}.npy", d)))
     if "png16" in formats:
         v, desc = png16_encoding(d, pred.kind)
-        files.append(str(io.write_png(out_dir / f"{stem}_depth16.png", v, png16_text(desc, pred), PNG_COMPRESS_LEVEL)))
+        text = png16_text(desc, pred)
+        files.append(str(io.write_png(out_dir / f"{stem}_depth16.png", v, text, **PNG_OPTIONS)))
         entry.update(desc)
     if "color" in formats or "side" in formats:
         files += _write_color(pred, rgb, out_dir, stem, formats, colormap, entry)
     if "tiff" in formats:
         files.append(str(_write_tiff(out_dir / f"{stem}_depth.tif", pred, entry)))
     if "ply" in formats:
-        rgb = None if rgb is None else _float_rgb(rgb)
+        rgb = None if rgb is None else to_float01(rgb)
         files.append(str(_write_ply(out_dir / f"{stem}.ply", pred, rgb, intrinsics, ply_scale, entry)))
     entry.setdefault("colormap", None)
     return files, entry
-
-
-def _float_rgb(rgb) -> torch.Tensor:
-    from depthlab.processing import to_float01
-
-    return to_float01(rgb)
 
 
 def _write_color(pred, rgb, out_dir: Path, stem: str, formats: Sequence[str], colormap: str,
@@ -157,14 +153,14 @@ def _write_color(pred, rgb, out_dir: Path, stem: str, formats: Sequence[str], co
     files = []
     if "color" in formats:
         img = np.concatenate([color, bar])
-        files.append(str(io.write_rgb_png(out_dir / f"{stem}_color.png", img, text, PNG_COMPRESS_LEVEL)))
+        files.append(str(io.write_rgb_png(out_dir / f"{stem}_color.png", img, text, **PNG_OPTIONS)))
     if "side" in formats:
         rgb_np = io.to_uint8(rgb.permute(1, 2, 0).cpu().numpy())
         pair = side_by_side(rgb_np, color)
         blank = np.full((bar.shape[0], rgb_np.shape[1], 3), COLORBAR_BACKGROUND, np.uint8)
         under = np.concatenate([blank, bar], axis=1)
         files.append(str(io.write_rgb_png(out_dir / f"{stem}_side.png", np.concatenate([pair, under]), text,
-                                          PNG_COMPRESS_LEVEL)))
+                                          **PNG_OPTIONS)))
     return files
 
 
@@ -214,5 +210,5 @@ def unique_stems(paths: list[Path]) -> dict[Path, str]:
     return out
 
 
-__all__ = ["FORMATS", "PNG16_METRIC_SCALE", "PNG_COMPRESS_LEVEL", "QUANTITY_LABELS", "parse_formats", "png16_encoding",
+__all__ = ["FORMATS", "PNG16_METRIC_SCALE", "PNG_OPTIONS", "QUANTITY_LABELS", "parse_formats", "png16_encoding",
            "png16_text", "valid_pixels", "colorize_prediction", "write_outputs", "unique_stems"]

@@ -75,7 +75,7 @@ def colorize(depth, cmap: str = "Spectral_r", vmin: float | None = None, vmax: f
     ``reverse=True`` flips the colormap. With the default ``Spectral_r`` large values are warm (red):
     pass ``reverse=True`` for depth so that *near* is warm, keep it False for disparity.
     """
-    d = _as_2d(depth).astype(np.float64)
+    d = _as_2d(depth).astype(np.float64, copy=False)
     if d.ndim != 2:
         raise ValueError(f"colorize expects an (H,W) map, got shape {np.shape(depth)}")
     valid = np.isfinite(d)
@@ -87,13 +87,23 @@ def colorize(depth, cmap: str = "Spectral_r", vmin: float | None = None, vmax: f
     invalid = np.asarray(invalid_color, dtype=np.uint8)
     if not valid.any():
         return np.broadcast_to(invalid, d.shape + (3,)).copy()
-    lo, hi = color_limits(d[valid], vmin=vmin, vmax=vmax, percentiles=percentiles)
-    with np.errstate(invalid="ignore"):  # whole-array arithmetic (invalid pixels replaced below): boolean
-        t = np.full(d.shape, 0.5) if hi <= lo else np.clip((d - lo) / (hi - lo), 0.0, 1.0)  # indexing costs more
+    all_valid = bool(valid.all())
+    lo, hi = color_limits(d if all_valid else d[valid], vmin=vmin, vmax=vmax, percentiles=percentiles)
     lut = colormap_lut(cmap, reverse)
-    idx = np.minimum((np.where(valid, t, 0.0) * len(lut)).astype(np.intp), len(lut) - 1)
-    out = np.take(lut, idx, axis=0)
-    return out if valid.all() else np.where(valid[..., None], out, invalid)
+    # Whole-array arithmetic in place (invalid pixels replaced at the end): boolean indexing costs more.
+    if hi <= lo:
+        t = np.full(d.shape, 0.5)
+    else:
+        t = np.subtract(d, lo)
+        t /= hi - lo
+    with np.errstate(invalid="ignore"):
+        np.clip(t, 0.0, 1.0, out=t)
+        t *= len(lut)
+        np.minimum(t, len(lut) - 1, out=t)
+    if not all_valid:
+        t[~valid] = 0
+    out = np.take(lut, t.astype(np.intp), axis=0)
+    return out if all_valid else np.where(valid[..., None], out, invalid)
 
 
 COLORBAR_BACKGROUND = (255, 255, 255)
