@@ -51,8 +51,8 @@ def make_folder(folder: Path, n: int) -> list[Path]:
 
 
 def cpu_seconds() -> float:
-    t = os.times()
-    return t.user + t.system
+    """CPU time of this process, every thread (user + system)."""
+    return time.process_time()
 
 
 def time_forward(predictor, tensors) -> tuple[float, float]:
@@ -68,28 +68,35 @@ def time_predict_files(model, folder: Path, out: Path, formats: str, workers: in
     from depthlab import predict_files
 
     shutil.rmtree(out, ignore_errors=True)
+    pools = {"workers": workers} if workers else {}  # 0: predict_files' own default (also before workers existed)
     t0, c0 = time.perf_counter(), cpu_seconds()
-    report = predict_files([folder], model=model, out_dir=out, formats=formats, workers=workers,
-                           batch_size=batch_size, input_size=input_size)
+    report = predict_files([folder], model=model, out_dir=out, formats=formats, batch_size=batch_size,
+                           input_size=input_size, **pools)
     sec, cpu = time.perf_counter() - t0, cpu_seconds() - c0
     assert report.n_ok == len(list(folder.iterdir())) and not report.failures, report.failures
     return sec, cpu
 
 
-def time_writers(pred, rgb, out: Path, formats: list[str], repeats: int = 5) -> dict:
-    """Median ms of ``write_outputs`` for each format alone on one prediction."""
+def time_stages(predictor, paths: list[Path], out: Path, formats: list[str], n: int = 20) -> dict:
+    """{stage: (wall ms, CPU ms) per frame} of the two other stages run alone on ``n`` frames: decoding
+    (``image_to_tensor``) and ``write_outputs`` (all ``formats`` together, then each alone)."""
     from depthlab.outputs import write_outputs
+    from depthlab.predictor import image_to_tensor
 
-    ms = {}
-    for fmt in formats:
-        write_outputs(pred, rgb, out, "one", [fmt])  # warm-up
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            write_outputs(pred, rgb, out, "one", [fmt])
-            times.append(time.perf_counter() - t0)
-        ms[fmt] = statistics.median(times) * 1e3
-    return ms
+    frames = paths[:n]
+    preds = [predictor(p) for p in frames]
+    stages = {"decode": lambda: [image_to_tensor(p, keep_uint8=True) for p in frames]}
+    rgbs = stages["decode"]()
+    for fmts in [formats] + [[f] for f in formats] * (len(formats) > 1):
+        stages["write " + ",".join(fmts)] = (
+            lambda fmts=fmts: [write_outputs(q, t, out, "one", fmts) for q, t in zip(preds, rgbs)])
+    result = {}
+    for name, run in stages.items():
+        run()  # warm-up
+        t0, c0 = time.perf_counter(), cpu_seconds()
+        run()
+        result[name] = ((time.perf_counter() - t0) / len(frames) * 1e3, (cpu_seconds() - c0) / len(frames) * 1e3)
+    return result
 
 
 def main():
@@ -97,7 +104,9 @@ def main():
     ap.add_argument("--model", default="fastdepth")
     ap.add_argument("--frames", type=int, default=200)
     ap.add_argument("--formats", default="npy,png16,color")
-    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2],
+                    help="pool sizes to measure; 0 = predict_files' default without passing workers")
+    ap.add_argument("--results-dir", default=None, help="where the JSON goes (default benchmarks/results)")
     ap.add_argument("--batch-size", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
@@ -115,8 +124,8 @@ def main():
     predictor = Predictor(args.model, batch_size=args.batch_size, pretrained=not args.random_weights,
                           input_size=args.input_size)
     with tempfile.TemporaryDirectory() as tmp:
-        times, writers = measure(predictor, args, Path(tmp))
-    rows = summarise(times, writers, args.frames)
+        times, stages = measure(predictor, args, Path(tmp))
+    rows = summarise(times, stages, args.frames)
     print_table(rows, ["what", "images_per_s", "ms_per_image", "cpu_ms_per_image", "ratio_to_forward"])
     settings = vars(args) | {"frames_from": [f"src/depthlab/assets/samples/nyu/rgb/{f}" for f in FRAMES],
                              "torch_threads": torch.get_num_threads(), "image_size": "640x480"}
@@ -124,7 +133,7 @@ def main():
         "settings": settings, "load_average_before": load_before, "load_average_after": os.getloadavg(),
         "note": "ratios are measured in one process, alternating forward and predict_files runs; the machine "
                 "is shared with other jobs (see load averages), so absolute rates vary between runs",
-        "seconds": times, "rows": rows})
+        "seconds_wall_cpu": times, "rows": rows}, args.results_dir)
     print(f"wrote {path}")
 
 
@@ -141,11 +150,11 @@ def measure(predictor, args, tmp: Path) -> tuple[dict, dict]:
         for w in args.workers:
             times[f"predict_files workers={w}"].append(time_predict_files(
                 predictor.model, tmp / "in", tmp / "out", args.formats, w, args.batch_size, predictor.input_size))
-    writers = time_writers(predictor(paths[0]), tensors[0], tmp / "one", args.formats.split(","))
-    return times, writers
+    stages = time_stages(predictor, paths, tmp / "one", args.formats.split(","))
+    return times, stages
 
 
-def summarise(times: dict, writers: dict, frames: int) -> list[dict]:
+def summarise(times: dict, stages: dict, frames: int) -> list[dict]:
     base = frames / statistics.median(w for w, _ in times["forward"])
     rows = []
     for what, runs in times.items():
@@ -153,7 +162,8 @@ def summarise(times: dict, writers: dict, frames: int) -> list[dict]:
         cpu = statistics.median(c for _, c in runs) / frames
         rows.append({"what": what, "images_per_s": rate, "ms_per_image": 1e3 / rate, "cpu_ms_per_image": cpu * 1e3,
                      "ratio_to_forward": rate / base})
-    return rows + [{"what": f"write {fmt} (one frame)", "ms_per_image": ms} for fmt, ms in writers.items()]
+    return rows + [{"what": f"{name} (stage alone)", "ms_per_image": ms, "cpu_ms_per_image": cpu}
+                   for name, (ms, cpu) in stages.items()]
 
 
 if __name__ == "__main__":

@@ -340,10 +340,6 @@ def predict_files(inputs, model: str | nn.Module = "fastdepth", checkpoint_path=
     with Progress(console=Console(stderr=True), transient=True, disable=not progress) as bar:
         task = bar.add_task("predicting", total=len(paths))
         _pipeline(predictor, paths, stems, write, report, sidecar, workers, lambda: bar.advance(task))
-    order = {str(p): i for i, p in enumerate(paths)}  # failures in input order, however the threads finished
-    failed = sorted(report.failures.items(), key=lambda kv: order.get(kv[0], len(order)))
-    report.failures.clear()
-    report.failures.update(failed)
     io.write_json(out_dir / "predictions.json", sidecar)
     return report
 
@@ -384,6 +380,10 @@ def _pipeline(predictor: Predictor, paths: list[Path], stems: dict, write: dict,
             readers.shutdown(cancel_futures=True)
             writers.shutdown(cancel_futures=True)
             raise
+    order = {str(p): i for i, p in enumerate(paths)}  # failures in input order, whichever stage found them
+    failed = sorted(report.failures.items(), key=lambda kv: order.get(kv[0], len(order)))
+    report.failures.clear()
+    report.failures.update(failed)
 
 
 def _bounded_map(pool, fn, items: Iterable, ahead: int) -> Iterator:

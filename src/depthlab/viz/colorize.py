@@ -46,7 +46,8 @@ def _as_2d(a) -> np.ndarray:
 
 
 def color_limits(values, vmin: float | None = None, vmax: float | None = None,
-                 percentiles: tuple[float, float] | None = DEFAULT_PERCENTILES, mask=None) -> tuple[float, float] | None:
+                 percentiles: tuple[float, float] | None = DEFAULT_PERCENTILES,
+                 mask=None) -> tuple[float, float] | None:
     """The ``(vmin, vmax)`` that :func:`colorize` maps onto the colormap's two ends (same arguments).
 
     Missing limits come from the ``percentiles`` of the valid values (finite and ``mask``), or their full
