@@ -311,7 +311,7 @@ def predict_files(inputs, model: str | nn.Module = "fastdepth", checkpoint_path=
     formats = parse_formats(formats)
     workers = default_workers() if workers is None else int(workers)
     if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+        raise InputError(f"workers must be >= 1, got {workers}")
     get_cmap(colormap)  # fail before any work on an unknown colormap
     if intrinsics is not None:  # likewise for malformed intrinsics (one ValueError, not one per image)
         from depthlab.pointcloud import as_intrinsics
