@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import threading
 
 import numpy as np
 
@@ -108,6 +109,7 @@ def colorize(depth, cmap: str = "Spectral_r", vmin: float | None = None, vmax: f
 
 
 COLORBAR_BACKGROUND = (255, 255, 255)
+_FONT_LOCK = threading.Lock()  # one cached FreeType face is shared: writer threads draw text one at a time
 
 
 @functools.lru_cache(maxsize=8)
@@ -153,15 +155,17 @@ def colorbar(width: int, limits: tuple[float, float] | None, label: str, cmap: s
         bar[pad:pad + ramp_h, m:m + rw] = colorize(ramp, cmap=cmap, vmin=limits[0], vmax=limits[1], reverse=reverse)
         ends = (format_limit(limits[0]), format_limit(limits[1]))
     img = Image.fromarray(bar)
-    draw, font, y = ImageDraw.Draw(img), _font(fs), pad + ramp_h + 2
-    lw = draw.textlength(ends[0], font=font)
-    rx = m + rw - draw.textlength(ends[1], font=font)
-    draw.text((m, y), ends[0], fill=(0, 0, 0), font=font)
-    draw.text((rx, y), ends[1], fill=(0, 0, 0), font=font)
-    cw = draw.textlength(label, font=font)
-    cx = (width - cw) / 2
-    if cx >= m + lw + fs // 2 and cx + cw <= rx - fs // 2:
-        draw.text((cx, y), label, fill=(0, 0, 0), font=font)
+    draw, y = ImageDraw.Draw(img), pad + ramp_h + 2
+    with _FONT_LOCK:
+        font = _font(fs)
+        lw = draw.textlength(ends[0], font=font)
+        rx = m + rw - draw.textlength(ends[1], font=font)
+        draw.text((m, y), ends[0], fill=(0, 0, 0), font=font)
+        draw.text((rx, y), ends[1], fill=(0, 0, 0), font=font)
+        cw = draw.textlength(label, font=font)
+        cx = (width - cw) / 2
+        if cx >= m + lw + fs // 2 and cx + cw <= rx - fs // 2:
+            draw.text((cx, y), label, fill=(0, 0, 0), font=font)
     return np.asarray(img)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-COLOR_PERCENTILES = (2, 98)  # colorize's default: the page's colour bar states it
+from depthlab.viz.colorize import DEFAULT_PERCENTILES as COLOR_PERCENTILES  # colorize's: the page's bar states it
 READOUT_MAX_SIDE = 640  # the pixel readout grid: full resolution up to 640 px, else every s-th pixel
 SAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
