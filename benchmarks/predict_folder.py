@@ -7,7 +7,8 @@ Measured, alternating, ``--repeats`` times on one machine and in one process:
 * ``forward``: :meth:`Predictor.predict_batches` on the frames already decoded (uint8 tensors), i.e. the
   Predictor's pre-processing, network and post-processing and nothing else (images/s);
 * ``predict_files``: :func:`depthlab.predict_files` on the folder with ``--formats`` (decode, predict, write
-  every file and ``predictions.json``), for each ``--workers`` value (1 = one reader and one writer thread).
+  every file and ``predictions.json``), for each ``--workers`` value (passed as ``io_workers``; 1 = one reader
+  and one writer thread).
 
 The ratio ``predict_files / forward`` (images per second) is the number to read: both sides run in the same
 process, alternating, so load from other processes hits both alike. Each row also gives the process's CPU time
@@ -68,7 +69,7 @@ def time_predict_files(model, folder: Path, out: Path, formats: str, workers: in
     from depthlab import predict_files
 
     shutil.rmtree(out, ignore_errors=True)
-    pools = {"workers": workers} if workers else {}  # 0: predict_files' own default (also before workers existed)
+    pools = {"io_workers": workers} if workers else {}  # 0: predict_files' default (also before io_workers)
     t0, c0 = time.perf_counter(), cpu_seconds()
     report = predict_files([folder], model=model, out_dir=out, formats=formats, batch_size=batch_size,
                            input_size=input_size, **pools)

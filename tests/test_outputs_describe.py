@@ -134,7 +134,7 @@ def test_predictions_json_records_the_colour_scale(tmp_path):
     model.depth_info = WeightsInfo(output_kind="metric", multiple_of=8)
     img = np.tile(np.linspace(0, 255, 40).astype(np.uint8)[None, :, None], (24, 1, 3))
     Image.fromarray(img).save(tmp_path / "ramp.png")
-    predict_files([tmp_path / "ramp.png"], model=model, out_dir=tmp_path / "o", formats="npy,color", workers=1)
+    predict_files([tmp_path / "ramp.png"], model=model, out_dir=tmp_path / "o", formats="npy,color", io_workers=1)
     entry = json.loads((tmp_path / "o" / "predictions.json").read_text())["files"]["ramp"]
     d = np.load(tmp_path / "o" / "ramp.npy").astype(np.float64)
     assert (entry["color_vmin"], entry["color_vmax"]) == pytest.approx(tuple(np.percentile(d, (2, 98))), rel=1e-12)

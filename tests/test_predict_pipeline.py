@@ -50,8 +50,8 @@ def _files(out):
 def test_pooled_outputs_equal_one_worker_byte_for_byte_in_input_order(tmp_path):
     folder = _folder(tmp_path, n=9, bad=(2, 6))
     fmts = "npy,png16,color,side"
-    serial = predict_files([folder], model=_model(), out_dir=tmp_path / "w1", formats=fmts, batch_size=2, workers=1)
-    pooled = predict_files([folder], model=_model(), out_dir=tmp_path / "w4", formats=fmts, batch_size=2, workers=4)
+    serial = predict_files([folder], model=_model(), out_dir=tmp_path / "w1", formats=fmts, batch_size=2, io_workers=1)
+    pooled = predict_files([folder], model=_model(), out_dir=tmp_path / "w4", formats=fmts, batch_size=2, io_workers=4)
     assert serial.n_ok == pooled.n_ok == 7
     assert _files(tmp_path / "w1") == _files(tmp_path / "w4")  # every file, predictions.json included
     stems = [f"im{i:02d}" for i in range(9) if i not in (2, 6)]
@@ -72,7 +72,7 @@ def test_a_failing_write_in_the_middle_is_skipped_with_its_reason(tmp_path, monk
         return real(pred, rgb, stem=stem, **kw)
 
     monkeypatch.setattr(predictor_mod, "write_outputs", flaky)
-    rep = predict_files([folder], model=_model(), out_dir=tmp_path / "o", formats="npy", workers=3)
+    rep = predict_files([folder], model=_model(), out_dir=tmp_path / "o", formats="npy", io_workers=3)
     assert rep.n_ok == 4
     assert list(rep.failures) == [str(folder / "im01.png"), str(folder / "im03.png")]  # input order
     assert rep.failures[str(folder / "im03.png")] == "writing outputs failed (OSError: disk full)"
@@ -81,7 +81,7 @@ def test_a_failing_write_in_the_middle_is_skipped_with_its_reason(tmp_path, monk
 
 
 def test_writes_overlap_and_queues_stay_bounded(tmp_path, monkeypatch):
-    """Slow writes (sleeping, so no CPU is needed) run side by side; at most 2 * workers wait unwritten."""
+    """Slow writes (sleeping, so no CPU is needed) run side by side; at most 2 * io_workers wait unwritten."""
     folder = _folder(tmp_path, n=12, bad=())
     real, lock = predictor_mod.write_outputs, threading.Lock()
     state = {"predicted": 0, "written": 0, "max_waiting": 0}
@@ -104,13 +104,13 @@ def test_writes_overlap_and_queues_stay_bounded(tmp_path, monkeypatch):
     monkeypatch.setattr(predictor_mod, "write_outputs", slow)
     monkeypatch.setattr(predictor_mod.Predictor, "predict_batches", counting_predict)
     t0 = time.perf_counter()
-    rep = predict_files([folder], model=_model(), out_dir=tmp_path / "o", formats="npy", workers=4)
+    rep = predict_files([folder], model=_model(), out_dir=tmp_path / "o", formats="npy", io_workers=4)
     wall = time.perf_counter() - t0
     assert rep.n_ok == 12
     assert wall < 12 * 0.15 * 0.6, f"{wall:.2f} s: writes did not overlap"  # serial would take >= 1.8 s
     assert state["max_waiting"] <= 2 * 4 + 1
 
 
-def test_workers_must_be_positive(tmp_path):
-    with pytest.raises(ValueError, match="workers"):
-        predict_files([_folder(tmp_path, n=1, bad=())], model=_model(), out_dir=tmp_path / "o", workers=0)
+def test_io_workers_must_be_positive(tmp_path):
+    with pytest.raises(ValueError, match="io_workers"):
+        predict_files([_folder(tmp_path, n=1, bad=())], model=_model(), out_dir=tmp_path / "o", io_workers=0)

@@ -206,7 +206,7 @@ def predict_cmd(
         reports.append(predict_files(inputs, model=model, checkpoint_path=checkpoint_path, pretrained=pretrained,
                                      out_dir=out, formats=fmts, colormap=colormap, batch_size=batch_size,
                                      device=device, progress=True, input_size=_parse_size(input_size),
-                                     intrinsics=intrinsics, ply_scale=ply_scale, workers=io_workers))
+                                     intrinsics=intrinsics, ply_scale=ply_scale, io_workers=io_workers))
     failures = {p: reason for r in reports for p, reason in r.failures.items()}
     for path, reason in failures.items():
         err_console.print(f"failed {path}: {reason}", style="red", highlight=False, soft_wrap=True, markup=False)

@@ -287,7 +287,7 @@ def predict_files(inputs, model: str | nn.Module = "fastdepth", checkpoint_path=
                   out_dir="outputs/predict", formats: Sequence[str] = ("npy", "png16", "color"),
                   colormap: str = "Spectral_r", batch_size: int = 1, device: str = "cpu",
                   progress: bool = False, input_size="auto", intrinsics=None,
-                  ply_scale: float | None = None, workers: int | None = None) -> PredictReport:
+                  ply_scale: float | None = None, io_workers: int | None = None) -> PredictReport:
     """Predict every image in ``inputs`` (files, folders, globs) and write the requested ``formats``.
 
     Per image (``<stem>`` = file name without extension; made unique on clashes):
@@ -297,9 +297,9 @@ def predict_files(inputs, model: str | nn.Module = "fastdepth", checkpoint_path=
     the colour scale per file. ``tiff`` and ``ply`` (GeoTIFF, point cloud) as in
     :func:`depthlab.outputs.write_outputs`; ``intrinsics`` (fx, fy, cx, cy in pixels of the input image) and
     ``ply_scale`` are passed to it.
-    Decoding, the network and writing overlap: ``workers`` threads decode images ahead and ``workers`` threads
-    write finished predictions (default :func:`default_workers`); files, ``predictions.json`` and ``failures``
-    are the same, in input order, for any ``workers``.
+    Decoding, the network and writing overlap: ``io_workers`` threads decode images ahead and ``io_workers``
+    threads write finished predictions (default :func:`default_io_workers`); files, ``predictions.json`` and
+    ``failures`` are the same, in input order, for any ``io_workers``.
     A file that cannot be read is skipped and reported in ``failures`` with a one-line reason.
     """
     from rich.console import Console
@@ -309,9 +309,9 @@ def predict_files(inputs, model: str | nn.Module = "fastdepth", checkpoint_path=
     from depthlab.viz.colorize import get_cmap
 
     formats = parse_formats(formats)
-    workers = default_workers() if workers is None else int(workers)
-    if workers < 1:
-        raise InputError(f"workers must be >= 1, got {workers}")
+    io_workers = default_io_workers() if io_workers is None else int(io_workers)
+    if io_workers < 1:
+        raise InputError(f"io_workers must be >= 1, got {io_workers}")
     get_cmap(colormap)  # fail before any work on an unknown colormap
     if intrinsics is not None:  # likewise for malformed intrinsics (one ValueError, not one per image)
         from depthlab.pointcloud import as_intrinsics
@@ -339,32 +339,32 @@ def predict_files(inputs, model: str | nn.Module = "fastdepth", checkpoint_path=
     write = dict(out_dir=out_dir, formats=formats, colormap=colormap, intrinsics=intrinsics, ply_scale=ply_scale)
     with Progress(console=Console(stderr=True), transient=True, disable=not progress) as bar:
         task = bar.add_task("predicting", total=len(paths))
-        _pipeline(predictor, paths, stems, write, report, sidecar, workers, lambda: bar.advance(task))
+        _pipeline(predictor, paths, stems, write, report, sidecar, io_workers, lambda: bar.advance(task))
     io.write_json(out_dir / "predictions.json", sidecar)
     return report
 
 
-def default_workers() -> int:
+def default_io_workers() -> int:
     """Threads per pool of :func:`predict_files` when not given: the usable CPU cores, at most 4."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(4, cores))
 
 
 def _pipeline(predictor: Predictor, paths: list[Path], stems: dict, write: dict, report: PredictReport,
-              sidecar: dict, workers: int, advance) -> None:
-    """Read (``workers`` threads) -> predict (this thread, batched by size) -> write (``workers`` threads).
+              sidecar: dict, io_workers: int, advance) -> None:
+    """Read (``io_workers`` threads) -> predict (this thread, batched by size) -> write (``io_workers`` threads).
 
     Decoding (PIL), the forward pass (torch) and encoding (zlib, numpy) release the GIL, so threads overlap
-    them. Both queues are bounded (at most ``2 * workers + batch_size`` images decoded ahead, ``2 * workers``
-    predictions waiting to be written), which bounds memory; results are taken in submission order, so the
-    sidecar and the report are filled in input order."""
+    them. Both queues are bounded (at most ``2 * io_workers + batch_size`` images decoded ahead,
+    ``2 * io_workers`` predictions waiting to be written), which bounds memory; results are taken in
+    submission order, so the sidecar and the report are filled in input order."""
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(workers, thread_name_prefix="depthlab-read") as readers, \
-            ThreadPoolExecutor(workers, thread_name_prefix="depthlab-write") as writers:
+    with ThreadPoolExecutor(io_workers, thread_name_prefix="depthlab-read") as readers, \
+            ThreadPoolExecutor(io_workers, thread_name_prefix="depthlab-write") as writers:
         pending: deque = deque()  # (prediction, stem, future of write_outputs), in input order
         try:
-            reads = _bounded_map(readers, _read_one, paths, 2 * workers + predictor.batch_size)
+            reads = _bounded_map(readers, _read_one, paths, 2 * io_workers + predictor.batch_size)
             for batch in batches_by_size(_readable(reads, report, advance), predictor.batch_size, lambda pt: pt[1]):
                 for p, rgb, pred, err in _predict_batch(predictor, batch):
                     if err:
@@ -372,7 +372,7 @@ def _pipeline(predictor: Predictor, paths: list[Path], stems: dict, write: dict,
                         advance()
                         continue
                     pending.append((pred, stems[p], writers.submit(write_outputs, pred, rgb, stem=stems[p], **write)))
-                    while len(pending) > 2 * workers:
+                    while len(pending) > 2 * io_workers:
                         _record(*pending.popleft(), report, sidecar, advance)
             while pending:
                 _record(*pending.popleft(), report, sidecar, advance)
@@ -443,4 +443,4 @@ def _record(pred: Prediction, stem: str, written, report: PredictReport, sidecar
 
 
 __all__ = ["Predictor", "Prediction", "PredictReport", "predict_files", "image_to_tensor", "png16_encoding",
-           "write_outputs", "FORMATS", "BACKENDS", "PNG16_METRIC_SCALE", "parse_input_size", "default_workers"]
+           "write_outputs", "FORMATS", "BACKENDS", "PNG16_METRIC_SCALE", "parse_input_size", "default_io_workers"]
