@@ -129,8 +129,8 @@ def test_smoke_goes_without_imagenet_and_says_so():
     assert weights_note(run_configs(STUDY)["dav2_finetune"]) == "pretrained weights (model.pretrained=true)"
     from depthlab.experiment import load_spec
 
-    assert "no ImageNet encoder for the baseline" in load_spec(STUDY, smoke=True)[0]["description"]
-    assert not load_spec(STUDY)[0].get("description")  # the real form claims nothing of the kind
+    assert "no ImageNet encoder for the baseline" in load_spec(STUDY, smoke=True)[0].description
+    assert not load_spec(STUDY)[0].description  # the real form claims nothing of the kind
 
 
 def test_common_loss_is_the_baselines_huber_on_metres():

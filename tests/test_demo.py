@@ -16,7 +16,7 @@ def test_demo_spec_ships_inside_the_package():
 
     spec, _ = load_spec(DEMO_EXPERIMENT)
     assert [r["id"] for r in expand_grid(spec)] == ["unet", "smp_unet_resnet34", "leve"]
-    assert spec["config"]["data"]["dataset"] == "synthetic" and spec["evaluation"]["untrained"] is True
+    assert spec.config["data"]["dataset"] == "synthetic" and spec.evaluation.untrained is True
     assert "depthlab/assets" in DEMO_EXPERIMENT.as_posix()
 
 

@@ -17,8 +17,8 @@ STUDY = Path(__file__).resolve().parents[1] / "configs" / "studies" / "diode_une
 
 def _resolved_runs(smoke: bool = False) -> dict:
     spec, base_dir = load_spec(STUDY, smoke=smoke)
-    base = str((base_dir / spec["base"]).resolve())
-    return {r["id"]: resolve_config(base, [*spec.get("overrides", []), *r["overrides"]]) for r in expand_grid(spec)}
+    base = str((base_dir / spec.base).resolve())
+    return {r["id"]: resolve_config(base, [*spec.overrides, *r["overrides"]]) for r in expand_grid(spec)}
 
 
 def test_sweeps_follow_eqs_11_and_12_and_table2_runs_differ_in_one_factor():

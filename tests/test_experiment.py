@@ -58,9 +58,9 @@ def test_expand_grid_errors():
         expand_grid({"grid": {"model.name": []}})
     with pytest.raises(ExperimentError, match="two runs have the id 'a'"):
         expand_grid({"grid": {"x": ["a"]}, "runs": [{"id": "a"}]})
-    with pytest.raises(ExperimentError, match=r"runs\[0\]: unknown key\(s\) sett"):
+    with pytest.raises(ExperimentError, match=r"runs\[0\]\.sett: unknown key in 'runs\[0\]'; did you mean: set\?"):
         expand_grid({"runs": [{"id": "a", "sett": {}}]})
-    assert expand_grid({"benchmark": {"models": []}}) == []  # benchmark-only: no training runs
+    assert expand_grid({"benchmark": {"models": [], "datasets": []}}) == []  # benchmark-only: no training runs
 
 
 def test_load_spec_smoke_and_errors(tmp_path):
@@ -70,13 +70,13 @@ def test_load_spec_smoke_and_errors(tmp_path):
                                  "smoke": {"overrides": ["train.max_steps=2"], "grid": {"model.name": ["a"]},
                                            "evaluation": {"limit": 2}}}))
     spec, base_dir = load_spec(f, smoke=True)
-    assert base_dir == tmp_path and spec["name"] == "exp" and spec["smoke"] is True
-    assert spec["overrides"] == ["train.max_epochs=5", "train.max_steps=2"]
-    assert spec["grid"] == {"model.name": ["a"]}
-    assert spec["evaluation"] == {"protocol": "nyu_eigen", "limit": 2}  # mappings merge
+    assert base_dir == tmp_path and spec.name == "exp" and spec.smoke is True
+    assert spec.overrides == ["train.max_epochs=5", "train.max_steps=2"]
+    assert spec.grid == {"model.name": ["a"]}
+    assert (spec.evaluation.protocol, spec.evaluation.limit) == ("nyu_eigen", 2)  # mappings merge
     full, _ = load_spec(f)
-    assert full["grid"] == {"model.name": ["a", "b"]} and "smoke" in full and full["smoke"] is False
-    with pytest.raises(ExperimentError, match=r"exp2.yaml: unknown key\(s\) gird"):
+    assert full.grid == {"model.name": ["a", "b"]} and full.smoke is False and full.evaluation.limit is None
+    with pytest.raises(ExperimentError, match=r"exp2.yaml: gird: unknown key at the top level; did you mean: grid\?"):
         (tmp_path / "exp2.yaml").write_text("gird: {}\n")
         load_spec(tmp_path / "exp2.yaml")
     with pytest.raises(ExperimentError, match="needs a 'smoke:' block"):
@@ -162,7 +162,7 @@ def test_every_study_is_listed():
     assert set(STUDY_FILES) >= {"aerial.yaml", "nyu_six_models.yaml", "zero_shot.yaml", "leve.yaml", "diode_unet.yaml"}
     for name in STUDY_FILES:  # full forms parse and expand (no training)
         spec, _ = load_spec(STUDIES / name)
-        assert expand_grid(spec) or spec.get("benchmark")
+        assert expand_grid(spec) or spec.benchmark
 
 
 @pytest.mark.parametrize("study", STUDY_FILES)
@@ -180,7 +180,7 @@ def test_study_smoke(study, tmp_path):
             assert m["n_images"] >= 1
             assert json.loads(cells[(r["id"], "abs_rel")]["data-value"]) is not None
         assert r["params"] > 0 and r["latency_ms"] > 0
-    if spec.get("benchmark"):  # the zero-shot section: every model scored on every (fixture) dataset
+    if spec.benchmark:  # the zero-shot section: every model scored on every (fixture) dataset
         bench = json.loads((tmp_path / "benchmark" / "results.json").read_text())
         assert not bench["skipped_models"] and bench["rows"]
         assert all(r["status"] == "ok" and r["n_images"] >= 1 for r in bench["rows"]), bench["rows"]

@@ -83,7 +83,7 @@ def test_experiment_spec_fixture_references_become_paths(tmp_path):
             "evaluation": {"datasets": [{"name": "e", "dataset": "diode", "root": "fixture:d"}]}}
     out = with_fixtures(spec, tmp_path / "fixtures")
     root = str((tmp_path / "fixtures" / "d").resolve())
-    assert out["overrides"] == [f"data.root={root}"] and out["evaluation"]["datasets"][0]["root"] == root
-    assert out["fixtures"] == spec["fixtures"]
+    assert out.overrides == [f"data.root={root}"] and out.evaluation.datasets[0].root == root
+    assert out.fixtures == spec["fixtures"]
     with pytest.raises(ExperimentError, match="names fixture 'nope'"):
         with_fixtures({"overrides": ["data.root=fixture:nope"]}, tmp_path / "f2")

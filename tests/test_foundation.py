@@ -677,7 +677,7 @@ def test_marigold_runs_the_study_sampling_10_steps_times_the_ensemble():
     study = os.path.join(os.path.dirname(__file__), "..", "configs", "studies", "zero_shot.yaml")
     for smoke in (False, True):
         spec, _ = load_spec(study, smoke=smoke)
-        (mg,) = [m for m in spec["benchmark"]["models"] if isinstance(m, dict) and m["name"] == "marigold_depth"]
+        (mg,) = [m for m in spec.benchmark.models if isinstance(m, dict) and m["name"] == "marigold_depth"]
         assert mg["kwargs"]["num_inference_steps"] == 10 and mg["kwargs"]["ensemble_size"] > 1
     assert yaml.safe_load(open(study))["benchmark"]["models"][-1]["kwargs"]["ensemble_size"] == 10
 

@@ -119,16 +119,16 @@ def test_run_table_is_figure_2():
             "densenet121_unet_l1_100": ("densenet121_unet", 100, {"l1": 1.0})}
     assert [r["id"] for r in runs] == list(want)
     for r in runs:
-        cfg = resolve_config(str(base_dir / spec["base"]), r["overrides"])
+        cfg = resolve_config(str(base_dir / spec.base), r["overrides"])
         assert (cfg.model.name, cfg.train.max_epochs, dict(cfg.loss.terms)) == want[r["id"]]
         assert cfg.model.kwargs["encoder_pretrained"] is True  # ImageNet encoders, as the study
-    ev = spec["evaluation"]
-    assert (ev["title"], ev["figure_title"], ev["normalized_errors"]) == \
+    ev = spec.evaluation
+    assert (ev.title, ev.figure_title, ev.normalized_errors) == \
         ("Figure 2: Models' performances", "Figure 3: Models' predictions", True)
     smoke, _ = load_spec(STUDY, smoke=True)
-    assert "model.kwargs.encoder_pretrained=false" in smoke["overrides"]
-    assert "without ImageNet weights" in smoke["description"]
-    assert smoke["fixtures"]["nyu"]["kind"] == "nyu_mat"
+    assert "model.kwargs.encoder_pretrained=false" in smoke.overrides
+    assert "without ImageNet weights" in smoke.description
+    assert smoke.fixtures["nyu"]["kind"] == "nyu_mat"
 
 
 def test_report_table_has_the_study_columns_and_titles():

@@ -36,7 +36,7 @@ from depthlab.errors import DepthlabError, did_you_mean
 __all__ = [
     "ConfigError", "ModelConfig", "DataConfig", "LossConfig", "OptimConfig", "TrainConfig",
     "DistillConfig", "ExperimentConfig", "load_config", "apply_overrides", "config_to_dict",
-    "config_from_dict", "save_config", "validate_config", "load_yaml",
+    "config_from_dict", "check_fields", "save_config", "validate_config", "load_yaml",
 ]
 
 
@@ -345,14 +345,29 @@ def _from_dict(cls: type, data: dict, prefix: str = "") -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__} {_short(data)}")
     hints = _hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    fields = dataclasses.fields(cls)
+    names = [f.name for f in fields]
+    # "train.lr -> optim.lr" hints look across the sections of a training config only
+    root = ExperimentConfig if cls.__module__ == __name__ else None
     kwargs = {}
     for k, v in data.items():
         k = str(k)
         if k not in hints:
-            raise _unknown_key(prefix, k, names, ExperimentConfig)
+            raise _unknown_key(prefix, k, names, root)
         kwargs[k] = _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k)
+    missing = [f.name for f in fields if f.name not in kwargs
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{prefix or 'config'}: missing required key(s) {', '.join(missing)}")
     return cls(**kwargs)
+
+
+def check_fields(cls: type, data: Any, where: str = "") -> Any:
+    """A mapping as read from YAML -> dataclass ``cls``, checked the way training configs are: every key known
+    (else a one-line :class:`ConfigError` with close matches), every value of its field's type (nested
+    dataclasses, lists and unions included), required fields present. ``where`` is the dotted key of ``data``
+    ("" at the top level) that messages start from. Defaults are the dataclass's own."""
+    return _from_dict(cls, data, where)
 
 
 def config_from_dict(data: dict) -> ExperimentConfig:

@@ -1,6 +1,7 @@
 """``run_experiment(spec)``: a grid of training runs, evaluated, measured and compared in one report.
 
-An experiment spec (YAML file or dict; full schema in docs/experiments.md)::
+An experiment spec (YAML file or dict; typed by :class:`ExperimentSpec`, which holds every default; an unknown
+key or a wrong type is a one-line error naming the file and the dotted key; docs/experiments.md)::
 
     name: nyu_losses
     base: ../nyu_study.yaml          # training config the runs start from (path relative to this file)
@@ -53,82 +54,209 @@ import json
 import re
 import time
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Iterable, Sequence, Union
 
 import yaml
 
-from depthlab.config import deep_merge, load_yaml
+from depthlab.config import ConfigError, check_fields, deep_merge, load_yaml
 from depthlab.errors import DepthlabError, MissingFileError, first_line, one_line
 from depthlab.io import write_json
+from depthlab.report.spec_figures import FigureSpec
 
-__all__ = ["ExperimentError", "load_spec", "expand_grid", "with_fixtures", "run_experiment", "read_curves",
+__all__ = ["ExperimentError", "ExperimentSpec", "EvaluationSpec", "EvalDataset", "RunSpec", "SpeedSpec",
+           "ReportSpec", "BenchmarkSpec", "load_spec", "expand_grid", "with_fixtures", "run_experiment", "read_curves",
            "common_loss_fn", "weights_note", "run_configs"]
 
 MARKER = "experiment_run.json"
-SPEC_KEYS = {"name", "title", "description", "base", "config", "overrides", "grid", "runs", "evaluation", "speed",
-             "report", "benchmark", "smoke", "output_dir", "threads", "fixtures"}
 
 
 class ExperimentError(DepthlabError, ValueError):
     """A bad experiment spec; ``str()`` is one line naming the file and the problem."""
 
 
-# ------------------------------------------------------------------------------------------ spec
-def load_spec(spec_path_or_dict, smoke: bool = False) -> tuple[dict, Path]:
-    """(spec dict with the smoke block applied when ``smoke``, folder that relative paths start from)."""
+# ------------------------------------------------------------------------------------------ spec schema
+# Every default of a spec lives in these dataclasses; depthlab.config.check_fields reads YAML onto them.
+InputSize = Union[int, str, list[int], None]  # as depthlab.predictor.parse_input_size reads it, plus "train"
+Protocol = Union[str, dict[str, str]]  # a preset (spec) or {metric: P, relative: Q, disparity: R}
+
+
+@dataclass
+class _EvalSettings:
+    """What an evaluation shares with the test split's: the split, its size, protocol, input size and headings."""
+
+    split: str | None = None  # None: the run's data.test_split
+    limit: int | None = None  # first N samples (None = all)
+    protocol: Protocol = "none"
+    input_size: InputSize = None  # None = the image's own size; "train" = the run's data.size; "model"; N; [H, W]
+    title: str | None = None  # heading of the metrics table, as a study names it
+    figure_title: str | None = None  # heading of the depth-map figure
+
+
+@dataclass
+class EvalDataset(_EvalSettings):
+    """An extra evaluation (``evaluation.datasets``); dataset, root and kwargs default to the run's ``data``."""
+
+    name: str | None = None  # key in the results (default: the dataset's name)
+    dataset: str | None = None
+    root: str | None = None  # relative to the experiment file when that path exists
+    kwargs: dict[str, Any] | None = None
+
+
+@dataclass
+class EvaluationSpec(_EvalSettings):
+    """``evaluation``: the test split of the training dataset (its settings here) plus extra ``datasets``."""
+
+    test: bool = True  # false: no test split (e.g. zero-shot runs scored on the extra datasets only)
+    batch_size: int | None = None  # test batches of the per-batch losses (None: the run's data.batch_size)
+    common_loss: dict[str, dict[str, Any] | None] | None = None  # one loss for every run: {huber: {delta: 1.0}}
+    normalized_errors: bool = False  # add l1_norm / mse_norm (L1, MSE on depth / max_depth)
+    untrained: bool = False  # also score the architecture freshly initialised (learning check)
+    datasets: list[EvalDataset] = field(default_factory=list)
+
+
+@dataclass
+class RunSpec:
+    """An extra run outside the grid: ``set`` = dotted overrides (mapping or ``key=value`` strings)."""
+
+    id: str
+    set: dict[str, Any] | list[str] = field(default_factory=dict)
+    base: str | None = None  # replaces the spec's base training config for this run
+    train: bool = True  # false: evaluate the configured model as it is (pretrained / zero-shot)
+
+
+@dataclass
+class SpeedSpec:
+    """``speed``: latency at batch 1 (depthlab.evaluation.speed.measure_latency)."""
+
+    repeats: int = 5
+    warmup: int = 1
+    device: str = "cpu"
+    size: list[int] | None = None  # [H, W]; None: the run's data.size
+
+
+@dataclass
+class ReportSpec:
+    """``report``: options of the HTML / Markdown report and its figures."""
+
+    title: str | None = None  # None: the spec's title, else its name
+    samples: int = 3  # depth-map rows per evaluation (0 = none)
+    samples_by: str | None = None  # a meta key, e.g. "category": one figure row per category
+    colormap: str = "Spectral_r"
+    image_label: str | None = None  # depth-map figure (depthlab.report.figures.depth_rows_figure): None = sample names
+    truth_label: str = "ground truth"
+    unit: str = "depth [m]"  # colour-bar label
+    error_maps: bool = True  # false: no error columns
+    figures: list[FigureSpec] = field(default_factory=list)
+
+
+@dataclass
+class BenchmarkSpec:
+    """``benchmark``: a zero-shot section, the arguments of depthlab.evaluation.benchmark.run_benchmark."""
+
+    models: list[Any]  # names, "name:checkpoint" or {name, label, pretrained, kwargs, checkpoint_path, input_size}
+    datasets: list[str]
+    roots: dict[str, str | None] = field(default_factory=dict)  # relative to the experiment file
+    limit: int | None = None
+    split: str = "test"
+    device: str = "cpu"
+    dataset_presets: dict[str, str] | None = None
+    figure_rows: int = 3
+
+
+@dataclass
+class ExperimentSpec:
+    """An experiment spec (module docstring; docs/experiments.md)."""
+
+    name: str = "experiment"  # a file's own name (stem) when read from a file
+    title: str | None = None
+    description: str | None = None
+    base: str | None = None  # training config the runs start from, relative to the experiment file
+    config: dict[str, Any] | None = None  # inline training config (merged over base when both)
+    overrides: list[str] = field(default_factory=list)
+    grid: dict[str, list[Any] | dict[str, Any]] = field(default_factory=dict)
+    runs: list[RunSpec] = field(default_factory=list)
+    evaluation: EvaluationSpec = field(default_factory=EvaluationSpec)
+    speed: SpeedSpec = field(default_factory=SpeedSpec)
+    report: ReportSpec = field(default_factory=ReportSpec)
+    benchmark: BenchmarkSpec | None = None
+    fixtures: dict[str, dict[str, Any]] = field(default_factory=dict)
+    output_dir: str | None = None
+    threads: int | None = None  # torch intra-op threads while the runs train (None: leave torch's)
+    smoke: bool = False  # whether the smoke block was applied
+
+
+def _spec_from_dict(data: dict, where: str) -> ExperimentSpec:
+    """The typed spec of a mapping; a bad key or value is a one-line ExperimentError naming ``where``."""
+    try:
+        return check_fields(ExperimentSpec, data)
+    except ConfigError as e:
+        raise ExperimentError(f"{where}: {e}") from None
+
+
+def _as_spec(spec: ExperimentSpec | dict) -> ExperimentSpec:
+    return spec if isinstance(spec, ExperimentSpec) else _spec_from_dict(copy.deepcopy(spec), "<spec>")
+
+
+def _read_spec(spec_path_or_dict) -> tuple[dict, str, Path]:
+    """(the spec's mapping, its name in messages, folder that relative paths start from)."""
     if isinstance(spec_path_or_dict, dict):
-        spec, where, base_dir = copy.deepcopy(spec_path_or_dict), "<spec>", Path.cwd()
-    else:
-        path = Path(spec_path_or_dict)
-        where = str(path)
-        if not path.is_file():
-            raise ExperimentError(f"{path}: experiment file not found")
-        try:
-            spec = load_yaml(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ExperimentError(f"{path}: invalid YAML ({first_line(e)})") from None
-        base_dir = path.resolve().parent
+        return copy.deepcopy(spec_path_or_dict), "<spec>", Path.cwd()
+    path = Path(spec_path_or_dict)
+    if not path.is_file():
+        raise ExperimentError(f"{path}: experiment file not found")
+    try:
+        spec = load_yaml(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ExperimentError(f"{path}: invalid YAML ({first_line(e)})") from None
+    if isinstance(spec, dict):
         spec.setdefault("name", path.stem)
+    return spec, str(path), path.resolve().parent
+
+
+def load_spec(spec_path_or_dict, smoke: bool = False) -> tuple[ExperimentSpec, Path]:
+    """(typed spec with the smoke block applied when ``smoke``, folder that relative paths start from).
+
+    The ``smoke:`` block is checked in both forms: its ``overrides`` are appended to the spec's, any other
+    key replaces the spec's (mappings other than ``grid`` and ``benchmark`` merge key by key)."""
+    spec, where, base_dir = _read_spec(spec_path_or_dict)
     if not isinstance(spec, dict):
         raise ExperimentError(f"{where}: an experiment is a mapping, got {type(spec).__name__}")
-    unknown = sorted(set(spec) - SPEC_KEYS)
-    if unknown:
-        raise ExperimentError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(SPEC_KEYS))}")
     smoke_block = spec.pop("smoke", None) or {}
+    if not isinstance(smoke_block, dict) or "smoke" in smoke_block:
+        raise ExperimentError(f"{where}: smoke: expected a mapping of spec keys (without a smoke block)")
+    for key, items in (("overrides", spec.get("overrides")), ("smoke.overrides", smoke_block.get("overrides"))):
+        for i, item in enumerate(items or []):
+            if not isinstance(item, str) or "=" not in item:
+                raise ExperimentError(f"{where}: {key}[{i}] must be a 'key=value' string, got {item!r} "
+                                      "(quote overrides whose value is a YAML mapping: \"data.kwargs={n: 8}\")")
+    try:
+        check_fields(ExperimentSpec, smoke_block, "smoke")
+    except ConfigError as e:
+        raise ExperimentError(f"{where}: {e}") from None
     if smoke:
         if not smoke_block:
             raise ExperimentError(f"{where}: --smoke needs a 'smoke:' block in the experiment")
-        smoke_block = dict(smoke_block)
-        extra = list(smoke_block.pop("overrides", []) or [])
-        for k, v in smoke_block.items():  # other keys replace the spec's (nested mappings merge)
-            if k not in SPEC_KEYS:
-                raise ExperimentError(f"{where}: unknown key smoke.{k}")
+        extra = list(smoke_block.pop("overrides", None) or [])
+        for k, v in smoke_block.items():
             merge = isinstance(v, dict) and isinstance(spec.get(k), dict) and k not in ("grid", "benchmark")
             spec[k] = deep_merge(spec[k], v) if merge else v
         spec["overrides"] = list(spec.get("overrides") or []) + extra
-    for i, item in enumerate(spec.get("overrides") or []):
-        if not isinstance(item, str) or "=" not in item:
-            raise ExperimentError(f"{where}: overrides[{i}] must be a 'key=value' string, got {item!r} "
-                                  "(quote overrides whose value is a YAML mapping: \"data.kwargs={n: 8}\")")
-    spec["smoke"] = bool(smoke)
-    spec.setdefault("name", "experiment")
-    return spec, base_dir
+    return _spec_from_dict({**spec, "smoke": bool(smoke)}, where), base_dir
 
 
 _FIXTURE_REF = re.compile(r"fixture:([A-Za-z0-9_]+)")
 
 
-def with_fixtures(spec: dict, folder: Path) -> dict:
+def with_fixtures(spec: ExperimentSpec | dict, folder: Path) -> ExperimentSpec:
     """Write the spec's ``fixtures`` (``name -> {kind, **kwargs}``) under ``folder/<name>`` and replace
     every ``fixture:<name>`` in the spec's strings by the written tree's path (its ``data.root``)."""
     from depthlab.data.fixtures import write_fixture
 
-    wanted = spec.get("fixtures") or {}
-    if not isinstance(wanted, dict):
-        raise ExperimentError(f"fixtures: a mapping name -> {{kind: ..., ...}}, got {type(wanted).__name__}")
+    spec = _as_spec(spec)
     paths = {}
-    for name, item in wanted.items():
-        if not isinstance(item, dict) or "kind" not in item:
+    for name, item in spec.fixtures.items():
+        if "kind" not in item:
             raise ExperimentError(f"fixtures.{name}: needs a 'kind' (one of the depthlab.data.fixtures kinds)")
         kwargs = {k: v for k, v in item.items() if k != "kind"}
         paths[name] = str(write_fixture(item["kind"], folder / name, **kwargs))
@@ -147,7 +275,7 @@ def with_fixtures(spec: dict, folder: Path) -> dict:
             return [sub(v) for v in obj]
         return obj
 
-    return sub(spec)
+    return _spec_from_dict(sub(asdict(spec)), "<spec>")
 
 
 def _override(key: str, value: Any) -> str:
@@ -160,8 +288,8 @@ def _label(value: Any) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in str(text)).strip("_") or "x"
 
 
-def expand_grid(spec: dict) -> list[dict]:
-    """Runs of a spec: ``[{id, labels: {axis: label}, overrides: [dotted=value, ...]}]``.
+def expand_grid(spec: ExperimentSpec | dict) -> list[dict]:
+    """Runs of a spec: ``[{id, labels: {axis: label}, overrides: [dotted=value, ...], base, train}]``.
 
     ``grid`` axes: a list = values of the dotted key named by the axis; a mapping = named presets
     (each a mapping ``{dotted.key: value}`` or a list of ``key=value`` strings). The cartesian
@@ -169,42 +297,26 @@ def expand_grid(spec: dict) -> list[dict]:
     bool}`` (``base`` replaces the spec's base config for that run; ``train: false`` evaluates the
     configured model as it is, e.g. a pretrained zero-shot model). Ids are unique.
     """
-    grid = spec.get("grid") or {}
-    if not isinstance(grid, dict):
-        raise ExperimentError("grid: expected a mapping of axes")
+    spec = _as_spec(spec)
     axes: list[list[tuple[str, str, list[str]]]] = []  # per axis: (axis, label, overrides)
-    for axis, options in grid.items():
+    for axis, options in spec.grid.items():
+        if not options:
+            raise ExperimentError(f"grid.{axis}: " + ("empty list of values" if isinstance(options, list) else "no presets"))
         if isinstance(options, list):
-            if not options:
-                raise ExperimentError(f"grid.{axis}: empty list of values")
             axes.append([(axis, _label(v), [_override(axis, v)]) for v in options])
-        elif isinstance(options, dict):
-            if not options:
-                raise ExperimentError(f"grid.{axis}: no presets")
-            opts = []
-            for label, sets in options.items():
-                opts.append((axis, str(label), _settings(sets, f"grid.{axis}.{label}")))
-            axes.append(opts)
         else:
-            raise ExperimentError(f"grid.{axis}: expected a list of values or a mapping of named presets, "
-                                  f"got {type(options).__name__}")
+            axes.append([(axis, str(label), _settings(sets, f"grid.{axis}.{label}")) for label, sets in options.items()])
     runs = []
     if axes:
         for combo in itertools.product(*axes):
             runs.append({"id": "-".join(label for _, label, _ in combo),
                          "labels": {axis: label for axis, label, _ in combo},
-                         "overrides": [o for _, _, ov in combo for o in ov]})
-    for i, extra in enumerate(spec.get("runs") or []):
-        if not isinstance(extra, dict) or "id" not in extra:
-            raise ExperimentError(f"runs[{i}]: expected a mapping with 'id' and 'set'")
-        unknown = sorted(set(extra) - {"id", "set", "base", "train"})
-        if unknown:
-            raise ExperimentError(f"runs[{i}]: unknown key(s) {', '.join(unknown)} (valid: id, set, base, train)")
-        runs.append({"id": _label(extra["id"]), "labels": {"run": str(extra["id"])},
-                     "overrides": _settings(extra.get("set") or {}, f"runs[{i}].set"),
-                     "base": extra.get("base"), "train": bool(extra.get("train", True))})
+                         "overrides": [o for _, _, ov in combo for o in ov], "base": None, "train": True})
+    for i, extra in enumerate(spec.runs):
+        runs.append({"id": _label(extra.id), "labels": {"run": extra.id},
+                     "overrides": _settings(extra.set, f"runs[{i}].set"), "base": extra.base, "train": extra.train})
     if not runs and _has_training(spec):
-        runs.append({"id": "base", "labels": {}, "overrides": []})
+        runs.append({"id": "base", "labels": {}, "overrides": [], "base": None, "train": True})
     seen: set[str] = set()
     for r in runs:
         if r["id"] in seen:
@@ -220,14 +332,14 @@ def run_configs(spec_path_or_dict, smoke: bool = False, overrides: Iterable[str]
     from depthlab.training.train import resolve_config
 
     spec, base_dir = load_spec(spec_path_or_dict, smoke=smoke)
-    shared = [*(spec.get("overrides") or []), *list(overrides or ())]
-    return {run["id"]: resolve_config(_base_source(spec, base_dir, run.get("base")), [*shared, *run["overrides"]])
+    shared = [*spec.overrides, *list(overrides or ())]
+    return {run["id"]: resolve_config(_base_source(spec, base_dir, run["base"]), [*shared, *run["overrides"]])
             for run in expand_grid(spec)}
 
 
-def _has_training(spec: dict) -> bool:
+def _has_training(spec: ExperimentSpec) -> bool:
     """Whether a spec describes runs at all (a benchmark-only spec has no base, config, grid or runs)."""
-    return any(spec.get(k) for k in ("base", "config", "grid", "runs"))
+    return bool(spec.base or spec.config or spec.grid or spec.runs)
 
 
 def _settings(sets, where: str) -> list[str]:
@@ -238,9 +350,9 @@ def _settings(sets, where: str) -> list[str]:
     raise ExperimentError(f"{where}: expected a mapping of dotted keys to values or a list of key=value strings")
 
 
-def _base_source(spec: dict, base_dir: Path, base: str | None = None):
+def _base_source(spec: ExperimentSpec, base_dir: Path, base: str | None = None):
     """The training config the runs start from: a path (``base``), a dict (``config``) or both merged."""
-    base, inline = base or spec.get("base"), spec.get("config")
+    base, inline = base or spec.base, spec.config
     if base is None:
         return copy.deepcopy(inline or {})
     path = (base_dir / base) if not Path(base).is_absolute() else Path(base)
@@ -329,24 +441,23 @@ class _EvalSet:
         return self._head[:k]
 
 
-def _load_eval_set(ev: dict, cfg, base_dir: Path) -> _EvalSet:
-    """An evaluation set: ``ev`` = {dataset, root, split, limit, kwargs}; defaults from ``cfg.data``."""
+def _load_eval_set(ev: EvalDataset, cfg, base_dir: Path) -> _EvalSet:
+    """An evaluation set; without ``ev.dataset`` the run's own dataset (``cfg.data``: root, kwargs too)."""
     from depthlab.data import create_dataset
 
-    name = ev.get("dataset") or cfg.data.dataset
-    root = ev.get("root", None if ev.get("dataset") else cfg.data.root)
+    name = ev.dataset or cfg.data.dataset
+    root = ev.root if ev.dataset or ev.root is not None else cfg.data.root
     if root is not None and not Path(root).is_absolute():
         cand = base_dir / root
         root = str(cand) if cand.exists() else str(root)
-    split = ev.get("split") or cfg.data.test_split
-    kwargs = dict(ev.get("kwargs") or ({} if ev.get("dataset") else dict(cfg.data.kwargs or {})))
+    split = ev.split or cfg.data.test_split
+    kwargs = dict(ev.kwargs or ({} if ev.dataset else dict(cfg.data.kwargs or {})))
     from depthlab.data import dataset_accepts
 
     if "size" not in kwargs and dataset_accepts(name, "size"):
         kwargs["size"] = tuple(int(s) for s in cfg.data.size)
     ds = create_dataset(name, root=root, split=split, **kwargs)
-    limit = ev.get("limit")
-    n = len(ds) if limit is None else min(len(ds), int(limit))
+    n = len(ds) if ev.limit is None else min(len(ds), ev.limit)
     return _EvalSet(ds, n, name, split)
 
 
@@ -444,18 +555,18 @@ def weights_note(cfg) -> str:
     return "; ".join(parts)
 
 
-def _test_split_losses(cfg, model, eval_sets: dict, ev_spec: dict) -> tuple[list[float], dict[str, Any]]:
+def _test_split_losses(cfg, model, eval_sets: dict, ev_spec: EvaluationSpec) -> tuple[list[float], dict[str, Any]]:
     """(the run's own objective per test batch, ``{"label", "batches"}`` of ``evaluation.common_loss`` or ``{}``)."""
     from depthlab.training.task import DepthTask
 
     if "test" not in eval_sets:
         return [], {}
     task, ds = DepthTask(cfg, model=model), eval_sets["test"][0]
-    bs = int(ev_spec.get("batch_size", cfg.data.batch_size))
+    bs = ev_spec.batch_size or cfg.data.batch_size
     own = _test_losses(task, ds, bs, cfg.data.size)
-    if not ev_spec.get("common_loss"):
+    if not ev_spec.common_loss:
         return own, {}
-    fn, label = common_loss_fn(ev_spec["common_loss"])
+    fn, label = common_loss_fn(ev_spec.common_loss)
     return own, {"label": label, "batches": _common_losses(task, ds, bs, cfg.data.size, fn)}
 
 
@@ -504,7 +615,7 @@ def _predict_samples(model, samples: list, run_dir: Path, key: str, protocol, in
     return out
 
 
-def _run_one(run: dict, spec: dict, base_source, base_overrides: list[str], out_dir: Path, eval_sets: dict,
+def _run_one(run: dict, spec: ExperimentSpec, base_source, base_overrides: list[str], out_dir: Path, eval_sets: dict,
              base_dir: Path, progress) -> dict:
     """Train (or reuse), evaluate and measure one run; never raises (a failure is recorded)."""
     from depthlab.config import config_to_dict
@@ -518,14 +629,13 @@ def _run_one(run: dict, spec: dict, base_source, base_overrides: list[str], out_
     try:
         overrides = [*base_overrides, *run["overrides"], _override("name", run["id"]),
                      _override("output_dir", str(runs_dir))]
-        source = _base_source(spec, base_dir, run["base"]) if run.get("base") else base_source
+        source = _base_source(spec, base_dir, run["base"]) if run["base"] else base_source
         cfg = resolve_config(source, overrides)
         cfg_dict = config_to_dict(cfg)
         record["config"] = cfg_dict
         # what a finished run's record depends on (the colormap or title only change the report)
-        fingerprint = _config_hash(cfg_dict, {"evaluation": spec.get("evaluation"), "speed": spec.get("speed"),
-                                              "samples": (spec.get("report") or {}).get("samples", 3),
-                                              "train": run.get("train", True)})
+        fingerprint = _config_hash(cfg_dict, {"evaluation": asdict(spec.evaluation), "speed": asdict(spec.speed),
+                                              "samples": spec.report.samples, "train": run["train"]})
         marker = run_dir / MARKER
         if marker.is_file():
             try:
@@ -535,8 +645,8 @@ def _run_one(run: dict, spec: dict, base_source, base_overrides: list[str], out_
             if done.get("fingerprint") == fingerprint and done.get("status") == "ok":
                 done["reused"] = True
                 return done
-        record["trained"] = run.get("train", True)
-        record.update(_train_and_measure(cfg, run_dir, spec, eval_sets, progress, do_train=run.get("train", True)))
+        record["trained"] = run["train"]
+        record.update(_train_and_measure(cfg, run_dir, spec, eval_sets, progress, do_train=run["train"]))
         record.update(status="ok", fingerprint=fingerprint, reused=False)
         record["seconds"] = round(time.perf_counter() - t0, 2)
         write_json(marker, record)
@@ -572,7 +682,7 @@ def _can_resume(run_dir: Path, cfg) -> bool:
     return False
 
 
-def _train_and_measure(cfg, run_dir: Path, spec: dict, eval_sets: dict, progress, do_train: bool = True) -> dict:
+def _train_and_measure(cfg, run_dir: Path, spec: ExperimentSpec, eval_sets: dict, progress, do_train: bool = True) -> dict:
     import torch
 
     from depthlab.checkpoint import load_checkpoint
@@ -597,7 +707,7 @@ def _train_and_measure(cfg, run_dir: Path, spec: dict, eval_sets: dict, progress
         ckpt, model = None, DepthTask(cfg).model
         validation, global_step = {}, 0
     train_seconds = time.perf_counter() - t0
-    ev_spec = spec.get("evaluation") or {}
+    ev_spec = spec.evaluation
     metrics, protocols, per_category, skipped, sample_preds = {}, {}, {}, {}, {}
     for key, (ds, protocol, n_show, input_size) in eval_sets.items():
         progress(f"evaluate {cfg.name} on {key}")
@@ -605,7 +715,7 @@ def _train_and_measure(cfg, run_dir: Path, spec: dict, eval_sets: dict, progress
         res = evaluate(ds, model=model, protocol=_run_protocol(protocol, model), device="cpu", progress=False,
                        input_size=size)
         metrics[key] = res["summary"]
-        if ev_spec.get("normalized_errors"):  # a study reporting L1 / MSE on depth / max_depth in [0, 1]
+        if ev_spec.normalized_errors:  # a study reporting L1 / MSE on depth / max_depth in [0, 1]
             from depthlab.metrics import normalized_errors
 
             metrics[key].update(normalized_errors(res["summary"], model.depth_info.max_depth))
@@ -617,7 +727,7 @@ def _train_and_measure(cfg, run_dir: Path, spec: dict, eval_sets: dict, progress
             sample_preds[key] = _predict_samples(model, ds.head(n_show), run_dir, key,
                                                  _run_protocol(protocol, model), size)
     untrained = None
-    if "test" in eval_sets and ev_spec.get("untrained"):
+    if "test" in eval_sets and ev_spec.untrained:
         # the same architecture freshly initialised with the run's seed: did training teach it anything?
         import lightning as L
 
@@ -627,11 +737,11 @@ def _train_and_measure(cfg, run_dir: Path, spec: dict, eval_sets: dict, progress
         untrained = evaluate(eval_sets["test"][0], model=fresh, protocol=_run_protocol(eval_sets["test"][1], fresh),
                              device="cpu", input_size=_input_size(eval_sets["test"][3], cfg))["summary"]
     test_loss, common = _test_split_losses(cfg, model, eval_sets, ev_spec)
-    speed = spec.get("speed") or {}
+    speed = spec.speed
     progress(f"measure {cfg.name}")
     with torch.inference_mode():
-        sp = measure_latency(model, speed.get("size") or cfg.data.size, repeats=int(speed.get("repeats", 5)),
-                             warmup=int(speed.get("warmup", 1)), device=str(speed.get("device", "cpu")))
+        sp = measure_latency(model, speed.size or cfg.data.size, repeats=speed.repeats, warmup=speed.warmup,
+                             device=speed.device)
     return {"metrics": metrics, "untrained": untrained, "protocols": protocols, "per_category": per_category, "skipped_images": skipped,
             "sample_predictions": sample_preds, "test_loss": test_loss, "common_test_loss": common,
             "weights": weights_note(cfg), "curves": read_curves(run_dir),
@@ -662,26 +772,26 @@ def torch_threads(n):
         torch.set_num_threads(before)
 
 
-def _benchmark_section(spec: dict, out_dir: Path, base_dir: Path) -> dict | None:
+def _benchmark_section(spec: ExperimentSpec, out_dir: Path, base_dir: Path) -> dict | None:
     """Zero-shot benchmark section through :func:`depthlab.evaluation.benchmark.run_benchmark`.
 
     ``benchmark: {models, datasets, roots: {dataset: path}, limit, split, dataset_presets, figure_rows}``;
     roots are relative to the experiment file. Returns a report section: one table per dataset
     (metrics under each model's paper protocol, params, latency), the comparison figures, skipped models.
     """
-    bench = spec.get("benchmark")
+    bench = spec.benchmark
     if not bench:
         return None
     from depthlab.evaluation.benchmark import domain_label as _domain, run_benchmark
 
     title = "Zero-shot benchmark"
-    kwargs = {k: v for k, v in bench.items() if k not in ("models", "datasets", "roots")}
+    kwargs = {k: v for k, v in asdict(bench).items() if k not in ("models", "datasets", "roots")}
     roots = {}
-    for ds, root in (bench.get("roots") or {}).items():
+    for ds, root in bench.roots.items():
         cand = base_dir / root if root is not None and not Path(root).is_absolute() else root
         roots[ds] = str(cand) if cand is not None and Path(cand).exists() else root
     try:
-        res = run_benchmark(bench["models"], bench["datasets"], out_dir / "benchmark", roots=roots or None, **kwargs)
+        res = run_benchmark(bench.models, bench.datasets, out_dir / "benchmark", roots=roots or None, **kwargs)
     except Exception as e:
         return {"title": title, "status": "failed", "message": one_line(e)}
     tables, figures = [], []
@@ -731,8 +841,8 @@ def run_experiment(spec_path_or_dict, out_dir=None, smoke: bool = False, overrid
     from rich.console import Console
 
     spec, base_dir = load_spec(spec_path_or_dict, smoke=smoke)
-    name = str(spec["name"])
-    out = Path(out_dir or spec.get("output_dir") or Path("outputs/experiments") / (name + ("_smoke" if smoke else "")))
+    name = spec.name
+    out = Path(out_dir or spec.output_dir or Path("outputs/experiments") / (name + ("_smoke" if smoke else "")))
     out.mkdir(parents=True, exist_ok=True)
     spec = with_fixtures(spec, out / "fixtures")
     console = console or Console(stderr=True)
@@ -747,7 +857,7 @@ def run_experiment(spec_path_or_dict, out_dir=None, smoke: bool = False, overrid
         base_source, runs = None, []
         results.update(status="skipped", message=f"{e}; the training runs of this experiment are skipped")
         console.print(f"[yellow]skipped[/yellow]: {results['message']}", highlight=False, soft_wrap=True)
-    base_overrides = [*(spec.get("overrides") or []), *list(overrides or ())]
+    base_overrides = [*spec.overrides, *list(overrides or ())]
 
     eval_sets: dict[str, tuple] = {}
     if runs:
@@ -762,20 +872,20 @@ def run_experiment(spec_path_or_dict, out_dir=None, smoke: bool = False, overrid
     return results
 
 
-def _new_results(spec: dict, name: str, smoke: bool) -> dict[str, Any]:
+def _new_results(spec: ExperimentSpec, name: str, smoke: bool) -> dict[str, Any]:
     """The results dict before any run: spec, report options (title, samples, colormap, ...), empty lists."""
     from depthlab import __version__
 
-    report_opts = {"title": spec.get("title") or name, "samples": 3, "colormap": "Spectral_r", **(spec.get("report") or {})}
+    report_opts = {**asdict(spec.report), "title": spec.report.title or spec.title or name}
     return {
-        "name": name, "title": report_opts["title"], "description": spec.get("description"), "smoke": bool(smoke),
-        "status": "ok", "message": None, "spec": spec, "report": report_opts, "runs": [], "evaluations": [],
+        "name": name, "title": report_opts["title"], "description": spec.description, "smoke": bool(smoke),
+        "status": "ok", "message": None, "spec": asdict(spec), "report": report_opts, "runs": [], "evaluations": [],
         "figures": {}, "sections": [], "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "depthlab_version": __version__,
     }
 
 
-def _eval_sets(spec: dict, first_run: dict, base_source, base_overrides: list[str], base_dir: Path, results: dict,
+def _eval_sets(spec: ExperimentSpec, first_run: dict, base_source, base_overrides: list[str], base_dir: Path, results: dict,
                console) -> dict[str, tuple]:
     """key -> (dataset, protocol spec, figure samples, input size) of the test split and the extra datasets
     (resolved with the first run's config); each is described in ``results["evaluations"]``, an unavailable
@@ -783,38 +893,35 @@ def _eval_sets(spec: dict, first_run: dict, base_source, base_overrides: list[st
     from depthlab.evaluation.protocols import get_protocol
     from depthlab.training.train import resolve_config
 
-    ev = spec.get("evaluation") or {}
-    n_show = int(results["report"].get("samples", 3) or 0)
-    first = _base_source(spec, base_dir, first_run["base"]) if first_run.get("base") else base_source
+    ev = spec.evaluation
+    n_show = spec.report.samples
+    first = _base_source(spec, base_dir, first_run["base"]) if first_run["base"] else base_source
     cfg0 = resolve_config(first, [*base_overrides, *first_run["overrides"]])
-    wanted = [] if ev.get("test", True) is False else [
-        {"name": "test", "split": ev.get("split"), "limit": ev.get("limit"), "protocol": ev.get("protocol", "none"),
-         "input_size": ev.get("input_size"), "title": ev.get("title"), "figure_title": ev.get("figure_title")}]
-    wanted += list(ev.get("datasets") or [])
+    test = EvalDataset(name="test", **{f.name: getattr(ev, f.name) for f in fields(_EvalSettings)})
     eval_sets: dict[str, tuple] = {}
-    for item in wanted:
-        key = _label(item.get("name") or item.get("dataset"))
+    for item in ([test] if ev.test else []) + ev.datasets:
+        key = _label(item.name or item.dataset)
         try:
             ds = _load_eval_set(item, cfg0, base_dir)
-            ds.by = results["report"].get("samples_by")
-            spec_p = item.get("protocol", "none")
-            proto = get_protocol(spec_p if isinstance(spec_p, str) else spec_p.get("metric", "none"))
+            ds.by = spec.report.samples_by
+            p = item.protocol
+            proto = get_protocol(p if isinstance(p, str) else p.get("metric", "none"))
         except Exception as e:  # an unavailable extra dataset: say so, keep the rest
             results["evaluations"].append({"key": key, "status": "skipped", "message": one_line(e)})
             console.print(f"[yellow]evaluation {key} skipped[/yellow]: {one_line(e)}", highlight=False,
                           soft_wrap=True)
             continue
-        eval_sets[key] = (ds, item.get("protocol", "none"), n_show, item.get("input_size"))
+        eval_sets[key] = (ds, item.protocol, n_show, item.input_size)
         results["evaluations"].append({
             "key": key, "status": "ok", "dataset": ds.dataset_name, "split": ds.split, "n_samples": len(ds),
-            "protocol": proto.name, "protocol_spec": item.get("protocol", "none"),
+            "protocol": proto.name, "protocol_spec": item.protocol,
             "protocol_description": proto.describe(), "protocol_settings": proto.to_dict(),
-            "input_size": item.get("input_size"), "read_failures": ds.failures,
-            "title": item.get("title"), "figure_title": item.get("figure_title")})
+            "input_size": item.input_size, "read_failures": ds.failures,
+            "title": item.title, "figure_title": item.figure_title})
     return eval_sets
 
 
-def _run_grid(runs: list[dict], spec: dict, base_source, base_overrides: list[str], out: Path, eval_sets: dict,
+def _run_grid(runs: list[dict], spec: ExperimentSpec, base_source, base_overrides: list[str], out: Path, eval_sets: dict,
               base_dir: Path, results: dict, console, quiet: bool) -> None:
     """Every run in order under a progress bar; records appended to ``results["runs"]``."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -822,7 +929,7 @@ def _run_grid(runs: list[dict], spec: dict, base_source, base_overrides: list[st
     name = results["name"]
     columns = (TextColumn("[bold]experiment[/bold] {task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
-    with torch_threads(spec.get("threads")), Progress(*columns, console=console, transient=False,
+    with torch_threads(spec.threads), Progress(*columns, console=console, transient=False,
                                                        disable=quiet) as bar:
         task = bar.add_task(name, total=len(runs))
         for run in runs:
@@ -835,7 +942,7 @@ def _run_grid(runs: list[dict], spec: dict, base_source, base_overrides: list[st
             bar.advance(task)
 
 
-def _write_outputs(results: dict, spec: dict, out: Path, base_dir: Path, eval_sets: dict,
+def _write_outputs(results: dict, spec: ExperimentSpec, out: Path, base_dir: Path, eval_sets: dict,
                    sections_before: Sequence[dict], t_start: float) -> None:
     """Benchmark and figure sections, figures, then results.json, results.md and report.html."""
     from depthlab.report.figures import experiment_figures

@@ -16,21 +16,39 @@ Every figure becomes a report section (title, caption, a table of the plotted nu
 from __future__ import annotations
 
 import fnmatch
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
+from depthlab.config import check_fields
 from depthlab.errors import one_line
 
-__all__ = ["figure_sections", "SWEEP_VALUES", "final_value"]
+__all__ = ["figure_sections", "FigureSpec", "SWEEP_VALUES", "final_value"]
 
 SWEEP_VALUES = {
     "train_loss": "training loss of the last epoch (its mean over the epoch's steps)",
     "val_loss": "validation loss after the last epoch",
     "test_loss": "the run's objective on the test split (mean over batches)",
 }
-KINDS = ("sweep", "curves", "samples")
+
+
+@dataclass
+class FigureSpec:
+    """One ``report.figures`` entry (typed like the rest of an experiment spec: depthlab.config.check_fields)."""
+
+    name: str  # figures/<name>.png
+    kind: Literal["sweep", "curves", "samples"]
+    runs: list[str] | str = "*"  # run ids, or one fnmatch pattern
+    title: str | None = None  # None: the name
+    caption: str | None = None
+    x: str | None = None  # sweep: dotted key of the run's resolved config
+    xlabel: str | None = None  # sweep: None = x
+    y: list[str] = field(default_factory=lambda: ["train_loss", "val_loss"])  # sweep: SWEEP_VALUES or test metrics
+    ylabel: str = "final combined loss"  # sweep
+    per: Literal["epoch", "step"] = "epoch"  # curves
+    evaluation: str = "test"  # samples: the evaluation whose figure samples are drawn
 
 
 def _select(runs: list[dict], which) -> list[dict]:
@@ -79,11 +97,11 @@ def _write(f, path: Path) -> None:
         f.savefig(fh, format="png", dpi=DPI, bbox_inches="tight")
 
 
-def _sweep(fig: dict, runs: list[dict], path: Path) -> dict:
-    x_key = fig.get("x")
+def _sweep(fig: FigureSpec, runs: list[dict], path: Path) -> dict:
+    x_key = fig.x
     if not x_key:
         raise ValueError("a sweep figure needs 'x' (a dotted config key, e.g. loss.terms.ssim)")
-    ys = list(fig.get("y") or ["train_loss", "val_loss"])
+    ys = list(fig.y)
     rows = []
     for r in runs:
         x = _dotted(r.get("config") or {}, x_key)
@@ -94,19 +112,17 @@ def _sweep(fig: dict, runs: list[dict], path: Path) -> dict:
         pts = [(row["x"], row[y]) for row in rows if row[y] is not None]
         if pts:
             ax.plot(*zip(*pts), marker="o", markersize=4, linewidth=1.2, label=y.replace("_", " "))
-    ax.set_xlabel(fig.get("xlabel") or x_key, fontsize=8)
-    ax.set_ylabel(fig.get("ylabel") or "final combined loss", fontsize=8)
+    xname = fig.xlabel or x_key
+    ax.set_xlabel(xname, fontsize=8)
+    ax.set_ylabel(fig.ylabel, fontsize=8)
     _finish(ax, fig)
-    xname = fig.get("xlabel") or x_key
     table = [{"run": row["run"], xname: row["x"], **{y: row[y] for y in ys}} for row in rows]
     # no "best" marks: every point is a different objective, so the losses are not ranked against each other
     return {"path": path, "figure": f, "table": {"rows": table, "columns": [xname, *ys], "mark_best": False}}
 
 
-def _curves(fig: dict, runs: list[dict], path: Path) -> dict:
-    per = fig.get("per", "epoch")
-    if per not in ("epoch", "step"):
-        raise ValueError(f"per must be epoch or step, got {per!r}")
+def _curves(fig: FigureSpec, runs: list[dict], path: Path) -> dict:
+    per = fig.per
     keys = ("train_epoch", "val_epoch") if per == "epoch" else ("train", "val")
     f, ax = _axes()
     rows = []
@@ -127,8 +143,8 @@ def _curves(fig: dict, runs: list[dict], path: Path) -> dict:
     return {"path": path, "figure": f, "table": {"rows": rows, "columns": ["curve", per, "loss"], "mark_best": False}}
 
 
-def _finish(ax, fig: dict) -> None:
-    ax.set_title(fig.get("title") or fig["name"], fontsize=9)
+def _finish(ax, fig: FigureSpec) -> None:
+    ax.set_title(fig.title or fig.name, fontsize=9)
     ax.tick_params(labelsize=7)
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
@@ -136,10 +152,10 @@ def _finish(ax, fig: dict) -> None:
     ax.figure.tight_layout()
 
 
-def _samples(fig: dict, runs: list[dict], path: Path, out: Path, eval_sets: dict) -> dict:
+def _samples(fig: FigureSpec, runs: list[dict], path: Path, out: Path, eval_sets: dict) -> dict:
     from depthlab.report.figures import depth_rows_figure
 
-    key = fig.get("evaluation", "test")
+    key = fig.evaluation
     if key not in eval_sets:
         raise ValueError(f"no evaluation {key!r} to draw samples from")
     ds, _protocol, n_show, *_ = eval_sets[key]
@@ -155,20 +171,18 @@ def _samples(fig: dict, runs: list[dict], path: Path, out: Path, eval_sets: dict
     return {"path": path, "figure": None, "table": None}
 
 
-def _one(fig: dict, results: dict, out: Path, eval_sets: dict) -> dict:
-    name, kind = fig.get("name"), fig.get("kind")
-    if not name or kind not in KINDS:
-        raise ValueError(f"report.figures entries need 'name' and 'kind' (one of {', '.join(KINDS)}), got {fig!r}")
-    runs = _select(results.get("runs") or [], fig.get("runs"))
+def _one(fig: FigureSpec, results: dict, out: Path, eval_sets: dict) -> dict:
+    name = fig.name
+    runs = _select(results.get("runs") or [], fig.runs)
     if not runs:
-        raise ValueError(f"no finished run matches {fig.get('runs')!r}")
+        raise ValueError(f"no finished run matches {fig.runs!r}")
     path = out / "figures" / f"{name}.png"
-    if kind == "samples":
+    if fig.kind == "samples":
         drawn = _samples(fig, runs, path, out, eval_sets)
     else:
-        drawn = (_sweep if kind == "sweep" else _curves)(fig, runs, path)
+        drawn = (_sweep if fig.kind == "sweep" else _curves)(fig, runs, path)
         _write(drawn["figure"], path)
-    section: dict[str, Any] = {"title": fig.get("title") or name, "status": "ok", "message": fig.get("caption"),
+    section: dict[str, Any] = {"title": fig.title or name, "status": "ok", "message": fig.caption,
                                "figures": [str(path.relative_to(out))], "tables": []}
     if drawn["table"]:
         section["tables"].append({"id": f"figure-{name}", "first": "run", **drawn["table"]})
@@ -176,11 +190,13 @@ def _one(fig: dict, results: dict, out: Path, eval_sets: dict) -> dict:
 
 
 def figure_sections(results: dict, out: Path, eval_sets: dict) -> list[dict]:
-    """One report section per ``report.figures`` entry; a figure that cannot be drawn says why."""
+    """One report section per ``report.figures`` entry (a :class:`FigureSpec` as a mapping, as ``results.json``
+    holds it); a figure that cannot be drawn says why."""
     sections = []
     for i, fig in enumerate((results.get("report") or {}).get("figures") or []):
         try:
-            sections.append(_one(dict(fig), results, Path(out), eval_sets))
+            spec = check_fields(FigureSpec, dict(fig), f"report.figures[{i}]")
+            sections.append(_one(spec, results, Path(out), eval_sets))
         except Exception as e:  # a missing run or value must not lose the rest of the report
             title = (fig or {}).get("title") or (fig or {}).get("name") or f"report.figures[{i}]"
             sections.append({"title": title, "status": "failed", "message": f"not drawn: {one_line(e)}"})
