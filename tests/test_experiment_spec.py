@@ -41,7 +41,7 @@ def test_wrong_types_and_missing_required_keys(tmp_path):
     assert _error(tmp_path, {"speed": {"repeats": "five"}}) == "speed.repeats: expected int, got str 'five'"
     assert _error(tmp_path, {"threads": [1]}) == "threads: expected int | null, got list [1]"
     assert _error(tmp_path, {"report": {"figures": [{"name": "f", "kind": "curves", "per": "epochs"}]}}) == \
-        "report.figures[0].per: 'epochs' is not one of 'epoch', 'step'; did you mean 'epoch'?"
+        "report.figures[0].per: 'epochs' is not one of 'epoch', 'step'; did you mean: epoch?"
     assert _error(tmp_path, {"grid": {"model.name": "unet"}}) == \
         "grid.model.name: expected list[any] | dict[str, any], got str 'unet'"
     assert _error(tmp_path, {"runs": [{"set": {"a": 1}}]}) == "runs[0]: missing required key(s) id"
