@@ -185,6 +185,41 @@ def test_study_smoke(study, tmp_path):
         assert not bench["skipped_models"] and bench["rows"]
         assert all(r["status"] == "ok" and r["n_images"] >= 1 for r in bench["rows"]), bench["rows"]
         assert {r["in_domain"] for r in bench["rows"]} == {True, False}  # in-domain scores are marked
+    # every table and figure the study names (report.figures) is drawn, none left as "not drawn"
+    assert not [s["title"] for s in res["sections"] if s.get("status") != "ok"]
+    named = [f.title for f in spec.report.figures]
+    assert named == [s["title"] for s in res["sections"] if s["title"] in named]
+
+
+def test_zero_shot_runs_table_marks_in_domain_scores(tmp_path):
+    """The experiment's own runs table (not only the benchmark section) says which score is in-domain:
+    FastDepth's bundled NYU weights on NYU frames are, the same network from random weights is not."""
+    raw = yaml.safe_load((STUDIES / "zero_shot.yaml").read_text())
+    nyu = str(REPO / "src/depthlab/assets/samples/nyu")
+    spec = {"name": "zero_shot_domains", "config": {**raw["config"], "data": {**raw["config"]["data"], "root": nyu}},
+            "runs": raw["smoke"]["runs"][:2], "threads": 1, "speed": {"repeats": 1, "warmup": 0},
+            "report": {"samples": 0},
+            "evaluation": {"test": False, "datasets": [{**raw["smoke"]["evaluation"]["datasets"][0], "root": nyu,
+                                                        "limit": 1}]}}
+    assert [r["id"] for r in spec["runs"]] == ["fastdepth_nyu", "fastdepth_random"]
+    res = run_experiment(spec, out_dir=tmp_path, quiet=True)
+    assert {r["id"]: r["domains"]["nyu_bundled"] for r in res["runs"]} == {
+        "fastdepth_nyu": "in-domain", "fastdepth_random": "zero-shot"}
+    cells = html_cells(tmp_path / "report.html")
+    assert cells[("fastdepth_nyu", "domain")].get("data-value") == '"in-domain"'
+    assert "| fastdepth_random | zero-shot |" in (tmp_path / "results.md").read_text()
+
+
+def test_every_study_run_resolves():
+    """The full form of every study: each run's training config resolves (types, keys) and names a registered
+    model (the smokes train the reduced grids; the full grids only resolve here)."""
+    from depthlab.experiment import run_configs
+    from depthlab.models import list_models
+
+    known = set(list_models())
+    for name in STUDY_FILES:
+        for rid, cfg in run_configs(STUDIES / name).items():
+            assert cfg.model.name in known, (name, rid, cfg.model.name)
 
 
 def test_eval_set_reads_lazily_and_keeps_only_the_figure_samples():

@@ -201,3 +201,36 @@ def test_depth_figures_show_near_warm_like_predict(tmp_path):
     cols = np.arange(rgb.shape[1])[None, :].repeat(rgb.shape[0], 0)
     assert red.sum() > 200 and blue.sum() > 200
     assert cols[red].mean() < cols[blue].mean()  # red (near) left of blue (far) in the depth panels
+
+
+def test_curves_figure_has_no_empty_validation_panel(tmp_path):
+    """A study without a validation split (NYU six models: val_split null) gets the training panel only."""
+    from PIL import Image
+
+    both = curves_figure({"a": {"train": [[0, 2.0], [1, 1.0]], "val": [[1, 1.5]]}}, tmp_path / "both.png")
+    train_only = curves_figure({"a": {"train": [[0, 2.0], [1, 1.0]], "val": []}}, tmp_path / "train.png")
+    w_both, w_train = Image.open(both).size[0], Image.open(train_only).size[0]
+    assert w_train < 0.6 * w_both  # one panel instead of two
+
+
+def test_spec_table_keeps_the_listed_rows_and_the_protocol(tmp_path):
+    """report.figures kind: table (a study's numbered ablation table): only the listed runs, in the listed order,
+    with the evaluation's protocol printed beside the numbers in HTML and Markdown; a listed run the experiment
+    did not finish is named under the section."""
+    from depthlab.report.spec_figures import figure_sections
+
+    results = make_results(tmp_path, figures=False)
+    results["sections"] = []
+    results["report"] = {"figures": [{"name": "t91", "kind": "table", "runs": ["b", "a", "lcb_3x3"],
+                                      "title": "Table 9.1: encoders"}]}
+    (sec,) = figure_sections(results, tmp_path, {})
+    assert sec["status"] == "ok" and sec["title"] == "Table 9.1: encoders"
+    assert [r["run"] for r in sec["tables"][0]["rows"]] == ["b", "a"]
+    assert sec["message"] == "Not in this experiment (no finished run): lcb_3x3."
+    results["sections"] = [sec]
+    md = render_markdown(results)
+    table_md = md[md.index("## Table 9.1: encoders"):]
+    assert "Protocol **none**: crop=none; alignment=none" in table_md
+    assert table_md.index("| b |") < table_md.index("| a |")
+    html_text = render_html(results, tmp_path)
+    assert html_text.count("protocol: none</b> — crop=none; alignment=none") == 2  # the test table and Table 9.1

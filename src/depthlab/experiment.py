@@ -399,8 +399,8 @@ class _EvalSet:
     """An evaluation set read lazily (a full test split does not fit in memory: NYU 654 frames are ~3 GB as
     float tensors); only the few samples shown in figures are kept (:meth:`head`)."""
 
-    def __init__(self, ds, n: int, name: str, split: str, by: str | None = None):
-        self.ds, self.n, self.dataset_name, self.split = ds, n, name, split
+    def __init__(self, ds, n: int, name: str, split: str, by: str | None = None, root: str | None = None):
+        self.ds, self.n, self.dataset_name, self.split, self.root = ds, n, name, split, root
         self.by = by  # report.samples_by: "category" = one figure sample per category
         self.failures: dict[str, str] = {}  # unreadable items met by head() (evaluate records the rest)
         self._head: list | None = None
@@ -458,7 +458,7 @@ def _load_eval_set(ev: EvalDataset, cfg, base_dir: Path) -> _EvalSet:
         kwargs["size"] = tuple(int(s) for s in cfg.data.size)
     ds = create_dataset(name, root=root, split=split, **kwargs)
     n = len(ds) if ev.limit is None else min(len(ds), ev.limit)
-    return _EvalSet(ds, n, name, split)
+    return _EvalSet(ds, n, name, split, root=root)
 
 
 # ------------------------------------------------------------------------------------------ one run
@@ -553,6 +553,22 @@ def weights_note(cfg) -> str:
     if not (m.pretrained or m.checkpoint_path):
         parts.append("no pretrained model weights" + ("" if parts else " (random initialisation)"))
     return "; ".join(parts)
+
+
+def run_domain(cfg, model, ds: _EvalSet, trained: bool) -> str | None:
+    """How a run's score on evaluation set ``ds`` relates to the data its weights saw: ``"in-domain"`` when
+    they saw images of the set's dataset family -- the pretrained weights' ``WeightsInfo.train_datasets``
+    (a ZoeDepth scored on NYU) or the dataset the run trained on --, ``"zero-shot"`` when they did not,
+    None when the set's family is unknown (e.g. aerial tiles). Random weights saw nothing."""
+    from depthlab.evaluation.benchmark import dataset_family, in_domain
+
+    family = dataset_family(ds.dataset_name, ds.root)
+    if family is None:
+        return None
+    pretrained = bool(cfg.model.pretrained or cfg.model.checkpoint_path)
+    seen = (pretrained and in_domain(model, ds.dataset_name, ds.root)) or (
+        trained and dataset_family(cfg.data.dataset, cfg.data.root) == family)
+    return "in-domain" if seen else "zero-shot"
 
 
 def _test_split_losses(cfg, model, eval_sets: dict, ev_spec: EvaluationSpec) -> tuple[list[float], dict[str, Any]]:
@@ -708,7 +724,7 @@ def _train_and_measure(cfg, run_dir: Path, spec: ExperimentSpec, eval_sets: dict
         validation, global_step = {}, 0
     train_seconds = time.perf_counter() - t0
     ev_spec = spec.evaluation
-    metrics, protocols, per_category, skipped, sample_preds = {}, {}, {}, {}, {}
+    metrics, protocols, per_category, skipped, sample_preds, domains = {}, {}, {}, {}, {}, {}
     for key, (ds, protocol, n_show, input_size) in eval_sets.items():
         progress(f"evaluate {cfg.name} on {key}")
         size = _input_size(input_size, cfg)
@@ -720,6 +736,7 @@ def _train_and_measure(cfg, run_dir: Path, spec: ExperimentSpec, eval_sets: dict
 
             metrics[key].update(normalized_errors(res["summary"], model.depth_info.max_depth))
         protocols[key] = res["protocol_description"]
+        domains[key] = run_domain(cfg, model, ds, do_train)
         skipped[key] = {**getattr(ds, "failures", {}), **res["skipped"]}
         if res.get("per_category"):  # evaluate's breakdown by meta["category"], averaged like the summary
             per_category[key] = res["per_category"]
@@ -742,7 +759,8 @@ def _train_and_measure(cfg, run_dir: Path, spec: ExperimentSpec, eval_sets: dict
     with torch.inference_mode():
         sp = measure_latency(model, speed.size or cfg.data.size, repeats=speed.repeats, warmup=speed.warmup,
                              device=speed.device)
-    return {"metrics": metrics, "untrained": untrained, "protocols": protocols, "per_category": per_category, "skipped_images": skipped,
+    return {"metrics": metrics, "untrained": untrained, "protocols": protocols, "domains": domains,
+            "per_category": per_category, "skipped_images": skipped,
             "sample_predictions": sample_preds, "test_loss": test_loss, "common_test_loss": common,
             "weights": weights_note(cfg), "curves": read_curves(run_dir),
             "validation": validation, "global_step": global_step, "train_seconds": round(train_seconds, 2),
@@ -794,7 +812,7 @@ def _benchmark_section(spec: ExperimentSpec, out_dir: Path, base_dir: Path) -> d
         res = run_benchmark(bench.models, bench.datasets, out_dir / "benchmark", roots=roots or None, **kwargs)
     except Exception as e:
         return {"title": title, "status": "failed", "message": one_line(e)}
-    tables, figures = [], []
+    tables, figures, captions = [], [], []
     for ds in res["settings"]["datasets"]:
         rows = []
         described = {}
@@ -807,14 +825,15 @@ def _benchmark_section(spec: ExperimentSpec, out_dir: Path, base_dir: Path) -> d
             described[r["protocol"]] = r.get("protocol_description", "")
             rows.append({"model": r["model"], "status": "ok", "domain": _domain(r, markdown=False),
                          **{k: r.get(k) for k in ("abs_rel", "rmse", "delta1", "n_images", "params", "latency_ms")}})
-        tables.append({"id": f"benchmark-{_label(ds)}", "first": "model", "rows": rows,
+        tables.append({"id": f"benchmark-{_label(ds)}", "first": "model", "rows": rows, "title": f"Dataset {ds}",
                        "columns": ["domain", "abs_rel", "rmse", "delta1", "n_images", "params", "latency_ms"],
                        "caption": f"dataset {ds}; " + "; ".join(f"protocol {n}: {d}" for n, d in described.items())})
         fig = (res.get("figures") or {}).get(ds) or {}
         if fig.get("path") and Path(fig["path"]).is_file():
             figures.append(str(Path(fig["path"]).resolve().relative_to(out_dir.resolve())))
+            captions.append(f"Dataset {ds}: RGB | ground truth | each model, aligned as scored")
     skipped = "; ".join(f"{m}: {why}" for m, why in (res.get("skipped_models") or {}).items())
-    return {"title": title, "status": "ok", "tables": tables, "figures": figures,
+    return {"title": title, "status": "ok", "tables": tables, "figures": figures, "figure_captions": captions,
             "message": ("Every model under the paper protocol of its output kind (depthlab.evaluation.benchmark); "
                         "latency = forward time per image." + (f" Skipped: {skipped}" if skipped else "")),
             "result_file": str((out_dir / "benchmark" / "results.json").relative_to(out_dir))}

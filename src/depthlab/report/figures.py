@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["depth_rows_figure", "curves_figure", "per_batch_loss_figure", "experiment_figures", "shared_range",
+__all__ = ["depth_rows_figure", "curves_figure", "integer_xaxis", "per_batch_loss_figure", "experiment_figures", "shared_range",
            "save_comparison_figure"]
 
 DPI = 80
@@ -145,22 +145,37 @@ def _error_columns(fig, axes, errs: list[np.ndarray], labels: list[str], max_err
         cb.ax.tick_params(labelsize=6)
 
 
+def integer_xaxis(ax) -> None:
+    """Whole-number ticks on an x axis of steps, epochs or batches: the plotted values themselves when there are
+    few (one point would otherwise get fractional ticks around it), else MaxNLocator(integer=True)."""
+    from matplotlib.ticker import MaxNLocator
+
+    xs = sorted({float(x) for line in ax.get_lines() for x in line.get_xdata()})
+    if 0 < len(xs) <= 12:
+        ax.set_xticks(xs)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def curves_figure(curves: dict[str, dict[str, list]], path: Path) -> str:
-    """Two panels: training loss and validation loss against the optimiser step, one line per run."""
+    """Training and validation loss against the optimiser step, one line per run: one panel per curve that
+    some run logged (a study without a validation split gets no empty validation panel)."""
     plt = _plt()
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
-    for label, c in curves.items():
-        for ax, key in ((a, "train"), (b, "val")):
+    panels = [(key, title) for key, title in (("train", "training loss"), ("val", "validation loss"))
+              if any(c.get(key) for c in curves.values())] or [("train", "training loss")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.2), squeeze=False)
+    for ax, (key, title) in zip(axes[0], panels):
+        for label, c in curves.items():
             pts = c.get(key) or []
             if pts:
                 xs, ys = zip(*pts)
                 ax.plot(xs, ys, marker="o" if len(pts) < 6 else None, markersize=3, label=label, linewidth=1.2)
-    for ax, title in ((a, "training loss"), (b, "validation loss")):
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step", fontsize=8)
+        integer_xaxis(ax)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-    for ax in (b, a):  # one legend, on a panel that has lines
+    for ax in axes[0][::-1]:  # one legend, on a panel that has lines
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, loc="best")
             break
@@ -172,8 +187,6 @@ def per_batch_loss_figure(losses: dict[str, list[float]], path: Path, common: di
                           common_label: str = "common loss") -> str:
     """The run's own loss on every test batch (x = batch index), one line per run; with ``common`` (run ->
     per-batch values of one loss shared by all runs, e.g. Huber on metres) a second panel beside it."""
-    from matplotlib.ticker import MaxNLocator
-
     plt = _plt()
     panels = [("own objective per test batch" if common else "loss per test batch", losses)]
     if common:
@@ -184,7 +197,7 @@ def per_batch_loss_figure(losses: dict[str, list[float]], path: Path, common: di
             if ys:
                 ax.plot(range(len(ys)), ys, marker="o", markersize=3, linewidth=1.2,
                         label=f"{label} (mean {np.mean(ys):.3g})")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        integer_xaxis(ax)
         ax.set_xlabel("test batch", fontsize=8)
         ax.set_ylabel("loss", fontsize=8)
         ax.set_title(title, fontsize=10)

@@ -35,6 +35,8 @@ HEADERS = {"abs_rel": "AbsRel", "sq_rel": "SqRel", "rmse": "RMSE", "rmse_log": "
            "abs_rel_untrained": "AbsRel untrained", "rmse_untrained": "RMSE untrained",
            "l1_norm": "L1 [0,1]", "mse_norm": "MSE [0,1]",
            "train_loss_last": "last training loss", "test_loss": "test loss", "common_test_loss": "common test loss"}
+DOMAIN_NOTE = ("domain: in-domain = the run's weights were trained on images of this dataset (its pretrained "
+               "weights' training data, or the run's own training set), so the score is not zero-shot.")
 LOSS_COLUMNS = ("objective", "train_loss_last", "test_loss", "common_test_loss", "weights")
 
 CSS = """
@@ -88,6 +90,7 @@ def metric_rows(results: dict, key: str) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"run": r["id"], "status": r.get("status"), "error": r.get("error")}
         if r.get("status") == "ok":
             m = (r.get("metrics") or {}).get(key) or {}
+            row["domain"] = (r.get("domains") or {}).get(key)
             for c in metric_columns(results):
                 row[c] = m.get(c)
             row["n_images"] = m.get("n_images")
@@ -95,6 +98,16 @@ def metric_rows(results: dict, key: str) -> list[dict[str, Any]]:
                 row[c] = r.get(c)
         rows.append(row)
     return rows
+
+
+def table_columns(results: dict, key: str) -> list[str]:
+    """Columns of evaluation ``key``'s table. ``domain`` (in-domain / zero-shot, experiment.run_domain) comes first
+    where it tells something: some run scored zero-shot there, or was evaluated without training (pretrained
+    weights: a ZoeDepth scored on NYU is in-domain); a training study scored on its own test split leaves it out."""
+    ok = [r for r in results.get("runs", []) if r.get("status") == "ok"]
+    labels = [(r.get("domains") or {}).get(key) for r in ok]
+    shown = any(labels) and ("zero-shot" in labels or any(r.get("trained") is False for r in ok))
+    return [*(["domain"] if shown else []), *metric_columns(results), "n_images", *SPEED_COLUMNS]
 
 
 def _best(rows: list[dict], col: str) -> Any:
@@ -163,12 +176,13 @@ def _objective(cfg: dict) -> str:
     terms, params = loss.get("terms") or {}, loss.get("params") or {}
     if isinstance(terms, str):
         terms = {terms: 1.0}
-    if not isinstance(terms, dict):  # the list form: [{name, weight, params}]
-        return ", ".join(str(t.get("name", t)) if isinstance(t, dict) else str(t) for t in terms)
+    if isinstance(terms, dict):
+        terms = [{"name": n, "weight": w, "params": params.get(n)} for n, w in terms.items()]
     parts = []
-    for name, w in terms.items():
-        p = ", ".join(f"{k}={v}" for k, v in (params.get(name) or {}).items())
-        parts.append(("" if float(w) == 1.0 else f"{w:g}*") + name + (f"({p})" if p else ""))
+    for t in terms:  # the list form: [{name, weight, params}]
+        t = t if isinstance(t, dict) else {"name": t}
+        w, p = float(t.get("weight", 1.0)), ", ".join(f"{k}={v}" for k, v in (t.get("params") or {}).items())
+        parts.append(("" if w == 1.0 else f"{w:g}*") + str(t.get("name")) + (f"({p})" if p else ""))
     return " + ".join(parts)
 
 
@@ -184,7 +198,8 @@ def loss_rows(results: dict) -> list[dict]:
         train = curves.get("train_epoch") or curves.get("train") or []
         common = (r.get("common_test_loss") or {}).get("batches") or []
         own = r.get("test_loss") or []
-        rows.append({"run": r["id"], "status": "ok", "objective": _objective(r.get("config") or {}),
+        trained = r.get("trained", True)  # an evaluation-only run (train: false) has no training objective
+        rows.append({"run": r["id"], "status": "ok", "objective": _objective(r.get("config") or {}) if trained else None,
                      "train_loss_last": train[-1][1] if train else None,
                      "test_loss": sum(own) / len(own) if own else None,
                      "common_test_loss": sum(common) / len(common) if common else None,
@@ -230,6 +245,8 @@ def _section_html(sec: dict, base: Path) -> str:
         cls = "warn" if sec.get("status") in ("skipped", "failed") else "note"
         parts.append(f'<p class="{cls}">{_esc(sec["message"])}</p>')
     for t in sec.get("tables") or []:
+        if t.get("title"):
+            parts.append(f"<h3>{_esc(t['title'])}</h3>")
         if t.get("protocol_description"):
             parts.append(f'<p class="protocol"><b>protocol: {_esc(t.get("protocol", ""))}</b> — '
                          f'{_esc(t["protocol_description"])}</p>')
@@ -237,10 +254,13 @@ def _section_html(sec: dict, base: Path) -> str:
             parts.append(f'<p class="note">{_esc(t["caption"])}</p>')
         parts.append(_table(t["rows"], t["columns"], first=t.get("first", "run"), mark_best=t.get("mark_best", True),
                             table_id=t.get("id", "")))
-    for f in sec.get("figures") or []:
+    captions = sec.get("figure_captions") or []
+    for i, f in enumerate(sec.get("figures") or []):
         p = base / f
         if p.is_file():
-            parts.append(f"<p>{_img(p, sec.get('title', 'figure'))}</p>")
+            if i < len(captions):
+                parts.append(f"<h3>{_esc(captions[i])}</h3>")
+            parts.append(f"<p>{_img(p, captions[i] if i < len(captions) else sec.get('title', 'figure'))}</p>")
     if sec.get("result") is not None:
         parts.append("<details><summary>raw result</summary><pre>"
                      + _esc(json.dumps(sec["result"], indent=1, default=str)[:20000]) + "</pre></details>")
@@ -277,8 +297,10 @@ def render_html(results: dict, base: Path) -> str:
         if isinstance(ev.get("protocol_spec"), dict):
             p.append(f'<p class="protocol">protocol by the model\'s output kind: '
                      f'<code>{_esc(json.dumps(ev["protocol_spec"]))}</code> (above: the metric one)</p>')
-        p.append(_table(metric_rows(results, key), [*metric_columns(results), "n_images", *SPEED_COLUMNS],
-                        table_id=f"metrics-{key}"))
+        columns = table_columns(results, key)
+        p.append(_table(metric_rows(results, key), columns, table_id=f"metrics-{key}"))
+        if "domain" in columns:
+            p.append(f'<p class="note">{_esc(DOMAIN_NOTE)}</p>')
         threads = sorted({r.get("latency_threads") for r in runs if r.get("status") == "ok" and r.get("latency_threads")})
         p.append('<p class="note">Bold: best per column (lower is better, except δ and FPS). Latency: median CPU '
                  "time of one forward pass at batch 1 and the run's input size"
@@ -342,7 +364,9 @@ def render_markdown(results: dict) -> str:
             continue
         lines += [f"## {ev.get('title') or ev['key']} ({ev['dataset']} / {ev['split']}, {ev['n_samples']} images)", "",
                   f"Protocol **{ev['protocol']}**: {ev['protocol_description']}", "",
-                  _md_table(metric_rows(results, ev["key"]), [*metric_columns(results), "n_images", *SPEED_COLUMNS]), ""]
+                  _md_table(metric_rows(results, ev["key"]), table_columns(results, ev["key"])), ""]
+        if "domain" in table_columns(results, ev["key"]):
+            lines += [DOMAIN_NOTE, ""]
         learn = _learning_rows(results) if ev["key"] == "test" else []
         if learn:
             lines += ["### Learning check", "", "AbsRel / RMSE of the same architecture freshly initialised (same "
@@ -372,8 +396,12 @@ def _section_md(sec: dict) -> list[str]:
     if sec.get("message"):
         lines += [sec["message"], ""]
     for t in sec.get("tables") or []:
+        if t.get("title"):
+            lines += [f"### {t['title']}", ""]
         if t.get("protocol_description"):
             lines += [f"Protocol **{t.get('protocol', '')}**: {t['protocol_description']}", ""]
+        if t.get("caption"):  # e.g. a benchmark table's dataset and protocols, as in the HTML
+            lines += [str(t["caption"]), ""]
         lines += [_md_table(t["rows"], list(t["columns"]), first=t.get("first", "run"),
                             mark_best=t.get("mark_best", True)), ""]
     return lines

@@ -1,4 +1,4 @@
-"""Figures an experiment spec asks for by name (``report.figures``), drawn after the runs.
+"""Figures and tables an experiment spec asks for by name (``report.figures``), drawn after the runs.
 
 Each entry is ``{name, kind, runs, title, caption}``; ``runs`` is a list of run ids or one
 ``fnmatch`` pattern (``"eq11_*"``). Kinds:
@@ -7,8 +7,11 @@ Each entry is ``{name, kind, runs, title, caption}``; ``runs`` is a list of run 
   the run's resolved config (``loss.terms.ssim``), ``y`` a list of :data:`SWEEP_VALUES` or metric
   names of the ``test`` evaluation (default ``[train_loss, val_loss]``), ``xlabel`` the axis label.
 * ``curves`` -- training and validation loss of the runs per epoch (``per: epoch``, default) or per
-  optimiser step (``per: step``).
+  optimiser step (``per: step``); ``curves: [validation]`` draws one of the two only, ``ylabel`` names
+  the loss (default ``loss``).
 * ``samples`` -- RGB | ground truth | prediction rows of the ``test`` evaluation for the runs only.
+* ``table`` -- the metrics table of one evaluation (``evaluation``, default ``test``) for the runs only,
+  in the order listed, with the evaluation's protocol (a study's ablation tables that share a test set).
 
 Every figure becomes a report section (title, caption, a table of the plotted numbers, the PNG in
 ``figures/<name>.png``), so the HTML and Markdown reports both carry it.
@@ -39,16 +42,17 @@ class FigureSpec:
     """One ``report.figures`` entry (typed like the rest of an experiment spec: depthlab.config.check_fields)."""
 
     name: str  # figures/<name>.png
-    kind: Literal["sweep", "curves", "samples"]
+    kind: Literal["sweep", "curves", "samples", "table"]
     runs: list[str] | str = "*"  # run ids, or one fnmatch pattern
     title: str | None = None  # None: the name
     caption: str | None = None
     x: str | None = None  # sweep: dotted key of the run's resolved config
     xlabel: str | None = None  # sweep: None = x
     y: list[str] = field(default_factory=lambda: ["train_loss", "val_loss"])  # sweep: SWEEP_VALUES or test metrics
-    ylabel: str = "final combined loss"  # sweep
+    ylabel: str | None = None  # None: "final combined loss" (sweep), "loss" (curves)
     per: Literal["epoch", "step"] = "epoch"  # curves
-    evaluation: str = "test"  # samples: the evaluation whose figure samples are drawn
+    curves: list[Literal["training", "validation"]] = field(default_factory=lambda: ["training", "validation"])
+    evaluation: str = "test"  # samples / table: the evaluation whose figure samples or metrics are shown
 
 
 def _select(runs: list[dict], which) -> list[dict]:
@@ -114,7 +118,7 @@ def _sweep(fig: FigureSpec, runs: list[dict], path: Path) -> dict:
             ax.plot(*zip(*pts), marker="o", markersize=4, linewidth=1.2, label=y.replace("_", " "))
     xname = fig.xlabel or x_key
     ax.set_xlabel(xname, fontsize=8)
-    ax.set_ylabel(fig.ylabel, fontsize=8)
+    ax.set_ylabel(fig.ylabel or "final combined loss", fontsize=8)
     _finish(ax, fig)
     table = [{"run": row["run"], xname: row["x"], **{y: row[y] for y in ys}} for row in rows]
     # no "best" marks: every point is a different objective, so the losses are not ranked against each other
@@ -129,16 +133,16 @@ def _curves(fig: FigureSpec, runs: list[dict], path: Path) -> dict:
     for r in runs:
         curves = r.get("curves") or {}
         for key, label in zip(keys, ("training", "validation")):
-            pts = curves.get(key) or []
+            pts = (curves.get(key) or []) if label in fig.curves else []
             if pts:
                 name = label if len(runs) == 1 else f"{r['id']} {label}"
                 ax.plot(*zip(*pts), marker="o" if len(pts) < 12 else None, markersize=3, linewidth=1.2, label=name)
                 rows.extend({"run": r["id"], "curve": label, per: int(p[0]), "loss": p[1]} for p in pts)
-    from matplotlib.ticker import MaxNLocator
+    from depthlab.report.figures import integer_xaxis
 
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    integer_xaxis(ax)
     ax.set_xlabel(per, fontsize=8)
-    ax.set_ylabel("combined loss", fontsize=8)
+    ax.set_ylabel(fig.ylabel or "loss", fontsize=8)
     _finish(ax, fig)
     return {"path": path, "figure": f, "table": {"rows": rows, "columns": ["curve", per, "loss"], "mark_best": False}}
 
@@ -171,18 +175,48 @@ def _samples(fig: FigureSpec, runs: list[dict], path: Path, out: Path, eval_sets
     return {"path": path, "figure": None, "table": None}
 
 
+def _table(fig: FigureSpec, runs: list[dict], results: dict) -> dict:
+    """The metrics table of evaluation ``fig.evaluation`` for ``runs`` (in the listed order), with its protocol."""
+    from depthlab.report.html import metric_rows, table_columns
+
+    key = fig.evaluation
+    ev = next((e for e in results.get("evaluations") or [] if e.get("key") == key and e.get("status") == "ok"), None)
+    if ev is None:
+        raise ValueError(f"no evaluation {key!r} to tabulate")
+    order = [r["id"] for r in runs]
+    if not isinstance(fig.runs, str):  # a list: the study's row order
+        order = [w for w in map(str, fig.runs) if w in order]
+    rows = {row["run"]: row for row in metric_rows(results, key)}
+    return {"id": f"table-{fig.name}", "first": "run", "rows": [rows[i] for i in order],
+            "columns": table_columns(results, key), "protocol": ev["protocol"],
+            "protocol_description": ev["protocol_description"]}
+
+
+def _missing(fig: FigureSpec, runs: list[dict]) -> str | None:
+    """The caption, plus which listed runs this experiment did not finish (e.g. the smoke form runs fewer)."""
+    if isinstance(fig.runs, str):
+        return fig.caption
+    done = {r["id"] for r in runs}
+    absent = [str(w) for w in fig.runs if str(w) not in done]
+    note = f"Not in this experiment (no finished run): {', '.join(absent)}." if absent else ""
+    return " ".join(x for x in (fig.caption, note) if x) or None
+
+
 def _one(fig: FigureSpec, results: dict, out: Path, eval_sets: dict) -> dict:
     name = fig.name
     runs = _select(results.get("runs") or [], fig.runs)
     if not runs:
         raise ValueError(f"no finished run matches {fig.runs!r}")
     path = out / "figures" / f"{name}.png"
+    if fig.kind == "table":
+        return {"title": fig.title or name, "status": "ok", "message": _missing(fig, runs), "figures": [],
+                "tables": [_table(fig, runs, results)]}
     if fig.kind == "samples":
         drawn = _samples(fig, runs, path, out, eval_sets)
     else:
         drawn = (_sweep if fig.kind == "sweep" else _curves)(fig, runs, path)
         _write(drawn["figure"], path)
-    section: dict[str, Any] = {"title": fig.title or name, "status": "ok", "message": fig.caption,
+    section: dict[str, Any] = {"title": fig.title or name, "status": "ok", "message": _missing(fig, runs),
                                "figures": [str(path.relative_to(out))], "tables": []}
     if drawn["table"]:
         section["tables"].append({"id": f"figure-{name}", "first": "run", **drawn["table"]})
