@@ -41,7 +41,8 @@ SHRINK = {
 }
 def test_the_study_configs_exist():
     expected = {"aerial_smp_unet.yaml", "nyu_study.yaml", "nyu_study_l1.yaml", "nyu_study_berhu.yaml",
-                "nyu_study_ssim_l1.yaml", "leve.yaml", "leve_kd.yaml", "diode_unet.yaml", "synthetic_quick.yaml"}
+                "nyu_study_ssim_l1.yaml", "leve.yaml", "leve_kd.yaml", "diode_unet.yaml", "synthetic_quick.yaml",
+                "finetune_dav2_metric.yaml"}
     assert expected <= set(ALL_YAMLS)
 
 
