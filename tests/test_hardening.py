@@ -1,0 +1,153 @@
+"""Issue #14: no data loss, bounded memory, every bad input a one-line error (one test per defect)."""
+from __future__ import annotations
+
+import json
+import os
+import zlib
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from depthlab import io
+from depthlab.errors import DataError
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def png_bomb(path: Path, width: int, height: int) -> Path:
+    """A valid-looking 8-bit grayscale PNG declaring ``width x height`` whose IDAT is tiny (it is truncated):
+    only its header matters -- a reader that decodes before checking the size allocates width*height bytes."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\0" * (width + 1) * 4)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return path
+
+
+def rgb(path: Path, size=(40, 32)) -> Path:
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def tiny_model():
+    import depthlab
+
+    return depthlab.create_model("fastdepth", pretrained=False)
+
+
+def digest(folder: Path) -> dict[str, bytes]:
+    import hashlib
+
+    return {p.name: hashlib.sha256(p.read_bytes()).digest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+# ---------------------------------------------------------------- 1. data loss
+def test_predict_into_the_input_folder_never_overwrites_an_input(tmp_path):
+    from depthlab.predictor import predict_files
+
+    for name in ("a.png", "a_color.png", "a_depth16.png"):
+        rgb(tmp_path / name)
+    before = digest(tmp_path)
+    report = predict_files(tmp_path, model=tiny_model(), out_dir=tmp_path, formats="npy,png16,color")
+    after = digest(tmp_path)
+    assert all(after[k] == v for k, v in before.items())  # no input modified
+    assert "overwrite the input" in report.failures[str(tmp_path / "a.png")]
+    assert report.n_ok == 2 and (tmp_path / "a_color.npy").exists()
+
+
+# ---------------------------------------------------------------- 2. memory bounded by the input
+def test_pixel_bomb_refused_from_the_header(tmp_path):
+    bomb = png_bomb(tmp_path / "bomb.png", 9500, 9500)
+    assert bomb.stat().st_size < 20_000
+    with pytest.raises(io.ImageTooLargeError, match=r"bomb.png: image is 9500x9500 \(90.2 MP\).*--max-pixels"):
+        io.read_rgb(bomb)
+    with pytest.raises(io.ImageTooLargeError, match="above the 0.001 MP limit"):
+        io.read_rgb(rgb(tmp_path / "small.png"), max_pixels=1000)
+    assert io.read_rgb(tmp_path / "small.png", max_pixels=40 * 32).shape == (3, 32, 40)
+
+
+def test_predict_files_skips_a_bomb_and_keeps_going(tmp_path):
+    from depthlab.predictor import predict_files
+
+    png_bomb(tmp_path / "bomb.png", 9500, 9500)
+    rgb(tmp_path / "ok.png")
+    report = predict_files(tmp_path, model=tiny_model(), out_dir=tmp_path / "out", formats="npy")
+    assert report.n_ok == 1 and "9500x9500" in report.failures[str(tmp_path / "bomb.png")]
+
+
+# ---------------------------------------------------------------- 5. hangs
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_fifo_is_skipped_when_listed_and_refused_when_named(tmp_path):
+    os.mkfifo(tmp_path / "pipe.png")
+    rgb(tmp_path / "ok.png")
+    assert io.list_images(tmp_path) == [tmp_path / "ok.png"]
+    assert io.list_images(str(tmp_path / "*.png")) == [tmp_path / "ok.png"]
+    with pytest.raises(DataError, match="pipe.png: not a regular file"):
+        io.read_rgb(tmp_path / "pipe.png")  # would block forever in open() before the fix
+    with pytest.raises(DataError, match="not a regular file"):
+        io.read_depth(tmp_path / "pipe.png", 0.001)
+
+
+# ---------------------------------------------------------------- 10. ground truth that is not depth
+@pytest.mark.parametrize("array", [np.ones((4, 5), bool), np.ones((4, 5), np.complex64), np.zeros((0, 5), np.float32)])
+def test_non_depth_npy_refused(tmp_path, array):
+    np.save(tmp_path / "d.npy", array)
+    with pytest.raises(DataError, match="d.npy: (depth must hold real numbers|empty array)"):
+        io.read_depth(tmp_path / "d.npy")
+
+
+@pytest.mark.parametrize("mode", ["P", "1"])
+def test_palette_and_bilevel_depth_png_refused(tmp_path, mode):
+    Image.fromarray(np.arange(20, dtype=np.uint8).reshape(4, 5)).convert(mode).save(tmp_path / "d.png")
+    with pytest.raises(DataError, match=f"mode '{mode}'"):
+        io.read_depth(tmp_path / "d.png", 0.001)
+    Image.fromarray(np.arange(20, dtype=np.uint16).reshape(4, 5) * 1000).save(tmp_path / "ok.png")
+    assert io.read_depth(tmp_path / "ok.png", 0.001)[0, 1] == pytest.approx(1.0)
+
+
+def test_npy_bomb_refused_from_the_header(tmp_path):
+    path = tmp_path / "big.npy"
+    with open(path, "wb") as f:  # header declares 20000x20000 float32 (1.6 GB); the data is absent
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (20000, 20000)})
+    with pytest.raises(io.ImageTooLargeError, match=r"big.npy: array of shape \(20000, 20000\)"):
+        io.read_depth(path)
+
+
+# ---------------------------------------------------------------- 11. smaller
+def test_long_file_name_atomic_write(tmp_path):
+    path = tmp_path / ("x" * 245 + ".npy")  # 249 characters: valid, its temp file must be too
+    io.write_npy(path, np.zeros((2, 2)))
+    assert np.load(path).shape == (2, 2) and [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_same_file_under_several_spellings_listed_once(tmp_path, monkeypatch):
+    (tmp_path / "d").mkdir()
+    rgb(tmp_path / "a.png")
+    monkeypatch.chdir(tmp_path)
+    assert io.list_images(["a.png", "./a.png", "d/../a.png", str(tmp_path / "a.png")]) == [Path("a.png")]
+
+
+def test_predict_exit_status_is_one_on_partial_failure(tmp_path):
+    from typer.testing import CliRunner
+
+    from depthlab.cli import app
+
+    good = rgb(tmp_path / "ok.png")
+    for i in range(3):
+        (tmp_path / f"bad{i}.png").write_bytes(b"not a png")
+    r = CliRunner().invoke(app, ["predict", str(good), *(str(tmp_path / f"bad{i}.png") for i in range(3)),
+                                 "--model", "fastdepth", "--out", str(tmp_path / "out")])
+    assert r.exit_code == 1, r.output
+
+
+def test_predict_out_is_a_file_is_one_line(tmp_path):
+    from depthlab.predictor import predict_files
+
+    (tmp_path / "taken").write_text("x")
+    with pytest.raises(DataError, match="taken: output folder expected, but a file"):
+        predict_files(rgb(tmp_path / "a.png"), model=tiny_model(), out_dir=tmp_path / "taken")
