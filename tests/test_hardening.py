@@ -151,3 +151,90 @@ def test_predict_out_is_a_file_is_one_line(tmp_path):
     (tmp_path / "taken").write_text("x")
     with pytest.raises(DataError, match="taken: output folder expected, but a file"):
         predict_files(rgb(tmp_path / "a.png"), model=tiny_model(), out_dir=tmp_path / "taken")
+
+
+# ---------------------------------------------------------------- 6 / 9. weight files and checkpoint headers
+def rewrite_header(src: Path, dst: Path, **changes) -> Path:
+    """Copy a depthlab checkpoint with header fields replaced (what a tampered file looks like)."""
+    from safetensors.torch import load_file, save_file
+    from depthlab.checkpoint import read_checkpoint
+
+    _, meta = read_checkpoint(src)
+    meta.update(changes)
+    save_file(load_file(str(src)), str(dst), metadata={"depthlab": json.dumps(meta)})
+    return dst
+
+
+@pytest.fixture(scope="module")
+def unet_ckpt(tmp_path_factory):
+    from depthlab import create_model, save_checkpoint
+
+    return save_checkpoint(create_model("unet", base_channels=4), tmp_path_factory.mktemp("ck") / "u.safetensors")
+
+
+@pytest.mark.parametrize("content,match", [
+    (b"", "empty weight file"),
+    (b"garbage!" * 10, "cannot read weights"),
+    (None, "not a state dict of tensors"),  # torch.save(1)
+])
+def test_bad_pth_is_one_line_naming_the_file(tmp_path, content, match):
+    from depthlab import create_model
+    from depthlab.models.weights import WeightsError
+
+    import torch
+
+    (tmp_path / "w.pth").write_bytes(content) if content is not None else torch.save(1, tmp_path / "w.pth")
+    with pytest.raises(WeightsError, match=f"w.pth: {match}"):
+        create_model("fastdepth", checkpoint_path=tmp_path / "w.pth")
+
+
+def test_malicious_pickle_runs_nothing(tmp_path):
+    import pickle
+
+    from depthlab import create_model
+    from depthlab.models.weights import WeightsError
+
+    marker = tmp_path / "marker"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    (tmp_path / "evil.pth").write_bytes(pickle.dumps({"state_dict": Evil()}))
+    with pytest.raises(WeightsError, match="evil.pth: cannot read weights"):
+        create_model("fastdepth", checkpoint_path=tmp_path / "evil.pth")
+    assert not marker.exists()
+
+
+def test_wrong_architecture_and_truncated_checkpoint(tmp_path, unet_ckpt):
+    from depthlab import create_model, load_checkpoint
+    from depthlab.models.weights import WeightsError
+
+    with pytest.raises(WeightsError, match="u.safetensors: weights do not match"):
+        create_model("unet", base_channels=8, checkpoint_path=unet_ckpt)
+    (tmp_path / "t.safetensors").write_bytes(unet_ckpt.read_bytes()[:200])
+    with pytest.raises(WeightsError, match="t.safetensors: cannot read checkpoint"):
+        load_checkpoint(tmp_path / "t.safetensors")
+
+
+@pytest.mark.parametrize("args,match", [
+    ({"base_channels": 100000}, "do not match its tensors"),  # ~360 GB if built before checking
+    ({"base_channels": 4, "checkpoint_path": "/etc/hostname"}, "may not set 'checkpoint_path'"),
+    ({"base_channels": 4, "bogus": 1}, "do not fit unet"),
+])
+def test_checkpoint_header_model_args_not_trusted(tmp_path, unet_ckpt, args, match):
+    from depthlab import load_checkpoint
+    from depthlab.models.weights import WeightsError
+
+    bad = rewrite_header(unet_ckpt, tmp_path / "h.safetensors", model_args=args)
+    with pytest.raises(WeightsError, match=f"h.safetensors: .*{match}"):
+        load_checkpoint(bad)
+
+
+@pytest.mark.parametrize("device,match", [("bogus", "unknown device 'bogus'"), ("cuda:99", "unavailable")])
+def test_bad_device_is_one_line(device, match):
+    from depthlab.errors import DepthlabError
+    from depthlab.predictor import Predictor
+
+    with pytest.raises(DepthlabError, match=match):
+        Predictor(tiny_model(), device=device)

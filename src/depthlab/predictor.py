@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 
 from depthlab.errors import DataError, InputError, MissingFileError, one_line
-from depthlab.models.registry import resolve_model
+from depthlab.models.registry import resolve_device, resolve_model
 from depthlab.outputs import (FORMATS, PNG16_METRIC_SCALE, SIDECAR, output_clashes, parse_formats, png16_encoding,
                               unique_stems, write_outputs)
 from depthlab.processing import batches_by_size, has_own_processor, processor_for
@@ -175,7 +175,7 @@ class Predictor:
                  onnx_input_shape: tuple[int, int, int, int] | None = None):
         if backend not in BACKENDS:
             raise InputError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.model = resolve_model(model, checkpoint_path, pretrained=pretrained).eval().to(self.device)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
