@@ -238,3 +238,69 @@ def test_bad_device_is_one_line(device, match):
 
     with pytest.raises(DepthlabError, match=match):
         Predictor(tiny_model(), device=device)
+
+
+# ---------------------------------------------------------------- 2 / 3. web app
+@pytest.fixture(scope="module")
+def web():
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from depthlab.web.app import DepthService, create_app
+
+    return TestClient(create_app(service=DepthService.build(tiny_model(), max_pixels=100_000)))
+
+
+def _png_bytes(size=(40, 32)) -> bytes:
+    import io as _pyio
+
+    buf = _pyio.BytesIO()
+    Image.new("RGB", size, (90, 120, 30)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt,suffix", [("npy", ".npy"), ("png16", "_depth16.png")])
+def test_web_non_ascii_and_path_upload_names(web, fmt, suffix):
+    from urllib.parse import quote
+
+    r = web.post(f"/api/predict?format={fmt}", files={"file": ("Łódź 深度.png", _png_bytes(), "image/png")})
+    assert r.status_code == 200  # was a 500: latin-1 header
+    cd = r.headers["content-disposition"]
+    assert cd.startswith("attachment; filename=\"") and f"filename*=UTF-8''{quote('Łódź 深度' + suffix)}" in cd
+    r = web.post(f"/api/predict?format={fmt}", files={"file": ("../../x.png", _png_bytes(), "image/png")})
+    assert r.status_code == 200 and "../" not in r.headers["content-disposition"]
+    assert f'filename="x{suffix}"' in r.headers["content-disposition"]
+
+
+def test_web_pixel_bomb_is_413_from_the_header(web, tmp_path):
+    bomb = png_bomb(tmp_path / "bomb.png", 9500, 9500).read_bytes()
+    r = web.post("/api/predict", files={"file": ("bomb.png", bomb, "image/png")})
+    assert r.status_code == 413 and "bomb.png: image is 9500x9500" in r.json()["detail"]
+    r = web.post("/api/predict", files={"file": ("big.png", _png_bytes((400, 300)), "image/png")})
+    assert r.status_code == 413 and "above the 0.1 MP limit" in r.json()["detail"]
+
+
+def test_web_bounds_concurrent_decodes(monkeypatch):
+    import threading
+    import time
+
+    from depthlab.web import app as web_app
+
+    svc = web_app.DepthService.build(tiny_model(), max_decodes=2)
+    active, peak, lock = [0], [0], threading.Lock()
+    real = web_app.decode_upload
+
+    def slow_decode(data, name, max_pixels=None):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.05)
+        with lock:
+            active[0] -= 1
+        return real(data, name, max_pixels)
+
+    monkeypatch.setattr(web_app, "decode_upload", slow_decode)
+    threads = [threading.Thread(target=svc.predict_upload, args=(_png_bytes((40 + i, 32)), f"{i}.png")) for i in range(6)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert peak[0] == 2

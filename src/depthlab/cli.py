@@ -283,12 +283,14 @@ def serve_cmd(
     device: str = typer.Option("cpu"),
     input_size: Optional[str] = typer.Option(None, help=INPUT_SIZE_HELP),
     max_upload_mb: float = typer.Option(25.0, help="largest accepted upload in MB (larger: HTTP 413)"),
+    max_pixels: Optional[int] = typer.Option(None, help="answer 413 to uploads declaring more pixels (default: "
+                                             "depthlab.web.app.WEB_MAX_PIXELS, 16 million)"),
 ):
     """Serve the web app (upload an image, see and download its depth) with uvicorn."""
-    from depthlab.web.app import serve
+    from depthlab.web.app import WEB_MAX_PIXELS, serve
 
     serve(model=model, checkpoint_path=checkpoint_path, host=host, port=port, device=device,
-          input_size=_parse_size(input_size), max_upload_mb=max_upload_mb)
+          input_size=_parse_size(input_size), max_upload_mb=max_upload_mb, max_pixels=max_pixels or WEB_MAX_PIXELS)
 
 
 @command("experiment")
