@@ -304,3 +304,128 @@ def test_web_bounds_concurrent_decodes(monkeypatch):
     [t.start() for t in threads]
     [t.join() for t in threads]
     assert peak[0] == 2
+
+
+# ---------------------------------------------------------------- 5 / 7 / 8. training and config
+@pytest.mark.parametrize("name", ["../../x", "/tmp/abs", "", ".", "a/b"])
+def test_run_name_stays_inside_output_dir(tmp_path, name):
+    from depthlab.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="name: must be a plain folder name"):
+        load_config({"name": name, "output_dir": str(tmp_path)})
+
+
+def test_too_many_cpu_devices_is_an_error_not_a_hang():
+    from types import SimpleNamespace
+
+    from depthlab.config import ConfigError
+    from depthlab.training.train import _check_cpu_devices
+
+    with pytest.raises(ConfigError, match="train.devices: 64 CPU processes"):
+        _check_cpu_devices(SimpleNamespace(accelerator="cpu", devices=64, num_nodes=1))
+    _check_cpu_devices(SimpleNamespace(accelerator="cpu", devices=2, num_nodes=1))
+
+
+def test_non_finite_loss_stops_training():
+    import torch
+
+    from depthlab.config import load_config
+    from depthlab.errors import DepthlabError
+    from depthlab.training import DepthTask
+
+    task = DepthTask(load_config({"model": {"name": "unet", "kwargs": {"base_channels": 4}},
+                                  "data": {"dataset": "synthetic", "size": [32, 32]}}))
+    task._loss = lambda raw, batch: (torch.tensor(float("nan")), {})
+    batch = {"image": torch.rand(2, 3, 32, 32), "depth": torch.rand(2, 1, 32, 32), "mask": torch.ones(2, 1, 32, 32, dtype=bool)}
+    with pytest.raises(DepthlabError, match="training diverged: the loss is nan at step 0"):
+        task.training_step(batch, 0)
+
+
+def test_data_opt_alias_bomb_refused():
+    from typer.testing import CliRunner
+
+    from depthlab.cli import app
+
+    bomb = "a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n" \
+           "d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: [*e,*e,*e,*e,*e,*e,*e,*e,*e]"
+    r = CliRunner().invoke(app, ["eval", "--dataset", "folder", "--predictions", ".", "--data-opt", f"x={bomb}"])
+    assert r.exit_code == 2 and "--data-opt" in r.output and "Traceback" not in r.output
+
+
+# ---------------------------------------------------------------- 4 / 6 / 8 / 10. evaluation
+def folder_dataset(root: Path, names=("a", "b", "c", "d"), gt=None) -> Path:
+    (root / "rgb").mkdir(parents=True)
+    (root / "depth").mkdir()
+    for n in names:
+        rgb(root / "rgb" / f"{n}.png", (8, 6))
+        np.save(root / "depth" / f"{n}.npy", np.full((6, 8), 2.0, np.float32) if gt is None else gt)
+    return root
+
+
+def test_bad_prediction_files_are_skipped_and_the_json_written(tmp_path):
+    from depthlab.evaluation.runner import evaluate
+
+    ds = folder_dataset(tmp_path / "ds")
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    np.save(pred / "a.npy", np.full((6, 8), 2.0, np.float32))
+    np.save(pred / "b.npy", np.zeros((0,), np.float32))  # zero-size: raised in resize_to before
+    for n in ("c", "d"):
+        Image.fromarray(np.full((6, 8), 2000, np.uint16)).save(pred / f"{n}_depth16.png")
+    (pred / "predictions.json").write_text(
+        '{"output_kind": "metric", "files": {"c": {"kind": "metric", "png16_scale": [0.001]},'
+        ' "d": {"kind": "metric", "png16_scale": 1e400}}}')
+    out = tmp_path / "r.json"
+    result = evaluate("folder", root=ds, predictions=pred, out=out)
+    assert result["summary"]["n_images"] == 1 and result["per_image"]["a"]["abs_rel"] == pytest.approx(0.0)
+    skipped = json.loads(out.read_text())["skipped"]
+    assert "b.npy: empty array" in skipped["b"]
+    assert "c_depth16.png: scale nan" in skipped["c"] and "d_depth16.png: scale" in skipped["d"]
+
+
+def test_eval_out_is_a_folder_fails_before_evaluating(tmp_path, monkeypatch):
+    from depthlab.evaluation import runner
+
+    monkeypatch.setattr(runner, "get_protocol", lambda p: pytest.fail("evaluated first"))
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(DataError, match="dir: output file expected, but it is a folder"):
+        runner.evaluate("folder", root=tmp_path, predictions=tmp_path, out=tmp_path / "dir")
+
+
+def test_index_csv_rows_stay_inside_the_dataset(tmp_path):
+    from depthlab.data import create_dataset
+
+    ds = folder_dataset(tmp_path / "ds", names=("a",))
+    (tmp_path / "secret.npy").write_bytes((ds / "depth" / "a.npy").read_bytes())
+    (ds / "index.csv").write_text("name,rgb,depth\na,rgb/a.png,depth/a.npy\nx,/etc/hostname,\n"
+                                  "y,rgb/a.png,../secret.npy\n")
+    d = create_dataset("folder", root=ds)
+    assert d[0]["depth"].shape == (1, 6, 8)
+    for i in (1, 2):
+        with pytest.raises(DataError, match="index.csv: row .* outside the dataset folder"):
+            d[i]
+    assert create_dataset("folder", root=ds, allow_outside_root=True)[2]["depth"].shape == (1, 6, 8)
+
+
+def test_sample_name_with_dotdot_does_not_reach_prediction_lookup(tmp_path):
+    from depthlab.evaluation.runner import evaluate
+
+    ds = folder_dataset(tmp_path / "ds", names=("a",))
+    (ds / "index.csv").write_text("name,rgb,depth\n../../leak,rgb/a.png,depth/a.npy\n")
+    (tmp_path / "leak.npy").write_bytes((ds / "depth" / "a.npy").read_bytes())
+    pred = tmp_path / "p" / "q"
+    pred.mkdir(parents=True)
+    result = evaluate("folder", root=ds, predictions=pred)
+    assert result["summary"]["n_images"] == 0 and "not a plain relative name" in result["skipped"]["../../leak"]
+
+
+@pytest.mark.parametrize("gt", [np.ones((6, 8), bool), np.full((6, 8), 2 + 0j, np.complex64)])
+def test_non_depth_ground_truth_is_skipped_not_scored(tmp_path, gt):
+    from depthlab.evaluation.runner import evaluate
+
+    ds = folder_dataset(tmp_path / "ds", names=("a",), gt=gt)
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    np.save(pred / "a.npy", np.full((6, 8), 2.0, np.float32))
+    result = evaluate("folder", root=ds, predictions=pred)
+    assert result["summary"]["n_images"] == 0 and "real numbers" in result["skipped"]["a"]

@@ -33,8 +33,11 @@ INPUT_SIZE_HELP = ("network input size: auto (default: the trained size when the
 
 
 def _key_values(items: Optional[List[str]], flag: str) -> dict:
-    """``["k=v", ...]`` -> ``{k: yaml(v)}``; a one-line usage error for an item without ``=``."""
+    """``["k=v", ...]`` -> ``{k: yaml(v)}``; a one-line usage error for an item without ``=``. Values are read
+    by :func:`depthlab.config.load_yaml` (safe, alias bombs refused) like every YAML depthlab reads."""
     import yaml
+
+    from depthlab.config import load_yaml
 
     out = {}
     for item in items or []:
@@ -45,8 +48,8 @@ def _key_values(items: Optional[List[str]], flag: str) -> dict:
         if key in ("root", "split"):
             _fail(f"{flag} {key}=...: use --{key}")
         try:
-            out[key] = yaml.safe_load(value)
-        except yaml.YAMLError as e:
+            out[key] = load_yaml(value)
+        except (yaml.YAMLError, ValueError) as e:
             _fail(f"{flag} {item!r}: value is not valid YAML ({first_line(e)})")
     return out
 

@@ -277,6 +277,11 @@ class DepthTask(L.LightningModule):
             loss, terms = self._distill_loss(raw, batch)
         else:
             loss, terms = self._loss(raw, batch)
+        if not bool(torch.isfinite(loss)):  # stop before a NaN/inf gradient reaches the weights
+            from depthlab.errors import DepthlabError
+
+            raise DepthlabError(f"training diverged: the loss is {float(loss)} at step {self.global_step} "
+                                f"(epoch {self.current_epoch}); lower optim.lr or check the data")
         bs = batch["image"].shape[0]
         self.log("train/loss", loss.detach(), prog_bar=True, batch_size=bs)
         # the epoch's mean training loss (studies that plot per epoch; experiment.read_curves)
