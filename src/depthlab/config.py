@@ -606,6 +606,8 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict:
         raise ConfigError(f"{path}: config file not found{where}")
     try:
         data = load_yaml(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, OSError) as e:
+        raise ConfigError(f"{path}: cannot read the config as UTF-8 text ({type(e).__name__})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

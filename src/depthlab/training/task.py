@@ -161,8 +161,17 @@ class DepthTask(L.LightningModule):
         if model is None:
             from depthlab.models.registry import create_model
 
+            from depthlab.config import ConfigError
+            from depthlab.errors import DepthlabError, one_line
+
             mc = cfg.model
-            model = create_model(mc.name, pretrained=mc.pretrained, checkpoint_path=mc.checkpoint_path, **mc.kwargs)
+            try:
+                model = create_model(mc.name, pretrained=mc.pretrained, checkpoint_path=mc.checkpoint_path,
+                                     **mc.kwargs)
+            except DepthlabError:
+                raise
+            except (TypeError, ValueError, RuntimeError) as e:  # the constructor refused model.kwargs
+                raise ConfigError(f"model.kwargs: {mc.name} cannot be built with {mc.kwargs} ({one_line(e)})") from None
         self.model = model
         self.target_encoding, self.max_depth = resolve_target(model, cfg.data)
         _check_pipeline_targets(cfg.data, self.target_encoding, self.max_depth)
