@@ -429,3 +429,14 @@ def test_non_depth_ground_truth_is_skipped_not_scored(tmp_path, gt):
     np.save(pred / "a.npy", np.full((6, 8), 2.0, np.float32))
     result = evaluate("folder", root=ds, predictions=pred)
     assert result["summary"]["n_images"] == 0 and "real numbers" in result["skipped"]["a"]
+
+
+@pytest.mark.parametrize("size", ["0", "-5", "0x10"])
+def test_input_size_zero_or_negative_is_a_usage_error(tmp_path, size):
+    from typer.testing import CliRunner
+
+    from depthlab.cli import app
+
+    r = CliRunner().invoke(app, ["predict", str(rgb(tmp_path / "a.png")), "--model", "fastdepth", "--input-size", size,
+                                 "--out", str(tmp_path / "out")])
+    assert r.exit_code == 2 and "--input-size must be" in r.output and not (tmp_path / "out").exists()

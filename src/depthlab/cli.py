@@ -414,9 +414,24 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     return _python_formatwarning(message, category, filename, lineno, line)
 
 
+def _exit_on_sigterm() -> None:
+    """SIGTERM (``kill``, a scheduler's stop) ends the command like Ctrl-C does: as an exception, so every
+    ``finally`` runs and the temp file of a write in progress is deleted (Python's default would stop the process
+    where it stands and leave it behind)."""
+    import signal
+    import threading
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
+
+
 def main():  # console-script entry point
     import warnings
 
+    _exit_on_sigterm()
     global _python_formatwarning
     if warnings.formatwarning is not _one_line_warning:  # main() may run twice in one process
         _python_formatwarning = warnings.formatwarning

@@ -381,3 +381,80 @@ def test_summary_no_crash_hang_marker_or_modified_input(world):
     assert len(tally.rows) >= 200
     assert not bad, f"{len(bad)} inputs misbehaved (see above)"
     assert not modified and not markers, (modified, markers)
+
+
+# ---------------------------------------------------------------------------------------------- kills (slow)
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
+def test_predict_killed_mid_run_leaves_only_loadable_outputs(tmp_path, sig):
+    """Kill ``depthlab predict`` once its first outputs exist: every output file loads or is absent; after
+    SIGTERM no temp file is left either; predictions.json (rewritten per batch) lists only written files."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        Image.fromarray(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)).save(src / f"im{i:02d}.png")
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "depthlab", "predict", str(src), "--model", "fastdepth", "--out",
+                             str(out), "--input-size", "native", "--formats", "npy,png16,color"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    end = time.monotonic() + 240
+    while not (out / "predictions.json").exists():
+        assert proc.poll() is None, proc.communicate()[0][-3000:]
+        assert time.monotonic() < end, "no output appeared"
+        time.sleep(0.01)
+    time.sleep(0.3)
+    assert proc.poll() is None, "predict finished before it could be killed"
+    proc.send_signal(getattr(signal, sig))
+    text = proc.communicate(timeout=60)[0]
+    assert "Traceback" not in text, text[-3000:]
+    listed = json.loads((out / "predictions.json").read_text())["files"]
+    assert 0 < len(listed) < 40
+    for stem, entry in listed.items():  # what the sidecar lists is complete
+        assert set(entry["outputs"]) == {f"{stem}.npy", f"{stem}_depth16.png", f"{stem}_color.png"}
+    for f in out.iterdir():
+        if f.name.startswith("."):
+            assert sig == "SIGKILL" and f.name.endswith(".tmp"), f  # only SIGKILL can leave a temp file
+        elif f.suffix == ".npy":
+            assert np.load(f).shape == (480, 640)
+        elif f.suffix == ".png":
+            with Image.open(f) as im:
+                im.load()
+
+
+@pytest.mark.slow
+def test_training_killed_three_times_resumes_bit_identical(tmp_path):
+    """Three SIGKILLs at random points, each followed by --resume: the final weights equal an uninterrupted run's."""
+    import random
+
+    import torch
+    from safetensors.torch import load_file
+
+    from test_resume import _finish, _launch
+
+    killed, reference = tmp_path / "killed", tmp_path / "reference"
+    ref = _launch(tmp_path, reference, resume=False, sleep=0.0)
+    last = killed / "tiny" / "checkpoints" / "last.ckpt"
+    rnd = random.Random(14)
+    for k in range(3):
+        proc = _launch(tmp_path, killed, resume=k > 0, sleep=0.2)
+        seen = last.stat().st_mtime_ns if last.exists() else None
+        end = time.monotonic() + 200
+        while not last.exists() or last.stat().st_mtime_ns == seen:  # a new checkpoint since this launch
+            assert proc.poll() is None, proc.communicate()[0][-3000:]
+            assert time.monotonic() < end, "no checkpoint appeared"
+            time.sleep(0.02)
+        time.sleep(rnd.uniform(0.0, 0.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    _finish(_launch(tmp_path, killed, resume=True, sleep=0.0))
+    _finish(ref)
+    a, b = load_file(killed / "tiny" / "last.safetensors"), load_file(reference / "tiny" / "last.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
