@@ -359,7 +359,7 @@ def test_summary_no_crash_hang_marker_or_modified_input(world):
         "inputs_modified": len(modified), "markers": len(markers),
         "web_statuses": {str(k): v for k, v in sorted(world.get("web_statuses", {}).items())},
         "web_500": world.get("web_statuses", {}).get(500, 0),
-        "by_entry_point": {e: dict(Counter(r["outcome"] for r in tally.rows if r["entry"] == e))
+        "by_entry_point": {e: dict(sorted(Counter(r["outcome"] for r in tally.rows if r["entry"] == e).items()))
                            for e in sorted({r["entry"] for r in tally.rows})},
         "bounds_mb": {"web_rss_growth_max": WEB_RSS_BOUND_MB, "predict_bomb_peak_rss_max": PREDICT_RSS_BOUND_MB},
         # measured, to the nearest 100 MB (the file changes only when memory use really does)
