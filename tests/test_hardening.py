@@ -248,7 +248,7 @@ def web():
 
     from depthlab.web.app import DepthService, create_app
 
-    return TestClient(create_app(service=DepthService.build(tiny_model(), max_pixels=100_000)))
+    return TestClient(create_app(service=DepthService.build(tiny_model())))
 
 
 def _png_bytes(size=(40, 32)) -> bytes:
@@ -272,7 +272,12 @@ def test_web_non_ascii_and_path_upload_names(web, fmt, suffix):
     assert f'filename="x{suffix}"' in r.headers["content-disposition"]
 
 
-def test_web_pixel_bomb_is_413_from_the_header(web, tmp_path):
+def test_web_pixel_bomb_is_413_from_the_header(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from depthlab.web.app import create_app
+
+    web = TestClient(create_app(model=tiny_model(), max_pixels=100_000))
     bomb = png_bomb(tmp_path / "bomb.png", 9500, 9500).read_bytes()
     r = web.post("/api/predict", files={"file": ("bomb.png", bomb, "image/png")})
     assert r.status_code == 413 and "bomb.png: image is 9500x9500" in r.json()["detail"]

@@ -308,7 +308,12 @@ def read_depth(path, scale: float | None = None) -> np.ndarray:
 
 def _read_png_depth(path: Path, scale: float | None) -> np.ndarray:
     """A single-channel (8/16/32-bit grayscale) depth image -> its raw values; palette and 1-bit images refused."""
-    with Image.open(path) as img:
+    import warnings
+
+    with warnings.catch_warnings():  # check_pixels decides, not PIL's DecompressionBombWarning
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        img = Image.open(path)
+    with img:
         check_pixels(path, *img.size)
         if img.mode in ("P", "PA", "1"):
             raise DataError(path, f"depth image has mode {img.mode!r} (palette indices or 1-bit), not depth values; "
