@@ -58,6 +58,20 @@ class Evil:
 
 
 # ------------------------------------------------------------------------------------------------ images
+def _odd_modes(photo: Image.Image) -> dict[str, tuple[bytes, str]]:
+    """``{file name: (bytes, what)}`` of the same photo in unusual PIL modes (all readable)."""
+    a = np.asarray(photo)
+    modes = {"L": photo.convert("L"), "LA": photo.convert("LA"), "P": photo.convert("P"),
+             "PRGBA": photo.convert("RGBA").convert("P"), "RGBA": photo.convert("RGBA"), "1": photo.convert("1"),
+             "I16": Image.fromarray((a[..., 0].astype(np.uint16) * 257)),
+             "I": photo.convert("I").point(lambda v: v * 200), "F": Image.fromarray(a[..., 0].astype(np.float32) / 255.0)}
+    out = {}
+    for mode, im in modes.items():
+        ext = "tif" if mode in ("F", "I") else "png"
+        out[f"mode_{mode}.{ext}"] = (_encoded(im, "TIFF" if ext == "tif" else "PNG"), f"mode {im.mode}")
+    return out
+
+
 def images(root: Path, markers: Path) -> list[Case]:
     root.mkdir(parents=True, exist_ok=True)
     cases: list[Case] = []
@@ -79,14 +93,8 @@ def images(root: Path, markers: Path) -> list[Case]:
     put("text.png", b"hello, I am not an image\n", "text named .png")
     put("html.jpg", b"<html><body>404</body></html>", "HTML error page named .jpg")
     put("flipped_crc.png", png[:40] + bytes([png[40] ^ 0xFF]) + png[41:], "PNG with a corrupt chunk", "either")
-    # odd modes (all readable: processed)
-    a = _photo()
-    modes = {"L": photo.convert("L"), "LA": photo.convert("LA"), "P": photo.convert("P"), "PRGBA": photo.convert("RGBA").convert("P"),
-             "RGBA": photo.convert("RGBA"), "1": photo.convert("1"), "I16": Image.fromarray((a[..., 0].astype(np.uint16) * 257)),
-             "I": photo.convert("I").point(lambda v: v * 200), "F": Image.fromarray(a[..., 0].astype(np.float32) / 255.0)}
-    for mode, im in modes.items():
-        ext = "tif" if mode in ("F", "I") else "png"
-        put(f"mode_{mode}.{ext}", _encoded(im, "TIFF" if ext == "tif" else "PNG"), f"mode {im.mode}", "either")
+    for name, (data, what) in _odd_modes(photo).items():
+        put(name, data, what, "either")
     put("cmyk.jpg", _encoded(photo.convert("CMYK"), "JPEG"), "CMYK JPEG", "ok")
     put("gray.jpg", _encoded(photo.convert("L"), "JPEG"), "grayscale JPEG", "ok")
     put("photo.webp", _encoded(photo, "WEBP"), "WebP", "ok")
@@ -133,37 +141,21 @@ def images(root: Path, markers: Path) -> list[Case]:
 GT_SHAPE = (6, 8)
 
 
-def evaluation(root: Path, markers: Path) -> tuple[Path, Path, list[Case]]:
-    """A folder dataset (``rgb/``, ``depth/``, ``index.csv``) and a predictions folder; each sample is one case:
-    ``gt_*`` samples have odd ground truth and a good prediction, ``pred_*`` samples good ground truth and an
-    odd prediction. Returns (dataset root, predictions folder, cases named by sample)."""
-    ds, pred = root / "ds", root / "pred"
-    for d in (ds / "rgb", ds / "depth", pred):
-        d.mkdir(parents=True, exist_ok=True)
-    good_gt = np.full(GT_SHAPE, 2.0, np.float32)
-    good_png = _encoded(Image.fromarray(_photo(GT_SHAPE[1], GT_SHAPE[0])), "PNG")
-    rows, cases, scales = [], [], {}
+def _npy(a, **kw):
+    return lambda p: np.save(p, a, **kw)
 
-    def sample(name: str, depth_file: str, write_depth, pred_file: str | None, write_pred, what: str,
-               expect: str = "error", unit: str = "") -> None:
-        (ds / "rgb" / f"{name}.png").write_bytes(good_png)
-        write_depth(ds / "depth" / depth_file)
-        if pred_file:
-            write_pred(pred / pred_file)
-        rows.append(f"{name},rgb/{name}.png,depth/{depth_file},{unit}")
-        where = ds / "depth" / depth_file if name.startswith("gt_") else pred / (pred_file or f"{name}.npy")
-        cases.append(Case(where, f"{name}: {what}", expect))
 
-    def npy(a, **kw):
-        return lambda p: np.save(p, a, **kw)
+def _raw(data: bytes):
+    return lambda p: p.write_bytes(data)
 
-    def raw(data: bytes):
-        return lambda p: p.write_bytes(data)
 
-    def png(a, mode=None):
-        return lambda p: (Image.fromarray(a) if mode is None else Image.fromarray(a).convert(mode)).save(p)
+def _png(a, mode=None):
+    return lambda p: (Image.fromarray(a) if mode is None else Image.fromarray(a).convert(mode)).save(p)
 
-    ok_pred = npy(good_gt * 1.1)
+
+def _ground_truths(good_gt: np.ndarray, markers: Path) -> tuple[dict, set]:
+    """``{sample name: (writer, expect, what)}`` of odd ground truth, and the names written as PNG."""
+    npy, raw, png = _npy, _raw, _png
     gts = {
         "gt_good": (npy(good_gt), "ok", "float metres"), "gt_uint8": (png(np.full(GT_SHAPE, 9, np.uint8)), "ok", "8-bit PNG"),
         "gt_bool": (npy(np.ones(GT_SHAPE, bool)), "error", "boolean"),
@@ -186,9 +178,12 @@ def evaluation(root: Path, markers: Path) -> tuple[Path, Path, list[Case]]:
         "gt_bomb_npy": (lambda p: _npy_header(p, (30000, 30000)), "error", "npy header bomb"),
     }
     png_gts = {"gt_uint8", "gt_palette", "gt_1bit", "gt_rgb", "gt_trunc_png", "gt_bomb"}
-    for name, (write, expect, what) in gts.items():
-        ext = ".png" if name in png_gts else ".npy"
-        sample(name, f"{name}{ext}", write, f"{name}.npy", ok_pred, what, expect, "mm" if ext == ".png" else "")
+    return gts, png_gts
+
+
+def _predictions(good_gt: np.ndarray, markers: Path) -> dict:
+    """``{sample name: (writer, expect, what)}`` of odd prediction files."""
+    npy, raw = _npy, _raw
     preds = {
         "pred_good": (npy(good_gt), "ok", "float metres"), "pred_small": (npy(np.ones((3, 4), np.float32)), "ok", "smaller, resized"),
         "pred_4d": (npy(np.ones((1, 1, *GT_SHAPE), np.float32)), "ok", "(1,1,H,W)"),
@@ -203,16 +198,46 @@ def evaluation(root: Path, markers: Path) -> tuple[Path, Path, list[Case]]:
         "pred_trunc": (raw(np.lib.format.magic(1, 0) + b"garbage"), "error", "truncated"),
         "pred_bomb": (lambda p: _npy_header(p, (30000, 30000)), "error", "npy header bomb"),
     }
+    return preds
+
+
+def evaluation(root: Path, markers: Path) -> tuple[Path, Path, list[Case]]:
+    """A folder dataset (``rgb/``, ``depth/``, ``index.csv``) and a predictions folder; each sample is one case:
+    ``gt_*`` samples have odd ground truth and a good prediction, ``pred_*`` samples good ground truth and an
+    odd prediction. Returns (dataset root, predictions folder, cases named by sample)."""
+    ds, pred = root / "ds", root / "pred"
+    for d in (ds / "rgb", ds / "depth", pred):
+        d.mkdir(parents=True, exist_ok=True)
+    good_gt = np.full(GT_SHAPE, 2.0, np.float32)
+    good_png = _encoded(Image.fromarray(_photo(GT_SHAPE[1], GT_SHAPE[0])), "PNG")
+    rows, cases, scales = [], [], {}
+
+    def sample(name: str, depth_file: str, write_depth, pred_file: str | None, write_pred, what: str,
+               expect: str = "error", unit: str = "") -> None:
+        (ds / "rgb" / f"{name}.png").write_bytes(good_png)
+        write_depth(ds / "depth" / depth_file)
+        if pred_file:
+            write_pred(pred / pred_file)
+        rows.append(f"{name},rgb/{name}.png,depth/{depth_file},{unit}")
+        where = ds / "depth" / depth_file if name.startswith("gt_") else pred / (pred_file or f"{name}.npy")
+        cases.append(Case(where, f"{name}: {what}", expect))
+
+    ok_pred = _npy(good_gt * 1.1)
+    gts, png_gts = _ground_truths(good_gt, markers)
+    for name, (write, expect, what) in gts.items():
+        ext = ".png" if name in png_gts else ".npy"
+        sample(name, f"{name}{ext}", write, f"{name}.npy", ok_pred, what, expect, "mm" if ext == ".png" else "")
+    preds = _predictions(good_gt, markers)
     for name, (write, expect, what) in preds.items():
-        sample(name, f"{name}.npy", npy(good_gt), f"{name}.npy", write, what, expect)
-    sample("pred_missing", "pred_missing.npy", npy(good_gt), None, None, "no prediction file")
+        sample(name, f"{name}.npy", _npy(good_gt), f"{name}.npy", write, what, expect)
+    sample("pred_missing", "pred_missing.npy", _npy(good_gt), None, None, "no prediction file")
     for name, scale, expect in (("pred_scale_ok", 0.001, "ok"), ("pred_scale_list", [0.001], "error"),
                                 ("pred_scale_inf", "INF", "error"), ("pred_scale_str", "0.001", "error"),
                                 ("pred_scale_neg", -0.001, "error"), ("pred_scale_zero", 0, "error")):
-        sample(name, f"{name}.npy", npy(good_gt), f"{name}_depth16.png", png(np.full(GT_SHAPE, 2000, np.uint16)),
+        sample(name, f"{name}.npy", _npy(good_gt), f"{name}_depth16.png", _png(np.full(GT_SHAPE, 2000, np.uint16)),
                f"png16_scale {scale!r}", expect)
         scales[name] = {"kind": "metric", "png16_scale": scale}
-    sample("pred_unicode_深度", "pred_unicode_深度.npy", npy(good_gt), "pred_unicode_深度.npy", npy(good_gt),
+    sample("pred_unicode_深度", "pred_unicode_深度.npy", _npy(good_gt), "pred_unicode_深度.npy", _npy(good_gt),
            "unicode sample name", "ok")
     (pred / "predictions.json").write_text(json.dumps({"output_kind": "metric", "files": scales})
                                            .replace('"INF"', "1e400"))
@@ -230,6 +255,43 @@ def _npy_header(path: Path, shape: tuple[int, ...]) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ weights
+def _header_cases(root: Path, state: dict, header: dict) -> list[Case]:
+    """depthlab checkpoints whose JSON header lies: not JSON, no or unknown model, arguments naming files, huge
+    or unknown arguments, bad ``depth_info``, tensors that do not fit."""
+    import torch
+    from safetensors.torch import save_file
+
+    cases: list[Case] = []
+
+    def with_header(name: str, what: str, meta=None, raw: str | None = None, tensors=None) -> None:
+        save_file(tensors or state, str(root / name),
+                  metadata={"depthlab": raw if raw is not None else json.dumps({**header, **meta})})
+        cases.append(Case(root / name, what))
+
+    with_header("header_not_json.safetensors", "header is not JSON", raw="{not json")
+    with_header("header_list.safetensors", "header is a JSON list", raw="[1, 2]")
+    with_header("header_no_name.safetensors", "header without model_name", {"model_name": None})
+    with_header("header_unknown_model.safetensors", "unknown model name", {"model_name": "unet_xxl"})
+    with_header("header_bomb.safetensors", "model_args base_channels 100000",
+                {"model_args": {"base_channels": 100000}})
+    with_header("header_path.safetensors", "model_args checkpoint_path", {"model_args": {"base_channels": 4,
+                "checkpoint_path": str(root / "good.pth")}})
+    with_header("header_encoder.safetensors", "model_args encoder_checkpoint",
+                {"model_args": {"base_channels": 4, "encoder_checkpoint": "/etc/hostname"}})
+    with_header("header_pretrained.safetensors", "model_args pretrained", {"model_args": {"base_channels": 4,
+                "pretrained": True}})
+    with_header("header_kwarg.safetensors", "model_args an unknown keyword", {"model_args": {"base_channels": 4,
+                "bogus": 1}})
+    with_header("header_args_list.safetensors", "model_args a list", {"model_args": [1, 2]})
+    with_header("header_depth_info.safetensors", "depth_info output_kind bogus",
+                {"depth_info": {**header["depth_info"], "output_kind": "bogus"}})
+    with_header("header_depth_info_key.safetensors", "depth_info unknown key",
+                {"depth_info": {**header["depth_info"], "evil": 1}})
+    with_header("header_wrong_tensors.safetensors", "header right, tensors of another size",
+                {}, tensors={k: torch.zeros(1) for k in state})
+    return cases
+
+
 def weights(root: Path, markers: Path) -> tuple[list[Case], Path]:
     """Bad weight files of every kind, plus two good ones. Returns (cases, a good depthlab checkpoint).
     The model is ``unet`` with ``base_channels=4`` (what the suite passes to ``create_model``)."""
@@ -251,11 +313,6 @@ def weights(root: Path, markers: Path) -> tuple[list[Case], Path]:
         if data is not None:
             (root / name).write_bytes(data)
         cases.append(Case(root / name, what, expect))
-
-    def with_header(name: str, what: str, meta=None, raw: str | None = None, tensors=None) -> None:
-        save_file(tensors or state, str(root / name),
-                  metadata={"depthlab": raw if raw is not None else json.dumps({**header, **meta})})
-        cases.append(Case(root / name, what))
 
     good_bytes, pth_bytes = good.read_bytes(), (root / "good.pth").read_bytes()
     put("empty.pth", b"", "empty .pth")
@@ -281,27 +338,7 @@ def weights(root: Path, markers: Path) -> tuple[list[Case], Path]:
     put("wrong_arch.pth", buf.getvalue(), "weights of another architecture")
     save_file({"x": torch.zeros(2)}, str(root / "plain.safetensors"))
     cases.append(Case(root / "plain.safetensors", "safetensors without a depthlab header"))
-    with_header("header_not_json.safetensors", "header is not JSON", raw="{not json")
-    with_header("header_list.safetensors", "header is a JSON list", raw="[1, 2]")
-    with_header("header_no_name.safetensors", "header without model_name", {"model_name": None})
-    with_header("header_unknown_model.safetensors", "unknown model name", {"model_name": "unet_xxl"})
-    with_header("header_bomb.safetensors", "model_args base_channels 100000",
-                {"model_args": {"base_channels": 100000}})
-    with_header("header_path.safetensors", "model_args checkpoint_path", {"model_args": {"base_channels": 4,
-                "checkpoint_path": str(root / "good.pth")}})
-    with_header("header_encoder.safetensors", "model_args encoder_checkpoint",
-                {"model_args": {"base_channels": 4, "encoder_checkpoint": "/etc/hostname"}})
-    with_header("header_pretrained.safetensors", "model_args pretrained", {"model_args": {"base_channels": 4,
-                "pretrained": True}})
-    with_header("header_kwarg.safetensors", "model_args an unknown keyword", {"model_args": {"base_channels": 4,
-                "bogus": 1}})
-    with_header("header_args_list.safetensors", "model_args a list", {"model_args": [1, 2]})
-    with_header("header_depth_info.safetensors", "depth_info output_kind bogus",
-                {"depth_info": {**header["depth_info"], "output_kind": "bogus"}})
-    with_header("header_depth_info_key.safetensors", "depth_info unknown key",
-                {"depth_info": {**header["depth_info"], "evil": 1}})
-    with_header("header_wrong_tensors.safetensors", "header right, tensors of another size",
-                {}, tensors={k: torch.zeros(1) for k in state})
+    cases += _header_cases(root, state, header)
     (root / "folder.safetensors").mkdir()
     cases.append(Case(root / "folder.safetensors", "a folder"))
     if hasattr(os, "mkfifo"):
