@@ -75,7 +75,8 @@ def check_pixels(path, width: int, height: int, max_pixels: int | None = None) -
     if width * height > cap:
         raise ImageTooLargeError(
             path, f"image is {width}x{height} ({width * height / 1e6:.1f} MP), above the {cap / 1e6:g} MP limit; "
-                  f"raise the limit ({MAX_PIXELS_HINT}) or cut the image into tiles")
+                  f"raise the limit ({MAX_PIXELS_HINT}) or cut the image into tiles (georeferenced GeoTIFFs "
+                  "of any size take the tiled path of depthlab predict)")
 
 
 def _default_file_mode() -> int:
