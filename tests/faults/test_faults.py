@@ -406,10 +406,10 @@ def test_predict_killed_mid_run_leaves_only_loadable_outputs(tmp_path, sig):
                              str(out), "--input-size", "native", "--formats", "npy,png16,color"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     end = time.monotonic() + 240
-    while not (out / "predictions.json").exists():
+    while not (out / "predictions.json").exists() or not json.loads((out / "predictions.json").read_text())["files"]:
         assert proc.poll() is None, proc.communicate()[0][-3000:]
         assert time.monotonic() < end, "no output appeared"
-        time.sleep(0.01)
+        time.sleep(0.05)  # the sidecar is replaced atomically: each read sees a whole file
     time.sleep(0.3)
     assert proc.poll() is None, "predict finished before it could be killed"
     proc.send_signal(getattr(signal, sig))
