@@ -33,8 +33,11 @@ INPUT_SIZE_HELP = ("network input size: auto (default: the trained size when the
 
 
 def _key_values(items: Optional[List[str]], flag: str) -> dict:
-    """``["k=v", ...]`` -> ``{k: yaml(v)}``; a one-line usage error for an item without ``=``."""
+    """``["k=v", ...]`` -> ``{k: yaml(v)}``; a one-line usage error for an item without ``=``. Values are read
+    by :func:`depthlab.config.load_yaml` (safe, alias bombs refused) like every YAML depthlab reads."""
     import yaml
+
+    from depthlab.config import load_yaml
 
     out = {}
     for item in items or []:
@@ -45,8 +48,8 @@ def _key_values(items: Optional[List[str]], flag: str) -> dict:
         if key in ("root", "split"):
             _fail(f"{flag} {key}=...: use --{key}")
         try:
-            out[key] = yaml.safe_load(value)
-        except yaml.YAMLError as e:
+            out[key] = load_yaml(value)
+        except (yaml.YAMLError, ValueError) as e:
             _fail(f"{flag} {item!r}: value is not valid YAML ({first_line(e)})")
     return out
 
@@ -175,6 +178,8 @@ def predict_cmd(
     workers: int = typer.Option(2, help="tiled with --ray: workers, one model each"),
     io_workers: Optional[int] = typer.Option(None, help="threads decoding images and threads writing files "
                                              "(default: CPU cores, at most 4)"),
+    max_pixels: Optional[int] = typer.Option(None, help="refuse images whose header declares more pixels, before "
+                                             "decoding them (default: depthlab.io.MAX_PIXELS, 50 million)"),
 ):
     """Predict depth for images; writes .npy (float32), 16-bit PNG, colourised PNG, side-by-side, GeoTIFF, PLY.
 
@@ -206,13 +211,14 @@ def predict_cmd(
         reports.append(predict_files(inputs, model=model, checkpoint_path=checkpoint_path, pretrained=pretrained,
                                      out_dir=out, formats=fmts, colormap=colormap, batch_size=batch_size,
                                      device=device, progress=True, input_size=_parse_size(input_size),
-                                     intrinsics=intrinsics, ply_scale=ply_scale, io_workers=io_workers))
+                                     intrinsics=intrinsics, ply_scale=ply_scale, io_workers=io_workers,
+                                     max_pixels=max_pixels))
     failures = {p: reason for r in reports for p, reason in r.failures.items()}
     for path, reason in failures.items():
         err_console.print(f"failed {path}: {reason}", style="red", highlight=False, soft_wrap=True, markup=False)
     console.print(f"{sum(r.n_ok for r in reports)} written to {out}, {len(failures)} failed")
-    if failures:  # exit status = number of failed inputs (capped): partial failure is non-zero
-        raise typer.Exit(min(len(failures), 100))
+    if failures:  # partial failure is non-zero (1; 2 = usage or input error before any work)
+        raise typer.Exit(1)
 
 
 @command("demo")
@@ -280,12 +286,14 @@ def serve_cmd(
     device: str = typer.Option("cpu"),
     input_size: Optional[str] = typer.Option(None, help=INPUT_SIZE_HELP),
     max_upload_mb: float = typer.Option(25.0, help="largest accepted upload in MB (larger: HTTP 413)"),
+    max_pixels: Optional[int] = typer.Option(None, help="answer 413 to uploads declaring more pixels (default: "
+                                             "depthlab.web.app.WEB_MAX_PIXELS, 16 million)"),
 ):
     """Serve the web app (upload an image, see and download its depth) with uvicorn."""
-    from depthlab.web.app import serve
+    from depthlab.web.app import WEB_MAX_PIXELS, serve
 
     serve(model=model, checkpoint_path=checkpoint_path, host=host, port=port, device=device,
-          input_size=_parse_size(input_size), max_upload_mb=max_upload_mb)
+          input_size=_parse_size(input_size), max_upload_mb=max_upload_mb, max_pixels=max_pixels or WEB_MAX_PIXELS)
 
 
 @command("experiment")
@@ -406,9 +414,24 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     return _python_formatwarning(message, category, filename, lineno, line)
 
 
+def _exit_on_sigterm() -> None:
+    """SIGTERM (``kill``, a scheduler's stop) ends the command like Ctrl-C does: as an exception, so every
+    ``finally`` runs and the temp file of a write in progress is deleted (Python's default would stop the process
+    where it stands and leave it behind)."""
+    import signal
+    import threading
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
+
+
 def main():  # console-script entry point
     import warnings
 
+    _exit_on_sigterm()
     global _python_formatwarning
     if warnings.formatwarning is not _one_line_warning:  # main() may run twice in one process
         _python_formatwarning = warnings.formatwarning

@@ -400,6 +400,7 @@ def validate_config(cfg: ExperimentConfig) -> ExperimentConfig:
             value = getattr(obj, f.name)
             if isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(f"{section.name}.{f.name}: must be a finite number, got {value}")
+    check_run_name(cfg.name)
     d = cfg.data
     if len(d.size) != 2 or any(s <= 0 for s in d.size):
         raise ConfigError(f"data.size: expected [H, W] with positive ints, got {d.size}")
@@ -419,6 +420,16 @@ def validate_config(cfg: ExperimentConfig) -> ExperimentConfig:
         parse_input_size(cfg.distill.teacher_input_size, "distill.teacher_input_size")
     _validate_loss_names(cfg.loss)
     return cfg
+
+
+def check_run_name(name: str, key: str = "name") -> str:
+    """A run's name is one folder inside ``output_dir``: not empty, no ``/`` or ``\\``, not ``.`` or ``..``
+    (``../../x`` or an absolute name would write outside it; ``''`` into it)."""
+    text = str(name)
+    if not text.strip() or text in (".", "..") or "/" in text or "\\" in text or "\0" in text:
+        raise ConfigError(f"{key}: must be a plain folder name inside output_dir (no '/', not '', '.' or '..'), "
+                          f"got {name!r}")
+    return text
 
 
 def _validate_loss_names(loss: LossConfig) -> None:
@@ -595,6 +606,8 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict:
         raise ConfigError(f"{path}: config file not found{where}")
     try:
         data = load_yaml(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, OSError) as e:
+        raise ConfigError(f"{path}: cannot read the config as UTF-8 text ({type(e).__name__})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -234,14 +234,20 @@ def read_geotiff(path) -> tuple[np.ndarray, Georef, float | None]:
         return a, Georef(src.crs, src.transform, src.width, src.height), src.nodata
 
 
-def read_rgb_raster(path, rgb_max: float | None = None, window=None):
+def read_rgb_raster(path, rgb_max: float | None = None, window=None, max_pixels: int | None = None):
     """A 3/4-band orthophoto (uint8 or uint16, any GDAL-readable raster) -> float32 ``(3,H,W)`` tensor in [0,1].
 
     For the rasters PIL cannot decode (16-bit multi-band GeoTIFFs); see :func:`rgb_to_float` for the scaling.
+    ``max_pixels``: refuse (:class:`~depthlab.io.ImageTooLargeError`) a read of more pixels, before reading.
     """
     import torch
 
     with open_raster(path) as src:
+        if max_pixels is not None:
+            from depthlab.io import check_pixels
+
+            h, w = (window.height, window.width) if window is not None else (src.height, src.width)
+            check_pixels(path, int(w), int(h), max_pixels)
         try:
             arr = src.read(window=window)
         except Exception as e:

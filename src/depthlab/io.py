@@ -16,9 +16,67 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from depthlab.errors import DataError, one_line
+from depthlab.errors import DataError, first_line, one_line
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+# Pixel cap of an image read through :func:`open_pil` when the caller sets none (Python API, CLI, datasets):
+# 50 MP decodes to ~150 MB of 8-bit RGB (~600 MB as float32), while a 9500x9500 PNG "bomb" of a few hundred
+# kB would cost several GB. Checked from the header, before decoding. The web app sets a smaller one.
+MAX_PIXELS = 50_000_000
+MAX_PIXELS_HINT = "max_pixels= in Python, --max-pixels on the command line"
+_NAME_MAX = 255  # bytes in one file name (ext4, xfs, btrfs, APFS)
+
+
+class ImageTooLargeError(DataError):
+    """An image whose header declares more pixels than allowed (refused before it is decoded)."""
+
+
+def check_regular_file(path) -> Path:
+    """``path`` as a Path if it is an existing regular file (or a link to one); DataError naming it otherwise.
+
+    Reading a named pipe (FIFO) blocks until a writer appears, a device may never end: refuse both."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, "file not found")
+    if path.is_dir():
+        raise DataError(path, "is a folder, not a file")
+    if not path.is_file():
+        raise DataError(path, "not a regular file (a named pipe, socket or device); refusing to read it")
+    return path
+
+
+def make_dir(path) -> Path:
+    """Create the output folder ``path`` (and parents); DataError naming it when a file is in the way."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise DataError(path, "output folder expected, but a file of that name exists") from None
+    except OSError as e:
+        raise DataError(path, f"cannot create the output folder ({one_line(e)})") from None
+    return path
+
+
+def check_output_file(path) -> Path:
+    """Fail early (DataError naming it) when the output file ``path`` cannot be written: a folder of that
+    name, or a parent that is a file. Called before a long job, not after it."""
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(path, "output file expected, but it is a folder; give a file name (e.g. results.json)")
+    parent = next((q for q in path.parents if q.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise DataError(path, f"cannot write here: {parent} is a file, not a folder")
+    return path
+
+
+def check_pixels(path, width: int, height: int, max_pixels: int | None = None) -> None:
+    """ImageTooLargeError naming ``path`` if ``width x height`` exceeds ``max_pixels`` (None: :data:`MAX_PIXELS`)."""
+    cap = MAX_PIXELS if max_pixels is None else int(max_pixels)
+    if width * height > cap:
+        raise ImageTooLargeError(
+            path, f"image is {width}x{height} ({width * height / 1e6:.1f} MP), above the {cap / 1e6:g} MP limit; "
+                  f"raise the limit ({MAX_PIXELS_HINT}) or cut the image into tiles (georeferenced GeoTIFFs "
+                  "of any size take the tiled path of depthlab predict)")
 
 
 def _default_file_mode() -> int:
@@ -49,7 +107,7 @@ def atomic_path(path: str | os.PathLike):
     it is published over ``path`` (normal permissions, atomic rename), on error deleted."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -57,6 +115,16 @@ def atomic_path(path: str | os.PathLike):
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+def _temp_prefix(name: str) -> str:
+    """``.<name>.`` cut so that prefix + mkstemp's 8 random characters + ``.tmp`` fit in one file name:
+    a 250-byte name is valid, its temp file must be too."""
+    room = _NAME_MAX - 8 - len(".tmp") - 2
+    raw = name.encode("utf-8", "surrogateescape")
+    if len(raw) > room:
+        name = raw[:room].decode("utf-8", "ignore")
+    return f".{name}."
 
 
 @contextlib.contextmanager
@@ -87,23 +155,28 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def open_pil(path, data: bytes | None = None) -> Image.Image:
+def open_pil(path, data: bytes | None = None, max_pixels: int | None = None) -> Image.Image:
     """Open and fully decode an image file (or its bytes ``data``, named ``path`` in errors), honouring EXIF
-    orientation. Raises DataError naming ``path``."""
+    orientation. Raises DataError naming ``path``; ImageTooLargeError (read from the header, before decoding)
+    above ``max_pixels`` (None: :data:`MAX_PIXELS`)."""
     import io as _pyio
+    import warnings
 
     if data is None:
-        path = Path(path)
-        if not path.exists():
-            raise DataError(path, "file not found")
+        path = check_regular_file(path)
     elif not data:
         raise DataError(path, "empty file")
     try:
-        img = Image.open(path if data is None else _pyio.BytesIO(data))
+        with warnings.catch_warnings():  # our own cap decides, not PIL's DecompressionBombWarning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path if data is None else _pyio.BytesIO(data))
+        check_pixels(path, *img.size, max_pixels=max_pixels)
         img.load()
     except UnidentifiedImageError:
         raise DataError(path, "cannot decode image (not a recognised image format)") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:  # PIL's hard limit (2 x Image.MAX_IMAGE_PIXELS), before ours
+        raise ImageTooLargeError(path, f"image too large to decode ({first_line(e)}); cut it into tiles") from None
+    except (OSError, SyntaxError, ValueError) as e:
         raise DataError(path, f"cannot decode image ({one_line(e)})") from None
     return upright(img)
 
@@ -140,54 +213,83 @@ def to_float_chw(rgb: np.ndarray, keep_uint8: bool = False) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
 
 
-def read_rgb(path, keep_uint8: bool = False) -> torch.Tensor:
+def read_rgb(path, keep_uint8: bool = False, max_pixels: int | None = None) -> torch.Tensor:
     """An image file -> float32 (3,H,W) in [0,1] (8-bit files: uint8 with ``keep_uint8``). Raises DataError
-    naming the file.
+    naming the file (ImageTooLargeError above ``max_pixels``, see :func:`open_pil`).
 
     GeoTIFF orthophotos PIL cannot decode (16-bit or 4-band rasters, as the aerial dataset reads them) are
     read with rasterio when the ``[geo]`` extra is installed."""
     try:
-        return to_float_chw(pil_to_rgb_array(open_pil(path)), keep_uint8)
-    except DataError:
-        if Path(path).suffix.lower() not in (".tif", ".tiff"):
+        return to_float_chw(pil_to_rgb_array(open_pil(path, max_pixels=max_pixels)), keep_uint8)
+    except DataError as e:
+        if isinstance(e, ImageTooLargeError) or Path(path).suffix.lower() not in (".tif", ".tiff"):
             raise
         try:
             from depthlab.geo import read_rgb_raster
 
-            return read_rgb_raster(path)
+            return read_rgb_raster(path, max_pixels=max_pixels if max_pixels is not None else MAX_PIXELS)
         except ImportError:
             pass
         raise
 
 
+def check_depth_dtype(path, dtype) -> None:
+    """DataError naming ``path`` unless ``dtype`` is real-valued numbers (ints or floats): booleans, complex
+    numbers, strings or objects read as metres would be scored as if they were depth."""
+    dtype = np.dtype(dtype)
+    if dtype == np.bool_ or not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+        raise DataError(path, f"depth must hold real numbers (integers or floats), got dtype {dtype}")
+
+
+def load_npy(path, max_pixels: int | None = None) -> np.ndarray:
+    """A ``.npy`` depth/prediction array (no pickles): its header is checked first -- real-valued dtype
+    (:func:`check_depth_dtype`), not empty, at most ``max_pixels`` values (None: :data:`MAX_PIXELS`) -- so a
+    bad file is a DataError naming it, not a huge allocation or a later crash."""
+    path = check_regular_file(path)
+    try:
+        with open(path, "rb") as f:
+            fmt = np.lib.format
+            version = fmt.read_magic(f)
+            read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, _, dtype = read_header(f)
+    except Exception as e:
+        raise DataError(path, f"cannot read .npy header ({one_line(e)})") from None
+    check_depth_dtype(path, dtype)
+    n = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if n == 0:
+        raise DataError(path, f"empty array (shape {tuple(shape)})")
+    cap = MAX_PIXELS if max_pixels is None else int(max_pixels)
+    if n > cap:
+        raise ImageTooLargeError(path, f"array of shape {tuple(shape)} ({n / 1e6:.1f} M values) is above the "
+                                       f"{cap / 1e6:g} M limit ({MAX_PIXELS_HINT})")
+    try:
+        return np.load(path, allow_pickle=False)
+    except Exception as e:
+        raise DataError(path, f"cannot read .npy ({one_line(e)})") from None
+
+
 def read_depth(path, scale: float | None = None) -> np.ndarray:
     """A depth file -> float32 (H,W) in metres (0 = missing).
 
-    * ``.png`` (16-bit or 8-bit): ``value * scale`` (``scale`` = metres per unit, required);
+    * ``.png`` (16-bit or 8-bit grayscale): ``value * scale`` (``scale`` = metres per unit, required);
     * ``.npy``: float values already in metres (times ``scale`` if given); (H,W,1) squeezed;
     * ``.tif``/``.tiff``: float TIFF in metres (times ``scale`` if given).
-    Non-finite values become 0 (invalid).
+    Non-finite values become 0 (invalid). Boolean, complex and palette-indexed data are refused (DataError):
+    they are not depth.
     """
-    path = Path(path)
-    if not path.exists():
-        raise DataError(path, "file not found")
+    path = check_regular_file(path)
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
-            arr = np.load(path, allow_pickle=False).astype(np.float32)
+            arr = load_npy(path)
         elif suffix in (".tif", ".tiff"):
             import tifffile
 
-            arr = tifffile.imread(path).astype(np.float32)
+            arr = tifffile.imread(path)
         else:
-            img = Image.open(path)
-            img.load()
-            arr = np.asarray(img)
-            if arr.ndim == 3:
-                raise DataError(path, f"depth PNG must be single-channel, got {arr.shape[2]} channels")
-            if scale is None:
-                raise DataError(path, "PNG depth needs a scale (metres per unit, e.g. 0.001 for mm)")
-            arr = arr.astype(np.float32)
+            arr = _read_png_depth(path, scale)
+        check_depth_dtype(path, arr.dtype)
+        arr = arr.astype(np.float32)
     except DataError:
         raise
     except Exception as e:
@@ -196,12 +298,33 @@ def read_depth(path, scale: float | None = None) -> np.ndarray:
         arr = arr[..., 0]
     if arr.ndim == 3 and arr.shape[0] == 1:
         arr = arr[0]
-    if arr.ndim != 2:
-        raise DataError(path, f"depth must be 2-D, got shape {arr.shape}")
+    if arr.ndim != 2 or arr.size == 0:
+        raise DataError(path, f"depth must be a non-empty 2-D array, got shape {arr.shape}")
     if scale is not None:
         arr = arr * np.float32(scale)
     arr[~np.isfinite(arr)] = 0.0
     arr[arr < 0] = 0.0
+    return arr
+
+
+def _read_png_depth(path: Path, scale: float | None) -> np.ndarray:
+    """A single-channel (8/16/32-bit grayscale) depth image -> its raw values; palette and 1-bit images refused."""
+    import warnings
+
+    with warnings.catch_warnings():  # check_pixels decides, not PIL's DecompressionBombWarning
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        img = Image.open(path)
+    with img:
+        check_pixels(path, *img.size)
+        if img.mode in ("P", "PA", "1"):
+            raise DataError(path, f"depth image has mode {img.mode!r} (palette indices or 1-bit), not depth values; "
+                                  "save depth as 16-bit grayscale")
+        img.load()
+        arr = np.asarray(img)
+    if arr.ndim == 3:
+        raise DataError(path, f"depth PNG must be single-channel, got {arr.shape[2]} channels")
+    if scale is None:
+        raise DataError(path, "PNG depth needs a scale (metres per unit, e.g. 0.001 for mm)")
     return arr
 
 
@@ -252,7 +375,12 @@ def write_rgb_png(path, rgb: np.ndarray, text: dict | None = None, **options) ->
 
 def list_images(inputs, exts=IMAGE_EXTS) -> list[Path]:
     """Expand files, folders (non-recursive, sorted; files ending in one of ``exts``) and globs into paths;
-    order kept, duplicates dropped."""
+    order kept, duplicates dropped -- also one file under several spellings (``a.png``, ``./a.png``,
+    ``d/../a.png``, a link to it): the first spelling is kept.
+
+    Folders and globs list regular files only: a named pipe called ``x.png`` would block its reader forever.
+    A path named explicitly is kept as given, so reading it reports what is wrong with it
+    (:func:`check_regular_file`)."""
     import glob
 
     out: list[Path] = []
@@ -260,13 +388,24 @@ def list_images(inputs, exts=IMAGE_EXTS) -> list[Path]:
     for item in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs):
         s = str(item)
         if any(ch in s for ch in "*?["):
-            cands = [Path(p) for p in sorted(glob.glob(s, recursive=True))]
+            cands = [Path(p) for p in sorted(glob.glob(s, recursive=True)) if Path(p).is_file()]
         elif Path(s).is_dir():
-            cands = sorted(p for p in Path(s).iterdir() if p.suffix.lower() in exts and not p.name.startswith("."))
+            cands = sorted(p for p in Path(s).iterdir()
+                           if p.suffix.lower() in exts and not p.name.startswith(".") and p.is_file())
         else:
             cands = [Path(s)]
         for p in cands:
-            if p not in seen:
-                seen.add(p)
+            key = _same_file_key(p)
+            if key not in seen:
+                seen.add(key)
                 out.append(p)
     return out
+
+
+def _same_file_key(p: Path):
+    """What makes two paths the same file: (device, inode) when it exists, else the normalised absolute path."""
+    try:
+        st = p.stat()
+        return st.st_dev, st.st_ino
+    except OSError:
+        return os.path.normpath(os.path.abspath(p))

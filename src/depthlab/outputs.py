@@ -14,6 +14,10 @@ from depthlab.errors import InputError
 
 FORMATS = ("npy", "png16", "color", "side", "tiff", "ply")  # tiff: depthlab.geo; ply: depthlab.pointcloud
 PNG16_METRIC_SCALE = 0.001  # metres per unit: millimetres, 0 = invalid, max 65.535 m
+# the file each format writes: <stem><suffix> (see write_outputs)
+OUTPUT_SUFFIXES = {"npy": ".npy", "png16": "_depth16.png", "color": "_color.png", "side": "_side.png",
+                   "tiff": "_depth.tif", "ply": ".ply"}
+SIDECAR = "predictions.json"
 # What the values are, per output kind: the colour bar's label and the GeoTIFF band description.
 QUANTITY_LABELS = {"metric": "depth (m)", "relative": "relative depth (no unit)",
                    "disparity": "disparity (relative, larger = nearer)"}
@@ -210,5 +214,29 @@ def unique_stems(paths: list[Path]) -> dict[Path, str]:
     return out
 
 
-__all__ = ["FORMATS", "PNG16_METRIC_SCALE", "PNG_OPTIONS", "QUANTITY_LABELS", "parse_formats", "png16_encoding",
+def output_clashes(paths: Sequence[Path], stems: dict[Path, str], out_dir: Path,
+                   formats: Sequence[str]) -> dict[str, str]:
+    """Inputs whose outputs (or the sidecar) would replace an input file -> one-line reason.
+
+    ``depthlab predict DIR --out DIR`` with ``a.png`` and ``a_color.png`` in DIR would overwrite the input
+    ``a_color.png`` with ``a.png``'s colourised depth: such inputs are skipped, never written over."""
+    import os
+
+    inputs = {os.path.realpath(p): p for p in paths}
+    sidecar = os.path.realpath(Path(out_dir) / SIDECAR)
+    if sidecar in inputs:
+        raise InputError(f"{inputs[sidecar]}: an input is named {SIDECAR}, which depthlab predict writes in "
+                         f"{out_dir}; choose another --out")
+    out = {}
+    for p in paths:
+        hit = [inputs[o] for o in (os.path.realpath(Path(out_dir) / f"{stems[p]}{OUTPUT_SUFFIXES[f]}")
+                                   for f in formats) if o in inputs]
+        if hit:
+            out[str(p)] = (f"its output would overwrite the input {hit[0]}; not predicted (write to another "
+                           "folder: --out / out_dir)")
+    return out
+
+
+__all__ = ["OUTPUT_SUFFIXES", "SIDECAR", "output_clashes", "FORMATS", "PNG16_METRIC_SCALE", "PNG_OPTIONS",
+           "QUANTITY_LABELS", "parse_formats", "png16_encoding",
            "png16_text", "valid_pixels", "colorize_prediction", "write_outputs", "unique_stems"]

@@ -27,8 +27,9 @@ import torch
 import torch.nn as nn
 
 from depthlab.errors import DataError, InputError, MissingFileError, one_line
-from depthlab.models.registry import resolve_model
-from depthlab.outputs import FORMATS, PNG16_METRIC_SCALE, parse_formats, png16_encoding, unique_stems, write_outputs
+from depthlab.models.registry import resolve_device, resolve_model
+from depthlab.outputs import (FORMATS, PNG16_METRIC_SCALE, SIDECAR, output_clashes, parse_formats, png16_encoding,
+                              unique_stems, write_outputs)
 from depthlab.processing import batches_by_size, has_own_processor, processor_for
 
 UNITS = {
@@ -174,7 +175,7 @@ class Predictor:
                  onnx_input_shape: tuple[int, int, int, int] | None = None):
         if backend not in BACKENDS:
             raise InputError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.model = resolve_model(model, checkpoint_path, pretrained=pretrained).eval().to(self.device)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -287,7 +288,8 @@ def predict_files(inputs, model: str | nn.Module = "fastdepth", checkpoint_path=
                   out_dir="outputs/predict", formats: Sequence[str] = ("npy", "png16", "color"),
                   colormap: str = "Spectral_r", batch_size: int = 1, device: str = "cpu",
                   progress: bool = False, input_size="auto", intrinsics=None,
-                  ply_scale: float | None = None, io_workers: int | None = None) -> PredictReport:
+                  ply_scale: float | None = None, io_workers: int | None = None,
+                  max_pixels: int | None = None) -> PredictReport:
     """Predict every image in ``inputs`` (files, folders, globs) and write the requested ``formats``.
 
     Per image (``<stem>`` = file name without extension; made unique on clashes):
@@ -300,7 +302,11 @@ def predict_files(inputs, model: str | nn.Module = "fastdepth", checkpoint_path=
     Decoding, the network and writing overlap: ``io_workers`` threads decode images ahead and ``io_workers``
     threads write finished predictions (default :func:`default_io_workers`); files, ``predictions.json`` and
     ``failures`` are the same, in input order, for any ``io_workers``.
-    A file that cannot be read is skipped and reported in ``failures`` with a one-line reason.
+    A file that cannot be read is skipped and reported in ``failures`` with a one-line reason; so is an image
+    whose header declares more than ``max_pixels`` pixels (None: :data:`depthlab.io.MAX_PIXELS`), before it is
+    decoded, and an input whose outputs would overwrite an input file (``out_dir`` = the input folder).
+    ``predictions.json`` is rewritten as the run goes (at most once a second), so an interrupted run leaves a
+    sidecar that lists only files completely written.
     """
     from rich.console import Console
     from rich.progress import Progress
@@ -321,8 +327,7 @@ def predict_files(inputs, model: str | nn.Module = "fastdepth", checkpoint_path=
     if not paths:
         named = [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs
         raise MissingFileError(f"no images found in {', '.join(map(str, named))}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = io.make_dir(out_dir)
     predictor = Predictor(model, device=device, checkpoint_path=checkpoint_path, pretrained=pretrained,
                           batch_size=batch_size, input_size=input_size)
     if "ply" in formats and predictor.kind != "metric" and ply_scale is None:  # before any file is written
@@ -336,12 +341,34 @@ def predict_files(inputs, model: str | nn.Module = "fastdepth", checkpoint_path=
         "formats": formats, "depthlab_version": __version__, "files": {}, "failures": report.failures,
     }
     stems = unique_stems(paths)
+    report.failures.update(output_clashes(paths, stems, out_dir, formats))
+    paths = [p for p in paths if str(p) not in report.failures]
     write = dict(out_dir=out_dir, formats=formats, colormap=colormap, intrinsics=intrinsics, ply_scale=ply_scale)
     with Progress(console=Console(stderr=True), transient=True, disable=not progress) as bar:
         task = bar.add_task("predicting", total=len(paths))
-        _pipeline(predictor, paths, stems, write, report, sidecar, io_workers, lambda: bar.advance(task))
-    io.write_json(out_dir / "predictions.json", sidecar)
+        save = _throttled(lambda: io.write_json(out_dir / SIDECAR, sidecar), seconds=1.0)
+
+        def advance():
+            bar.advance(task)
+            save()  # an interrupted run keeps a sidecar of what it wrote
+
+        _pipeline(predictor, paths, stems, write, report, sidecar, io_workers, advance, max_pixels)
+    io.write_json(out_dir / SIDECAR, sidecar)
     return report
+
+
+def _throttled(fn, seconds: float):
+    """``fn`` called at most once per ``seconds`` (the first call runs it)."""
+    import time
+
+    last = [-float("inf")]
+
+    def call():
+        if time.monotonic() - last[0] >= seconds:
+            last[0] = time.monotonic()
+            fn()
+
+    return call
 
 
 def default_io_workers() -> int:
@@ -351,7 +378,7 @@ def default_io_workers() -> int:
 
 
 def _pipeline(predictor: Predictor, paths: list[Path], stems: dict, write: dict, report: PredictReport,
-              sidecar: dict, io_workers: int, advance) -> None:
+              sidecar: dict, io_workers: int, advance, max_pixels: int | None = None) -> None:
     """Read (``io_workers`` threads) -> predict (this thread, batched by size) -> write (``io_workers`` threads).
 
     Decoding (PIL), the forward pass (torch) and encoding (zlib, numpy) release the GIL, so threads overlap
@@ -359,12 +386,14 @@ def _pipeline(predictor: Predictor, paths: list[Path], stems: dict, write: dict,
     ``2 * io_workers`` predictions waiting to be written), which bounds memory; results are taken in
     submission order, so the sidecar and the report are filled in input order."""
     from concurrent.futures import ThreadPoolExecutor
+    from functools import partial
 
     with ThreadPoolExecutor(io_workers, thread_name_prefix="depthlab-read") as readers, \
             ThreadPoolExecutor(io_workers, thread_name_prefix="depthlab-write") as writers:
         pending: deque = deque()  # (prediction, stem, future of write_outputs), in input order
         try:
-            reads = _bounded_map(readers, _read_one, paths, 2 * io_workers + predictor.batch_size)
+            reads = _bounded_map(readers, partial(_read_one, max_pixels=max_pixels), paths,
+                                 2 * io_workers + predictor.batch_size)
             for batch in batches_by_size(_readable(reads, report, advance), predictor.batch_size, lambda pt: pt[1]):
                 for p, rgb, pred, err in _predict_batch(predictor, batch):
                     if err:
@@ -399,10 +428,13 @@ def _bounded_map(pool, fn, items: Iterable, ahead: int) -> Iterator:
         yield queue.popleft().result()
 
 
-def _read_one(p: Path) -> tuple[Path, torch.Tensor | None, str | None]:
-    """(path, image or None, failure reason or None); 8-bit images stay uint8. Runs in a reader thread."""
+def _read_one(p: Path, max_pixels: int | None = None) -> tuple[Path, torch.Tensor | None, str | None]:
+    """(path, image or None, failure reason or None); 8-bit images stay uint8; above ``max_pixels`` refused from
+    the header. Runs in a reader thread."""
+    from depthlab import io
+
     try:
-        return p, image_to_tensor(p, keep_uint8=True), None
+        return p, io.read_rgb(p, keep_uint8=True, max_pixels=max_pixels), None
     except Exception as e:  # corrupt / unreadable / not an image
         return p, None, _one_line(e)
 

@@ -1,11 +1,13 @@
 """Generic folder of images with optional depth maps (also the plain NYU/KITTI sample folders in mm or m/256)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable
 
 from depthlab.data.base import (DepthDataset, first_existing, make_sample, read_csv_rows, read_intrinsics_csv,
                                 unit_to_scale)
+from depthlab.errors import DataError
 from depthlab.io import IMAGE_EXTS, list_images, read_depth, read_rgb
 
 DEPTH_EXTS = (".png", ".npy", ".tif", ".tiff")
@@ -38,13 +40,15 @@ class FolderDataset(DepthDataset):
         default_depth_scale: used for PNGs when neither ``depth_scale`` nor ``index.csv`` gives a unit.
         image_dir / depth_dir: override the sub-folder names (relative to the folder, or absolute).
         dataset_name: value of ``meta["dataset"]``.
+        allow_outside_root: let ``index.csv`` name files outside the folder (absolute paths, ``../``); by
+            default such a row's sample is a DataError naming ``index.csv`` (the other samples still load).
     """
 
     dataset_name = "folder"
 
     def __init__(self, root, split: str = "test", transform: Callable | None = None, depth_scale: float | None = None,
                  default_depth_scale: float | None = None, image_dir=None, depth_dir=None,
-                 dataset_name: str | None = None):
+                 dataset_name: str | None = None, allow_outside_root: bool = False):
         if root is None:
             raise ValueError("folder dataset needs root= (a folder with images/ or rgb/, optionally depth/)")
         super().__init__(root, split, transform)
@@ -59,6 +63,8 @@ class FolderDataset(DepthDataset):
         self.depth_scale = unit_to_scale(depth_scale) if depth_scale is not None else None
         self.default_depth_scale = default_depth_scale
         self.intrinsics = read_intrinsics_csv(base / "intrinsics.csv")
+        self.allow_outside_root = allow_outside_root
+        self._refused: dict[int, str] = {}  # item index -> why index.csv's row is not read
 
         # items: (name, rgb_path, depth_path | None, scale | None, category | None)
         self._items: list[tuple[str, Path, Path | None, float | None, str | None]] = []
@@ -85,6 +91,11 @@ class FolderDataset(DepthDataset):
             rgb = self.base / row["rgb"]
             name = row.get("name") or rgb.stem
             depth = self.base / row["depth"] if row.get("depth") else None
+            outside = [p for p in (rgb, depth) if p is not None and not self._inside(p)]
+            if outside:
+                self._refused[len(self._items)] = (
+                    f"row {name!r} names {outside[0]}, outside the dataset folder; pass allow_outside_root=True "
+                    "(--data-opt allow_outside_root=true) to read it")
             self._items.append((name, rgb, depth, self._scale_for(row.get("depth_unit")), row.get("category") or None))
 
     def _from_listing(self, image_dir, depth_dir, rows):
@@ -108,7 +119,15 @@ class FolderDataset(DepthDataset):
             self._items.append((name, p, depth, self._scale_for(row.get("depth_unit")), row.get("category") or None))
 
     # ----------------------------------------------------------------------------------------- loading
+    def _inside(self, path: Path) -> bool:
+        if self.allow_outside_root:
+            return True
+        real, base = os.path.realpath(path), os.path.realpath(self.base)
+        return os.path.commonpath([real, base]) == base
+
     def load_sample(self, index: int):
+        if index in self._refused:
+            raise DataError(self.base / "index.csv", self._refused[index])
         name, rgb_path, depth_path, scale, category = self._items[index]
         image = read_rgb(rgb_path)
         depth = None

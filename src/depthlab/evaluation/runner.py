@@ -53,17 +53,21 @@ def load_prediction(folder: Path, name: str, pred_scale: float | None = None,
     :func:`read_predict_sidecar`) gives a PNG's scale when ``pred_scale`` is None. Missing file -> ``_Skip``;
     unreadable -> DataError naming the file."""
     folder = Path(folder)
+    if Path(name).is_absolute() or ".." in Path(name).parts:  # a sample name must not reach outside the folder
+        raise _Skip(f"sample name {name!r} is not a plain relative name; its prediction is not looked up")
     candidates = [folder / f"{name}{ext}" for ext in PRED_EXTS] + [folder / f"{name}_depth16.png"]
     path = next((c for c in candidates if c.is_file()), None)
     if path is None:
         raise _Skip(f"no prediction file {name}.npy, {name}.png or {name}_depth16.png in {folder}")
     if path.suffix == ".png" and pred_scale is None:
         pred_scale = (png16_scales or {}).get(name)
+    if pred_scale is not None and not (math.isfinite(pred_scale) and pred_scale > 0):
+        raise DataError(path, f"scale {pred_scale} (metres per unit, from pred_scale or predictions.json) must be "
+                              "a positive finite number")
     if path.suffix == ".npy":
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except Exception as e:
-            raise DataError(path, f"cannot read prediction ({one_line(e)})") from None
+        from depthlab.io import load_npy
+
+        arr = load_npy(path)  # DataError naming the file: unreadable, empty, not real numbers, too large
         while arr.ndim > 2 and arr.shape[0] == 1:
             arr = arr[0]
         if arr.ndim == 3 and arr.shape[-1] == 1:
@@ -94,8 +98,9 @@ def read_predict_sidecar(folder: Path) -> tuple[str | None, dict[str, float]]:
         return None, {}
     scales = {}
     for name, entry in (side.get("files") or {}).items() if isinstance(side.get("files"), dict) else []:
-        if isinstance(entry, dict) and entry.get("kind") == "metric" and entry.get("png16_scale"):
-            scales[str(name)] = float(entry["png16_scale"])
+        if isinstance(entry, dict) and entry.get("kind") == "metric" and entry.get("png16_scale") is not None:
+            v = entry["png16_scale"]  # a bad value (a list, 1e400 = inf) is NaN: that file is skipped with why
+            scales[str(name)] = float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
     kind = side.get("output_kind")
     return (kind if kind in ("metric", "relative", "disparity") else None), scales
 
@@ -160,6 +165,10 @@ def evaluate(dataset, root=None, split: str = "test", model=None, checkpoint_pat
         "model": {...} | None, "predictions": {...} | None, "warnings": [...], "created", "depthlab_version"}``.
         Metrics are NaN-free: a value that cannot be computed (no image evaluated) is ``None``.
     """
+    if out is not None:  # before the evaluation, not after it
+        from depthlab.io import check_output_file
+
+        check_output_file(out)
     proto = get_protocol(protocol)
     _check_arguments(limit, model, checkpoint, predictions, checkpoint_path)
     warn_list: list[str] = []
@@ -207,6 +216,8 @@ def _check_arguments(limit, model, checkpoint, predictions, checkpoint_path) -> 
 
 def _predictions_source(predictions, pred_scale, pred_kind, proto: Protocol, warn_list: list[str]) -> dict:
     """``{"dir", "kind", "pred_scale", "_png16_scales"}`` of a predictions folder, checked once."""
+    if pred_scale is not None and not (math.isfinite(pred_scale) and pred_scale > 0):
+        raise ValueError(f"pred_scale must be a positive finite number (metres per unit), got {pred_scale}")
     pred_dir = Path(predictions)
     if not pred_dir.is_dir():
         raise MissingFileError(f"{pred_dir}: predictions folder not found")
@@ -292,6 +303,9 @@ class _Scores:
             return
         except DataError as e:
             self.skipped[name] = _reason(e)
+            return
+        except Exception as e:  # any other per-sample failure: skip it with its reason, keep evaluating
+            self.skipped[name] = f"{where}: {one_line(e)}"
             return
         self.add(name, sums, meta.get("category"))
 

@@ -152,6 +152,26 @@ def create_model(name: str, pretrained: bool = False, checkpoint_path: str | Non
     return model
 
 
+def resolve_device(device) -> "torch.device":
+    """``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` ... -> a usable ``torch.device``; a one-line
+    DepthlabError for a name torch does not know or a device this machine does not have."""
+    import torch
+
+    from depthlab.errors import InputError
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise InputError(f"unknown device {device!r} (use cpu, cuda, cuda:N or mps): {e}") from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0 or (dev.index is not None and dev.index >= n):
+            raise InputError(f"device {device!r} unavailable: this machine has {n} CUDA GPU(s); use --device cpu")
+    elif dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise InputError(f"device {device!r} unavailable (no Apple GPU); use --device cpu")
+    return dev
+
+
 def resolve_model(model: nn.Module | str | os.PathLike | None = None, checkpoint_path=None, checkpoint=None,
                   pretrained: bool = True) -> nn.Module:
     """The one place that turns what a user names into a model (Predictor, ``eval``, ``export``, ``serve``).

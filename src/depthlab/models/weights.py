@@ -22,11 +22,17 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from depthlab.errors import InputError, MissingFileError, WeightsMismatchError, WeightsUnavailableError
+from depthlab.errors import DataError, MissingFileError, WeightsMismatchError, WeightsUnavailableError, one_line
 
 log = logging.getLogger(__name__)
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
+
+
+class WeightsError(DataError, WeightsMismatchError):
+    """A weight file that cannot be read, or whose tensors do not fit the model: ``<file>: <problem>`` on one
+    line. A :class:`~depthlab.errors.WeightsMismatchError` (so a RuntimeError, as ``load_state_dict``'s own
+    mismatch errors are) that also carries the file's path."""
 
 
 def resolve_local(path: str | os.PathLike | None) -> Path | None:
@@ -49,16 +55,25 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.exists():
         raise MissingFileError(f"{path}: no such weight file")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    from depthlab.io import check_regular_file
 
-        return load_file(str(path))
-    obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    check_regular_file(path)
+    if path.stat().st_size == 0:
+        raise WeightsError(path, "empty weight file (0 bytes)")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        # weights_only: tensors and plain containers only; a pickle that names any other callable is refused
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # SafetensorError, UnpicklingError, EOFError, zip/RuntimeError ...: a bad file
+        raise WeightsError(path, f"cannot read weights ({one_line(e)})") from None
     for key in ("state_dict", "model", "module"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]
-    if not isinstance(obj, dict):
-        raise InputError(f"{path}: not a state dict (got {type(obj).__name__})")
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(path, f"not a state dict of tensors (got {type(obj).__name__})")
     return obj
 
 
@@ -166,12 +181,19 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], strict: bool = T
     """``load_state_dict`` with a readable report. Strict unless a partial load is intended."""
     if hasattr(model, "convert_state_dict"):  # family-specific key mapping (e.g. official repos)
         state = model.convert_state_dict(state)
+    where = source or "weights"
+    own = model.state_dict()
+    bad = [k for k, v in state.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
+    if bad:  # load_state_dict would raise a multi-line RuntimeError
+        k = bad[0]
+        raise WeightsError(where, f"weights do not match {type(model).__name__}: {len(bad)} size mismatch(es), "
+                                  f"e.g. {k}: {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} in the model")
     result = model.load_state_dict(state, strict=False)
     missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
     if strict and (missing or unexpected):
-        raise WeightsMismatchError(
-            f"{source}: weights do not match {type(model).__name__}: {len(missing)} missing "
-            f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+        raise WeightsError(
+            where, f"weights do not match {type(model).__name__}: {len(missing)} missing "
+                   f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})")
     if missing or unexpected:
         log.warning("%s: partial load: skipped %d missing, %d unexpected keys", source, len(missing), len(unexpected))
     return missing, unexpected
@@ -235,10 +257,10 @@ def load_partial(module: nn.Module, state_or_path, what: str, *, strip_prefixes:
     # eval and reset by training -- load_state_dict itself tolerates its absence
     unexplained = [k for k in missing if not (may_miss(k) or k.endswith(".num_batches_tracked"))]
     if bad_shape or unexpected or unexplained:
-        raise WeightsMismatchError(
-            f"{source}: not a {what} checkpoint: {len(bad_shape)} shape mismatches (e.g. {bad_shape[:3]}), "
-            f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}), {len(unexplained)} missing "
-            f"(e.g. {unexplained[:3]})")
+        raise WeightsError(
+            source, f"not a {what} checkpoint: {len(bad_shape)} shape mismatches (e.g. {bad_shape[:3]}), "
+                    f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}), {len(unexplained)} missing "
+                    f"(e.g. {unexplained[:3]})")
     nn.Module.load_state_dict(module, keep, strict=False)
     report = LoadReport(loaded=sorted(keep), skipped=sorted(skipped), missing=missing)
     log.info("%s: %s partial load: %s", source, what, report.summary())

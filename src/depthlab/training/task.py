@@ -161,8 +161,17 @@ class DepthTask(L.LightningModule):
         if model is None:
             from depthlab.models.registry import create_model
 
+            from depthlab.config import ConfigError
+            from depthlab.errors import DepthlabError, one_line
+
             mc = cfg.model
-            model = create_model(mc.name, pretrained=mc.pretrained, checkpoint_path=mc.checkpoint_path, **mc.kwargs)
+            try:
+                model = create_model(mc.name, pretrained=mc.pretrained, checkpoint_path=mc.checkpoint_path,
+                                     **mc.kwargs)
+            except DepthlabError:
+                raise
+            except (TypeError, ValueError, RuntimeError) as e:  # the constructor refused model.kwargs
+                raise ConfigError(f"model.kwargs: {mc.name} cannot be built with {mc.kwargs} ({one_line(e)})") from None
         self.model = model
         self.target_encoding, self.max_depth = resolve_target(model, cfg.data)
         _check_pipeline_targets(cfg.data, self.target_encoding, self.max_depth)
@@ -277,6 +286,11 @@ class DepthTask(L.LightningModule):
             loss, terms = self._distill_loss(raw, batch)
         else:
             loss, terms = self._loss(raw, batch)
+        if not bool(torch.isfinite(loss)):  # stop before a NaN/inf gradient reaches the weights
+            from depthlab.errors import DepthlabError
+
+            raise DepthlabError(f"training diverged: the loss is {float(loss)} at step {self.global_step} "
+                                f"(epoch {self.current_epoch}); lower optim.lr or check the data")
         bs = batch["image"].shape[0]
         self.log("train/loss", loss.detach(), prog_bar=True, batch_size=bs)
         # the epoch's mean training loss (studies that plot per epoch; experiment.read_curves)

@@ -141,6 +141,22 @@ def _interactive() -> bool:
     return sys.stderr.isatty() and os.environ.get("DEPTHLAB_NO_PROGRESS", "") == ""
 
 
+def _check_cpu_devices(t) -> None:
+    """``train.devices: 64`` on a CPU machine starts 64 processes that wait for each other forever: refuse more
+    CPU processes than cores (a one-line ConfigError) instead of hanging."""
+    import torch
+
+    from depthlab.config import ConfigError
+
+    on_cpu = t.accelerator == "cpu" or (t.accelerator == "auto" and not torch.cuda.is_available())
+    n = t.devices
+    n = len(n) if isinstance(n, (list, tuple)) else int(n) if str(n).strip().isdigit() else None
+    cores = os.cpu_count() or 1
+    if on_cpu and n is not None and n > 2 * cores:  # some oversubscription is fine (tests run DDP on 2 cores)
+        raise ConfigError(f"train.devices: {n} CPU processes requested, but this machine has {cores} cores and "
+                          f"no GPU (accelerator={t.accelerator!r}); use train.devices <= {2 * cores}")
+
+
 def build_trainer(cfg, run_dir: Path, callbacks: Iterable = ()) -> tuple[L.Trainer, LastCheckpoint]:
     """The Lightning Trainer of a run, with depthlab's checkpoint, RNG and logging callbacks."""
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
@@ -161,6 +177,7 @@ def build_trainer(cfg, run_dir: Path, callbacks: Iterable = ()) -> tuple[L.Train
         cbs.append(RichProgressBar())
     cbs.extend(callbacks)
     val_interval = t.val_check_interval
+    _check_cpu_devices(t)
     trainer = L.Trainer(
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=_strategy(cfg),
         precision=t.precision, max_epochs=t.max_epochs, max_steps=t.max_steps,

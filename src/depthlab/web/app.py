@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from depthlab.errors import DataError, InputError, first_line, require
+from depthlab.io import ImageTooLargeError
 from depthlab.outputs import colorize_prediction, png16_encoding
 from depthlab.web.views import b64, cloud_ply, color_scale, png_bytes, readout_grid, sample_images, upload_warnings
 
@@ -37,13 +38,36 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 COLORMAPS = ("Spectral_r", "magma", "inferno", "viridis", "plasma", "turbo", "gray")
 
 
-def decode_upload(data: bytes, name: str):
-    """Upload bytes -> a fully decoded, EXIF-oriented PIL image (as files are read); DataError naming the upload."""
+WEB_MAX_PIXELS = 16_000_000  # an upload's pixel cap (create_app's max_pixels): ~4900x3300, 48 MB as 8-bit RGB
+WEB_MAX_DECODES = 2  # uploads decoded and predicted at the same time (create_app's max_decodes)
+
+
+def decode_upload(data: bytes, name: str, max_pixels: int | None = WEB_MAX_PIXELS):
+    """Upload bytes -> a fully decoded, EXIF-oriented PIL image (as files are read); DataError naming the upload
+    (:class:`~depthlab.io.ImageTooLargeError` above ``max_pixels``, read from the header before decoding)."""
     from depthlab.io import open_pil
 
     if not data:
         raise DataError(name, "empty upload")
-    return open_pil(name, data=data)
+    return open_pil(name, data=data, max_pixels=max_pixels)
+
+
+def safe_upload_name(name: str | None) -> str:
+    """The base name of an uploaded file, as the browser sent it, made harmless to echo back: no folders
+    (``../../x.npy`` -> ``x.npy``), no control characters, no leading dots; ``upload`` when nothing is left."""
+    base = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
+    base = "".join(ch for ch in base if ch.isprintable()).strip().lstrip(".")
+    return base[:200] or "upload"
+
+
+def attachment_header(filename: str) -> str:
+    """``Content-Disposition`` for a download named ``filename`` (any Unicode): an ASCII ``filename=`` fallback
+    plus the exact name as RFC 5987 ``filename*=UTF-8''...`` (RFC 6266). HTTP headers are latin-1: a raw
+    non-ASCII name there cannot be sent at all."""
+    from urllib.parse import quote
+
+    fallback = "".join(ch if 32 <= ord(ch) < 127 and ch not in '"\\' else "_" for ch in filename)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 @dataclass
@@ -60,8 +84,14 @@ class DepthService:
     checkpoint_path: str | None = None
     cache_size: int = 8
     cache_mb: float = 256.0
+    max_pixels: int | None = WEB_MAX_PIXELS
+    max_decodes: int = WEB_MAX_DECODES
 
     def __post_init__(self):
+        if self.max_decodes < 1:
+            raise ValueError(f"max_decodes must be >= 1, got {self.max_decodes}")
+        # decoded uploads held at once (the model lock alone would let every request thread decode in parallel)
+        self._decode_slots = threading.BoundedSemaphore(self.max_decodes)
         self._lock = threading.Lock()  # the model
         self._cache_lock = threading.Lock()  # the recent predictions
         self._recent: OrderedDict[str, tuple[Any, float]] = OrderedDict()
@@ -69,12 +99,12 @@ class DepthService:
 
     @classmethod
     def build(cls, model="fastdepth", checkpoint_path=None, device: str = "cpu", pretrained: bool = True,
-              input_size="auto") -> "DepthService":
+              input_size="auto", **options) -> "DepthService":
         from depthlab.predictor import Predictor
 
         p = Predictor(model, device=device, checkpoint_path=checkpoint_path, pretrained=pretrained,
                       input_size=input_size)
-        return cls(p, str(checkpoint_path) if checkpoint_path else None)
+        return cls(p, str(checkpoint_path) if checkpoint_path else None, **options)
 
     def describe(self) -> dict[str, Any]:
         info = self.predictor.info
@@ -88,8 +118,14 @@ class DepthService:
             return self.predictor(image)
 
     def predict_upload(self, data: bytes, name: str):
-        """(image, prediction, model seconds, cached) for upload bytes; a recent identical upload is not re-run."""
-        image = decode_upload(data, name)
+        """(image, prediction, model seconds, cached) for upload bytes; a recent identical upload is not re-run.
+        At most ``max_decodes`` uploads are decoded and predicted at once (the others wait): memory stays below
+        about ``max_decodes`` x the cost of a ``max_pixels`` image."""
+        with self._decode_slots:
+            return self._predict_upload(data, name)
+
+    def _predict_upload(self, data: bytes, name: str):
+        image = decode_upload(data, name, self.max_pixels)
         key = hashlib.sha1(data).hexdigest()
         with self._cache_lock:
             hit = self._recent.get(key)
@@ -137,12 +173,15 @@ def _bad(status: int, msg: str):
 
 
 def create_app(model="fastdepth", checkpoint_path=None, device: str = "cpu", pretrained: bool = True,
-               input_size="auto", max_upload_mb: float = 25.0, service: DepthService | None = None):
+               input_size="auto", max_upload_mb: float = 25.0, service: DepthService | None = None,
+               max_pixels: int | None = WEB_MAX_PIXELS, max_decodes: int = WEB_MAX_DECODES):
     """The FastAPI app serving ``model`` (registered name, depthlab checkpoint path or ``nn.Module``).
 
     ``checkpoint_path``: local weights for a registered ``model``. ``input_size``: as in
     :class:`~depthlab.predictor.Predictor` (None = native resolution, padded). ``max_upload_mb``: larger uploads
     get a 413. ``service``: a prebuilt :class:`DepthService` (then the other model arguments are ignored).
+    ``max_pixels``: an upload declaring more pixels is a 413, refused from its header; ``max_decodes``: uploads
+    decoded and predicted at once.
     """
     require("fastapi", "web", "the web app")
     from fastapi import FastAPI
@@ -153,7 +192,8 @@ def create_app(model="fastdepth", checkpoint_path=None, device: str = "cpu", pre
 
     if not max_upload_mb > 0:
         raise InputError(f"max_upload_mb must be > 0, got {max_upload_mb!r}")
-    svc = service or DepthService.build(model, checkpoint_path, device, pretrained, input_size)
+    svc = service or DepthService.build(model, checkpoint_path, device, pretrained, input_size,
+                                        max_pixels=max_pixels, max_decodes=max_decodes)
     # /docs and /redoc would load Swagger UI / ReDoc from a CDN: off, so that nothing leaves the machine
     # (the schema stays at /openapi.json)
     app = FastAPI(title="depthlab", version=__version__, docs_url=None, redoc_url=None,
@@ -226,7 +266,7 @@ def _add_predict_route(app, svc: DepthService, max_upload_mb: float) -> None:
             return _bad(400, str(e))
         if file is None:
             return _bad(400, "no image uploaded: send it as the multipart field 'file'")
-        name = file.filename or "upload"
+        name = safe_upload_name(file.filename)
         data = file.file.read(max_bytes + 1)
         if len(data) > max_bytes:
             return _bad(413, f"{name}: upload larger than {max_upload_mb:g} MB")
@@ -235,6 +275,8 @@ def _add_predict_route(app, svc: DepthService, max_upload_mb: float) -> None:
             if format == "json":
                 return prediction_json(pred, image, colormap, seconds, cached, name)
             body, media, headers = file_response(pred, image, format, name, max_side, ply_scale)
+        except ImageTooLargeError as e:
+            return _bad(413, str(e))
         except DataError as e:
             return _bad(400, str(e))
         except ValueError as e:  # e.g. an image the model cannot take, a PLY of relative depth without a scale
@@ -261,18 +303,20 @@ def file_response(pred, image, format: str, name: str, max_side: int | None = No
     else:
         rgb = pil_to_rgb_array(image)  # uint8, or float [0, 1] for 16-bit images: the PLY writer takes both
         body, media, fname = cloud_ply(pred, rgb, max_side, ply_scale), "application/octet-stream", f"{stem}.ply"
-    headers["Content-Disposition"] = f'attachment; filename="{fname}"'
+    headers["Content-Disposition"] = attachment_header(fname)
     return body, media, headers
 
 
 def serve(model="fastdepth", checkpoint_path=None, host: str = "127.0.0.1", port: int = 8000,
-          device: str = "cpu", input_size="auto", max_upload_mb: float = 25.0, log_level: str = "info") -> None:
+          device: str = "cpu", input_size="auto", max_upload_mb: float = 25.0, log_level: str = "info",
+          max_pixels: int | None = WEB_MAX_PIXELS) -> None:
     """Build the app and run it with uvicorn until interrupted (``depthlab serve``)."""
     uvicorn = require("uvicorn", "web", "the web app")
     app = create_app(model=model, checkpoint_path=checkpoint_path, device=device, input_size=input_size,
-                     max_upload_mb=max_upload_mb)
+                     max_upload_mb=max_upload_mb, max_pixels=max_pixels)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
 
 
-__all__ = ["create_app", "serve", "DepthService", "decode_upload", "prediction_json", "file_response", "RAW_FORMATS",
+__all__ = ["create_app", "serve", "DepthService", "decode_upload", "safe_upload_name", "attachment_header",
+           "prediction_json", "file_response", "RAW_FORMATS",
            "COLORMAPS", "STATIC_DIR"]
