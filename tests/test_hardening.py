@@ -445,3 +445,28 @@ def test_input_size_zero_or_negative_is_a_usage_error(tmp_path, size):
     r = CliRunner().invoke(app, ["predict", str(rgb(tmp_path / "a.png")), "--model", "fastdepth", "--input-size", size,
                                  "--out", str(tmp_path / "out")])
     assert r.exit_code == 2 and "--input-size must be" in r.output and not (tmp_path / "out").exists()
+
+
+def test_a_killed_writers_temp_file_is_removed_by_the_next_run(tmp_path):
+    """SIGKILL leaves ``.<name>.<8 chars>.tmp`` behind (nothing can run on SIGKILL): the next predict into the
+    same folder removes such files once they are older than io.ORPHAN_TEMP_AGE_S, and leaves fresh ones."""
+    import time
+
+    from depthlab.predictor import predict_files
+
+    out = tmp_path / "out"
+    out.mkdir()
+    orphan = out / ".a_depth16.png.k3j9_x2Q.tmp"
+    orphan.write_bytes(b"")
+    old = time.time() - io.ORPHAN_TEMP_AGE_S - 5
+    os.utime(orphan, (old, old))
+    fresh = out / ".b.npy.Zz81abcd.tmp"            # a live writer's file: too young to touch
+    fresh.write_bytes(b"x")
+    keep = out / ".notes.tmp"                        # not an atomic_path name
+    keep.write_bytes(b"")
+    os.utime(keep, (old, old))
+    img = Path(__file__).resolve().parents[1] / "src/depthlab/assets/samples/nyu/rgb"
+    first = sorted(img.iterdir())[0]
+    predict_files([first], model="fastdepth", out_dir=out, formats="npy", input_size=[64, 64])
+    assert not orphan.exists() and fresh.exists() and keep.exists()
+    assert io.remove_orphan_temps(out, min_age_s=0) == [fresh]

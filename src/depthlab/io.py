@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +127,29 @@ def _temp_prefix(name: str) -> str:
     if len(raw) > room:
         name = raw[:room].decode("utf-8", "ignore")
     return f".{name}."
+
+
+#: a temp file of :func:`atomic_path` untouched this long belongs to a killed writer (a live one writes it
+#: within milliseconds of creating it, and renames or deletes it when done)
+ORPHAN_TEMP_AGE_S = 600.0
+_TEMP_RE = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
+
+
+def remove_orphan_temps(folder: str | os.PathLike, min_age_s: float = ORPHAN_TEMP_AGE_S) -> list[Path]:
+    """Delete the temp files that a killed writer left in ``folder`` (``.<name>.<8 chars>.tmp``, as
+    :func:`atomic_path` names them, not modified for ``min_age_s``); returns what was removed.
+
+    SIGTERM and Ctrl-C already clean up; SIGKILL cannot, so the next run in the same folder does."""
+    now, removed = time.time(), []
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        for entry in os.scandir(folder):
+            if not _TEMP_RE.match(entry.name) or not entry.is_file(follow_symlinks=False):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                if now - entry.stat(follow_symlinks=False).st_mtime >= min_age_s:
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+    return removed
 
 
 @contextlib.contextmanager

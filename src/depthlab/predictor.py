@@ -328,6 +328,7 @@ def predict_files(inputs, model: str | nn.Module = "fastdepth", checkpoint_path=
         named = [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs
         raise MissingFileError(f"no images found in {', '.join(map(str, named))}")
     out_dir = io.make_dir(out_dir)
+    io.remove_orphan_temps(out_dir)  # left by a run killed with SIGKILL
     predictor = Predictor(model, device=device, checkpoint_path=checkpoint_path, pretrained=pretrained,
                           batch_size=batch_size, input_size=input_size)
     if "ply" in formats and predictor.kind != "metric" and ply_scale is None:  # before any file is written
