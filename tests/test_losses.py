@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from depthlab import losses as L
+from depthlab.errors import DepthlabError
 
 
 def t2(rows, dtype=torch.float32):
@@ -334,6 +335,9 @@ def test_build_loss_errors():
     with pytest.raises(KeyError) as e:
         L.build_loss({"silg": 1.0})
     assert "did you mean: silog" in str(e.value) and "\n" not in str(e.value)
+    assert str(e.value).startswith("unknown loss 'silg'") and "(known: berhu, edge," in str(e.value)
+    assert isinstance(e.value, L.UnknownLossError) and isinstance(e.value, DepthlabError)
+    assert isinstance(e.value, ValueError)  # errors.UnknownNameError: a KeyError and a ValueError
     with pytest.raises(TypeError, match="window"):
         L.build_loss({"ssim": 1.0}, params={"ssim": {"windw_size": 7}})
     with pytest.raises(KeyError, match="hubr"):

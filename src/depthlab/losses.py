@@ -21,7 +21,6 @@ Masking rules, shared by every function:
 """
 from __future__ import annotations
 
-import difflib
 import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -31,6 +30,8 @@ import kornia
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from depthlab.errors import UnknownNameError, unknown_name
 
 __all__ = [
     "l1", "l2", "huber", "berhu", "ssim_loss", "gradient_loss", "edge_loss", "edge_aware_smoothness", "silog",
@@ -618,11 +619,9 @@ LOSSES: dict[str, type[nn.Module]] = {
 }
 
 
-class UnknownLossError(KeyError):
-    """Unknown loss name; ``str()`` is a plain one-line message (KeyError would quote it)."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
+class UnknownLossError(UnknownNameError):
+    """Unknown loss name: a :class:`~depthlab.errors.UnknownNameError` (a ``DepthlabError``, ``KeyError`` and
+    ``ValueError``) whose ``str()`` is the one-line message."""
 
 
 def list_losses() -> list[str]:
@@ -634,9 +633,7 @@ def loss_class(name: str) -> type[nn.Module]:
     """The module class of a config name; :class:`UnknownLossError` (with close matches) otherwise."""
     key = str(name).strip().lower()
     if key not in LOSSES:
-        close = difflib.get_close_matches(key, list(LOSSES), n=3, cutoff=0.5)
-        hint = f"; did you mean: {', '.join(close)}?" if close else ""
-        raise UnknownLossError(f"unknown loss {name!r}{hint} (available: {', '.join(sorted(LOSSES))})")
+        raise unknown_name("loss", name, sorted(LOSSES), error=UnknownLossError)
     return LOSSES[key]
 
 

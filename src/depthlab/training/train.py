@@ -23,7 +23,7 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import lightning as L
 import torch
@@ -209,7 +209,7 @@ def export_checkpoint(task: DepthTask, ckpt_path: Path, out: Path, config: dict)
 # ------------------------------------------------------------------------------------------- train
 def prepare_run_dir(cfg, resume: bool) -> Path:
     """Create ``<output_dir>/<name>/`` with config.yaml and git_commit.txt (rank 0 writes)."""
-    from depthlab.config import config_to_dict, save_config
+    from depthlab.config import save_config
 
     run_dir = Path(cfg.output_dir) / cfg.name
     last = run_dir / CHECKPOINT_DIR / "last.ckpt"
@@ -221,12 +221,10 @@ def prepare_run_dir(cfg, resume: bool) -> Path:
     if global_rank() == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         if resume and (run_dir / "config.yaml").exists():
-            from depthlab.config import load_config
+            from depthlab.config import config_diff, load_config
 
             try:
-                old = config_to_dict(load_config(str(run_dir / "config.yaml")))
-                new = config_to_dict(cfg)
-                changed = sorted(_diff(old, new))
+                changed = sorted(config_diff(load_config(str(run_dir / "config.yaml")), cfg))
                 if changed:
                     warnings.warn(f"resuming {run_dir} with a changed config: {', '.join(changed)}")
             except Exception as e:  # an unreadable old config must not block the resume
@@ -237,15 +235,6 @@ def prepare_run_dir(cfg, resume: bool) -> Path:
         with atomic_write(run_dir / "git_commit.txt", "w") as f:
             f.write(git_commit() + "\n")
     return run_dir
-
-
-def _diff(a: Any, b: Any, prefix: str = "") -> set[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out: set[str] = set()
-        for k in set(a) | set(b):
-            out |= _diff(a.get(k), b.get(k), f"{prefix}{k}.")
-        return out
-    return set() if a == b else {prefix.rstrip(".")}
 
 
 def train(cfg_or_path, overrides: Sequence[str] = (), resume: bool = False, *,
