@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 
 from depthlab.data.base import DepthDataset, make_sample, read_index_file, split_file_path, worker_key
-from depthlab.errors import DataError, one_line
+from depthlab.errors import DataError, InputError, MissingFileError, one_line
 from depthlab.io import open_pil, pil_to_rgb_array, to_float_chw
 
 #: Colour-camera intrinsics of NYU-Depth V2 (NYU toolbox ``camera_params.m``), pixels, for 640x480 frames.
@@ -31,7 +31,7 @@ def seeded_split(n_frames: int, n_test: int, seed: int = 0) -> tuple[list[int], 
     reference for the real 1449-frame set, so a change of NumPy's permutation algorithm cannot move it).
     """
     if not 0 <= n_test <= n_frames:
-        raise ValueError(f"n_test must be in [0, {n_frames}], got {n_test}")
+        raise InputError(f"n_test must be in [0, {n_frames}], got {n_test}")
     perm = np.random.default_rng(seed).permutation(n_frames) + 1
     return sorted(int(i) for i in perm[n_test:]), sorted(int(i) for i in perm[:n_test])
 
@@ -81,17 +81,17 @@ class NYUv2Labeled(DepthDataset):
     def __init__(self, root, split: str = "test", transform: Callable | None = None, depth_key: str = "depths",
                  splits_mat=None, indices=None):
         if root is None:
-            raise ValueError(f"nyu_mat needs root= (the {MAT_NAME} file or its folder)")
+            raise InputError(f"nyu_mat needs root= (the {MAT_NAME} file or its folder)")
         super().__init__(root, split, transform)
         path = Path(root)
         if path.is_dir():
             cands = [path / MAT_NAME] if (path / MAT_NAME).is_file() else sorted(path.glob("*.mat"))
             cands = [c for c in cands if c.name.lower() != "splits.mat"]
             if not cands:
-                raise FileNotFoundError(f"{path}: no {MAT_NAME} in this folder")
+                raise MissingFileError(f"{path}: no {MAT_NAME} in this folder")
             path = cands[0]
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: file not found")
+            raise MissingFileError(f"{path}: file not found")
         self.mat_path = path
         self.depth_key = depth_key
         import h5py
@@ -116,7 +116,7 @@ class NYUv2Labeled(DepthDataset):
         elif split in STUDY_SPLIT["names"]:
             idx = study_split_indices(split, self.n_frames)
         else:
-            raise ValueError(f"unknown NYU labelled split {split!r}; choose test, train, all, train1111 or test338 "
+            raise InputError(f"unknown NYU labelled split {split!r}; choose test, train, all, train1111 or test338 "
                              "(or pass indices=)")
         self.indices = idx
         self.names = [f"{i:04d}" for i in idx]
@@ -173,7 +173,7 @@ def read_splits_mat(path, split: str, n_frames: int | None = None) -> list[int]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: splits file not found")
+        raise MissingFileError(f"{path}: splits file not found")
     import h5py
 
     if h5py.is_hdf5(path):
@@ -190,7 +190,7 @@ def read_splits_mat(path, split: str, n_frames: int | None = None) -> list[int]:
         return sorted(int(i) for k in data for i in data[k])
     key = {"train": "trainNdxs", "test": "testNdxs"}.get(split)
     if key is None:
-        raise ValueError(f"unknown split {split!r}; choose train, test or all")
+        raise InputError(f"unknown split {split!r}; choose train, test or all")
     if key not in data:
         raise DataError(path, f"no {key} in the splits file")
     return [int(i) for i in data[key]]
@@ -218,10 +218,10 @@ class NYUReduced(DepthDataset):
 
     def __init__(self, root, split: str = "test", transform: Callable | None = None):
         if root is None:
-            raise ValueError("nyu_reduced needs root= (nyu_data.zip or its extracted folder)")
+            raise InputError("nyu_reduced needs root= (nyu_data.zip or its extracted folder)")
         super().__init__(root, split, transform)
         if split not in ("train", "test"):
-            raise ValueError(f"unknown nyu_reduced split {split!r}; choose train or test")
+            raise InputError(f"unknown nyu_reduced split {split!r}; choose train or test")
         path = Path(root)
         if path.is_dir() and not _reduced_csv_in_dir(path, split) and (path / "nyu_data.zip").is_file():
             path = path / "nyu_data.zip"
@@ -243,11 +243,11 @@ class NYUReduced(DepthDataset):
         elif path.is_dir():
             csv_path = _reduced_csv_in_dir(path, split)
             if csv_path is None:
-                raise FileNotFoundError(f"{path}: no data/{csv_name} (nor nyu_data.zip) here")
+                raise MissingFileError(f"{path}: no data/{csv_name} (nor nyu_data.zip) here")
             self._dir = csv_path.parent.parent if csv_path.parent.name == "data" else csv_path.parent
             text = csv_path.read_text(encoding="utf-8")
         else:
-            raise FileNotFoundError(f"{path}: not found")
+            raise MissingFileError(f"{path}: not found")
         self.csv_name = csv_name
         self.pairs: list[tuple[str, str]] = []
         for line in text.splitlines():
@@ -337,10 +337,10 @@ def _reduced_scene(rgb_rel: str) -> str | None:
 def detect_nyu_layout(root) -> str:
     """``"mat"``, ``"reduced"`` or ``"folder"`` for a NYU ``root``; ValueError when none fits."""
     if root is None:
-        raise ValueError("nyu needs root=: the labelled .mat, nyu_data.zip (or its folder), or an rgb/ + depth/ folder")
+        raise InputError("nyu needs root=: the labelled .mat, nyu_data.zip (or its folder), or an rgb/ + depth/ folder")
     p = Path(root)
     if not p.exists():
-        raise FileNotFoundError(f"{p}: not found")
+        raise MissingFileError(f"{p}: not found")
     if p.is_file():
         if p.suffix.lower() == ".mat":
             return "mat"
@@ -348,8 +348,8 @@ def detect_nyu_layout(root) -> str:
             with zipfile.ZipFile(p) as zf:
                 if any(re.search(r"nyu2_(train|test)\.csv$", n) for n in zf.namelist()):
                     return "reduced"
-            raise ValueError(f"{p}: zip without data/nyu2_train.csv or data/nyu2_test.csv")
-        raise ValueError(f"{p}: not a NYU .mat or nyu_data.zip")
+            raise InputError(f"{p}: zip without data/nyu2_train.csv or data/nyu2_test.csv")
+        raise InputError(f"{p}: not a NYU .mat or nyu_data.zip")
     if (p / MAT_NAME).is_file():
         return "mat"
     if any((p / "data" / f"nyu2_{s}.csv").is_file() or (p / f"nyu2_{s}.csv").is_file() for s in ("train", "test")):
@@ -361,7 +361,7 @@ def detect_nyu_layout(root) -> str:
     mats = [m for m in p.glob("*.mat") if m.name.lower() != "splits.mat"]
     if mats:
         return "mat"
-    raise ValueError(f"{p}: no NYU layout found (expected {MAT_NAME}, data/nyu2_*.csv / nyu_data.zip, or rgb/ + depth/)")
+    raise InputError(f"{p}: no NYU layout found (expected {MAT_NAME}, data/nyu2_*.csv / nyu_data.zip, or rgb/ + depth/)")
 
 
 def open_nyu(root=None, split: str = "test", transform: Callable | None = None, **kwargs):
