@@ -712,6 +712,43 @@ def _as_weight(value: Any, where: str) -> float:
     return w
 
 
+def _unwrap_spec(spec: Any, params: Mapping[str, Mapping[str, Any]] | None) -> tuple[Any, dict]:
+    """``(terms spec, params by name)`` of a ``LossConfig`` or a ``{"terms": ..., "params": ...}`` mapping
+    (``params`` given to :func:`build_loss` win); any other spec is returned as it is."""
+    if hasattr(spec, "terms") and not isinstance(spec, Mapping):
+        return spec.terms, {**(getattr(spec, "params", None) or {}), **(params or {})}
+    if isinstance(spec, Mapping) and "terms" in spec:
+        extra = set(spec) - {"terms", "params"}
+        if extra:
+            raise ValueError(f"loss spec: unexpected key(s) {sorted(extra)}; expected 'terms' and 'params'")
+        return spec["terms"], {**(spec.get("params") or {}), **(params or {})}
+    return spec, dict(params or {})
+
+
+def _term_items(spec: Any) -> list[tuple[str, str, float, dict]]:
+    """``[(key, canonical name, weight, params)]`` of a name, a mapping name -> weight or a list of terms."""
+    if isinstance(spec, str):
+        spec = {spec: 1.0}
+    if isinstance(spec, Mapping):
+        return [(str(name), _canonical(name), _as_weight(weight, f"loss {name!r}"), {}) for name, weight in spec.items()]
+    if not isinstance(spec, Sequence):
+        raise TypeError(f"loss spec must be a name, a mapping name->weight or a list of terms, got {type(spec).__name__}")
+    items = []
+    for i, item in enumerate(spec):
+        if isinstance(item, str):
+            item = {"name": item}
+        if not isinstance(item, Mapping) or "name" not in item:
+            raise ValueError(f"loss term #{i}: expected a mapping with 'name', got {item!r}")
+        extra = set(item) - {"name", "weight", "params", "key"}
+        if extra:
+            raise ValueError(f"loss term #{i} ({item['name']!r}): unexpected key(s) {sorted(extra)}; "
+                             "valid: name, weight, params, key")
+        name = str(item["name"])
+        items.append((str(item.get("key", name)), _canonical(name),
+                      _as_weight(item.get("weight", 1.0), f"loss {name!r}"), dict(item.get("params") or {})))
+    return items
+
+
 def build_loss(spec: Any, params: Mapping[str, Mapping[str, Any]] | None = None) -> WeightedSum:
     """Build a :class:`WeightedSum` from a config spec.
 
@@ -725,51 +762,16 @@ def build_loss(spec: Any, params: Mapping[str, Mapping[str, Any]] | None = None)
     * a ``LossConfig`` or a mapping with ``"terms"`` (and optional ``"params"``).
 
     Terms with weight 0 are skipped (a convenient way to switch off an inherited term). Unknown
-    names raise :class:`UnknownLossError` (a ``KeyError``) with close matches; unknown parameters
+    names raise :class:`UnknownLossError` (a ``DepthlabError``, ``KeyError`` and ``ValueError``) with close matches; unknown parameters
     raise ``TypeError`` naming the term.
     """
-    if hasattr(spec, "terms") and not isinstance(spec, Mapping):
-        params = {**(getattr(spec, "params", None) or {}), **(params or {})}
-        spec = spec.terms
-    elif isinstance(spec, Mapping) and "terms" in spec:
-        extra = set(spec) - {"terms", "params"}
-        if extra:
-            raise ValueError(f"loss spec: unexpected key(s) {sorted(extra)}; expected 'terms' and 'params'")
-        params = {**(spec.get("params") or {}), **(params or {})}
-        spec = spec["terms"]
-    params = dict(params or {})
-    for pname in params:
-        loss_class(pname)  # a typo in params must not pass silently
-
-    items: list[tuple[str, str, float, dict]] = []  # (key, canonical name, weight, params)
-    if isinstance(spec, str):
-        spec = {spec: 1.0}
-    if isinstance(spec, Mapping):
-        for name, weight in spec.items():
-            items.append((str(name), _canonical(name), _as_weight(weight, f"loss {name!r}"), {}))
-    elif isinstance(spec, Sequence):
-        for i, item in enumerate(spec):
-            if isinstance(item, str):
-                item = {"name": item}
-            if not isinstance(item, Mapping) or "name" not in item:
-                raise ValueError(f"loss term #{i}: expected a mapping with 'name', got {item!r}")
-            extra = set(item) - {"name", "weight", "params", "key"}
-            if extra:
-                raise ValueError(f"loss term #{i} ({item['name']!r}): unexpected key(s) {sorted(extra)}; "
-                                 "valid: name, weight, params, key")
-            name = str(item["name"])
-            items.append((str(item.get("key", name)), _canonical(name),
-                          _as_weight(item.get("weight", 1.0), f"loss {name!r}"), dict(item.get("params") or {})))
-    else:
-        raise TypeError(f"loss spec must be a name, a mapping name->weight or a list of terms, got {type(spec).__name__}")
-
-    # params given by name apply to every term of that loss
+    spec, params = _unwrap_spec(spec, params)
+    # params given by name apply to every term of that loss (a typo among their names must not pass silently)
     by_canonical: dict[str, dict] = {}
     for pname, p in params.items():
         by_canonical.setdefault(_canonical(pname), {}).update(p or {})
-
     terms = []
-    for key, canon, weight, p in items:
+    for key, canon, weight, p in _term_items(spec):
         if weight == 0.0:
             continue
         kw = {**by_canonical.get(canon, {}), **p}
