@@ -246,8 +246,6 @@ def train(cfg_or_path, overrides: Sequence[str] = (), resume: bool = False, *,
     extra Lightning callbacks (tests, tooling). Launched under torchrun / SLURM, every process calls
     this function; rank 0 writes the run directory files.
     """
-    from depthlab.config import config_to_dict
-
     cfg = resolve_config(cfg_or_path, overrides)
     seed = cfg.train.seed
     L.seed_everything(seed, workers=True)
@@ -269,6 +267,13 @@ def train(cfg_or_path, overrides: Sequence[str] = (), resume: bool = False, *,
         warnings.filterwarnings("ignore", message=r".*exists and is not empty.*")
         warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
         trainer.fit(task, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    return _finish_run(cfg, task, trainer, data, run_dir)
+
+
+def _finish_run(cfg, task: DepthTask, trainer: L.Trainer, data, run_dir: Path) -> RunResult:
+    """After ``fit``: validate once if the run never did, export ``best`` / ``last.safetensors`` (rank 0), and
+    the :class:`RunResult` every rank returns."""
+    from depthlab.config import config_to_dict
 
     ckpt_dir = run_dir / CHECKPOINT_DIR
     best_ckpt, last_ckpt = ckpt_dir / "best.ckpt", ckpt_dir / "last.ckpt"
