@@ -187,6 +187,30 @@ def first_existing(paths: Iterable[Path]) -> Path | None:
     return None
 
 
-def worker_key() -> int:
-    """Identity of the current process (file handles are opened once per process / DataLoader worker)."""
-    return os.getpid()
+class ProcessLocal:
+    """A file handle (an HDF5 file, a zip archive) opened on first use in each process and never pickled.
+
+    DataLoader workers receive a copy of the dataset (pickled under spawn, forked otherwise); a handle
+    opened in the parent must not be shared with them, so :meth:`get` reopens it in a process that did not
+    open it, and pickling drops it. ``opener`` builds the handle; it must itself pickle (a module-level
+    function or a ``functools.partial`` of one, not a lambda).
+    """
+
+    def __init__(self, opener: Callable[[], Any]):
+        self.opener = opener
+        self._handle: Any = None
+        self._pid: int | None = None
+
+    @property
+    def is_open(self) -> bool:
+        """Whether this process holds an open handle."""
+        return self._handle is not None and self._pid == os.getpid()
+
+    def get(self) -> Any:
+        """The handle of this process, opened now if needed."""
+        if not self.is_open:
+            self._handle, self._pid = self.opener(), os.getpid()
+        return self._handle
+
+    def __getstate__(self) -> dict:
+        return {"opener": self.opener, "_handle": None, "_pid": None}

@@ -2,6 +2,7 @@
 and plain rgb/ + depth/ folders in millimetres. :func:`open_nyu` picks the right reader from ``root``."""
 from __future__ import annotations
 
+import functools
 import re
 import zipfile
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Callable
 
 import numpy as np
 
-from depthlab.data.base import DepthDataset, make_sample, read_index_file, split_file_path, worker_key
+from depthlab.data.base import DepthDataset, ProcessLocal, make_sample, read_index_file, split_file_path
 from depthlab.errors import DataError, InputError, MissingFileError, one_line
 from depthlab.io import open_pil, pil_to_rgb_array, to_float_chw
 
@@ -51,6 +52,13 @@ def study_split_indices(split: str, n_frames: int) -> list[int]:
 
 
 # ================================================================================================ labelled .mat
+def _open_h5(path: Path):
+    """The labelled ``.mat`` (HDF5), read-only (a module-level opener: :class:`ProcessLocal` pickles it)."""
+    import h5py
+
+    return h5py.File(path, "r")
+
+
 class NYUv2Labeled(DepthDataset):
     """NYU-Depth V2 labelled set: the official ``nyu_depth_v2_labeled.mat`` (MATLAB v7.3 = HDF5), read with h5py.
 
@@ -120,29 +128,14 @@ class NYUv2Labeled(DepthDataset):
                              "(or pass indices=)")
         self.indices = idx
         self.names = [f"{i:04d}" for i in idx]
-        self._h5 = None
-        self._h5_pid = None
-
-    def _file(self):
-        import h5py
-
-        if self._h5 is None or self._h5_pid != worker_key():
-            self._h5 = h5py.File(self.mat_path, "r")
-            self._h5_pid = worker_key()
-        return self._h5
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_h5"] = None
-        state["_h5_pid"] = None
-        return state
+        self._h5 = ProcessLocal(functools.partial(_open_h5, self.mat_path))
 
     def load_sample(self, index: int):
         i1 = self.indices[index]
         where = f"{self.mat_path}[{i1}]"
         if not 1 <= i1 <= self.n_frames:
             raise DataError(where, f"index {i1} out of range: the file holds frames 1..{self.n_frames}")
-        f = self._file()
+        f = self._h5.get()
         try:
             img = np.asarray(f["images"][i1 - 1])          # (3, W, H) uint8
             dep = np.asarray(f[self.depth_key][i1 - 1])     # (W, H) float metres
@@ -256,20 +249,7 @@ class NYUReduced(DepthDataset):
                 continue
             self.pairs.append((parts[0], parts[1]))
         self.names = [_reduced_name(r) for r, _ in self.pairs]
-        self._zf = None
-        self._zf_pid = None
-
-    def _zip(self):
-        if self._zf is None or self._zf_pid != worker_key():
-            self._zf = zipfile.ZipFile(self._zip_path)
-            self._zf_pid = worker_key()
-        return self._zf
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_zf"] = None
-        state["_zf_pid"] = None
-        return state
+        self._zf = ProcessLocal(functools.partial(zipfile.ZipFile, self._zip_path)) if self._zip_path else None
 
     def _read(self, rel: str) -> tuple[bytes | None, str, Path | None]:
         """-> (bytes from the zip or None, display path, disk path or None)."""
@@ -277,7 +257,7 @@ class NYUReduced(DepthDataset):
             member = self._prefix + rel
             where = f"{self._zip_path}::{member}"
             try:
-                return self._zip().read(member), where, None
+                return self._zf.get().read(member), where, None
             except KeyError:
                 raise DataError(where, "listed in the CSV but not found in the archive") from None
             except (zipfile.BadZipFile, OSError, ValueError) as e:
