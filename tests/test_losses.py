@@ -338,14 +338,16 @@ def test_build_loss_errors():
     assert str(e.value).startswith("unknown loss 'silg'") and "(known: berhu, edge," in str(e.value)
     assert isinstance(e.value, L.UnknownLossError) and isinstance(e.value, DepthlabError)
     assert isinstance(e.value, ValueError)  # errors.UnknownNameError: a KeyError and a ValueError
-    with pytest.raises(TypeError, match="window"):
+    with pytest.raises(TypeError, match="window") as e:
         L.build_loss({"ssim": 1.0}, params={"ssim": {"windw_size": 7}})
+    assert isinstance(e.value, L.LossSpecError) and isinstance(e.value, DepthlabError)  # a user error, one line
     with pytest.raises(KeyError, match="hubr"):
         L.build_loss({"huber": 1.0}, params={"hubr": {"delta": 1.0}})
     with pytest.raises(TypeError, match="weight"):
         L.build_loss({"l1": "heavy"})
-    with pytest.raises(ValueError, match="no loss terms"):
+    with pytest.raises(ValueError, match="no loss terms") as e:
         L.build_loss({"l1": 0})
+    assert isinstance(e.value, DepthlabError)
 
 
 def test_loss_names_have_no_aliases_and_modules_are_explicit_classes():

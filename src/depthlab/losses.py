@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from depthlab.errors import UnknownNameError, unknown_name
+from depthlab.errors import DepthlabError, InputError, UnknownNameError, unknown_name
 
 __all__ = [
     "l1", "l2", "huber", "berhu", "ssim_loss", "gradient_loss", "edge_loss", "edge_aware_smoothness", "silog",
@@ -39,6 +39,7 @@ __all__ = [
     "L1Loss", "L2Loss", "HuberLoss", "BerHuLoss", "SSIMLoss", "GradientLoss", "EdgeLoss", "EdgeAwareSmoothness",
     "SILogLoss", "EigenSILogLoss", "SSITrimmedMAE", "GradientMatchingLoss",
     "LOSSES", "list_losses", "get_loss", "loss_class", "WeightedSum", "build_loss", "UnknownLossError",
+    "LossSpecError",
 ]
 
 LOG_EPS = 1e-6
@@ -159,7 +160,7 @@ def huber(pred, target, mask=None, image=None, *, delta: float = 1.0) -> torch.T
     ``|r| = delta`` (continuous value and slope). ``delta`` is in the unit of the inputs.
     """
     if delta <= 0:
-        raise ValueError(f"huber: delta must be > 0, got {delta}")
+        raise InputError(f"huber: delta must be > 0, got {delta}")
     pred, target, valid = _prepare(pred, target, mask, "huber")
     return _masked_mean(F.huber_loss(pred, target, reduction="none", delta=float(delta)), valid)
 
@@ -209,9 +210,9 @@ def ssim_loss(pred, target, mask=None, image=None, *, window_size: int = 11,
     pred, target, valid = _prepare(pred, target, mask, "ssim_loss")
     h, w = pred.shape[-2:]
     if window_size < 3 or window_size % 2 == 0:
-        raise ValueError(f"ssim_loss: window_size must be odd and >= 3, got {window_size}")
+        raise InputError(f"ssim_loss: window_size must be odd and >= 3, got {window_size}")
     if window_size // 2 >= min(h, w):
-        raise ValueError(f"ssim_loss: window_size={window_size} needs H and W > {window_size // 2}, got {h}x{w}")
+        raise InputError(f"ssim_loss: window_size={window_size} needs H and W > {window_size // 2}, got {h}x{w}")
     fill = _per_image_mean(target, valid).detach()
     p = torch.where(valid, pred, fill)
     t = torch.where(valid, target, fill)
@@ -324,7 +325,7 @@ def eigen_silog(pred, target, mask=None, image=None, *, lam: float = 0.5, eps: f
 def _log_variance(pred, target, mask, lam: float, eps: float, name: str) -> torch.Tensor:
     """``mean(g^2) - lam mean(g)^2`` (clamped at 0) of the log residual, shared by the two SILog forms."""
     if not 0.0 <= lam <= 1.0:
-        raise ValueError(f"{name}: lam must be in [0, 1], got {lam}")
+        raise InputError(f"{name}: lam must be in [0, 1], got {lam}")
     pred, target, valid = _prepare(pred, target, mask, name)
     valid = valid & (target > 0)
     g = torch.where(valid, pred.clamp_min(eps).log() - target.clamp_min(eps).log(), 0.0)
@@ -345,7 +346,7 @@ def ssi_trimmed_mae(pred, target, mask=None, image=None, *, trim: float = 0.2,
     mean over images that have valid pixels. Unitless; invariant to ``pred -> s*pred + t``, s > 0.
     """
     if not 0.0 <= trim < 1.0:
-        raise ValueError(f"ssi_trimmed_mae: trim must be in [0, 1), got {trim}")
+        raise InputError(f"ssi_trimmed_mae: trim must be in [0, 1), got {trim}")
     pred, target, valid = _prepare(pred, target, mask, "ssi_trimmed_mae")
     b = pred.shape[0]
     res = (_align_median_mad(pred, valid, eps) - _align_median_mad(target, valid, eps)).abs()
@@ -372,7 +373,7 @@ def gradient_matching(pred, target, mask=None, image=None, *, scales: int = 4,
     against :func:`ssi_trimmed_mae`.
     """
     if scales < 1:
-        raise ValueError(f"gradient_matching: scales must be >= 1, got {scales}")
+        raise InputError(f"gradient_matching: scales must be >= 1, got {scales}")
     pred, target, valid = _prepare(pred, target, mask, "gradient_matching")
     r = _align_median_mad(pred, valid, eps) - _align_median_mad(target, valid, eps)
     total = None
@@ -423,7 +424,7 @@ def distillation_loss(pred, target, teacher, mask=None, image=None, *, epsilon: 
     ``return_terms=True`` returns ``(total, {"student": ..., "kd": ...})`` (detached terms).
     """
     if not 0.0 <= float(epsilon) <= 1.0:
-        raise ValueError(f"distillation_loss: epsilon must be in [0, 1], got {epsilon}")
+        raise InputError(f"distillation_loss: epsilon must be in [0, 1], got {epsilon}")
     student = student_loss(pred, target, mask, image)
     if float(epsilon) == 0.0:
         total, kd = student, None
@@ -619,6 +620,11 @@ LOSSES: dict[str, type[nn.Module]] = {
 }
 
 
+class LossSpecError(DepthlabError, TypeError):
+    """A loss spec of the wrong type, a weight that is not a number or a parameter its loss does not take
+    (a ``TypeError``; ``str()`` names the term)."""
+
+
 class UnknownLossError(UnknownNameError):
     """Unknown loss name: a :class:`~depthlab.errors.UnknownNameError` (a ``DepthlabError``, ``KeyError`` and
     ``ValueError``) whose ``str()`` is the one-line message."""
@@ -648,7 +654,7 @@ def _check_params(label: str, cls: type[nn.Module], params: Mapping[str, Any]) -
                and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
     bad = [k for k in params if k not in allowed]
     if bad:
-        raise TypeError(f"{label}: unknown parameter(s) {', '.join(map(repr, bad))}; "
+        raise LossSpecError(f"{label}: unknown parameter(s) {', '.join(map(repr, bad))}; "
                         f"valid: {', '.join(allowed) if allowed else 'none'}")
 
 def _canonical(name: str) -> str:
@@ -671,10 +677,10 @@ class WeightedSum(nn.Module):
     def __init__(self, terms: Sequence[tuple[str, float, nn.Module]]):
         super().__init__()
         if not terms:
-            raise ValueError("WeightedSum: no loss terms (every weight is 0 or the spec is empty)")
+            raise InputError("WeightedSum: no loss terms (every weight is 0 or the spec is empty)")
         self.keys = [k for k, _, _ in terms]
         if len(set(self.keys)) != len(self.keys):
-            raise ValueError(f"WeightedSum: duplicate term keys {self.keys}")
+            raise InputError(f"WeightedSum: duplicate term keys {self.keys}")
         self.weights = [float(w) for _, w, _ in terms]
         self.losses = nn.ModuleList([m for _, _, m in terms])
         self.last_terms: dict[str, torch.Tensor] = {}
@@ -702,13 +708,13 @@ class WeightedSum(nn.Module):
 
 def _as_weight(value: Any, where: str) -> float:
     if isinstance(value, bool):
-        raise TypeError(f"{where}: weight must be a number, got {value!r}")
+        raise LossSpecError(f"{where}: weight must be a number, got {value!r}")
     try:
         w = float(value)
     except (TypeError, ValueError):
-        raise TypeError(f"{where}: weight must be a number, got {value!r}") from None
+        raise LossSpecError(f"{where}: weight must be a number, got {value!r}") from None
     if not math.isfinite(w):
-        raise ValueError(f"{where}: weight must be finite, got {value!r}")
+        raise InputError(f"{where}: weight must be finite, got {value!r}")
     return w
 
 
@@ -720,7 +726,7 @@ def _unwrap_spec(spec: Any, params: Mapping[str, Mapping[str, Any]] | None) -> t
     if isinstance(spec, Mapping) and "terms" in spec:
         extra = set(spec) - {"terms", "params"}
         if extra:
-            raise ValueError(f"loss spec: unexpected key(s) {sorted(extra)}; expected 'terms' and 'params'")
+            raise InputError(f"loss spec: unexpected key(s) {sorted(extra)}; expected 'terms' and 'params'")
         return spec["terms"], {**(spec.get("params") or {}), **(params or {})}
     return spec, dict(params or {})
 
@@ -732,16 +738,16 @@ def _term_items(spec: Any) -> list[tuple[str, str, float, dict]]:
     if isinstance(spec, Mapping):
         return [(str(name), _canonical(name), _as_weight(weight, f"loss {name!r}"), {}) for name, weight in spec.items()]
     if not isinstance(spec, Sequence):
-        raise TypeError(f"loss spec must be a name, a mapping name->weight or a list of terms, got {type(spec).__name__}")
+        raise LossSpecError(f"loss spec must be a name, a mapping name->weight or a list of terms, got {type(spec).__name__}")
     items = []
     for i, item in enumerate(spec):
         if isinstance(item, str):
             item = {"name": item}
         if not isinstance(item, Mapping) or "name" not in item:
-            raise ValueError(f"loss term #{i}: expected a mapping with 'name', got {item!r}")
+            raise InputError(f"loss term #{i}: expected a mapping with 'name', got {item!r}")
         extra = set(item) - {"name", "weight", "params", "key"}
         if extra:
-            raise ValueError(f"loss term #{i} ({item['name']!r}): unexpected key(s) {sorted(extra)}; "
+            raise InputError(f"loss term #{i} ({item['name']!r}): unexpected key(s) {sorted(extra)}; "
                              "valid: name, weight, params, key")
         name = str(item["name"])
         items.append((str(item.get("key", name)), _canonical(name),
@@ -763,7 +769,8 @@ def build_loss(spec: Any, params: Mapping[str, Mapping[str, Any]] | None = None)
 
     Terms with weight 0 are skipped (a convenient way to switch off an inherited term). Unknown
     names raise :class:`UnknownLossError` (a ``DepthlabError``, ``KeyError`` and ``ValueError``) with close matches; unknown parameters
-    raise ``TypeError`` naming the term.
+    raise :class:`LossSpecError` (a ``DepthlabError`` and ``TypeError``) naming the term, bad values an
+    :class:`~depthlab.errors.InputError` (a ``ValueError``).
     """
     spec, params = _unwrap_spec(spec, params)
     # params given by name apply to every term of that loss (a typo among their names must not pass silently)
