@@ -7,8 +7,8 @@ import textwrap
 import pytest
 
 from depthlab.config import (
-    ConfigError, DataConfig, ExperimentConfig, LossConfig, apply_overrides, config_to_dict, load_config,
-    save_config,
+    ConfigError, DataConfig, ExperimentConfig, LossConfig, apply_overrides, config_diff, config_to_dict,
+    load_config, save_config,
 )
 
 
@@ -69,6 +69,16 @@ def test_yaml_to_dataclass_values_and_types(tmp_path):
     assert cfg.train.val_check_interval == 0.5 and cfg.train.devices == "auto"
     assert cfg.train.seed == 0  # untouched defaults survive
     assert cfg.distill.teacher == "depth_anything_v2_small" and cfg.distill.epsilon == 0.1
+
+
+def test_config_diff_names_the_changed_dotted_keys():
+    base = ExperimentConfig()
+    changed = apply_overrides(base, ["optim.lr=0.5", "train.max_steps=7"])
+    assert config_diff(base, changed) == {"optim.lr", "train.max_steps"}
+    assert config_diff(base, ExperimentConfig()) == set()
+    # nested dicts; a key on one side only counts as changed; a dataclass compares with its dict form
+    assert config_diff({"a": {"b": 1, "c": 2}}, {"a": {"b": 1}, "d": 3}) == {"a.c", "d"}
+    assert config_diff(config_to_dict(base), changed) == {"optim.lr", "train.max_steps"}
 
 
 def test_overrides_nested_lists_bools_none():

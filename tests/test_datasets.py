@@ -155,11 +155,11 @@ def test_nyu_mat_shipped_split_constructs_and_bad_index_raises(nyu_mat):
 def test_nyu_mat_handle_is_lazy_per_process(nyu_mat):
     path, images, _, _ = nyu_mat
     ds = NYUv2Labeled(path, split="all")
-    assert ds._h5 is None
+    assert not ds._h5.is_open
     ds[0]
-    assert ds._h5 is not None
+    assert ds._h5.is_open
     clone = pickle.loads(pickle.dumps(ds))                     # what spawn-started DataLoader workers receive
-    assert clone._h5 is None
+    assert not clone._h5.is_open
     assert_image_equals(clone[3]["image"], images[3])
     loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2)
     batches = list(loader)
@@ -620,3 +620,23 @@ def test_transform_receives_the_whole_sample(folder_tree):
     assert seen == [["depth", "image", "mask", "meta"]] and s["meta"]["touched"]
     assert torch.equal(s["depth"], plain["depth"] * 2)
 
+
+
+def test_process_local_handle_opens_once_per_process_and_is_not_pickled(monkeypatch, tmp_path):
+    import functools
+    import os
+    import zipfile
+
+    from depthlab.data.base import ProcessLocal
+
+    with zipfile.ZipFile(tmp_path / "a.zip", "w") as zf:
+        zf.writestr("x.txt", "hi")
+    handle = ProcessLocal(functools.partial(zipfile.ZipFile, tmp_path / "a.zip"))
+    assert not handle.is_open
+    first = handle.get()
+    assert handle.get() is first and first.read("x.txt") == b"hi"       # once per process
+    clone = pickle.loads(pickle.dumps(handle))                           # a spawn-started worker's copy
+    assert not clone.is_open and clone.get().read("x.txt") == b"hi"
+    pid = os.getpid()
+    monkeypatch.setattr(os, "getpid", lambda: pid + 1)                   # a fork-started worker: another process
+    assert not handle.is_open and handle.get() is not first

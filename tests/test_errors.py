@@ -135,4 +135,20 @@ def test_create_dataset_reports_the_users_root_and_options_as_user_errors(tmp_pa
     assert str(e.value).startswith("data.kwargs: dataset 'folder' has no option 'typo' (its options: depth_scale")
     with pytest.raises(ValueError) as e:
         create_dataset("synthetic", split="nope")
-    assert isinstance(e.value, DepthlabError) and str(e.value).startswith("dataset 'synthetic': unknown split 'nope'")
+    assert isinstance(e.value, DepthlabError) and str(e.value).startswith("unknown synthetic split 'nope'; choose")
+
+
+def test_create_dataset_leaves_a_readers_bug_its_own_exception(monkeypatch):
+    """Only the readers' own checks are user errors: a plain ValueError / FileNotFoundError from inside a reader
+    (a bug, or a library's) is not turned into a DepthlabError."""
+    import depthlab.data as data
+    from depthlab.errors import DepthlabError
+
+    for exc in (ValueError("a bug"), FileNotFoundError("/tmp/x: internal")):
+        def broken(root=None, split="test", transform=None, exc=exc):
+            raise exc
+
+        monkeypatch.setattr(data, "resolve_dataset", lambda name: broken)
+        with pytest.raises(type(exc)) as e:
+            data.create_dataset("anything")
+        assert e.value is exc and not isinstance(e.value, DepthlabError)

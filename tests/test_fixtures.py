@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from depthlab.data import create_dataset
-from depthlab.data.fixtures import _scenes, list_fixtures, write_fixture
+from depthlab.data.fixtures import list_fixtures, rendered_scenes, write_fixture
 from depthlab.errors import UnknownNameError
 from depthlab.experiment import ExperimentError, with_fixtures
 
 
 def _rendered(n, size, seed):
-    return list(_scenes(n, size, seed))
+    return list(rendered_scenes(n, size, seed))
 
 
 def test_nyu_mat_fixture_is_the_labelled_file_with_its_splits(tmp_path):

@@ -340,7 +340,7 @@ def test_non_finite_loss_stops_training():
 
     task = DepthTask(load_config({"model": {"name": "unet", "kwargs": {"base_channels": 4}},
                                   "data": {"dataset": "synthetic", "size": [32, 32]}}))
-    task._loss = lambda raw, batch: (torch.tensor(float("nan")), {})
+    task.compute_loss = lambda raw, batch: (torch.tensor(float("nan")), {})
     batch = {"image": torch.rand(2, 3, 32, 32), "depth": torch.rand(2, 1, 32, 32), "mask": torch.ones(2, 1, 32, 32, dtype=bool)}
     with pytest.raises(DepthlabError, match="training diverged: the loss is nan at step 0"):
         task.training_step(batch, 0)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from depthlab import losses as L
+from depthlab.errors import DepthlabError
 
 
 def t2(rows, dtype=torch.float32):
@@ -334,14 +335,19 @@ def test_build_loss_errors():
     with pytest.raises(KeyError) as e:
         L.build_loss({"silg": 1.0})
     assert "did you mean: silog" in str(e.value) and "\n" not in str(e.value)
-    with pytest.raises(TypeError, match="window"):
+    assert str(e.value).startswith("unknown loss 'silg'") and "(known: berhu, edge," in str(e.value)
+    assert isinstance(e.value, L.UnknownLossError) and isinstance(e.value, DepthlabError)
+    assert isinstance(e.value, ValueError)  # errors.UnknownNameError: a KeyError and a ValueError
+    with pytest.raises(TypeError, match="window") as e:
         L.build_loss({"ssim": 1.0}, params={"ssim": {"windw_size": 7}})
+    assert isinstance(e.value, L.LossSpecError) and isinstance(e.value, DepthlabError)  # a user error, one line
     with pytest.raises(KeyError, match="hubr"):
         L.build_loss({"huber": 1.0}, params={"hubr": {"delta": 1.0}})
     with pytest.raises(TypeError, match="weight"):
         L.build_loss({"l1": "heavy"})
-    with pytest.raises(ValueError, match="no loss terms"):
+    with pytest.raises(ValueError, match="no loss terms") as e:
         L.build_loss({"l1": 0})
+    assert isinstance(e.value, DepthlabError)
 
 
 def test_loss_names_have_no_aliases_and_modules_are_explicit_classes():

@@ -75,6 +75,18 @@ def test_none_crop_and_unknown_crop():
         crop_mask("garg_crop", (3, 4))
 
 
+@pytest.mark.parametrize("setting, value, choices", [
+    ("crop", "gar", "('none', 'nyu_eigen', "), ("alignment", "mean", "('none', 'median', 'lstsq')"),
+    ("averaging", "pooled", "('per_image', 'pixel', 'per_image_mse')"), ("flip_axis", "up", "('horizontal', 'vertical')"),
+])
+def test_a_bad_protocol_setting_is_a_user_error_naming_it(setting, value, choices):
+    from depthlab.errors import InputError
+
+    with pytest.raises(InputError) as e:  # a DepthlabError and a ValueError
+        Protocol("x", **{setting: value})
+    assert str(e.value).startswith(f"{setting} must be one of {choices}") and str(e.value).endswith(f"got {value!r}")
+
+
 # ----------------------------------------------------------------------------- valid mask and clipping
 def test_depth_bounds_are_exclusive_and_clip_inclusive():
     p = get_protocol("nyu_eigen", crop="none")

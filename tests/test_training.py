@@ -180,7 +180,7 @@ def test_target_is_encoded_for_the_loss_and_decoded_for_the_metrics(encoding):
     depth[0, 0, 0, 0] = 0  # a missing pixel
     batch = _batch(depth)
     oracle.next = encode_target(depth, encoding, 10.0)
-    loss, terms = task._loss(task(batch["image"]), batch)
+    loss, terms = task.compute_loss(task(batch["image"]), batch)
     assert float(loss.detach()) == pytest.approx(0.0, abs=1e-6) and set(terms) == {"l1"}
     task.validation_step(batch, 0)
     metrics = task.val_metrics.compute()

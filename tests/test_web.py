@@ -310,3 +310,33 @@ def test_serve_input_size_and_upload_limit(monkeypatch):
     assert res.exit_code == 2 and "max_upload_mb must be > 0" in res.output
     res = CliRunner().invoke(app, ["serve", "--input-size", "0"])
     assert res.exit_code == 2 and "--input-size" in res.output
+
+
+def _tiny_png() -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("exc, status, detail", [
+    # a user error the model raises (a DepthlabError): 400, one line naming the upload
+    ("input", 400, "tiny.png: float images must be in [0,1]"),
+    # a bug: 500 naming only the exception type; the exception itself goes on to the server (its log)
+    ("bug", 500, "internal error (ZeroDivisionError); the traceback is in the server log"),
+])
+def test_user_errors_are_400_and_bugs_are_500(exc, status, detail):
+    from depthlab.errors import InputError
+    from depthlab.web.app import DepthService, create_app
+
+    def predictor(image):
+        if exc == "input":
+            raise InputError("float images must be in [0,1]")
+        return 1 / 0
+
+    app = create_app(service=DepthService(predictor))
+    r = TestClient(app, raise_server_exceptions=False).post(
+        "/api/predict", files={"file": ("tiny.png", _tiny_png(), "image/png")})
+    assert r.status_code == status and r.json()["detail"] == detail, r.text
+    if exc == "bug":  # not swallowed: the server (here the test client) still gets the exception and its traceback
+        with pytest.raises(ZeroDivisionError):
+            TestClient(app).post("/api/predict", files={"file": ("tiny.png", _tiny_png(), "image/png")})

@@ -36,7 +36,7 @@ from depthlab.errors import DepthlabError, did_you_mean
 __all__ = [
     "ConfigError", "ModelConfig", "DataConfig", "LossConfig", "OptimConfig", "TrainConfig",
     "DistillConfig", "ExperimentConfig", "load_config", "apply_overrides", "config_to_dict",
-    "config_from_dict", "check_fields", "save_config", "validate_config", "load_yaml",
+    "config_from_dict", "check_fields", "save_config", "validate_config", "load_yaml", "config_diff",
 ]
 
 
@@ -380,6 +380,19 @@ def config_from_dict(data: dict) -> ExperimentConfig:
 def config_to_dict(cfg: Any) -> dict:
     """Dataclass -> nested plain dicts/lists (deep copy), ready for YAML/JSON."""
     return dataclasses.asdict(cfg)
+
+
+def config_diff(a: Any, b: Any) -> set[str]:
+    """The dotted keys (``"optim.lr"``) whose values differ between two configs (dataclasses or nested dicts);
+    a key present on one side only counts as changed."""
+    as_dict = [config_to_dict(c) if dataclasses.is_dataclass(c) else c for c in (a, b)]
+    return _dict_diff(*as_dict)
+
+
+def _dict_diff(a: Any, b: Any, prefix: str = "") -> set[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return set().union(*(_dict_diff(a.get(k), b.get(k), f"{prefix}{k}.") for k in set(a) | set(b)))
+    return set() if a == b else {prefix.rstrip(".")}
 
 
 # ----------------------------------------------------------------------------------------------

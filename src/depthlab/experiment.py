@@ -498,7 +498,7 @@ def _test_losses(task, dataset: _EvalSet, batch_size: int, size) -> list[float]:
     with torch.inference_mode():
         for batch in _test_batches(dataset, batch_size):
             image, depth, mask = _resized(batch["image"], batch["depth"], batch["mask"], size)
-            total, _ = task._loss(task(image), {"image": image, "depth": depth, "mask": mask})
+            total, _ = task.compute_loss(task(image), {"image": image, "depth": depth, "mask": mask})
             losses.append(float(total))
     return losses
 
@@ -682,14 +682,13 @@ def _can_resume(run_dir: Path, cfg) -> bool:
     report the old weights under the new config."""
     import shutil
 
-    from depthlab.config import config_to_dict, load_config
-    from depthlab.training.train import _diff
+    from depthlab.config import config_diff, load_config
 
     ckpt_dir = run_dir / "checkpoints"
     if not (ckpt_dir / "last.ckpt").is_file():
         return False
     try:
-        changed = _diff(config_to_dict(load_config(str(run_dir / "config.yaml"))), config_to_dict(cfg))
+        changed = config_diff(load_config(str(run_dir / "config.yaml")), cfg)
     except Exception:  # no readable config beside the checkpoint: do not trust it
         changed = {"config.yaml"}
     if changed <= RESUMABLE_CHANGES:

@@ -21,7 +21,6 @@ Masking rules, shared by every function:
 """
 from __future__ import annotations
 
-import difflib
 import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -32,12 +31,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from depthlab.errors import DepthlabError, InputError, UnknownNameError, unknown_name
+
 __all__ = [
     "l1", "l2", "huber", "berhu", "ssim_loss", "gradient_loss", "edge_loss", "edge_aware_smoothness", "silog",
     "eigen_silog", "ssi_trimmed_mae", "gradient_matching", "max_normalized_l1", "distillation_loss",
     "L1Loss", "L2Loss", "HuberLoss", "BerHuLoss", "SSIMLoss", "GradientLoss", "EdgeLoss", "EdgeAwareSmoothness",
     "SILogLoss", "EigenSILogLoss", "SSITrimmedMAE", "GradientMatchingLoss",
     "LOSSES", "list_losses", "get_loss", "loss_class", "WeightedSum", "build_loss", "UnknownLossError",
+    "LossSpecError",
 ]
 
 LOG_EPS = 1e-6
@@ -158,7 +160,7 @@ def huber(pred, target, mask=None, image=None, *, delta: float = 1.0) -> torch.T
     ``|r| = delta`` (continuous value and slope). ``delta`` is in the unit of the inputs.
     """
     if delta <= 0:
-        raise ValueError(f"huber: delta must be > 0, got {delta}")
+        raise InputError(f"huber: delta must be > 0, got {delta}")
     pred, target, valid = _prepare(pred, target, mask, "huber")
     return _masked_mean(F.huber_loss(pred, target, reduction="none", delta=float(delta)), valid)
 
@@ -208,9 +210,9 @@ def ssim_loss(pred, target, mask=None, image=None, *, window_size: int = 11,
     pred, target, valid = _prepare(pred, target, mask, "ssim_loss")
     h, w = pred.shape[-2:]
     if window_size < 3 or window_size % 2 == 0:
-        raise ValueError(f"ssim_loss: window_size must be odd and >= 3, got {window_size}")
+        raise InputError(f"ssim_loss: window_size must be odd and >= 3, got {window_size}")
     if window_size // 2 >= min(h, w):
-        raise ValueError(f"ssim_loss: window_size={window_size} needs H and W > {window_size // 2}, got {h}x{w}")
+        raise InputError(f"ssim_loss: window_size={window_size} needs H and W > {window_size // 2}, got {h}x{w}")
     fill = _per_image_mean(target, valid).detach()
     p = torch.where(valid, pred, fill)
     t = torch.where(valid, target, fill)
@@ -323,7 +325,7 @@ def eigen_silog(pred, target, mask=None, image=None, *, lam: float = 0.5, eps: f
 def _log_variance(pred, target, mask, lam: float, eps: float, name: str) -> torch.Tensor:
     """``mean(g^2) - lam mean(g)^2`` (clamped at 0) of the log residual, shared by the two SILog forms."""
     if not 0.0 <= lam <= 1.0:
-        raise ValueError(f"{name}: lam must be in [0, 1], got {lam}")
+        raise InputError(f"{name}: lam must be in [0, 1], got {lam}")
     pred, target, valid = _prepare(pred, target, mask, name)
     valid = valid & (target > 0)
     g = torch.where(valid, pred.clamp_min(eps).log() - target.clamp_min(eps).log(), 0.0)
@@ -344,7 +346,7 @@ def ssi_trimmed_mae(pred, target, mask=None, image=None, *, trim: float = 0.2,
     mean over images that have valid pixels. Unitless; invariant to ``pred -> s*pred + t``, s > 0.
     """
     if not 0.0 <= trim < 1.0:
-        raise ValueError(f"ssi_trimmed_mae: trim must be in [0, 1), got {trim}")
+        raise InputError(f"ssi_trimmed_mae: trim must be in [0, 1), got {trim}")
     pred, target, valid = _prepare(pred, target, mask, "ssi_trimmed_mae")
     b = pred.shape[0]
     res = (_align_median_mad(pred, valid, eps) - _align_median_mad(target, valid, eps)).abs()
@@ -371,7 +373,7 @@ def gradient_matching(pred, target, mask=None, image=None, *, scales: int = 4,
     against :func:`ssi_trimmed_mae`.
     """
     if scales < 1:
-        raise ValueError(f"gradient_matching: scales must be >= 1, got {scales}")
+        raise InputError(f"gradient_matching: scales must be >= 1, got {scales}")
     pred, target, valid = _prepare(pred, target, mask, "gradient_matching")
     r = _align_median_mad(pred, valid, eps) - _align_median_mad(target, valid, eps)
     total = None
@@ -422,7 +424,7 @@ def distillation_loss(pred, target, teacher, mask=None, image=None, *, epsilon: 
     ``return_terms=True`` returns ``(total, {"student": ..., "kd": ...})`` (detached terms).
     """
     if not 0.0 <= float(epsilon) <= 1.0:
-        raise ValueError(f"distillation_loss: epsilon must be in [0, 1], got {epsilon}")
+        raise InputError(f"distillation_loss: epsilon must be in [0, 1], got {epsilon}")
     student = student_loss(pred, target, mask, image)
     if float(epsilon) == 0.0:
         total, kd = student, None
@@ -618,11 +620,14 @@ LOSSES: dict[str, type[nn.Module]] = {
 }
 
 
-class UnknownLossError(KeyError):
-    """Unknown loss name; ``str()`` is a plain one-line message (KeyError would quote it)."""
+class LossSpecError(DepthlabError, TypeError):
+    """A loss spec of the wrong type, a weight that is not a number or a parameter its loss does not take
+    (a ``TypeError``; ``str()`` names the term)."""
 
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
+
+class UnknownLossError(UnknownNameError):
+    """Unknown loss name: a :class:`~depthlab.errors.UnknownNameError` (a ``DepthlabError``, ``KeyError`` and
+    ``ValueError``) whose ``str()`` is the one-line message."""
 
 
 def list_losses() -> list[str]:
@@ -634,9 +639,7 @@ def loss_class(name: str) -> type[nn.Module]:
     """The module class of a config name; :class:`UnknownLossError` (with close matches) otherwise."""
     key = str(name).strip().lower()
     if key not in LOSSES:
-        close = difflib.get_close_matches(key, list(LOSSES), n=3, cutoff=0.5)
-        hint = f"; did you mean: {', '.join(close)}?" if close else ""
-        raise UnknownLossError(f"unknown loss {name!r}{hint} (available: {', '.join(sorted(LOSSES))})")
+        raise unknown_name("loss", name, sorted(LOSSES), error=UnknownLossError)
     return LOSSES[key]
 
 
@@ -651,7 +654,7 @@ def _check_params(label: str, cls: type[nn.Module], params: Mapping[str, Any]) -
                and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
     bad = [k for k in params if k not in allowed]
     if bad:
-        raise TypeError(f"{label}: unknown parameter(s) {', '.join(map(repr, bad))}; "
+        raise LossSpecError(f"{label}: unknown parameter(s) {', '.join(map(repr, bad))}; "
                         f"valid: {', '.join(allowed) if allowed else 'none'}")
 
 def _canonical(name: str) -> str:
@@ -674,10 +677,10 @@ class WeightedSum(nn.Module):
     def __init__(self, terms: Sequence[tuple[str, float, nn.Module]]):
         super().__init__()
         if not terms:
-            raise ValueError("WeightedSum: no loss terms (every weight is 0 or the spec is empty)")
+            raise InputError("WeightedSum: no loss terms (every weight is 0 or the spec is empty)")
         self.keys = [k for k, _, _ in terms]
         if len(set(self.keys)) != len(self.keys):
-            raise ValueError(f"WeightedSum: duplicate term keys {self.keys}")
+            raise InputError(f"WeightedSum: duplicate term keys {self.keys}")
         self.weights = [float(w) for _, w, _ in terms]
         self.losses = nn.ModuleList([m for _, _, m in terms])
         self.last_terms: dict[str, torch.Tensor] = {}
@@ -705,14 +708,51 @@ class WeightedSum(nn.Module):
 
 def _as_weight(value: Any, where: str) -> float:
     if isinstance(value, bool):
-        raise TypeError(f"{where}: weight must be a number, got {value!r}")
+        raise LossSpecError(f"{where}: weight must be a number, got {value!r}")
     try:
         w = float(value)
     except (TypeError, ValueError):
-        raise TypeError(f"{where}: weight must be a number, got {value!r}") from None
+        raise LossSpecError(f"{where}: weight must be a number, got {value!r}") from None
     if not math.isfinite(w):
-        raise ValueError(f"{where}: weight must be finite, got {value!r}")
+        raise InputError(f"{where}: weight must be finite, got {value!r}")
     return w
+
+
+def _unwrap_spec(spec: Any, params: Mapping[str, Mapping[str, Any]] | None) -> tuple[Any, dict]:
+    """``(terms spec, params by name)`` of a ``LossConfig`` or a ``{"terms": ..., "params": ...}`` mapping
+    (``params`` given to :func:`build_loss` win); any other spec is returned as it is."""
+    if hasattr(spec, "terms") and not isinstance(spec, Mapping):
+        return spec.terms, {**(getattr(spec, "params", None) or {}), **(params or {})}
+    if isinstance(spec, Mapping) and "terms" in spec:
+        extra = set(spec) - {"terms", "params"}
+        if extra:
+            raise InputError(f"loss spec: unexpected key(s) {sorted(extra)}; expected 'terms' and 'params'")
+        return spec["terms"], {**(spec.get("params") or {}), **(params or {})}
+    return spec, dict(params or {})
+
+
+def _term_items(spec: Any) -> list[tuple[str, str, float, dict]]:
+    """``[(key, canonical name, weight, params)]`` of a name, a mapping name -> weight or a list of terms."""
+    if isinstance(spec, str):
+        spec = {spec: 1.0}
+    if isinstance(spec, Mapping):
+        return [(str(name), _canonical(name), _as_weight(weight, f"loss {name!r}"), {}) for name, weight in spec.items()]
+    if not isinstance(spec, Sequence):
+        raise LossSpecError(f"loss spec must be a name, a mapping name->weight or a list of terms, got {type(spec).__name__}")
+    items = []
+    for i, item in enumerate(spec):
+        if isinstance(item, str):
+            item = {"name": item}
+        if not isinstance(item, Mapping) or "name" not in item:
+            raise InputError(f"loss term #{i}: expected a mapping with 'name', got {item!r}")
+        extra = set(item) - {"name", "weight", "params", "key"}
+        if extra:
+            raise InputError(f"loss term #{i} ({item['name']!r}): unexpected key(s) {sorted(extra)}; "
+                             "valid: name, weight, params, key")
+        name = str(item["name"])
+        items.append((str(item.get("key", name)), _canonical(name),
+                      _as_weight(item.get("weight", 1.0), f"loss {name!r}"), dict(item.get("params") or {})))
+    return items
 
 
 def build_loss(spec: Any, params: Mapping[str, Mapping[str, Any]] | None = None) -> WeightedSum:
@@ -728,51 +768,17 @@ def build_loss(spec: Any, params: Mapping[str, Mapping[str, Any]] | None = None)
     * a ``LossConfig`` or a mapping with ``"terms"`` (and optional ``"params"``).
 
     Terms with weight 0 are skipped (a convenient way to switch off an inherited term). Unknown
-    names raise :class:`UnknownLossError` (a ``KeyError``) with close matches; unknown parameters
-    raise ``TypeError`` naming the term.
+    names raise :class:`UnknownLossError` (a ``DepthlabError``, ``KeyError`` and ``ValueError``) with close matches; unknown parameters
+    raise :class:`LossSpecError` (a ``DepthlabError`` and ``TypeError``) naming the term, bad values an
+    :class:`~depthlab.errors.InputError` (a ``ValueError``).
     """
-    if hasattr(spec, "terms") and not isinstance(spec, Mapping):
-        params = {**(getattr(spec, "params", None) or {}), **(params or {})}
-        spec = spec.terms
-    elif isinstance(spec, Mapping) and "terms" in spec:
-        extra = set(spec) - {"terms", "params"}
-        if extra:
-            raise ValueError(f"loss spec: unexpected key(s) {sorted(extra)}; expected 'terms' and 'params'")
-        params = {**(spec.get("params") or {}), **(params or {})}
-        spec = spec["terms"]
-    params = dict(params or {})
-    for pname in params:
-        loss_class(pname)  # a typo in params must not pass silently
-
-    items: list[tuple[str, str, float, dict]] = []  # (key, canonical name, weight, params)
-    if isinstance(spec, str):
-        spec = {spec: 1.0}
-    if isinstance(spec, Mapping):
-        for name, weight in spec.items():
-            items.append((str(name), _canonical(name), _as_weight(weight, f"loss {name!r}"), {}))
-    elif isinstance(spec, Sequence):
-        for i, item in enumerate(spec):
-            if isinstance(item, str):
-                item = {"name": item}
-            if not isinstance(item, Mapping) or "name" not in item:
-                raise ValueError(f"loss term #{i}: expected a mapping with 'name', got {item!r}")
-            extra = set(item) - {"name", "weight", "params", "key"}
-            if extra:
-                raise ValueError(f"loss term #{i} ({item['name']!r}): unexpected key(s) {sorted(extra)}; "
-                                 "valid: name, weight, params, key")
-            name = str(item["name"])
-            items.append((str(item.get("key", name)), _canonical(name),
-                          _as_weight(item.get("weight", 1.0), f"loss {name!r}"), dict(item.get("params") or {})))
-    else:
-        raise TypeError(f"loss spec must be a name, a mapping name->weight or a list of terms, got {type(spec).__name__}")
-
-    # params given by name apply to every term of that loss
+    spec, params = _unwrap_spec(spec, params)
+    # params given by name apply to every term of that loss (a typo among their names must not pass silently)
     by_canonical: dict[str, dict] = {}
     for pname, p in params.items():
         by_canonical.setdefault(_canonical(pname), {}).update(p or {})
-
     terms = []
-    for key, canon, weight, p in items:
+    for key, canon, weight, p in _term_items(spec):
         if weight == 0.0:
             continue
         kw = {**by_canonical.get(canon, {}), **p}

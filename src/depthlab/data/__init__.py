@@ -13,7 +13,7 @@ import inspect
 from typing import Any, Callable
 
 from depthlab._lazy import lazy_exports
-from depthlab.errors import DepthlabError, InputError, MissingFileError, did_you_mean, first_line, unknown_name
+from depthlab.errors import DepthlabError, did_you_mean, unknown_name
 
 
 class DatasetOptionError(DepthlabError, TypeError):
@@ -60,24 +60,15 @@ def create_dataset(name: str, root=None, split: str = "test", transform: Callabl
     """Build a registered dataset: ``create_dataset("kitti", root=..., split="test", transform=None, **reader_options)``.
 
     Unknown names raise KeyError listing close matches. Reader options are documented on each reader
-    (``describe_datasets()`` and docs/datasets.md). An option the reader does not take, and a reader's own
-    check of its root / split / options failing, raise a :class:`~depthlab.errors.DepthlabError`
-    (a ``TypeError`` / ``FileNotFoundError`` / ``ValueError`` as before).
+    (``describe_datasets()`` and docs/datasets.md). An option the reader does not take raises
+    :class:`DatasetOptionError` (a ``TypeError``); the readers check what the user named before reading
+    anything and raise :class:`~depthlab.errors.MissingFileError` (a ``FileNotFoundError``) for a missing
+    root / folder / file and :class:`~depthlab.errors.InputError` (a ``ValueError``) for a bad split or option
+    value. Anything else is a bug and keeps its traceback.
     """
     factory = resolve_dataset(name)
     _check_options(name, factory, kwargs)
-    try:
-        return factory(root=root, split=split, transform=transform, **kwargs)
-    # the readers check what the user named (root, split, options) before reading anything and say what is
-    # wrong in one line; a bug inside a reader raises something else and keeps its traceback
-    except FileNotFoundError as e:
-        if isinstance(e, DepthlabError):
-            raise
-        raise MissingFileError(first_line(e)) from e
-    except ValueError as e:
-        if isinstance(e, DepthlabError):
-            raise
-        raise InputError(f"dataset {name!r}: {first_line(e)}") from e
+    return factory(root=root, split=split, transform=transform, **kwargs)
 
 
 def dataset_accepts(name: str, argument: str) -> bool:

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from depthlab.data.base import DepthDataset, first_existing, make_sample, natural_key, read_csv_rows, read_list_file
-from depthlab.errors import DataError
+from depthlab.errors import DataError, InputError, MissingFileError
 
 #: the area categories of the aerial study, in its order (Depth Maps 1-11: residential areas, suburbs, a campus of
 #: larger buildings, an industrial area, a garden centre, farms surrounded by fields / fields)
@@ -63,12 +63,12 @@ class AerialHeights(DepthDataset):
         from depthlab.geo import read_georef, tile_windows
 
         if root is None:
-            raise ValueError("aerial needs root= (a folder with rgb/ and height/ GeoTIFFs)")
+            raise InputError("aerial needs root= (a folder with rgb/ and height/ GeoTIFFs)")
         super().__init__(root, split, transform)
         self.ground_height = None if ground_height is None else float(ground_height)
         self.rgb_dir, self.height_dir = self.root / "rgb", self.root / "height"
         if not self.rgb_dir.is_dir():
-            raise FileNotFoundError(f"{self.rgb_dir}: aerial orthophoto folder not found")
+            raise MissingFileError(f"{self.rgb_dir}: aerial orthophoto folder not found")
         self.tile_size = int(tile_size) if tile_size is not None else None
         self.rgb_max = rgb_max
         self.category_of = {r["name"]: r["category"] for r in read_csv_rows(self.root / "categories.csv")
@@ -81,10 +81,10 @@ class AerialHeights(DepthDataset):
             wanted = [categories] if isinstance(categories, str) else list(categories)
             unknown = [c for c in wanted if c not in CATEGORIES]
             if unknown:
-                raise ValueError(f"unknown aerial categor{'y' if len(unknown) == 1 else 'ies'} {unknown}; "
+                raise InputError(f"unknown aerial categor{'y' if len(unknown) == 1 else 'ies'} {unknown}; "
                                  f"choose from {', '.join(CATEGORIES)}")
             if not self.category_of:
-                raise FileNotFoundError(f"{self.root / 'categories.csv'}: needed to filter by category")
+                raise MissingFileError(f"{self.root / 'categories.csv'}: needed to filter by category")
             stems = [s for s in stems if self.category_of.get(s) in wanted]
         # items: (name, stem, window or None); raster sizes come from the headers (cheap)
         self.items: list[tuple[str, str, object]] = []

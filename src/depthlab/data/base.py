@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from depthlab.errors import DataError
+from depthlab.errors import DataError, InputError, MissingFileError
 
 SPLITS_DIR = Path(__file__).resolve().parent / "splits"
 
@@ -114,7 +114,7 @@ def unit_to_scale(unit: str | float | None) -> float | None:
     """A depth unit spelling -> metres per stored unit.
 
     ``"mm"`` -> 0.001, ``"m/256"`` -> 1/256, ``"m"`` -> 1, ``"cm"`` -> 0.01, ``"m/1000"`` -> 0.001, a plain number
-    is already metres per unit. ``None`` / empty -> None. Unknown spellings raise ValueError.
+    is already metres per unit. ``None`` / empty -> None. Unknown spellings raise InputError (a ValueError).
     """
     if unit is None:
         return None
@@ -131,7 +131,7 @@ def unit_to_scale(unit: str | float | None) -> float | None:
     try:
         return float(s)
     except ValueError:
-        raise ValueError(f"unknown depth unit {unit!r}; use mm, m, cm, m/256, m/<N> or metres per unit as a number") from None
+        raise InputError(f"unknown depth unit {unit!r}; use mm, m, cm, m/256, m/<N> or metres per unit as a number") from None
 
 
 # --------------------------------------------------------------------------------------------------- csv files
@@ -165,7 +165,7 @@ def read_list_file(path) -> list[str]:
     """Non-empty, non-comment (``#``) lines of a text list, stripped."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: split list not found")
+        raise MissingFileError(f"{path}: split list not found")
     with open(path, encoding="utf-8") as f:
         return [ln.strip() for ln in f if ln.strip() and not ln.lstrip().startswith("#")]
 
@@ -187,6 +187,30 @@ def first_existing(paths: Iterable[Path]) -> Path | None:
     return None
 
 
-def worker_key() -> int:
-    """Identity of the current process (file handles are opened once per process / DataLoader worker)."""
-    return os.getpid()
+class ProcessLocal:
+    """A file handle (an HDF5 file, a zip archive) opened on first use in each process and never pickled.
+
+    DataLoader workers receive a copy of the dataset (pickled under spawn, forked otherwise); a handle
+    opened in the parent must not be shared with them, so :meth:`get` reopens it in a process that did not
+    open it, and pickling drops it. ``opener`` builds the handle; it must itself pickle (a module-level
+    function or a ``functools.partial`` of one, not a lambda).
+    """
+
+    def __init__(self, opener: Callable[[], Any]):
+        self.opener = opener
+        self._handle: Any = None
+        self._pid: int | None = None
+
+    @property
+    def is_open(self) -> bool:
+        """Whether this process holds an open handle."""
+        return self._handle is not None and self._pid == os.getpid()
+
+    def get(self) -> Any:
+        """The handle of this process, opened now if needed."""
+        if not self.is_open:
+            self._handle, self._pid = self.opener(), os.getpid()
+        return self._handle
+
+    def __getstate__(self) -> dict:
+        return {"opener": self.opener, "_handle": None, "_pid": None}

@@ -7,7 +7,7 @@ from typing import Callable
 import numpy as np
 
 from depthlab.data.base import DepthDataset, make_sample, natural_key
-from depthlab.errors import DataError, one_line
+from depthlab.errors import DataError, InputError, MissingFileError, one_line
 from depthlab.io import read_depth, read_rgb
 
 #: Camera intrinsics published with DIODE (pixels, 1024x768 images).
@@ -38,17 +38,17 @@ class DIODE(DepthDataset):
 
     def __init__(self, root, split: str = "val", transform: Callable | None = None, scene_type: str = "all"):
         if root is None:
-            raise ValueError("diode needs root= (the folder holding train/ and/or val/)")
+            raise InputError("diode needs root= (the folder holding train/ and/or val/)")
         real_split = "val" if split == "test" else split
         if real_split not in ("train", "val"):
-            raise ValueError(f"unknown DIODE split {split!r}; choose val (= test) or train")
+            raise InputError(f"unknown DIODE split {split!r}; choose val (= test) or train")
         if scene_type not in SCENE_TYPES + ("all",):
-            raise ValueError(f"scene_type must be indoors, outdoors or all, got {scene_type!r}")
+            raise InputError(f"scene_type must be indoors, outdoors or all, got {scene_type!r}")
         super().__init__(root, split, transform)
         self.scene_type = scene_type
         split_dir = self.root / real_split
         if not split_dir.is_dir():
-            raise FileNotFoundError(f"{split_dir}: DIODE split folder not found")
+            raise MissingFileError(f"{split_dir}: DIODE split folder not found")
         types = SCENE_TYPES if scene_type == "all" else (scene_type,)
         self.items: list[tuple[Path, str]] = []
         for t in types:

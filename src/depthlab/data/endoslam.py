@@ -10,7 +10,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from depthlab.data.base import DepthDataset, make_sample
-from depthlab.errors import DataError
+from depthlab.errors import DataError, InputError, MissingFileError
 from depthlab.io import open_pil, read_rgb
 
 ORGANS = ("colon", "small_intestine", "stomach")
@@ -69,18 +69,18 @@ class EndoSLAM(DepthDataset):
                  max_depth: float = 1.0, ratios: tuple[float, float, float] = DEFAULT_RATIOS,
                  per_organ: int | None = None):
         if root is None:
-            raise ValueError("endoslam needs root= (the EndoSLAM folder, its UnityCam/ folder or the organ folders' parent)")
+            raise InputError("endoslam needs root= (the EndoSLAM folder, its UnityCam/ folder or the organ folders' parent)")
         super().__init__(root, split, transform)
         if split not in ("train", "val", "test", "all"):
-            raise ValueError(f"unknown EndoSLAM split {split!r}; choose train, val, test or all")
+            raise InputError(f"unknown EndoSLAM split {split!r}; choose train, val, test or all")
         if not self.root.is_dir():
-            raise FileNotFoundError(f"{self.root}: EndoSLAM folder not found")
+            raise MissingFileError(f"{self.root}: EndoSLAM folder not found")
         if max_depth <= 0:
-            raise ValueError("max_depth must be positive")
+            raise InputError("max_depth must be positive")
         self.max_depth = float(max_depth)
         self.ratios = tuple(float(r) for r in ratios)
         if len(self.ratios) != 3 or min(self.ratios) < 0 or sum(self.ratios) <= 0:
-            raise ValueError(f"ratios must be three non-negative fractions, got {ratios!r}")
+            raise InputError(f"ratios must be three non-negative fractions, got {ratios!r}")
         wanted = None
         if organs is not None:
             organs = [organs] if isinstance(organs, str) else list(organs)
@@ -88,11 +88,11 @@ class EndoSLAM(DepthDataset):
             for o in organs:
                 c = canonical_organ(o)
                 if c is None:
-                    raise ValueError(f"unknown organ {o!r}; choose from {ORGANS}")
+                    raise InputError(f"unknown organ {o!r}; choose from {ORGANS}")
                 wanted.add(c)
         found = _find_organ_dirs(self.root)
         if not found:
-            raise FileNotFoundError(f"{self.root}: no Colon / Small Intestine / Stomach folders found (also looked in UnityCam/)")
+            raise MissingFileError(f"{self.root}: no Colon / Small Intestine / Stomach folders found (also looked in UnityCam/)")
         self.organ_dirs = {k: v for k, v in found.items() if wanted is None or k in wanted}
         self.intrinsics = _read_cam_txt(self.root)
         # items: (organ, frame number, rgb path, depth path)
@@ -186,7 +186,7 @@ def _evenly_spaced(items: list, k: int | None) -> list:
     if k is None or k >= len(items):
         return items
     if k < 1:
-        raise ValueError(f"per_organ must be a positive number of frames, got {k}")
+        raise InputError(f"per_organ must be a positive number of frames, got {k}")
     if k == 1:
         return items[:1]
     return [items[round(i * (len(items) - 1) / (k - 1))] for i in range(k)]

@@ -29,14 +29,17 @@ from PIL import Image
 
 from depthlab.errors import unknown_name
 
-__all__ = ["write_fixture", "list_fixtures", "FIXTURES"]
+__all__ = ["write_fixture", "list_fixtures", "FIXTURES", "rendered_scenes"]
 
 _MARKER = ".complete"   # the arguments the tree was written with, written last
 _PATH = ".path"         # the path to pass as data.root, relative to the tree
 
 
-def _scenes(n: int, size, seed: int):
-    """``n`` rendered synthetic scenes: (rgb uint8 HxWx3, depth float32 HxW metres, category)."""
+def rendered_scenes(n: int, size, seed: int):
+    """``n`` rendered synthetic scenes: (rgb uint8 HxWx3, depth float32 HxW metres, category).
+
+    The pictures every fixture writer stores (the same ``n``, ``size``, ``seed`` give the same frames), so a
+    test can compare what a reader returns with what was written."""
     from depthlab.data.synthetic import render_scene
 
     for k in range(n):
@@ -67,7 +70,7 @@ def write_nyu_mat(root: Path, n: int = 8, size=(48, 64), seed: int = 0, n_test: 
     1-based ``trainNdxs``/``testNdxs`` (the last ``n_test`` frames, default a quarter, are test)."""
     import h5py
 
-    frames = list(_scenes(n, size, seed))
+    frames = list(rendered_scenes(n, size, seed))
     images = np.stack([f[0] for f in frames])                                   # (N,H,W,3)
     depths = np.stack([f[1] for f in frames]).astype(np.float32)               # (N,H,W)
     raw = depths.copy()
@@ -100,12 +103,12 @@ def write_nyu_reduced(root: Path, n_train: int = 8, n_test: int = 4, size=(48, 6
         return buf.getvalue()
 
     train_rows, test_rows = [], []
-    for k, (rgb, depth, _) in enumerate(_scenes(n_train, size, seed)):
+    for k, (rgb, depth, _) in enumerate(rendered_scenes(n_train, size, seed)):
         stem = f"data/nyu2_train/scene_{k // 4:04d}_out/{k}"
         members[stem + ".jpg"] = png(rgb, "JPEG", quality=95)
         members[stem + ".png"] = png(np.clip(depth / 10.0 * 255.0 + 0.5, 0, 255).astype(np.uint8))
         train_rows.append(f"{stem}.jpg,{stem}.png")
-    for k, (rgb, depth, _) in enumerate(_scenes(n_test, size, seed + 1)):
+    for k, (rgb, depth, _) in enumerate(rendered_scenes(n_test, size, seed + 1)):
         stem = f"data/nyu2_test/{k:05d}"
         members[stem + "_colors.png"] = png(rgb)
         members[stem + "_depth.png"] = png(np.clip(depth * 1000.0 + 0.5, 0, 65535).astype(np.uint16))
@@ -135,7 +138,7 @@ def write_kitti(root: Path, n: int = 4, size=(64, 208), seed: int = 0, density: 
 
     entries = [parse_split_line(ln) for ln in read_list_file(split_file_path("kitti_eigen_test.txt"))[:n]]
     rng = np.random.default_rng(seed)
-    for e, (rgb, depth, _) in zip(entries, _scenes(n, size, seed)):
+    for e, (rgb, depth, _) in zip(entries, rendered_scenes(n, size, seed)):
         drive = root / e.date / e.drive
         _save_png(drive / e.cam / "data" / f"{e.frame}.png", rgb)
         keep = rng.random(depth.shape) < density
@@ -155,7 +158,7 @@ def write_diode(root: Path, n: int = 4, size=(48, 64), seed: int = 0,
     for si, split in enumerate(splits):
         for ti, t in enumerate(scene_types):
             tag = "indoors" if t == "indoors" else "outdoor"
-            for k, (rgb, depth, _) in enumerate(_scenes(n, size, seed + 10 * si + ti)):
+            for k, (rgb, depth, _) in enumerate(rendered_scenes(n, size, seed + 10 * si + ti)):
                 scene, scan = f"scene_{100 * si + 10 * ti:05d}", f"scan_{k:05d}"
                 stem = f"{100 * si + 10 * ti:05d}_{k:05d}_{tag}_000_000"
                 d = root / split / t / scene / scan
@@ -174,7 +177,7 @@ def write_endoslam(root: Path, n: int = 10, size=(40, 40), seed: int = 0) -> Pat
     ``UnityCam/Calibration/cam.txt``; ``n`` frames per organ."""
     unity = root / "UnityCam"
     for oi, organ in enumerate(("Colon", "Small Intestine", "Stomach")):
-        for k, (rgb, depth, _) in enumerate(_scenes(n, size, seed + oi), start=1):
+        for k, (rgb, depth, _) in enumerate(rendered_scenes(n, size, seed + oi), start=1):
             _save_png(unity / organ / "Frames" / f"image_{k:04d}.png", rgb)
             rel = depth / max(float(depth.max()), 1e-6)                         # the organ spans 0..1 m
             g = np.clip(rel * 255.0 + 0.5, 0, 255).astype(np.uint8)
@@ -199,7 +202,7 @@ def write_aerial(root: Path, n: int = 6, size=(64, 64), seed: int = 0, epsg: int
 
     cats = list(categories or CATEGORIES)
     names, rows = [], ["name,category"]
-    for k, (rgb, depth, _) in enumerate(_scenes(n, size, seed)):
+    for k, (rgb, depth, _) in enumerate(rendered_scenes(n, size, seed)):
         name = f"tile_{k:03d}"
         height = np.clip(float(depth.max()) - depth, 0.0, None).astype(np.float32)   # the view from above
         height[:2, :2] = -9999.0

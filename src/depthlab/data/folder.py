@@ -7,7 +7,7 @@ from typing import Callable
 
 from depthlab.data.base import (DepthDataset, first_existing, make_sample, read_csv_rows, read_intrinsics_csv,
                                 unit_to_scale)
-from depthlab.errors import DataError
+from depthlab.errors import DataError, InputError, MissingFileError
 from depthlab.io import IMAGE_EXTS, list_images, read_depth, read_rgb
 
 DEPTH_EXTS = (".png", ".npy", ".tif", ".tiff")
@@ -50,12 +50,12 @@ class FolderDataset(DepthDataset):
                  default_depth_scale: float | None = None, image_dir=None, depth_dir=None,
                  dataset_name: str | None = None, allow_outside_root: bool = False):
         if root is None:
-            raise ValueError("folder dataset needs root= (a folder with images/ or rgb/, optionally depth/)")
+            raise InputError("folder dataset needs root= (a folder with images/ or rgb/, optionally depth/)")
         super().__init__(root, split, transform)
         if dataset_name:
             self.dataset_name = dataset_name
         if not self.root.is_dir():
-            raise FileNotFoundError(f"{self.root}: dataset folder not found")
+            raise MissingFileError(f"{self.root}: dataset folder not found")
         base = self.root
         if split and (self.root / split).is_dir() and _find_image_dir(self.root / split, image_dir) is not None:
             base = self.root / split
@@ -76,7 +76,7 @@ class FolderDataset(DepthDataset):
         self.names = [it[0] for it in self._items]
         needs_scale = [it[2] for it in self._items if it[2] is not None and it[2].suffix.lower() == ".png" and it[3] is None]
         if needs_scale:
-            raise ValueError(f"{base}: PNG depth maps (e.g. {needs_scale[0].name}) need a unit: pass depth_scale= "
+            raise InputError(f"{base}: PNG depth maps (e.g. {needs_scale[0].name}) need a unit: pass depth_scale= "
                              "(metres per unit, 0.001 for mm, 1/256 for KITTI) or add a depth_unit column to index.csv")
 
     # ----------------------------------------------------------------------------------------- discovery
@@ -101,7 +101,7 @@ class FolderDataset(DepthDataset):
     def _from_listing(self, image_dir, depth_dir, rows):
         img_dir = _find_image_dir(self.base, image_dir)
         if img_dir is None:
-            raise FileNotFoundError(f"{self.base}: no images/ or rgb/ folder and no images in the folder itself")
+            raise MissingFileError(f"{self.base}: no images/ or rgb/ folder and no images in the folder itself")
         if depth_dir is not None:
             d_dir = Path(depth_dir) if Path(depth_dir).is_absolute() else self.base / depth_dir
         else:

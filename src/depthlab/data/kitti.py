@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 from depthlab.data.base import DepthDataset, first_existing, make_sample, read_list_file, split_file_path
-from depthlab.errors import DataError
+from depthlab.errors import DataError, InputError, MissingFileError
 from depthlab.io import read_depth, read_rgb
 
 KITTI_DEPTH_SCALE = 1.0 / 256.0
@@ -37,12 +37,12 @@ def parse_split_line(line: str) -> KittiEntry:
     if len(tok) >= 2 and tok[1].isdigit() and (len(tok) == 2 or tok[2] in ("l", "r")):
         m = _DRIVE_RE.search(tok[0])
         if not m:
-            raise ValueError(f"cannot find a <date>_drive_<n>_sync folder in {line!r}")
+            raise InputError(f"cannot find a <date>_drive_<n>_sync folder in {line!r}")
         cam = "image_03" if len(tok) > 2 and tok[2] == "r" else "image_02"
         return KittiEntry(m.group(1), m.group(0), f"{int(tok[1]):010d}", cam, None, None, False, None)
     m = _DRIVE_RE.search(tok[0])
     if not m:
-        raise ValueError(f"cannot find a <date>_drive_<n>_sync folder in {line!r}")
+        raise InputError(f"cannot find a <date>_drive_<n>_sync folder in {line!r}")
     cam = "image_03" if "image_03" in tok[0] else "image_02"
     frame = Path(tok[0]).stem
     gt = tok[1] if len(tok) > 1 else "None"
@@ -109,14 +109,14 @@ class KITTIEigen(DepthDataset):
     def __init__(self, root, split: str = "test", transform: Callable | None = None, gt_root=None,
                  split_file=None, require_gt: bool = True):
         if root is None:
-            raise ValueError("kitti needs root= (the KITTI raw data folder holding <date>/<drive>/...)")
+            raise InputError("kitti needs root= (the KITTI raw data folder holding <date>/<drive>/...)")
         super().__init__(root, split, transform)
         if not self.root.is_dir():
-            raise FileNotFoundError(f"{self.root}: KITTI root folder not found")
+            raise MissingFileError(f"{self.root}: KITTI root folder not found")
         self.gt_root = Path(gt_root) if gt_root is not None else self.root
         if split_file is None:
             if split not in _SHIPPED:
-                raise ValueError(f"no shipped KITTI list for split {split!r} (shipped: {sorted(_SHIPPED)}); pass split_file=")
+                raise InputError(f"no shipped KITTI list for split {split!r} (shipped: {sorted(_SHIPPED)}); pass split_file=")
             split_file = split_file_path(_SHIPPED[split])
         self.split_file = Path(split_file)
         self.require_gt = require_gt
@@ -132,7 +132,7 @@ class KITTIEigen(DepthDataset):
             kept.append(e)
         if require_gt and entries and not kept:
             example = self._gt_candidates(entries[0])[0]
-            raise FileNotFoundError(f"{self.gt_root}: no ground truth found for any of the {len(entries)} listed frames "
+            raise MissingFileError(f"{self.gt_root}: no ground truth found for any of the {len(entries)} listed frames "
                                     f"(looked for e.g. {example}); pass gt_root= or require_gt=False")
         self.entries = kept
         self.names = [f"{e.drive}_{e.frame}" + ("_r" if e.cam == "image_03" else "") for e in kept]

@@ -2,6 +2,7 @@
 and plain rgb/ + depth/ folders in millimetres. :func:`open_nyu` picks the right reader from ``root``."""
 from __future__ import annotations
 
+import functools
 import re
 import zipfile
 from pathlib import Path
@@ -9,8 +10,8 @@ from typing import Callable
 
 import numpy as np
 
-from depthlab.data.base import DepthDataset, make_sample, read_index_file, split_file_path, worker_key
-from depthlab.errors import DataError, one_line
+from depthlab.data.base import DepthDataset, ProcessLocal, make_sample, read_index_file, split_file_path
+from depthlab.errors import DataError, InputError, MissingFileError, one_line
 from depthlab.io import open_pil, pil_to_rgb_array, to_float_chw
 
 #: Colour-camera intrinsics of NYU-Depth V2 (NYU toolbox ``camera_params.m``), pixels, for 640x480 frames.
@@ -31,7 +32,7 @@ def seeded_split(n_frames: int, n_test: int, seed: int = 0) -> tuple[list[int], 
     reference for the real 1449-frame set, so a change of NumPy's permutation algorithm cannot move it).
     """
     if not 0 <= n_test <= n_frames:
-        raise ValueError(f"n_test must be in [0, {n_frames}], got {n_test}")
+        raise InputError(f"n_test must be in [0, {n_frames}], got {n_test}")
     perm = np.random.default_rng(seed).permutation(n_frames) + 1
     return sorted(int(i) for i in perm[n_test:]), sorted(int(i) for i in perm[:n_test])
 
@@ -51,6 +52,13 @@ def study_split_indices(split: str, n_frames: int) -> list[int]:
 
 
 # ================================================================================================ labelled .mat
+def _open_h5(path: Path):
+    """The labelled ``.mat`` (HDF5), read-only (a module-level opener: :class:`ProcessLocal` pickles it)."""
+    import h5py
+
+    return h5py.File(path, "r")
+
+
 class NYUv2Labeled(DepthDataset):
     """NYU-Depth V2 labelled set: the official ``nyu_depth_v2_labeled.mat`` (MATLAB v7.3 = HDF5), read with h5py.
 
@@ -81,17 +89,17 @@ class NYUv2Labeled(DepthDataset):
     def __init__(self, root, split: str = "test", transform: Callable | None = None, depth_key: str = "depths",
                  splits_mat=None, indices=None):
         if root is None:
-            raise ValueError(f"nyu_mat needs root= (the {MAT_NAME} file or its folder)")
+            raise InputError(f"nyu_mat needs root= (the {MAT_NAME} file or its folder)")
         super().__init__(root, split, transform)
         path = Path(root)
         if path.is_dir():
             cands = [path / MAT_NAME] if (path / MAT_NAME).is_file() else sorted(path.glob("*.mat"))
             cands = [c for c in cands if c.name.lower() != "splits.mat"]
             if not cands:
-                raise FileNotFoundError(f"{path}: no {MAT_NAME} in this folder")
+                raise MissingFileError(f"{path}: no {MAT_NAME} in this folder")
             path = cands[0]
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: file not found")
+            raise MissingFileError(f"{path}: file not found")
         self.mat_path = path
         self.depth_key = depth_key
         import h5py
@@ -116,33 +124,18 @@ class NYUv2Labeled(DepthDataset):
         elif split in STUDY_SPLIT["names"]:
             idx = study_split_indices(split, self.n_frames)
         else:
-            raise ValueError(f"unknown NYU labelled split {split!r}; choose test, train, all, train1111 or test338 "
+            raise InputError(f"unknown NYU labelled split {split!r}; choose test, train, all, train1111 or test338 "
                              "(or pass indices=)")
         self.indices = idx
         self.names = [f"{i:04d}" for i in idx]
-        self._h5 = None
-        self._h5_pid = None
-
-    def _file(self):
-        import h5py
-
-        if self._h5 is None or self._h5_pid != worker_key():
-            self._h5 = h5py.File(self.mat_path, "r")
-            self._h5_pid = worker_key()
-        return self._h5
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_h5"] = None
-        state["_h5_pid"] = None
-        return state
+        self._h5 = ProcessLocal(functools.partial(_open_h5, self.mat_path))
 
     def load_sample(self, index: int):
         i1 = self.indices[index]
         where = f"{self.mat_path}[{i1}]"
         if not 1 <= i1 <= self.n_frames:
             raise DataError(where, f"index {i1} out of range: the file holds frames 1..{self.n_frames}")
-        f = self._file()
+        f = self._h5.get()
         try:
             img = np.asarray(f["images"][i1 - 1])          # (3, W, H) uint8
             dep = np.asarray(f[self.depth_key][i1 - 1])     # (W, H) float metres
@@ -173,7 +166,7 @@ def read_splits_mat(path, split: str, n_frames: int | None = None) -> list[int]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: splits file not found")
+        raise MissingFileError(f"{path}: splits file not found")
     import h5py
 
     if h5py.is_hdf5(path):
@@ -190,7 +183,7 @@ def read_splits_mat(path, split: str, n_frames: int | None = None) -> list[int]:
         return sorted(int(i) for k in data for i in data[k])
     key = {"train": "trainNdxs", "test": "testNdxs"}.get(split)
     if key is None:
-        raise ValueError(f"unknown split {split!r}; choose train, test or all")
+        raise InputError(f"unknown split {split!r}; choose train, test or all")
     if key not in data:
         raise DataError(path, f"no {key} in the splits file")
     return [int(i) for i in data[key]]
@@ -218,10 +211,10 @@ class NYUReduced(DepthDataset):
 
     def __init__(self, root, split: str = "test", transform: Callable | None = None):
         if root is None:
-            raise ValueError("nyu_reduced needs root= (nyu_data.zip or its extracted folder)")
+            raise InputError("nyu_reduced needs root= (nyu_data.zip or its extracted folder)")
         super().__init__(root, split, transform)
         if split not in ("train", "test"):
-            raise ValueError(f"unknown nyu_reduced split {split!r}; choose train or test")
+            raise InputError(f"unknown nyu_reduced split {split!r}; choose train or test")
         path = Path(root)
         if path.is_dir() and not _reduced_csv_in_dir(path, split) and (path / "nyu_data.zip").is_file():
             path = path / "nyu_data.zip"
@@ -243,11 +236,11 @@ class NYUReduced(DepthDataset):
         elif path.is_dir():
             csv_path = _reduced_csv_in_dir(path, split)
             if csv_path is None:
-                raise FileNotFoundError(f"{path}: no data/{csv_name} (nor nyu_data.zip) here")
+                raise MissingFileError(f"{path}: no data/{csv_name} (nor nyu_data.zip) here")
             self._dir = csv_path.parent.parent if csv_path.parent.name == "data" else csv_path.parent
             text = csv_path.read_text(encoding="utf-8")
         else:
-            raise FileNotFoundError(f"{path}: not found")
+            raise MissingFileError(f"{path}: not found")
         self.csv_name = csv_name
         self.pairs: list[tuple[str, str]] = []
         for line in text.splitlines():
@@ -256,20 +249,7 @@ class NYUReduced(DepthDataset):
                 continue
             self.pairs.append((parts[0], parts[1]))
         self.names = [_reduced_name(r) for r, _ in self.pairs]
-        self._zf = None
-        self._zf_pid = None
-
-    def _zip(self):
-        if self._zf is None or self._zf_pid != worker_key():
-            self._zf = zipfile.ZipFile(self._zip_path)
-            self._zf_pid = worker_key()
-        return self._zf
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_zf"] = None
-        state["_zf_pid"] = None
-        return state
+        self._zf = ProcessLocal(functools.partial(zipfile.ZipFile, self._zip_path)) if self._zip_path else None
 
     def _read(self, rel: str) -> tuple[bytes | None, str, Path | None]:
         """-> (bytes from the zip or None, display path, disk path or None)."""
@@ -277,7 +257,7 @@ class NYUReduced(DepthDataset):
             member = self._prefix + rel
             where = f"{self._zip_path}::{member}"
             try:
-                return self._zip().read(member), where, None
+                return self._zf.get().read(member), where, None
             except KeyError:
                 raise DataError(where, "listed in the CSV but not found in the archive") from None
             except (zipfile.BadZipFile, OSError, ValueError) as e:
@@ -337,10 +317,10 @@ def _reduced_scene(rgb_rel: str) -> str | None:
 def detect_nyu_layout(root) -> str:
     """``"mat"``, ``"reduced"`` or ``"folder"`` for a NYU ``root``; ValueError when none fits."""
     if root is None:
-        raise ValueError("nyu needs root=: the labelled .mat, nyu_data.zip (or its folder), or an rgb/ + depth/ folder")
+        raise InputError("nyu needs root=: the labelled .mat, nyu_data.zip (or its folder), or an rgb/ + depth/ folder")
     p = Path(root)
     if not p.exists():
-        raise FileNotFoundError(f"{p}: not found")
+        raise MissingFileError(f"{p}: not found")
     if p.is_file():
         if p.suffix.lower() == ".mat":
             return "mat"
@@ -348,8 +328,8 @@ def detect_nyu_layout(root) -> str:
             with zipfile.ZipFile(p) as zf:
                 if any(re.search(r"nyu2_(train|test)\.csv$", n) for n in zf.namelist()):
                     return "reduced"
-            raise ValueError(f"{p}: zip without data/nyu2_train.csv or data/nyu2_test.csv")
-        raise ValueError(f"{p}: not a NYU .mat or nyu_data.zip")
+            raise InputError(f"{p}: zip without data/nyu2_train.csv or data/nyu2_test.csv")
+        raise InputError(f"{p}: not a NYU .mat or nyu_data.zip")
     if (p / MAT_NAME).is_file():
         return "mat"
     if any((p / "data" / f"nyu2_{s}.csv").is_file() or (p / f"nyu2_{s}.csv").is_file() for s in ("train", "test")):
@@ -361,7 +341,7 @@ def detect_nyu_layout(root) -> str:
     mats = [m for m in p.glob("*.mat") if m.name.lower() != "splits.mat"]
     if mats:
         return "mat"
-    raise ValueError(f"{p}: no NYU layout found (expected {MAT_NAME}, data/nyu2_*.csv / nyu_data.zip, or rgb/ + depth/)")
+    raise InputError(f"{p}: no NYU layout found (expected {MAT_NAME}, data/nyu2_*.csv / nyu_data.zip, or rgb/ + depth/)")
 
 
 def open_nyu(root=None, split: str = "test", transform: Callable | None = None, **kwargs):

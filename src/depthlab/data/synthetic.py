@@ -46,6 +46,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from depthlab.errors import InputError
+
 __all__ = [
     "RENDER_VERSION",
     "SPLITS",
@@ -816,11 +818,11 @@ def scene_seed(seed: int, split: str, index: int) -> int:
     seeds, never share a scene (it fits int64, hence the default collate, for seed < 7e8).
     """
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose from {SPLITS}")
+        raise InputError(f"unknown synthetic split {split!r}; choose from {SPLITS}")
     if not 0 <= index < 1 << 32:
         raise IndexError(index)
     if seed < 0:
-        raise ValueError("seed must be >= 0")
+        raise InputError("seed must be >= 0")
     return ((int(seed) * len(SPLITS) + SPLITS.index(split)) << 32) + int(index)
 
 
@@ -859,9 +861,9 @@ class SyntheticScenes(Dataset):
         noise_std: float = 0.01,
     ):
         if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; choose from {SPLITS}")
+            raise InputError(f"unknown synthetic split {split!r}; choose from {SPLITS}")
         if n < 0:
-            raise ValueError("n must be >= 0")
+            raise InputError("n must be >= 0")
         self.root = Path(root) if root is not None else None
         self.split = split
         self.transform = transform

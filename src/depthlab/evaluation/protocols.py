@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 import torch
 
-from depthlab.errors import DepthlabError, UnknownNameError, unknown_name
+from depthlab.errors import DepthlabError, InputError, UnknownNameError, unknown_name
 from depthlab.evaluation.align import ALIGNMENTS, SPACES
 
 RESIZE_MODES: tuple[str, ...] = ("bilinear", "nearest", "bicubic", "area")
@@ -110,11 +110,11 @@ CROP_DESCRIPTIONS: dict[str, str] = {
 def crop_bounds(name: str, height: int, width: int) -> tuple[int, int, int, int]:
     """``(top, bottom, left, right)`` of crop ``name`` on an ``height x width`` ground truth.
 
-    Raises :class:`CropError` if the crop is not defined for that size, ``ValueError`` for an
+    Raises :class:`CropError` if the crop is not defined for that size, ``InputError`` (a ``ValueError``) for an
     unknown crop.
     """
     if name not in CROPS:
-        raise ValueError(f"unknown crop {name!r}; choose from {tuple(CROPS)}")
+        raise InputError(f"unknown crop {name!r}; choose from {tuple(CROPS)}")
     return CROPS[name](int(height), int(width))
 
 
@@ -174,24 +174,15 @@ class Protocol:
     notes: str = ""
 
     def __post_init__(self):
-        if self.crop not in CROPS:
-            raise ValueError(f"crop must be one of {tuple(CROPS)}, got {self.crop!r}")
-        if self.alignment not in ALIGNMENTS:
-            raise ValueError(f"alignment must be one of {ALIGNMENTS}, got {self.alignment!r}")
-        if self.alignment_space not in SPACES:
-            raise ValueError(f"alignment_space must be one of {SPACES}, got {self.alignment_space!r}")
-        if self.flip_axis not in FLIP_AXES:
-            raise ValueError(f"flip_axis must be one of {FLIP_AXES}, got {self.flip_axis!r}")
-        if self.flip_combine not in FLIP_COMBINE:
-            raise ValueError(f"flip_combine must be one of {FLIP_COMBINE}, got {self.flip_combine!r}")
-        if self.averaging not in AVERAGING:
-            raise ValueError(f"averaging must be one of {AVERAGING}, got {self.averaging!r}")
-        if self.resize_pred not in RESIZE_MODES:
-            raise ValueError(f"resize_pred must be one of {RESIZE_MODES}, got {self.resize_pred!r}")
+        for name, choices in (("crop", tuple(CROPS)), ("alignment", ALIGNMENTS), ("alignment_space", SPACES),
+                              ("flip_axis", FLIP_AXES), ("flip_combine", FLIP_COMBINE), ("averaging", AVERAGING),
+                              ("resize_pred", RESIZE_MODES)):
+            if getattr(self, name) not in choices:
+                raise InputError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
         if not (self.min_depth >= 0 and math.isfinite(self.min_depth)):
-            raise ValueError(f"min_depth must be a finite number >= 0, got {self.min_depth!r}")
+            raise InputError(f"min_depth must be a finite number >= 0, got {self.min_depth!r}")
         if self.max_depth is not None and not self.max_depth > self.min_depth:
-            raise ValueError(f"max_depth ({self.max_depth}) must exceed min_depth ({self.min_depth})")
+            raise InputError(f"max_depth ({self.max_depth}) must exceed min_depth ({self.min_depth})")
 
     # -- presentation
     def describe(self) -> str:
@@ -251,7 +242,7 @@ def _replace(base: Protocol, changes: dict[str, Any]) -> Protocol:
     fields = {f.name for f in dataclasses.fields(Protocol)}
     unknown = sorted(set(changes) - fields)
     if unknown:
-        raise ValueError(f"unknown protocol setting(s) {unknown}; settings are {sorted(fields - {'notes'})}")
+        raise InputError(f"unknown protocol setting(s) {unknown}; settings are {sorted(fields - {'notes'})}")
     changes = {k: _coerce(k, v) for k, v in changes.items()}
     real = {k: v for k, v in changes.items() if k not in ("name", "notes") and getattr(base, k) != v}
     if "name" not in changes and real:
@@ -281,7 +272,7 @@ def _coerce(key: str, value):
             return True
         if v.lower() in ("0", "false", "no", "off"):
             return False
-        raise ValueError(f"{key} must be true/false, got {value!r}")
+        raise InputError(f"{key} must be true/false, got {value!r}")
     return v
 
 
@@ -374,7 +365,7 @@ def get_protocol(name: str | Protocol, **overrides) -> Protocol:
             for item in rest.split(","):
                 key, eq, value = item.partition("=")
                 if not eq:
-                    raise ValueError(f"protocol override {item!r} is not key=value (in {spec!r})")
+                    raise InputError(f"protocol override {item!r} is not key=value (in {spec!r})")
                 parsed[key.strip()] = value.strip()
             base = _replace(base, parsed)
     return _replace(base, overrides) if overrides else base

@@ -283,56 +283,67 @@ def render_html(results: dict, base: Path) -> str:
              f" · depthlab {_esc(results.get('depthlab_version', ''))}</p>")
     if results.get("message"):
         p.append(f'<p class="warn">{_esc(results["message"])}</p>')
-    for sec in results.get("sections_before", []) or []:
-        p.append(_section_html(sec, base))
-    for ev in results.get("evaluations", []):
-        key = ev["key"]
-        if ev.get("status") != "ok":
-            p.append(f"<h2>Results: {_esc(key)}</h2><p class=\"warn\">skipped: {_esc(ev.get('message'))}</p>")
-            continue
-        p.append(f"<h2>{_esc(ev.get('title') or 'Results: ' + key)} ({_esc(ev['dataset'])} / {_esc(ev['split'])}, "
-                 f"{ev['n_samples']} images)</h2>")
-        p.append(f'<p class="protocol"><b>protocol: {_esc(ev["protocol"])}</b> — {_esc(ev["protocol_description"])}'
-                 f'<br><code>{_esc(json.dumps(ev.get("protocol_settings"), default=str))}</code></p>')
-        if isinstance(ev.get("protocol_spec"), dict):
-            p.append(f'<p class="protocol">protocol by the model\'s output kind: '
-                     f'<code>{_esc(json.dumps(ev["protocol_spec"]))}</code> (above: the metric one)</p>')
-        columns = table_columns(results, key)
-        p.append(_table(metric_rows(results, key), columns, table_id=f"metrics-{key}"))
-        if "domain" in columns:
-            p.append(f'<p class="note">{_esc(DOMAIN_NOTE)}</p>')
-        threads = sorted({r.get("latency_threads") for r in runs if r.get("status") == "ok" and r.get("latency_threads")})
-        p.append('<p class="note">Bold: best per column (lower is better, except δ and FPS). Latency: median CPU '
-                 "time of one forward pass at batch 1 and the run's input size"
-                 + (f", {'/'.join(map(str, threads))} torch thread(s)" if threads else "") + ".</p>")
-        learn = _learning_rows(results) if key == "test" else []
-        if learn:
-            p.append("<h3>Learning check</h3><p class=\"note\">AbsRel / RMSE of the same architecture freshly "
-                     "initialised (same seed) against the trained run, same test images and protocol.</p>")
-            p.append(_table(learn, ["abs_rel_untrained", "abs_rel", "rmse_untrained", "rmse"], mark_best=False,
-                            table_id="learning"))
-        cat_rows = _category_rows(results, key)
-        if cat_rows:
-            p.append(f"<h3>Per category ({_esc(key)})</h3>")
-            p.append('<p class="note">Each category averaged as the protocol averages (depthlab.evaluate per_category), images with that meta["category"] only.</p>')
-            p.append(_table(cat_rows, ["abs_rel", "rmse", "delta1", "n_images"], first="run / category",
-                            mark_best=False, table_id=f"categories-{key}"))
-        fig = (results.get("figures") or {}).get("samples", {}).get(key)
-        if fig and (base / fig).is_file():
-            o = results.get("report") or {}
-            rows = "One row per category" if o.get("samples_by") == "category" else "Per sample"
-            errors = ", then each run's absolute error (one shared error scale per row)" if o.get("error_maps", True) else ""
-            p.append(f"<h3>{_esc(ev.get('figure_title') or 'Depth maps')} ({_esc(key)})</h3><p class=\"note\">"
-                     f"{rows}: {_esc(o.get('image_label') or 'RGB')} | {_esc(o.get('truth_label') or 'ground truth')} | "
-                     f"each run, on one shared colour scale per row (colour bar){errors}. Pixels without ground truth "
-                     "are blank.</p>")
-            p.append(f"<p>{_img(base / fig, 'depth maps ' + key)}</p>")
+    p.extend(_section_html(sec, base) for sec in results.get("sections_before", []) or [])
+    p.extend(_evaluation_html(results, ev, base) for ev in results.get("evaluations", []))
     figs = results.get("figures") or {}
     if figs.get("curves") and (base / figs["curves"]).is_file():
         p.append("<h2>Loss curves</h2>" + f"<p>{_img(base / figs['curves'], 'loss curves')}</p>")
     p.append(_losses_html(results, base))
-    for sec in results.get("sections", []) or []:
-        p.append(_section_html(sec, base))
+    p.extend(_section_html(sec, base) for sec in results.get("sections", []) or [])
+    p.append(_runs_html(runs, failed))
+    p.append("</body></html>")
+    return "".join(p)
+
+
+def _evaluation_html(results: dict, ev: dict, base: Path) -> str:
+    """One evaluation's part of the report: protocol, metric table, learning check, per-category table, figure."""
+    key = ev["key"]
+    if ev.get("status") != "ok":
+        return f"<h2>Results: {_esc(key)}</h2><p class=\"warn\">skipped: {_esc(ev.get('message'))}</p>"
+    runs = results.get("runs", [])
+    p = [f"<h2>{_esc(ev.get('title') or 'Results: ' + key)} ({_esc(ev['dataset'])} / {_esc(ev['split'])}, "
+         f"{ev['n_samples']} images)</h2>",
+         f'<p class="protocol"><b>protocol: {_esc(ev["protocol"])}</b> — {_esc(ev["protocol_description"])}'
+         f'<br><code>{_esc(json.dumps(ev.get("protocol_settings"), default=str))}</code></p>']
+    if isinstance(ev.get("protocol_spec"), dict):
+        p.append(f'<p class="protocol">protocol by the model\'s output kind: '
+                 f'<code>{_esc(json.dumps(ev["protocol_spec"]))}</code> (above: the metric one)</p>')
+    columns = table_columns(results, key)
+    p.append(_table(metric_rows(results, key), columns, table_id=f"metrics-{key}"))
+    if "domain" in columns:
+        p.append(f'<p class="note">{_esc(DOMAIN_NOTE)}</p>')
+    threads = sorted({r.get("latency_threads") for r in runs if r.get("status") == "ok" and r.get("latency_threads")})
+    p.append('<p class="note">Bold: best per column (lower is better, except δ and FPS). Latency: median CPU '
+             "time of one forward pass at batch 1 and the run's input size"
+             + (f", {'/'.join(map(str, threads))} torch thread(s)" if threads else "") + ".</p>")
+    learn = _learning_rows(results) if key == "test" else []
+    if learn:
+        p.append("<h3>Learning check</h3><p class=\"note\">AbsRel / RMSE of the same architecture freshly "
+                 "initialised (same seed) against the trained run, same test images and protocol.</p>")
+        p.append(_table(learn, ["abs_rel_untrained", "abs_rel", "rmse_untrained", "rmse"], mark_best=False,
+                        table_id="learning"))
+    cat_rows = _category_rows(results, key)
+    if cat_rows:
+        p.append(f"<h3>Per category ({_esc(key)})</h3>")
+        p.append('<p class="note">Each category averaged as the protocol averages (depthlab.evaluate per_category), images with that meta["category"] only.</p>')
+        p.append(_table(cat_rows, ["abs_rel", "rmse", "delta1", "n_images"], first="run / category",
+                        mark_best=False, table_id=f"categories-{key}"))
+    fig = (results.get("figures") or {}).get("samples", {}).get(key)
+    if fig and (base / fig).is_file():
+        o = results.get("report") or {}
+        rows = "One row per category" if o.get("samples_by") == "category" else "Per sample"
+        errors = ", then each run's absolute error (one shared error scale per row)" if o.get("error_maps", True) else ""
+        p.append(f"<h3>{_esc(ev.get('figure_title') or 'Depth maps')} ({_esc(key)})</h3><p class=\"note\">"
+                 f"{rows}: {_esc(o.get('image_label') or 'RGB')} | {_esc(o.get('truth_label') or 'ground truth')} | "
+                 f"each run, on one shared colour scale per row (colour bar){errors}. Pixels without ground truth "
+                 "are blank.</p>")
+        p.append(f"<p>{_img(base / fig, 'depth maps ' + key)}</p>")
+    return "".join(p)
+
+
+def _runs_html(runs: list[dict], failed: list[dict]) -> str:
+    """The failed runs' errors and every run's configuration (collapsed)."""
+    p = []
     if failed:
         p.append("<h2>Failed runs</h2><ul>")
         p.extend(f"<li><b>{_esc(r['id'])}</b>: {_esc(r.get('error'))}</li>" for r in failed)
@@ -345,7 +356,6 @@ def render_html(results: dict, base: Path) -> str:
             reused = " · reused" if r.get("reused") else ""
             p.append(f"<details><summary><b>{_esc(r['id'])}</b> ({_esc(r.get('status'))}{extra}{reused}) — overrides: "
                      f"<code>{_esc(' '.join(r.get('overrides') or []))}</code></summary><pre>{_esc(cfg)}</pre></details>")
-    p.append("</body></html>")
     return "".join(p)
 
 

@@ -222,18 +222,17 @@ class DepthTask(L.LightningModule):
         """Decoded depth ``(B,1,H,W)`` in the model's declared unit for images in [0, 1]."""
         return decode_target(self(image).float(), self.target_encoding, self.max_depth)
 
-    def _loss(self, raw: torch.Tensor, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """(total, per-term values) of the loss on the encoded target; only valid pixels count."""
+    def _encoded_target(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(target, valid)``: the batch's depth in ``target_encoding`` and its valid pixels (mask and depth > 0)."""
         depth, mask = batch["depth"], batch["mask"]
-        valid = mask.bool() & (depth > 0)
-        target = encode_target(depth, self.target_encoding, self.max_depth)
-        if hasattr(self.loss_fn, "compute"):
-            total, terms = self.loss_fn.compute(raw, target, valid, batch["image"])
-        else:
-            total = self.loss_fn(raw, target, valid, batch["image"])
-            terms = getattr(self.loss_fn, "last_terms", None) or {}
-        terms = {str(k): v.detach() for k, v in terms.items()}
-        return total, terms
+        return encode_target(depth, self.target_encoding, self.max_depth), mask.bool() & (depth > 0)
+
+    def compute_loss(self, raw: torch.Tensor, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(total, detached per-term values) of the configured loss (``cfg.loss``) of the raw output ``raw``
+        on the batch's encoded target; only valid pixels count."""
+        target, valid = self._encoded_target(batch)
+        total, terms = self.loss_fn.compute(raw, target, valid, batch["image"])
+        return total, {str(k): v for k, v in terms.items()}
 
     def _distill_loss(self, raw: torch.Tensor, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Leve's distillation loss against the cached (or freshly computed) teacher map."""
@@ -248,13 +247,10 @@ class DepthTask(L.LightningModule):
             teacher = self.teacher.to(image.device).predict(image)  # no-op when already there
         teacher = teacher_to_encoding(teacher.to(raw.device), self.teacher.kind, self.target_encoding,
                                       self.max_depth)
-        depth, mask = batch["depth"], batch["mask"]
-        valid = mask.bool() & (depth > 0)
-        target = encode_target(depth, self.target_encoding, self.max_depth)
+        target, valid = self._encoded_target(batch)
         total, parts = distillation_loss(raw, target, teacher, valid, batch["image"], epsilon=self.distill_epsilon,
                                          student_loss=self.loss_fn, return_terms=True)
-        terms = {str(k): v.detach() for k, v in (getattr(self.loss_fn, "last_terms", None) or {}).items()}
-        terms.update(parts)
+        terms = {**{str(k): v for k, v in self.loss_fn.last_terms.items()}, **parts}
         return total, terms
 
     def on_fit_start(self) -> None:
@@ -285,7 +281,7 @@ class DepthTask(L.LightningModule):
         if self.distill_epsilon > 0:
             loss, terms = self._distill_loss(raw, batch)
         else:
-            loss, terms = self._loss(raw, batch)
+            loss, terms = self.compute_loss(raw, batch)
         if not bool(torch.isfinite(loss)):  # stop before a NaN/inf gradient reaches the weights
             from depthlab.errors import DepthlabError
 
@@ -346,7 +342,7 @@ class DepthTask(L.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         raw = self(batch["image"])
-        loss, terms = self._loss(raw, batch)
+        loss, terms = self.compute_loss(raw, batch)
         depth = batch["depth"].float()
         final, valid = self._scored(raw, depth, batch["mask"].bool())
         self.val_metrics.update(final, depth, valid)

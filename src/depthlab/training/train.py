@@ -23,7 +23,7 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import lightning as L
 import torch
@@ -226,7 +226,7 @@ def export_checkpoint(task: DepthTask, ckpt_path: Path, out: Path, config: dict)
 # ------------------------------------------------------------------------------------------- train
 def prepare_run_dir(cfg, resume: bool) -> Path:
     """Create ``<output_dir>/<name>/`` with config.yaml and git_commit.txt (rank 0 writes)."""
-    from depthlab.config import config_to_dict, save_config
+    from depthlab.config import save_config
 
     run_dir = Path(cfg.output_dir) / cfg.name
     last = run_dir / CHECKPOINT_DIR / "last.ckpt"
@@ -238,12 +238,10 @@ def prepare_run_dir(cfg, resume: bool) -> Path:
     if global_rank() == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         if resume and (run_dir / "config.yaml").exists():
-            from depthlab.config import load_config
+            from depthlab.config import config_diff, load_config
 
             try:
-                old = config_to_dict(load_config(str(run_dir / "config.yaml")))
-                new = config_to_dict(cfg)
-                changed = sorted(_diff(old, new))
+                changed = sorted(config_diff(load_config(str(run_dir / "config.yaml")), cfg))
                 if changed:
                     warnings.warn(f"resuming {run_dir} with a changed config: {', '.join(changed)}")
             except Exception as e:  # an unreadable old config must not block the resume
@@ -256,15 +254,6 @@ def prepare_run_dir(cfg, resume: bool) -> Path:
     return run_dir
 
 
-def _diff(a: Any, b: Any, prefix: str = "") -> set[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out: set[str] = set()
-        for k in set(a) | set(b):
-            out |= _diff(a.get(k), b.get(k), f"{prefix}{k}.")
-        return out
-    return set() if a == b else {prefix.rstrip(".")}
-
-
 def train(cfg_or_path, overrides: Sequence[str] = (), resume: bool = False, *,
           callbacks: Iterable = ()) -> RunResult:
     """Train the experiment described by a YAML file / dict / ExperimentConfig plus dotted overrides.
@@ -274,8 +263,6 @@ def train(cfg_or_path, overrides: Sequence[str] = (), resume: bool = False, *,
     extra Lightning callbacks (tests, tooling). Launched under torchrun / SLURM, every process calls
     this function; rank 0 writes the run directory files.
     """
-    from depthlab.config import config_to_dict
-
     cfg = resolve_config(cfg_or_path, overrides)
     seed = cfg.train.seed
     L.seed_everything(seed, workers=True)
@@ -297,6 +284,13 @@ def train(cfg_or_path, overrides: Sequence[str] = (), resume: bool = False, *,
         warnings.filterwarnings("ignore", message=r".*exists and is not empty.*")
         warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
         trainer.fit(task, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    return _finish_run(cfg, task, trainer, data, run_dir)
+
+
+def _finish_run(cfg, task: DepthTask, trainer: L.Trainer, data, run_dir: Path) -> RunResult:
+    """After ``fit``: validate once if the run never did, export ``best`` / ``last.safetensors`` (rank 0), and
+    the :class:`RunResult` every rank returns."""
+    from depthlab.config import config_to_dict
 
     ckpt_dir = run_dir / CHECKPOINT_DIR
     best_ckpt, last_ckpt = ckpt_dir / "best.ckpt", ckpt_dir / "last.ckpt"

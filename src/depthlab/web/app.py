@@ -10,9 +10,10 @@ Endpoints (see docs/web.md):
 * ``GET /api/samples``, ``GET /api/samples/{name}`` -- the bundled NYU sample photos (the page's *Example*);
 * ``GET /healthz`` -- liveness.
 
-A bad request (no file, empty or undecodable upload, unknown format or colormap, a bad query value) is a 400
-whose JSON ``detail`` is one line naming the upload or the parameter; an upload above ``max_upload_mb`` is a
-413. The model is built once in :func:`create_app`; predictions are serialised with a lock (one PyTorch
+A bad request (no file, empty or undecodable upload, unknown format or colormap, a bad query value: a
+:class:`~depthlab.errors.DepthlabError`) is a 400 whose JSON ``detail`` is one line naming the upload or the
+parameter; an upload above ``max_upload_mb`` is a 413. Anything else is a bug: a 500 whose ``detail`` names the
+exception type, while the exception goes on to the server, which logs its traceback. The model is built once in :func:`create_app`; predictions are serialised with a lock (one PyTorch
 model, many request threads).
 """
 # no `from __future__ import annotations`: FastAPI reads the endpoint annotations at runtime
@@ -28,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from depthlab.errors import DataError, InputError, first_line, require
+from depthlab.errors import DataError, DepthlabError, InputError, first_line, require
 from depthlab.io import ImageTooLargeError
 from depthlab.outputs import colorize_prediction, png16_encoding
 from depthlab.web.views import b64, cloud_ply, color_scale, png_bytes, readout_grid, sample_images, upload_warnings
@@ -207,6 +208,10 @@ def create_app(model="fastdepth", checkpoint_path=None, device: str = "cpu", pre
         where = ".".join(str(p) for p in err.get("loc", ())[1:]) or "request"
         return _bad(400, f"{where}: {err.get('msg', 'invalid value')}")
 
+    @app.exception_handler(Exception)
+    def internal_error(request, exc):  # a bug: one JSON line here; Starlette re-raises it for the server's log
+        return _bad(500, f"internal error ({type(exc).__name__}); the traceback is in the server log")
+
     _add_info_routes(app, svc, __version__)
     _add_predict_route(app, svc, max_upload_mb)
     return app
@@ -262,7 +267,7 @@ def _add_predict_route(app, svc: DepthService, max_upload_mb: float) -> None:
             return _bad(400, f"unknown format {format!r}; choose {', '.join(RAW_FORMATS)}")
         try:
             get_cmap(colormap)
-        except ValueError as e:
+        except DepthlabError as e:
             return _bad(400, str(e))
         if file is None:
             return _bad(400, "no image uploaded: send it as the multipart field 'file'")
@@ -277,9 +282,9 @@ def _add_predict_route(app, svc: DepthService, max_upload_mb: float) -> None:
             body, media, headers = file_response(pred, image, format, name, max_side, ply_scale)
         except ImageTooLargeError as e:
             return _bad(413, str(e))
-        except DataError as e:
+        except DataError as e:  # its message names the upload already
             return _bad(400, str(e))
-        except ValueError as e:  # e.g. an image the model cannot take, a PLY of relative depth without a scale
+        except DepthlabError as e:  # e.g. an image the model cannot take, a PLY of relative depth without a scale
             return _bad(400, f"{name}: {first_line(e)}")
         return Response(body, media_type=media, headers=headers)
 
