@@ -15,6 +15,21 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="depthlab: monocular depth estimation -- data, models, training, evaluation, reports.")
 console = Console()
 err_console = Console(stderr=True)
+JSON_HELP = "print the result as JSON on stdout (messages go to stderr)"
+
+
+def _version(value: bool):
+    if value:
+        from depthlab import __version__
+
+        typer.echo(f"depthlab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main_options(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                               help="print depthlab's version and exit")):
+    """depthlab: monocular depth estimation -- data, models, training, evaluation, reports."""
 
 
 def _parse_size(text: Optional[str]):
@@ -52,6 +67,24 @@ def _key_values(items: Optional[List[str]], flag: str) -> dict:
         except (yaml.YAMLError, ValueError) as e:
             _fail(f"{flag} {item!r}: value is not valid YAML ({first_line(e)})")
     return out
+
+
+def _print_json(data) -> None:
+    """``--json``: the data as JSON on stdout, nothing else there (messages go to stderr)."""
+    from depthlab.io import json_text
+
+    typer.echo(json_text(data))
+
+
+def _show_markdown(text: str) -> None:
+    """A Markdown report on stdout: rendered (tables, bold) on a terminal; piped or redirected to a file, the
+    Markdown itself."""
+    if console.is_terminal:
+        from rich.markdown import Markdown
+
+        console.print(Markdown(text))
+    else:
+        console.print(text, highlight=False, soft_wrap=True, markup=False)
 
 
 def _fail(msg: str, code: int = 2):
@@ -98,6 +131,7 @@ def eval_cmd(
     input_size: Optional[str] = typer.Option(None, help=INPUT_SIZE_HELP),
     data_opt: Optional[List[str]] = typer.Option(None, "--data-opt", help="dataset option KEY=VALUE (YAML value), "
                                                  "repeatable, e.g. --data-opt gt_root=/data/kitti_gt"),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ):
     """Evaluate predictions or a model on a dataset under a named protocol.
 
@@ -113,11 +147,14 @@ def eval_cmd(
                           input_size=_parse_size(input_size), dataset_kwargs=_key_values(data_opt, "--data-opt"))
     except DatasetOptionError as e:  # a user error like any other, but its option came from --data-opt
         _fail(f"--data-opt: {first_line(e)}")
-    console.print(format_markdown(result), highlight=False, soft_wrap=True, markup=False)
+    if as_json:
+        _print_json(result)
+    else:
+        _show_markdown(format_markdown(result))
     for name, reason in result.get("skipped", {}).items():
         err_console.print(f"[yellow]skipped[/yellow] {name}: {reason}", highlight=False, soft_wrap=True)
     if out:
-        console.print(f"wrote {out}")
+        err_console.print(f"wrote {out}", highlight=False, soft_wrap=True, markup=False)
     if not result["summary"].get("n_images"):
         _fail("no image was scored (see the skipped reasons above)", code=1)
 
@@ -143,12 +180,17 @@ def datasets_cmd():
 @command("models")
 def models_cmd(
     pattern: str = typer.Argument("*", help="shell-style filter on model names"),
-    cost: bool = typer.Option(True, help="compute params and GMACs for a 480x640 image (~25 s)"),
+    cost: bool = typer.Option(False, "--cost/--no-cost", help="also build every network to count params and "
+                              "GMACs for a 480x640 image (minutes for the whole zoo; progress on stderr)"),
+    as_json: bool = typer.Option(False, "--json", help="print the rows as JSON instead of a table"),
 ):
-    """The model zoo as a table: params, GMACs for a 480x640 image, output kind, local weights, licence."""
-    from depthlab.models.zoo import print_zoo_table
+    """The model zoo as a table: output kind, input size, local weights, licence (--cost: params, GMACs)."""
+    from depthlab.models.zoo import print_zoo_table, zoo_rows
 
-    print_zoo_table(pattern, with_cost=cost, console=console)
+    if as_json:
+        _print_json(zoo_rows(pattern, with_cost=cost))
+    else:
+        print_zoo_table(pattern, with_cost=cost, console=console, status_console=err_console)
 
 
 @command("predict")
@@ -328,8 +370,12 @@ def benchmark_cmd(
     split: str = typer.Option("test", help="dataset split"),
     device: str = typer.Option("cpu"),
     out: Path = typer.Option(Path("outputs/benchmark"), "--out", help="output folder"),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ):
-    """Zero-shot benchmark: every model on every dataset under its paper protocol (results.csv/json/md + figures)."""
+    """Zero-shot benchmark: every model on every dataset under its paper protocol (results.csv/json/md + figures).
+
+    Exit status: 0 when every model was scored on every dataset, 1 when a model was skipped or a
+    (model, dataset) pair failed or scored no image, 2 on a usage or input error."""
     from depthlab.evaluation.benchmark import run_benchmark
 
     roots = {}
@@ -347,8 +393,15 @@ def benchmark_cmd(
         if r.get("status") != "ok":
             err_console.print(f"{r['model']} on {r['dataset']}: {r.get('status')} {r.get('error') or ''}",
                               highlight=False, soft_wrap=True, markup=False)
-    console.print((Path(out) / "results.md").read_text(), highlight=False, soft_wrap=True, markup=False)
-    console.print(f"wrote {out}/results.json, results.csv, results.md", highlight=False, markup=False)
+    if as_json:
+        _print_json(result)
+    else:
+        _show_markdown((Path(out) / "results.md").read_text())
+    err_console.print(f"wrote {out}/results.json, results.csv, results.md", highlight=False, markup=False)
+    n_asked = len(result["settings"]["models"]) * len(result["settings"]["datasets"])
+    n_ok = sum(r.get("status") == "ok" for r in result["rows"])
+    if n_ok < n_asked:
+        _fail(f"{n_asked - n_ok} of {n_asked} model x dataset pairs not scored (see above)", code=1)
 
 
 aerial_app = typer.Typer(no_args_is_help=True, help="Aerial orthophotos with LiDAR heights (see docs/aerial.md).")

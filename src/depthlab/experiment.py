@@ -896,6 +896,8 @@ def _new_results(spec: ExperimentSpec, name: str, smoke: bool) -> dict[str, Any]
     from depthlab import __version__
 
     report_opts = {**asdict(spec.report), "title": spec.report.title or spec.title or name}
+    if smoke:  # the title names the study; a smoke run is not its results
+        report_opts["title"] = f"Smoke run (tiny data and models, not the study's results): {report_opts['title']}"
     return {
         "name": name, "title": report_opts["title"], "description": spec.description, "smoke": bool(smoke),
         "status": "ok", "message": None, "spec": asdict(spec), "report": report_opts, "runs": [], "evaluations": [],

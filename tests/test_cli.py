@@ -1,0 +1,116 @@
+"""The command line's own behaviour: --version, --json, exit statuses, terminal rendering, the fast zoo listing."""
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from rich.console import Console
+from typer.testing import CliRunner
+
+import depthlab
+from depthlab.cli import app
+
+NYU_SAMPLES = Path(depthlab.__file__).parent / "assets" / "samples" / "nyu"
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _invoke(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def _folder_with_predictions(tmp_path: Path) -> tuple[Path, Path]:
+    """A 2-image folder dataset (16-bit mm depth) and .npy predictions = ground truth x 1.1."""
+    root, preds = tmp_path / "ds", tmp_path / "preds"
+    for d in (root / "rgb", root / "depth", preds):
+        d.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        depth_m = rng.uniform(1.0, 5.0, (12, 16)).astype(np.float32)
+        Image.fromarray(rng.integers(0, 255, (12, 16, 3), dtype=np.uint8)).save(root / "rgb" / f"{name}.png")
+        Image.fromarray(np.round(depth_m * 1000).astype(np.uint16)).save(root / "depth" / f"{name}.png")
+        np.save(preds / f"{name}.npy", np.round(depth_m * 1000) / 1000 * 1.1)
+    (root / "index.csv").write_text("name,rgb,depth,depth_unit\n" + "".join(
+        f"{n},rgb/{n}.png,depth/{n}.png,mm\n" for n in ("a", "b")))
+    return root, preds
+
+
+def test_version():
+    from depthlab import __version__
+
+    r = _invoke("--version")
+    assert r.exit_code == 0 and r.stdout.strip() == f"depthlab {__version__}"
+
+
+def test_models_lists_quickly_without_building_a_network(monkeypatch):
+    import depthlab.models.registry as registry
+
+    def refuse(*a, **k):
+        raise AssertionError("the listing built a network")
+
+    monkeypatch.setattr(registry, "create_model", refuse)
+    t0 = time.perf_counter()
+    r = _invoke("models")
+    elapsed = time.perf_counter() - t0
+    assert r.exit_code == 0, r.output
+    assert "fastdepth" in r.stdout and "depth_anything_v2_vits" in r.stdout
+    header = next(line for line in r.stdout.splitlines() if "licence" in line)
+    assert "params" not in header and "GMACs" not in header
+    assert "depthlab models --cost" in r.stdout  # says how to get the costs
+    assert elapsed < 5.0, f"`depthlab models` took {elapsed:.1f} s"
+    rows = json.loads(_invoke("models", "fast*", "--json").stdout)
+    assert [row["name"] for row in rows] == ["fastdepth"] and rows[0]["params"] is None
+
+
+def test_models_cost_shows_progress_and_counts(monkeypatch):
+    r = _invoke("models", "fastdepth", "--cost")
+    assert r.exit_code == 0, r.output
+    assert "costing 1/1: fastdepth" in r.stderr  # not a terminal: one line per model
+    assert "1.35 M" in r.stdout and "(1 model)" in r.stdout
+
+
+def test_eval_json_parses_and_matches_the_table(tmp_path):
+    root, preds = _folder_with_predictions(tmp_path)
+    r = _invoke("eval", "--dataset", "folder", "--root", str(root), "--predictions", str(preds), "--json")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert res["summary"]["n_images"] == 2
+    assert res["summary"]["abs_rel"] == pytest.approx(0.1, abs=1e-3)  # pred = 1.1 x gt everywhere
+
+
+def test_eval_on_a_terminal_renders_tables_without_markdown(tmp_path, monkeypatch):
+    import depthlab.cli as cli
+
+    root, preds = _folder_with_predictions(tmp_path)
+    buf = io.StringIO()
+    monkeypatch.setattr(cli, "console", Console(file=buf, force_terminal=True, width=200, color_system=None))
+    r = _invoke("eval", "--dataset", "folder", "--root", str(root), "--predictions", str(preds))
+    assert r.exit_code == 0, r.output
+    text = buf.getvalue()
+    assert "abs_rel" in text and "Protocol none" in text
+    for markup in ("**", "|---", "---:", "`"):
+        assert markup not in text, markup
+    # piped (CliRunner's stdout is not a terminal): the Markdown itself, ready for a file
+    monkeypatch.undo()
+    assert "| none | 2 |" in _invoke("eval", "--dataset", "folder", "--root", str(root),
+                                     "--predictions", str(preds)).stdout
+
+
+def test_benchmark_exits_1_when_a_model_was_not_scored(tmp_path):
+    r = _invoke("benchmark", "--models", f"fastdepth:{tmp_path / 'missing.safetensors'}", "--datasets", "folder",
+                "--root", f"folder={NYU_SAMPLES}", "--limit", "1", "--out", str(tmp_path / "b"),
+                "--json")
+    assert r.exit_code == 1, r.output
+    res = json.loads(r.stdout)
+    assert list(res["skipped_models"]) == [f"fastdepth:{tmp_path / 'missing.safetensors'}"]
+    assert "1 of 1 model x dataset pairs not scored" in r.stderr
+
+
+def test_datasets_show_no_rst_markup():
+    r = _invoke("datasets")
+    assert r.exit_code == 0 and "folder" in r.stdout and "``" not in r.stdout
