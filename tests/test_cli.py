@@ -114,3 +114,27 @@ def test_benchmark_exits_1_when_a_model_was_not_scored(tmp_path):
 def test_datasets_show_no_rst_markup():
     r = _invoke("datasets")
     assert r.exit_code == 0 and "folder" in r.stdout and "``" not in r.stdout
+
+
+def test_train_prints_progress_lines_when_not_on_a_terminal(tmp_path, monkeypatch):
+    import logging
+
+    monkeypatch.delenv("DEPTHLAB_NO_PROGRESS", raising=False)
+    seen = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    lightning_log = logging.getLogger("lightning.pytorch")
+    lightning_log.addHandler(handler)
+    try:
+        r = _invoke("train", str(Path(__file__).parents[1] / "configs" / "synthetic_quick.yaml"),
+                    f"output_dir={tmp_path}", "name=p", "train.max_epochs=2", "data.kwargs.n=8", "data.batch_size=4",
+                    "data.size=[32,32]", "data.limit_val=4", "train.log_every_n_steps=1", "train.loggers=[]")
+    finally:
+        lightning_log.removeHandler(handler)
+    assert r.exit_code == 0, r.output
+    lines = r.stderr.splitlines()
+    assert any(line.startswith("training UNet: ") and "2 batches per epoch" in line for line in lines), r.stderr
+    assert "epoch 1/2 step 1: loss " in r.stderr and "epoch 2/2 step 4: loss " in r.stderr
+    assert sum(" validation: loss " in line and "rmse" in line for line in lines) == 2
+    assert any("GPU available" in m for m in seen)  # Lightning's own lines still come through...
+    assert not any("Tip:" in m for m in seen)  # ...but not its advertising

@@ -711,7 +711,7 @@ def _train_and_measure(cfg, run_dir: Path, spec: ExperimentSpec, eval_sets: dict
     if do_train:
         resume = _can_resume(run_dir, cfg)
         progress(f"train {cfg.name}" + (" (resume)" if resume else ""))
-        result = train(cfg, (), resume=resume)
+        result = train(cfg, (), resume=resume, progress_lines=False)  # the grid shows its own progress
         ckpt = result.best_checkpoint or result.last_checkpoint
         validation, global_step = result.metrics, result.global_step
         if ckpt is None:
