@@ -116,21 +116,32 @@ def test_datasets_show_no_rst_markup():
     assert r.exit_code == 0 and "folder" in r.stdout and "``" not in r.stdout
 
 
-def test_train_prints_progress_lines_when_not_on_a_terminal(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """`depthlab train` on 8 synthetic 32x48 scenes for 2 epochs, output not a terminal: (CliRunner result,
+    Lightning's log messages, run directory)."""
     import logging
 
-    monkeypatch.delenv("DEPTHLAB_NO_PROGRESS", raising=False)
+    out = tmp_path_factory.mktemp("runs")
     seen = []
     handler = logging.Handler()
     handler.emit = lambda record: seen.append(record.getMessage())
     lightning_log = logging.getLogger("lightning.pytorch")
     lightning_log.addHandler(handler)
+    mp = pytest.MonkeyPatch()
+    mp.delenv("DEPTHLAB_NO_PROGRESS", raising=False)
     try:
         r = _invoke("train", str(Path(__file__).parents[1] / "configs" / "synthetic_quick.yaml"),
-                    f"output_dir={tmp_path}", "name=p", "train.max_epochs=2", "data.kwargs.n=8", "data.batch_size=4",
-                    "data.size=[32,32]", "data.limit_val=4", "train.log_every_n_steps=1", "train.loggers=[]")
+                    f"output_dir={out}", "name=p", "train.max_epochs=2", "data.kwargs.n=8", "data.batch_size=4",
+                    "data.size=[32,48]", "data.limit_val=4", "train.log_every_n_steps=1", "train.loggers=[]")
     finally:
         lightning_log.removeHandler(handler)
+        mp.undo()
+    return r, seen, out / "p"
+
+
+def test_train_prints_progress_lines_when_not_on_a_terminal(tiny_run):
+    r, seen, _ = tiny_run
     assert r.exit_code == 0, r.output
     lines = r.stderr.splitlines()
     assert any(line.startswith("training UNet: ") and "2 batches per epoch" in line for line in lines), r.stderr
@@ -138,3 +149,13 @@ def test_train_prints_progress_lines_when_not_on_a_terminal(tmp_path, monkeypatc
     assert sum(" validation: loss " in line and "rmse" in line for line in lines) == 2
     assert any("GPU available" in m for m in seen)  # Lightning's own lines still come through...
     assert not any("Tip:" in m for m in seen)  # ...but not its advertising
+
+
+def test_export_a_run_checkpoint_at_its_training_size(tiny_run, tmp_path):
+    pytest.importorskip("onnxruntime")
+    _, _, run_dir = tiny_run
+    out = tmp_path / "run.onnx"
+    r = _invoke("export", "--checkpoint", str(run_dir / "best.safetensors"), "--out", str(out))
+    assert r.exit_code == 0, r.output
+    assert "input 1x3x32x48" in r.stdout
+    assert json.loads(out.with_name("run.onnx.json").read_text())["input_shape"] == [1, 3, 32, 48]

@@ -295,8 +295,10 @@ def export_cmd(
     checkpoint_path: Optional[Path] = typer.Option(None, help="local weights file for --model"),
     checkpoint: Optional[Path] = typer.Option(None, help="a depthlab checkpoint (rebuilds its own model)"),
     out: Path = typer.Option(..., help="the .onnx file to write (plus <out>.json with normalisation and checks)"),
-    height: Optional[int] = typer.Option(None, help="input height (default: the weights' input_size)"),
-    width: Optional[int] = typer.Option(None, help="input width (default: the weights' input_size)"),
+    height: Optional[int] = typer.Option(None, help="input height (default: the weights' input_size, else a "
+                                         "training run's data.size)"),
+    width: Optional[int] = typer.Option(None, help="input width (default: the weights' input_size, else a "
+                                        "training run's data.size)"),
     dynamic: bool = typer.Option(False, "--dynamic", help="dynamic batch, height and width"),
     opset: int = typer.Option(17, help="ONNX opset"),
     precision: str = typer.Option("fp32", help="fp32, fp16, int8-dynamic or int8-static (ONNX Runtime quantisation)"),
