@@ -159,3 +159,19 @@ def test_export_a_run_checkpoint_at_its_training_size(tiny_run, tmp_path):
     assert r.exit_code == 0, r.output
     assert "input 1x3x32x48" in r.stdout
     assert json.loads(out.with_name("run.onnx.json").read_text())["input_shape"] == [1, 3, 32, 48]
+
+
+def test_tables_are_not_cut_at_80_columns_when_redirected():
+    from rich.table import Table
+
+    from depthlab.report.terminal import print_table
+
+    table = Table(title="summary")
+    cells = [f"column_{i}_value" for i in range(7)]  # 7 x 15 characters: wider than 80 columns
+    for i in range(7):
+        table.add_column(f"header_{i}")
+    table.add_row(*cells)
+    buf = io.StringIO()
+    print_table(Console(file=buf, width=80), table)  # a file: not a terminal
+    row = next(line for line in buf.getvalue().splitlines() if "column_0_value" in line)
+    assert all(c in row for c in cells) and "…" not in buf.getvalue()

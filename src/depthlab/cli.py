@@ -76,17 +76,6 @@ def _print_json(data) -> None:
     typer.echo(json_text(data))
 
 
-def _show_markdown(text: str) -> None:
-    """A Markdown report on stdout: rendered (tables, bold) on a terminal; piped or redirected to a file, the
-    Markdown itself."""
-    if console.is_terminal:
-        from rich.markdown import Markdown
-
-        console.print(Markdown(text))
-    else:
-        console.print(text, highlight=False, soft_wrap=True, markup=False)
-
-
 def _fail(msg: str, code: int = 2):
     from rich.markup import escape  # messages hold brackets ("pip install 'depthlab[video]'") rich would eat
 
@@ -150,7 +139,9 @@ def eval_cmd(
     if as_json:
         _print_json(result)
     else:
-        _show_markdown(format_markdown(result))
+        from depthlab.report.terminal import print_markdown
+
+        print_markdown(console, format_markdown(result))
     for name, reason in result.get("skipped", {}).items():
         err_console.print(f"[yellow]skipped[/yellow] {name}: {reason}", highlight=False, soft_wrap=True)
     if out:
@@ -398,7 +389,9 @@ def benchmark_cmd(
     if as_json:
         _print_json(result)
     else:
-        _show_markdown((Path(out) / "results.md").read_text())
+        from depthlab.report.terminal import print_markdown
+
+        print_markdown(console, (Path(out) / "results.md").read_text())
     err_console.print(f"wrote {out}/results.json, results.csv, results.md", highlight=False, markup=False)
     n_asked = len(result["settings"]["models"]) * len(result["settings"]["datasets"])
     n_ok = sum(r.get("status") == "ok" for r in result["rows"])

@@ -181,6 +181,8 @@ def print_zoo_table(pattern: str = "*", with_cost: bool = False, console=None,
     from rich.console import Console
     from rich.table import Table
 
+    from depthlab.report.terminal import print_table
+
     console = console or Console()
     if with_cost:
         rows = _costed_rows(pattern, status_console or Console(stderr=True))
@@ -199,14 +201,7 @@ def print_zoo_table(pattern: str = "*", with_cost: bool = False, console=None,
     for r in rows:
         cells = _cells(r)
         table.add_row(*[cells[i] for i in shown])
-    # Piped or captured output has no real width (rich assumes 80): give the table the room it needs.
-    saved_width = console.width
-    if not console.is_terminal:
-        console.width = max(saved_width, 150)
-    try:
-        console.print(table)
-    finally:
-        console.width = saved_width
+    print_table(console, table)
     for r in rows:
         if r["error"]:
             console.print(f"[yellow]{r['name']}[/yellow]: not costed ({r['error']})", highlight=False)
