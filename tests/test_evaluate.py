@@ -16,13 +16,13 @@ from depthlab.evaluation.runner import evaluate, format_markdown
 from depthlab.evaluation.protocols import get_protocol
 from depthlab.metrics import METRIC_NAMES
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-REF = SHARED / "weights" / "fastdepth_nyu" / "reference"
-NYU = SHARED / "data" / "nyu"
+from bundled import FASTDEPTH_REFERENCE as REF, SAMPLES
+
+NYU = SAMPLES / "nyu"
 REF_KEYS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "delta1", "delta2", "delta3")
 
-needs_ref = pytest.mark.skipif(not (REF / "expected_metrics.json").is_file(), reason="shared reference files missing")
-needs_nyu = pytest.mark.skipif(not (NYU / "index.csv").is_file(), reason="shared NYU samples missing")
+needs_ref = pytest.mark.skipif(not (REF / "expected_metrics.json").is_file(), reason="bundled reference files missing")
+needs_nyu = pytest.mark.skipif(not (NYU / "index.csv").is_file(), reason="bundled NYU samples missing")
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -101,7 +101,7 @@ def test_reference_parity_npy_ground_truth(tmp_path):
     preds = tmp_path / "preds"
     preds.mkdir()
     shutil.copy(REF / "expected_pred.npy", preds / "fastdepth_sample.npy")  # (1,1,224,224) float32
-    rgb = torch.from_numpy(np.load(REF / "rgb.npy").astype(np.float32)).permute(2, 0, 1)
+    rgb = torch.from_numpy(np.asarray(Image.open(REF / "rgb.png"), dtype=np.float32) / 255).permute(2, 0, 1)
     ds = ListDataset([_sample("fastdepth_sample", np.load(REF / "depth.npy"), rgb)])
     res = evaluate(dataset=ds, predictions=preds, protocol="none")
     s = res["summary"]

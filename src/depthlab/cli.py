@@ -358,7 +358,7 @@ def experiment_cmd(
 def benchmark_cmd(
     models: str = typer.Option(..., help="comma list of models: name (pretrained weights) or name:checkpoint_path"),
     datasets: str = typer.Option(..., help="comma list of registered datasets (folder, nyu, kitti, synthetic ...)"),
-    root: Optional[List[str]] = typer.Option(None, "--root", help="DATASET=PATH (repeatable), e.g. folder=../shared/data/nyu"),
+    root: Optional[List[str]] = typer.Option(None, "--root", help="DATASET=PATH (repeatable), e.g. folder=src/depthlab/assets/samples/nyu"),
     limit: Optional[int] = typer.Option(None, help="first N samples of each dataset"),
     split: str = typer.Option("test", help="dataset split"),
     device: str = typer.Option("cpu"),
