@@ -175,3 +175,27 @@ def test_tables_are_not_cut_at_80_columns_when_redirected():
     print_table(Console(file=buf, width=80), table)  # a file: not a terminal
     row = next(line for line in buf.getvalue().splitlines() if "column_0_value" in line)
     assert all(c in row for c in cells) and "…" not in buf.getvalue()
+
+
+def test_train_threads_sets_torch_threads_for_the_run(tmp_path, monkeypatch):
+    import torch
+    from lightning.pytorch.callbacks import Callback
+
+    from depthlab.config import ConfigError
+    from depthlab.training import train
+
+    seen = []
+
+    class Threads(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.append(torch.get_num_threads())
+
+    monkeypatch.setenv("DEPTHLAB_NO_PROGRESS", "1")
+    torch.set_num_threads(2)  # the module's one_torch_thread fixture restores the outer value
+    cfg = Path(__file__).parents[1] / "configs" / "synthetic_quick.yaml"
+    small = [f"output_dir={tmp_path}", "data.kwargs.n=4", "data.batch_size=4", "data.size=[32,32]",
+             "data.limit_val=4", "train.max_steps=1", "train.loggers=[]"]
+    train(cfg, [*small, "train.threads=1"], callbacks=[Threads()])
+    assert seen == [1] and torch.get_num_threads() == 2  # set for the run, restored after it
+    with pytest.raises(ConfigError, match="train.threads: must be >= 1"):
+        train(cfg, [*small, "name=zero", "train.threads=0"])

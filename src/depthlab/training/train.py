@@ -305,11 +305,20 @@ def train(cfg_or_path, overrides: Sequence[str] = (), resume: bool = False, *,
     extra Lightning callbacks (tests, tooling). Progress: a bar when stderr is a terminal, else plain
     step and validation lines on stderr (``progress_lines=False``: none; callers with their own progress
     display, e.g. ``run_experiment``). Launched under torchrun / SLURM, every process calls this
-    function; rank 0 writes the run directory files.
+    function; rank 0 writes the run directory files. ``train.threads`` sets torch's intra-op threads for
+    the run (restored afterwards).
     """
-    from depthlab.config import config_to_dict
+    from depthlab.experiment import torch_threads
 
     cfg = resolve_config(cfg_or_path, overrides)
+    with torch_threads(cfg.train.threads):
+        return _run(cfg, resume, callbacks, progress_lines)
+
+
+def _run(cfg, resume: bool, callbacks: Iterable, progress_lines: bool) -> RunResult:
+    """:func:`train` once the configuration is resolved."""
+    from depthlab.config import config_to_dict
+
     seed = cfg.train.seed
     L.seed_everything(seed, workers=True)
     run_dir = prepare_run_dir(cfg, resume)
