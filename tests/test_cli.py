@@ -199,3 +199,29 @@ def test_train_threads_sets_torch_threads_for_the_run(tmp_path, monkeypatch):
     assert seen == [1] and torch.get_num_threads() == 2  # set for the run, restored after it
     with pytest.raises(ConfigError, match="train.threads: must be >= 1"):
         train(cfg, [*small, "name=zero", "train.threads=0"])
+
+
+def test_predict_warns_when_auto_squeezes_a_frame_and_keep_aspect_keeps_it(tmp_path):
+    """A 375x1242 KITTI frame: "auto" runs FastDepth at its trained 224x224 and says so; keep-aspect runs
+    224x736 (short side 224, width 1242 x 224 / 375 = 742 rounded to a multiple of 32); predictions.json
+    records the network input size. A 480x640 NYU frame (4:3, what the 224x224 weights were trained from)
+    gives no warning."""
+    import warnings
+
+    kitti = str(NYU_SAMPLES.parent / "kitti" / "rgb" / "metric3d_0000000005.png")
+    with pytest.warns(UserWarning, match=r"375x1242 image runs at 224x224.*keep-aspect.*\(224x736 here\)"):
+        r = _invoke("predict", kitti, "--model", "fastdepth", "--out", str(tmp_path / "auto"), "--formats", "npy")
+    assert r.exit_code == 0, r.output
+    sidecar = json.loads((tmp_path / "auto" / "predictions.json").read_text())
+    assert sidecar["input_size"] == "auto"
+    assert sidecar["files"]["metric3d_0000000005"]["network_input_size"] == [224, 224]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # neither a keep-aspect run nor a 4:3 frame warns
+        r = _invoke("predict", kitti, "--model", "fastdepth", "--out", str(tmp_path / "keep"), "--formats", "npy",
+                    "--input-size", "keep-aspect")
+        assert r.exit_code == 0, r.output
+        r = _invoke("predict", str(NYU_SAMPLES / "rgb" / "metric3d_00000.png"), "--model", "fastdepth", "--out",
+                    str(tmp_path / "nyu"), "--formats", "npy")
+        assert r.exit_code == 0, r.output
+    entry = json.loads((tmp_path / "keep" / "predictions.json").read_text())["files"]["metric3d_0000000005"]
+    assert entry["network_input_size"] == [224, 736] and (entry["height"], entry["width"]) == (375, 1242)

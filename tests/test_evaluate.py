@@ -428,7 +428,7 @@ def test_cli_input_size_is_the_predictors(tmp_path):
     assert res["native"]["summary"]["abs_rel"] > 1.5 * res["model"]["summary"]["abs_rel"]
     r = CliRunner().invoke(app, ["eval", "--dataset", "folder", "--root", str(root), "--model", "fastdepth",
                                  "--input-size", "big"])
-    assert r.exit_code == 2 and "--input-size must be auto, native, model, N or HxW" in r.output
+    assert r.exit_code == 2 and "--input-size must be auto, native, model, keep-aspect, N or HxW" in r.output
     # the default ("auto") is the trained size for weights that declare one
     default = evaluate("folder", root=root, model="fastdepth", protocol="nyu_eigen", limit=1)
     assert default["summary"] == res["model"]["summary"] and default["model"]["input_size"] == [224, 224]

@@ -33,7 +33,7 @@ def _main_options(version: bool = typer.Option(False, "--version", callback=_ver
 
 
 def _parse_size(text: Optional[str]):
-    """``--input-size``: auto (when not given) | native | model | N (short side) | HxW -> Predictor input_size."""
+    """``--input-size``: auto (when not given) | native | model | keep-aspect | N | HxW -> Predictor input_size."""
     from depthlab.predictor import parse_input_size
 
     try:
@@ -44,7 +44,8 @@ def _parse_size(text: Optional[str]):
 
 INPUT_SIZE_HELP = ("network input size: auto (default: the trained size when the weights declare one, else "
                    "native), native (image size padded to the model's multiple), model (the size the weights were "
-                   "trained at, e.g. FastDepth 224x224), N (short side) or HxW")
+                   "trained at, e.g. FastDepth 224x224), keep-aspect (the trained size's short side, the "
+                   "image's aspect ratio), N (short side) or HxW")
 
 
 def _key_values(items: Optional[List[str]], flag: str) -> dict:
