@@ -4,26 +4,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-SHARED_DIR = Path(__file__).resolve().parents[2] / "shared"
-SHARED_DATA = SHARED_DIR / "data"
+from bundled import SAMPLES
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    """The ../shared folder next to the repository (skips the test when it is absent)."""
-    if not SHARED_DIR.is_dir():
-        pytest.skip(f"shared folder not found at {SHARED_DIR}")
-    return SHARED_DIR
-
-
-@pytest.fixture(scope="session")
-def shared_data(shared_dir) -> Path:
-    """../shared/data: real NYU and KITTI samples (rgb/, depth/, index.csv, intrinsics.csv)."""
-    p = shared_dir / "data"
-    if not p.is_dir():
-        pytest.skip(f"shared data not found at {p}")
-    return p
+def shared_data() -> Path:
+    """The real NYU and KITTI samples (``nyu/`` and ``kitti/``: rgb/, depth/, index.csv, intrinsics.csv),
+    bundled in src/depthlab/assets/samples."""
+    return SAMPLES
 
 
 @pytest.fixture(scope="module")

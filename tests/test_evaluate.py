@@ -16,13 +16,13 @@ from depthlab.evaluation.runner import evaluate, format_markdown
 from depthlab.evaluation.protocols import get_protocol
 from depthlab.metrics import METRIC_NAMES
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-REF = SHARED / "weights" / "fastdepth_nyu" / "reference"
-NYU = SHARED / "data" / "nyu"
+from bundled import FASTDEPTH_REFERENCE as REF, SAMPLES
+
+NYU = SAMPLES / "nyu"
 REF_KEYS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "delta1", "delta2", "delta3")
 
-needs_ref = pytest.mark.skipif(not (REF / "expected_metrics.json").is_file(), reason="shared reference files missing")
-needs_nyu = pytest.mark.skipif(not (NYU / "index.csv").is_file(), reason="shared NYU samples missing")
+needs_ref = pytest.mark.skipif(not (REF / "expected_metrics.json").is_file(), reason="bundled reference files missing")
+needs_nyu = pytest.mark.skipif(not (NYU / "index.csv").is_file(), reason="bundled NYU samples missing")
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -101,7 +101,7 @@ def test_reference_parity_npy_ground_truth(tmp_path):
     preds = tmp_path / "preds"
     preds.mkdir()
     shutil.copy(REF / "expected_pred.npy", preds / "fastdepth_sample.npy")  # (1,1,224,224) float32
-    rgb = torch.from_numpy(np.load(REF / "rgb.npy").astype(np.float32)).permute(2, 0, 1)
+    rgb = torch.from_numpy(np.asarray(Image.open(REF / "rgb.png"), dtype=np.float32) / 255).permute(2, 0, 1)
     ds = ListDataset([_sample("fastdepth_sample", np.load(REF / "depth.npy"), rgb)])
     res = evaluate(dataset=ds, predictions=preds, protocol="none")
     s = res["summary"]
@@ -428,7 +428,7 @@ def test_cli_input_size_is_the_predictors(tmp_path):
     assert res["native"]["summary"]["abs_rel"] > 1.5 * res["model"]["summary"]["abs_rel"]
     r = CliRunner().invoke(app, ["eval", "--dataset", "folder", "--root", str(root), "--model", "fastdepth",
                                  "--input-size", "big"])
-    assert r.exit_code == 2 and "--input-size must be auto, native, model, N or HxW" in r.output
+    assert r.exit_code == 2 and "--input-size must be auto, native, model, keep-aspect, N or HxW" in r.output
     # the default ("auto") is the trained size for weights that declare one
     default = evaluate("folder", root=root, model="fastdepth", protocol="nyu_eigen", limit=1)
     assert default["summary"] == res["model"]["summary"] and default["model"]["input_size"] == [224, 224]

@@ -172,6 +172,7 @@ def test_study_smoke(study, tmp_path):
     assert (tmp_path / "report.html").is_file() and (tmp_path / "results.json").is_file()
     assert res["status"] == "ok", res["message"]  # a missing base training config is a failure, not a skip
     assert len(res["runs"]) == len(expand_grid(spec)) >= 1
+    assert res["title"].startswith("Smoke run (tiny data and models, not the study's results): ")
     failed = {r["id"]: r["error"] for r in res["runs"] if r["status"] != "ok"}
     assert not failed
     cells = html_cells(tmp_path / "report.html")

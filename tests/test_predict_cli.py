@@ -1,4 +1,4 @@
-"""`depthlab predict` end to end on the shared NYU images plus a corrupt file."""
+"""`depthlab predict` end to end on the bundled NYU images plus a corrupt file."""
 from __future__ import annotations
 
 import json
@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from depthlab.cli import app
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-NYU_RGB = SHARED / "data" / "nyu" / "rgb"
-pytestmark = pytest.mark.skipif(not NYU_RGB.is_dir(), reason=f"shared NYU samples not found at {NYU_RGB}")
+from bundled import SAMPLES
+
+NYU_RGB = SAMPLES / "nyu" / "rgb"
 
 
 @pytest.fixture(scope="module")

@@ -143,7 +143,7 @@ def test_parse_input_size_reads_every_form(value, expected):
 
 @pytest.mark.parametrize("value, words", [
     (0, "must be positive"), (-5, "must be positive"), ("0x5", "must be positive"), ([64, -1], "must be positive"),
-    ("big", "must be auto, native, model, N or HxW"), ("64x", "HxW"), ([1, 2, 3], "HxW"), (True, "HxW"),
+    ("big", "must be auto, native, model, keep-aspect, N or HxW"), ("64x", "HxW"), ([1, 2, 3], "HxW"), (True, "HxW"),
     (2.5, "HxW"), ([64, 96.0], "HxW"),
 ])
 def test_parse_input_size_refuses_bad_values_in_one_line(value, words):

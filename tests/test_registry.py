@@ -160,7 +160,7 @@ def test_zoo_rows_and_tables():
     console = Console(record=True, width=200)
     print_zoo_table("fast*", with_cost=False, console=console)
     text = console.export_text()
-    assert "fastdepth" in text and "224x224/32" in text and "1 models" in text
+    assert "fastdepth" in text and "224x224/32" in text and "(1 model)" in text
 
 
 def test_zoo_marks_missing_weights(throwaway_model):

@@ -234,3 +234,15 @@ def test_spec_table_keeps_the_listed_rows_and_the_protocol(tmp_path):
     assert table_md.index("| b |") < table_md.index("| a |")
     html_text = render_html(results, tmp_path)
     assert html_text.count("protocol: none</b> — crop=none; alignment=none") == 2  # the test table and Table 9.1
+
+
+def test_a_lone_value_is_not_marked_best(tmp_path):
+    """With one run there is nothing to compare: no bold cell (Markdown), no best class (HTML)."""
+    results = make_results(tmp_path, figures=False)
+    results["runs"] = results["runs"][:1]
+    md = render_markdown(results)
+    assert "| a | 0.1235 |" in md and "**0.1235**" not in md
+    assert "| fastdepth | 0.1400 |" in md  # the one-row extra table too
+    reader = TableReader()
+    reader.feed(render_html(results, base=tmp_path))
+    assert not [c for c in reader.cells if c.get("class") == "best"]

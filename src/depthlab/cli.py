@@ -15,10 +15,25 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="depthlab: monocular depth estimation -- data, models, training, evaluation, reports.")
 console = Console()
 err_console = Console(stderr=True)
+JSON_HELP = "print the result as JSON on stdout (messages go to stderr)"
+
+
+def _version(value: bool):
+    if value:
+        from depthlab import __version__
+
+        typer.echo(f"depthlab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main_options(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                               help="print depthlab's version and exit")):
+    """depthlab: monocular depth estimation -- data, models, training, evaluation, reports."""
 
 
 def _parse_size(text: Optional[str]):
-    """``--input-size``: auto (when not given) | native | model | N (short side) | HxW -> Predictor input_size."""
+    """``--input-size``: auto (when not given) | native | model | keep-aspect | N | HxW -> Predictor input_size."""
     from depthlab.predictor import parse_input_size
 
     try:
@@ -29,7 +44,8 @@ def _parse_size(text: Optional[str]):
 
 INPUT_SIZE_HELP = ("network input size: auto (default: the trained size when the weights declare one, else "
                    "native), native (image size padded to the model's multiple), model (the size the weights were "
-                   "trained at, e.g. FastDepth 224x224), N (short side) or HxW")
+                   "trained at, e.g. FastDepth 224x224), keep-aspect (the trained size's short side, the "
+                   "image's aspect ratio), N (short side) or HxW")
 
 
 def _key_values(items: Optional[List[str]], flag: str) -> dict:
@@ -52,6 +68,13 @@ def _key_values(items: Optional[List[str]], flag: str) -> dict:
         except (yaml.YAMLError, ValueError) as e:
             _fail(f"{flag} {item!r}: value is not valid YAML ({first_line(e)})")
     return out
+
+
+def _print_json(data) -> None:
+    """``--json``: the data as JSON on stdout, nothing else there (messages go to stderr)."""
+    from depthlab.io import json_text
+
+    typer.echo(json_text(data))
 
 
 def _fail(msg: str, code: int = 2):
@@ -98,6 +121,7 @@ def eval_cmd(
     input_size: Optional[str] = typer.Option(None, help=INPUT_SIZE_HELP),
     data_opt: Optional[List[str]] = typer.Option(None, "--data-opt", help="dataset option KEY=VALUE (YAML value), "
                                                  "repeatable, e.g. --data-opt gt_root=/data/kitti_gt"),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ):
     """Evaluate predictions or a model on a dataset under a named protocol.
 
@@ -113,11 +137,16 @@ def eval_cmd(
                           input_size=_parse_size(input_size), dataset_kwargs=_key_values(data_opt, "--data-opt"))
     except DatasetOptionError as e:  # a user error like any other, but its option came from --data-opt
         _fail(f"--data-opt: {first_line(e)}")
-    console.print(format_markdown(result), highlight=False, soft_wrap=True, markup=False)
+    if as_json:
+        _print_json(result)
+    else:
+        from depthlab.report.terminal import print_markdown
+
+        print_markdown(console, format_markdown(result))
     for name, reason in result.get("skipped", {}).items():
         err_console.print(f"[yellow]skipped[/yellow] {name}: {reason}", highlight=False, soft_wrap=True)
     if out:
-        console.print(f"wrote {out}")
+        err_console.print(f"wrote {out}", highlight=False, soft_wrap=True, markup=False)
     if not result["summary"].get("n_images"):
         _fail("no image was scored (see the skipped reasons above)", code=1)
 
@@ -143,12 +172,17 @@ def datasets_cmd():
 @command("models")
 def models_cmd(
     pattern: str = typer.Argument("*", help="shell-style filter on model names"),
-    cost: bool = typer.Option(True, help="compute params and GMACs for a 480x640 image (~25 s)"),
+    cost: bool = typer.Option(False, "--cost/--no-cost", help="also build every network to count params and "
+                              "GMACs for a 480x640 image (minutes for the whole zoo; progress on stderr)"),
+    as_json: bool = typer.Option(False, "--json", help="print the rows as JSON instead of a table"),
 ):
-    """The model zoo as a table: params, GMACs for a 480x640 image, output kind, local weights, licence."""
-    from depthlab.models.zoo import print_zoo_table
+    """The model zoo as a table: output kind, input size, local weights, licence (--cost: params, GMACs)."""
+    from depthlab.models.zoo import print_zoo_table, zoo_rows
 
-    print_zoo_table(pattern, with_cost=cost, console=console)
+    if as_json:
+        _print_json(zoo_rows(pattern, with_cost=cost))
+    else:
+        print_zoo_table(pattern, with_cost=cost, console=console, status_console=err_console)
 
 
 @command("predict")
@@ -253,8 +287,10 @@ def export_cmd(
     checkpoint_path: Optional[Path] = typer.Option(None, help="local weights file for --model"),
     checkpoint: Optional[Path] = typer.Option(None, help="a depthlab checkpoint (rebuilds its own model)"),
     out: Path = typer.Option(..., help="the .onnx file to write (plus <out>.json with normalisation and checks)"),
-    height: Optional[int] = typer.Option(None, help="input height (default: the weights' input_size)"),
-    width: Optional[int] = typer.Option(None, help="input width (default: the weights' input_size)"),
+    height: Optional[int] = typer.Option(None, help="input height (default: the weights' input_size, else a "
+                                         "training run's data.size)"),
+    width: Optional[int] = typer.Option(None, help="input width (default: the weights' input_size, else a "
+                                        "training run's data.size)"),
     dynamic: bool = typer.Option(False, "--dynamic", help="dynamic batch, height and width"),
     opset: int = typer.Option(17, help="ONNX opset"),
     precision: str = typer.Option("fp32", help="fp32, fp16, int8-dynamic or int8-static (ONNX Runtime quantisation)"),
@@ -323,13 +359,17 @@ def experiment_cmd(
 def benchmark_cmd(
     models: str = typer.Option(..., help="comma list of models: name (pretrained weights) or name:checkpoint_path"),
     datasets: str = typer.Option(..., help="comma list of registered datasets (folder, nyu, kitti, synthetic ...)"),
-    root: Optional[List[str]] = typer.Option(None, "--root", help="DATASET=PATH (repeatable), e.g. folder=../shared/data/nyu"),
+    root: Optional[List[str]] = typer.Option(None, "--root", help="DATASET=PATH (repeatable), e.g. folder=src/depthlab/assets/samples/nyu"),
     limit: Optional[int] = typer.Option(None, help="first N samples of each dataset"),
     split: str = typer.Option("test", help="dataset split"),
     device: str = typer.Option("cpu"),
     out: Path = typer.Option(Path("outputs/benchmark"), "--out", help="output folder"),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ):
-    """Zero-shot benchmark: every model on every dataset under its paper protocol (results.csv/json/md + figures)."""
+    """Zero-shot benchmark: every model on every dataset under its paper protocol (results.csv/json/md + figures).
+
+    Exit status: 0 when every model was scored on every dataset, 1 when a model was skipped or a
+    (model, dataset) pair failed or scored no image, 2 on a usage or input error."""
     from depthlab.evaluation.benchmark import run_benchmark
 
     roots = {}
@@ -347,8 +387,17 @@ def benchmark_cmd(
         if r.get("status") != "ok":
             err_console.print(f"{r['model']} on {r['dataset']}: {r.get('status')} {r.get('error') or ''}",
                               highlight=False, soft_wrap=True, markup=False)
-    console.print((Path(out) / "results.md").read_text(), highlight=False, soft_wrap=True, markup=False)
-    console.print(f"wrote {out}/results.json, results.csv, results.md", highlight=False, markup=False)
+    if as_json:
+        _print_json(result)
+    else:
+        from depthlab.report.terminal import print_markdown
+
+        print_markdown(console, (Path(out) / "results.md").read_text())
+    err_console.print(f"wrote {out}/results.json, results.csv, results.md", highlight=False, markup=False)
+    n_asked = len(result["settings"]["models"]) * len(result["settings"]["datasets"])
+    n_ok = sum(r.get("status") == "ok" for r in result["rows"])
+    if n_ok < n_asked:
+        _fail(f"{n_asked - n_ok} of {n_asked} model x dataset pairs not scored (see above)", code=1)
 
 
 aerial_app = typer.Typer(no_args_is_help=True, help="Aerial orthophotos with LiDAR heights (see docs/aerial.md).")

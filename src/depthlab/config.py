@@ -126,6 +126,8 @@ class TrainConfig:
     ``val_check_interval``: an int counts training batches, a float is a fraction of an epoch.
     ``protocol`` names the evaluation protocol used for validation metrics (``none`` = raw).
     ``freeze_encoder_epochs`` keeps the encoder frozen for that many first epochs.
+    ``threads``: torch intra-op CPU threads for the run (``None`` = torch's default, one per core); small
+    models on a CPU shared with other jobs often train faster with 1 (see docs/experiments.md).
     """
 
     max_epochs: int = 1
@@ -147,6 +149,7 @@ class TrainConfig:
     loggers: list[str] = field(default_factory=lambda: ["csv", "tensorboard"])
     protocol: str = "none"
     checkpoint_every_n_steps: int | None = None  # last.ckpt interval; None = once per epoch
+    threads: int | None = None
 
 
 @dataclass
@@ -401,7 +404,7 @@ def _dict_diff(a: Any, b: Any, prefix: str = "") -> set[str]:
 
 # lower bounds of numeric fields (None, where a field allows it, is not checked)
 _AT_LEAST = {"data.batch_size": 1, "data.num_workers": 0, "train.max_epochs": -1, "train.num_nodes": 1,
-             "train.freeze_encoder_epochs": 0, "train.checkpoint_every_n_steps": 1, "optim.warmup_steps": 0,
+             "train.freeze_encoder_epochs": 0, "train.checkpoint_every_n_steps": 1, "train.threads": 1, "optim.warmup_steps": 0,
              "optim.step_size": 1, "optim.encoder_lr": 0, "distill.teacher_batch_size": 1}
 
 

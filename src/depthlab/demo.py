@@ -56,6 +56,7 @@ def _fastdepth_step(out: Path, console: Console) -> tuple[dict, dict]:
     from depthlab.predictor import predict_files
     from depthlab.report.figures import depth_rows_figure
     from depthlab.report.html import TABLE_COLUMNS
+    from depthlab.report.terminal import print_markdown
 
     console.rule("step 1/3: FastDepth (real NYU weights) on the bundled NYU samples")
     # The network sees every frame at the 224x224 its weights were trained at (depth_info.input_size),
@@ -76,7 +77,7 @@ def _fastdepth_step(out: Path, console: Console) -> tuple[dict, dict]:
                            checkpoint=None, predictions=pred_dir, pred_scale=None, protocol=protocol,
                            out=out / f"eval_{key}.json", device="cpu", limit=None, progress=True)
             results[key] = res
-            console.print(format_markdown(res), highlight=False, soft_wrap=True, markup=False)
+            print_markdown(console, format_markdown(res))
             row = {"model": "fastdepth", "status": "ok", **{c: res["summary"].get(c) for c in TABLE_COLUMNS},
                    "n_images": res["summary"]["n_images"]}
             tables.append({"id": f"fastdepth-{key}", "caption": f"{key}: {res['dataset']['n_considered']} image(s)",
@@ -129,6 +130,7 @@ def run_demo(out: str | Path = "outputs/demo", console: Console | None = None, q
     ``threads``: torch intra-op threads of step 1 (the experiment sets its own, ``threads:`` in its spec).
     """
     from depthlab.experiment import run_experiment
+    from depthlab.report.terminal import print_table
 
     console = console or Console()
     out = Path(out)
@@ -164,7 +166,7 @@ def run_demo(out: str | Path = "outputs/demo", console: Console | None = None, q
         "outputs": str(out),
     }
     write_json(out / "summary.json", summary)
-    console.print(_summary_table(summary))
+    print_table(console, _summary_table(summary))  # whole, also when the output is a file
     console.print(f"[green]demo done in {summary['seconds']} s[/green]; report: {report_path}", highlight=False,
                   soft_wrap=True)
     return {"summary": summary, "results": results}

@@ -710,7 +710,7 @@ def _train_and_measure(cfg, run_dir: Path, spec: ExperimentSpec, eval_sets: dict
     if do_train:
         resume = _can_resume(run_dir, cfg)
         progress(f"train {cfg.name}" + (" (resume)" if resume else ""))
-        result = train(cfg, (), resume=resume)
+        result = train(cfg, (), resume=resume, progress_lines=False)  # the grid shows its own progress
         ckpt = result.best_checkpoint or result.last_checkpoint
         validation, global_step = result.metrics, result.global_step
         if ckpt is None:
@@ -895,6 +895,8 @@ def _new_results(spec: ExperimentSpec, name: str, smoke: bool) -> dict[str, Any]
     from depthlab import __version__
 
     report_opts = {**asdict(spec.report), "title": spec.report.title or spec.title or name}
+    if smoke:  # the title names the study; a smoke run is not its results
+        report_opts["title"] = f"Smoke run (tiny data and models, not the study's results): {report_opts['title']}"
     return {
         "name": name, "title": report_opts["title"], "description": spec.description, "smoke": bool(smoke),
         "status": "ok", "message": None, "spec": asdict(spec), "report": report_opts, "runs": [], "evaluations": [],

@@ -161,9 +161,13 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb"):
 
 def write_json(path, obj, indent: int = 2) -> Path:
     with atomic_write(path, "w") as f:
-        json.dump(obj, f, indent=indent, default=_json_default)
-        f.write("\n")
+        f.write(json_text(obj, indent) + "\n")
     return Path(path)
+
+
+def json_text(obj, indent: int = 2) -> str:
+    """``obj`` as JSON text; numpy / torch numbers and arrays, paths and tuples converted as ``write_json`` does."""
+    return json.dumps(obj, indent=indent, default=_json_default)
 
 
 def _json_default(o):

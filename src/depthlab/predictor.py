@@ -17,6 +17,7 @@ PyTorch, cached on disk keyed by model name, weights hash and shape.
 from __future__ import annotations
 
 import os
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,7 @@ class Prediction:
     unit: str
     model: str | None = None
     source: str | None = None  # file path when the input was one
+    network_size: tuple[int, int] | None = None  # (H, W) the network saw, when a Predictor made it
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -120,15 +122,15 @@ def _check_unit_range(lo: float, hi: float, tol: float = 1e-3) -> None:
 def parse_input_size(value: Any, key: str = "input_size") -> str | int | tuple[int, int] | None:
     """The one reader of an "input size", from the CLI (text), a YAML spec or Python.
 
-    ``"auto"`` and ``"model"`` stay as they are; ``"native"`` or ``None`` -> ``None`` (the image's own
-    size); an int or ``"N"`` -> ``N`` (short side); ``(H, W)``, ``[H, W]`` or ``"HxW"`` -> ``(H, W)``.
+    ``"auto"``, ``"model"`` and ``"keep-aspect"`` stay as they are; ``"native"`` or ``None`` -> ``None``
+    (the image's own size); an int or ``"N"`` -> ``N`` (short side); ``(H, W)``, ``[H, W]`` or ``"HxW"`` -> ``(H, W)``.
     Sizes must be positive. A bad value is a one-line ``ConfigError`` (a ``ValueError``) naming ``key``.
     """
     from depthlab.config import ConfigError
 
-    if value is None or value in ("auto", "model", "native"):
+    if value is None or value in ("auto", "model", "native", "keep-aspect"):
         return None if value == "native" else value
-    size, bad = value, ConfigError(f"{key} must be auto, native, model, N or HxW, got {value!r}")
+    size, bad = value, ConfigError(f"{key} must be auto, native, model, keep-aspect, N or HxW, got {value!r}")
     if isinstance(value, str):
         text = value.strip().lower()
         try:
@@ -159,8 +161,11 @@ class Predictor:
     model name, or the path of a depthlab checkpoint. ``input_size``: ``"auto"`` (default) = the size the
     weights were trained at when they declare one (FastDepth: 224x224), else the image's own size; ``None`` =
     keep resolution and pad to ``multiple_of``; an int = resize so the short side is that many pixels;
-    ``(H, W)`` = resize to that (rounded to ``multiple_of``); ``"model"`` = ``depth_info.input_size``. Models
-    with their own processor (foundation adapters) size images themselves: ``input_size`` must then be None.
+    ``(H, W)`` = resize to that (rounded to ``multiple_of``); ``"model"`` = ``depth_info.input_size``;
+    ``"keep-aspect"`` = the image's aspect ratio with the trained size's short side (FastDepth: 224, so a
+    375x1242 KITTI frame runs at 224x736 instead of 224x224). ``"auto"`` warns (once per image size) when the
+    trained size changes an image's aspect ratio by more than :data:`ASPECT_WARN_RATIO`. Models with their
+    own processor (foundation adapters) size images themselves: ``input_size`` must then be None.
 
     ``backend``: ``"torch"`` (default) or ``"onnx"`` -- the network runs in ONNX Runtime
     (:class:`depthlab.export.onnx.OnnxBackend`, exported per network input shape, verified against PyTorch,
@@ -185,16 +190,22 @@ class Predictor:
                              "or set model.depth_info = WeightsInfo(...)")
         self.info, self.kind, self.unit = info, info.output_kind, UNITS[info.output_kind]
         self.model_name = getattr(self.model, "model_name", None) or type(self.model).__name__
-        input_size = parse_input_size(input_size)
-        if input_size in ("auto", "model") and has_own_processor(self.model):
+        self.input_size_setting = requested = parse_input_size(input_size)
+        input_size = requested
+        if input_size in ("auto", "model", "keep-aspect") and has_own_processor(self.model):
             input_size = None  # it sizes images itself
         elif input_size == "auto":
             input_size = "model" if info.input_size is not None else None
+        elif input_size == "keep-aspect":  # the trained short side, the image's own aspect ratio
+            input_size = min(info.input_size) if info.input_size is not None else None
         if input_size == "model":
             if info.input_size is None:
                 raise InputError(f"{self.model_name} declares no input_size; pass an int or (H, W)")
             input_size = tuple(info.input_size)
         self.input_size = input_size
+        self._aspect_warned: set[tuple[int, int]] | None = set() if requested == "auto" and isinstance(
+            input_size, tuple) else None  # "auto" chose a fixed size: say when it distorts an image
+        self.pad_mode = pad_mode
         self.processor = processor_for(self.model, input_size, pad_mode)  # pre-process -> network -> post-process
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
@@ -242,11 +253,25 @@ class Predictor:
         """
         if images.ndim != 4 or images.shape[1] != 3:
             raise InputError(f"predict_tensor expects (B,3,H,W), got {tuple(images.shape)}")
+        if self._aspect_warned is not None:
+            self._warn_if_squeezed(int(images.shape[-2]), int(images.shape[-1]))
         outs = []
         with torch.inference_mode():
             for i in range(0, images.shape[0], self.batch_size):
                 outs.append(self.processor(images[i: i + self.batch_size].to(self.device), self._network))
         return torch.cat(outs).to(images.device)
+
+    def _warn_if_squeezed(self, h: int, w: int) -> None:
+        """One warning per image size that "auto" resizes to the trained size with a changed aspect ratio."""
+        nh, nw = self.network_size(h, w)
+        change = (w / h) / (nw / nh)
+        if (h, w) in self._aspect_warned or max(change, 1 / change) <= ASPECT_WARN_RATIO:
+            return
+        self._aspect_warned.add((h, w))
+        kh, kw = processor_for(self.model, min(self.input_size), self.pad_mode).network_size(h, w)
+        warnings.warn(f"{self.model_name}: a {h}x{w} image runs at {nh}x{nw}, the size its weights were trained "
+                      f"at (aspect ratio {w / h:.2f} -> {nw / nh:.2f}); input_size='keep-aspect' (--input-size "
+                      f"keep-aspect) keeps its aspect ratio ({kh}x{kw} here)", stacklevel=3)
 
     def __call__(self, image):
         """One image -> :class:`Prediction`; a list/tuple (or a ``(B,3,H,W)`` tensor) -> list of them."""
@@ -272,7 +297,13 @@ class Predictor:
 
     def _wrap(self, depth: np.ndarray, source: str | None = None) -> Prediction:
         return Prediction(depth=np.ascontiguousarray(depth, dtype=np.float32), kind=self.kind, unit=self.unit,
-                          model=self.model_name, source=source)
+                          model=self.model_name, source=source, network_size=self.network_size(*depth.shape[-2:]))
+
+
+ASPECT_WARN_RATIO = 1.5
+"""``"auto"`` warns when the trained size changes an image's width/height ratio by more than this factor.
+Not 1: weights trained at a square size from 4:3 frames (FastDepth: NYU 640x480 -> 224x224) saw that
+distortion in training; a KITTI frame squeezed from 3.3:1 to 1:1 did not."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -295,8 +326,9 @@ def predict_files(inputs, model: str | nn.Module = "fastdepth", checkpoint_path=
     Per image (``<stem>`` = file name without extension; made unique on clashes):
     ``<stem>.npy`` float32 in the declared unit; ``<stem>_depth16.png`` (see :func:`png16_encoding`);
     ``<stem>_color.png`` (colormap, 2-98 percentile normalisation, near = warm, colour bar underneath);
-    ``<stem>_side.png`` (RGB | colour). ``predictions.json`` lists model, kind, unit, the 16-bit decoding and
-    the colour scale per file. ``tiff`` and ``ply`` (GeoTIFF, point cloud) as in
+    ``<stem>_side.png`` (RGB | colour). ``predictions.json`` lists model, kind, unit, the ``input_size``
+    setting, and per file the 16-bit decoding, the colour scale and ``network_input_size`` ([H, W] the
+    network saw). ``tiff`` and ``ply`` (GeoTIFF, point cloud) as in
     :func:`depthlab.outputs.write_outputs`; ``intrinsics`` (fx, fy, cx, cy in pixels of the input image) and
     ``ply_scale`` are passed to it.
     Decoding, the network and writing overlap: ``io_workers`` threads decode images ahead and ``io_workers``
@@ -338,6 +370,7 @@ def predict_files(inputs, model: str | nn.Module = "fastdepth", checkpoint_path=
     report = PredictReport(n_ok=0, out_dir=out_dir)
     sidecar: dict[str, Any] = {
         "model": predictor.model_name, "output_kind": predictor.kind, "unit": predictor.unit,
+        "input_size": predictor.input_size_setting,
         "checkpoint_path": str(checkpoint_path) if checkpoint_path else None,
         "formats": formats, "depthlab_version": __version__, "files": {}, "failures": report.failures,
     }
@@ -470,6 +503,8 @@ def _record(pred: Prediction, stem: str, written, report: PredictReport, sidecar
     else:
         report.outputs[path] = files
         sidecar["files"][stem] = {"input": path, **entry, "outputs": [Path(f).name for f in files]}
+        if pred.network_size is not None:
+            sidecar["files"][stem]["network_input_size"] = list(pred.network_size)
         report.n_ok += 1
     finally:
         advance()

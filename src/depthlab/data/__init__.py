@@ -104,11 +104,12 @@ def list_datasets(pattern: str = "*") -> list[str]:
 
 
 def describe_datasets() -> dict[str, str]:
-    """Dataset name -> first line of its reader's docstring (imports the readers)."""
+    """Dataset name -> first line of its reader's docstring (imports the readers), its reStructuredText
+    literals (double backticks) shown as plain text."""
     out = {}
     for name in list_datasets():
         doc = (resolve_dataset(name).__doc__ or "").strip()
-        out[name] = doc.splitlines()[0] if doc else ""
+        out[name] = doc.splitlines()[0].replace("``", "") if doc else ""
     return out
 
 

@@ -21,7 +21,7 @@ Crops are fixed rectangles on the ground-truth grid, rows ``top:bottom`` and col
 * ``garg``: rows ``int(0.40810811 H) : int(0.99189189 H)``, cols ``int(0.03594771 W) : int(0.96405229 W)``
   (monodepth / BTS KITTI evaluation; truncation like their ``int``/``astype(int32)``); any size.
 * ``eigen``: rows ``int(0.3324324 H) : int(0.91351351 H)``, same columns as ``garg``; any size.
-* ``kb``: the 352x1216 KITTI benchmark window, rows ``H-352 : H``, cols ``(W-1216)//2 : +1216``;
+* ``kb``: the 352x1216 KITTI benchmark window, rows ``H-352 : H``, cols ``(W-1216)//2 : (W-1216)//2 + 1216``;
   needs H >= 352 and W >= 1216.
 * ``none``: every pixel.
 """
@@ -102,7 +102,7 @@ CROP_DESCRIPTIONS: dict[str, str] = {
     "alhashim": "rows 20:460, cols 24:616 of 480x640",
     "garg": "rows int(0.40810811 H):int(0.99189189 H), cols int(0.03594771 W):int(0.96405229 W)",
     "eigen": "rows int(0.3324324 H):int(0.91351351 H), cols int(0.03594771 W):int(0.96405229 W)",
-    "kb": "rows H-352:H, cols (W-1216)//2 +1216",
+    "kb": "rows H-352:H, cols (W-1216)//2:(W-1216)//2+1216 (the 352x1216 KITTI benchmark window)",
 }
 """One-line description of each crop (0-based, end exclusive), used by :meth:`Protocol.describe`."""
 

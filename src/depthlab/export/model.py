@@ -20,7 +20,8 @@ def export_model(out: str | os.PathLike, model: str | None = None, checkpoint_pa
                  precision: str = "fp32", calibration=None) -> dict[str, Any]:
     """Export a model to ONNX at ``out``, verified against PyTorch in ONNX Runtime; returns the report dict.
 
-    The input size defaults to the weights' ``input_size``; ``height``/``width`` must be multiples of the
+    The input size defaults to the weights' ``input_size``, else (a checkpoint written by ``depthlab train``)
+    the run's training size ``data.size``; ``height``/``width`` must be multiples of the
     model's ``multiple_of``. The graph takes ``x`` (B,3,H,W) already normalised with the ``mean``/``std`` in the
     sidecar and returns ``depth`` (B,1,H,W) raw (``target_encoding``; see docs/outputs.md). ``dynamic`` makes
     batch, height and width dynamic (and verifies a second shape). ``precision`` (fp32, fp16, int8-dynamic,
@@ -35,10 +36,8 @@ def export_model(out: str | os.PathLike, model: str | None = None, checkpoint_pa
     info = net.depth_info
     name = getattr(net, "model_name", None) or model
     if height is None or width is None:
-        if info.input_size is None:
-            raise InputError(f"{name} declares no input_size: pass --height and --width")
-        height = height or int(info.input_size[0])
-        width = width or int(info.input_size[1])
+        default_h, default_w = _default_size(net, name)
+        height, width = height or default_h, width or default_w
     m = int(info.multiple_of or 1)
     for label, v in (("height", height), ("width", width)):
         if v < 1 or v % m:
@@ -52,6 +51,18 @@ def export_model(out: str | os.PathLike, model: str | None = None, checkpoint_pa
                   multiple_of=m)
     write_json(Path(str(out) + ".json"), report)
     return report
+
+
+def _default_size(net, name: str) -> tuple[int, int]:
+    """The weights' declared ``input_size``, else the training size of the run that wrote the checkpoint."""
+    if net.depth_info.input_size is not None:
+        return int(net.depth_info.input_size[0]), int(net.depth_info.input_size[1])
+    config = (getattr(net, "checkpoint_meta", None) or {}).get("config") or {}
+    size = (config.get("data") or {}).get("size")
+    if size:
+        return int(size[0]), int(size[1])
+    raise InputError(f"{name} declares no input_size and its checkpoint records no training size (data.size): "
+                     "pass --height and --width")
 
 
 __all__ = ["export_model", "resolve_model"]

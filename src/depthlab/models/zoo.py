@@ -61,12 +61,16 @@ def _cost(name: str, info) -> tuple[int, float, tuple[int, int]]:
     return cost(create_model(name), "cpu")
 
 
-def zoo_rows(pattern: str = "*", with_cost: bool = True) -> list[dict[str, Any]]:
-    """One dict per registered model matching ``pattern`` (shell-style)."""
+def zoo_rows(pattern: str = "*", with_cost: bool = True, progress=None) -> list[dict[str, Any]]:
+    """One dict per registered model matching ``pattern`` (shell-style).
+
+    ``with_cost`` builds every network (randomly initialised) to count its parameters and MACs: seconds to
+    minutes for the whole zoo; ``progress(i, n, name)`` is called before each model is costed."""
     from depthlab.models.registry import get_entry, list_models
 
     rows = []
-    for name in list_models(pattern):
+    names = list_models(pattern)
+    for i, name in enumerate(names):
         entry = get_entry(name)
         info = entry.info
         row: dict[str, Any] = {
@@ -86,6 +90,8 @@ def zoo_rows(pattern: str = "*", with_cost: bool = True) -> list[dict[str, Any]]
             "error": None,
         }
         if with_cost:
+            if progress is not None:
+                progress(i, len(names), name)
             try:
                 params, macs, size = _cost(name, info)
                 row["params"], row["gmacs"], row["cost_size"] = params, macs / 1e9, list(size)
@@ -148,36 +154,62 @@ def zoo_markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def print_zoo_table(pattern: str = "*", with_cost: bool = True, console=None) -> list[dict[str, Any]]:
-    """Print the zoo as a rich table; returns the rows."""
+def _costed_rows(pattern: str, status_console) -> list[dict[str, Any]]:
+    """:func:`zoo_rows` with costs, showing which model is being built (a progress bar on a terminal, else
+    one line per model on ``status_console``: costing the whole zoo takes minutes)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    if not status_console.is_terminal:
+        return zoo_rows(pattern, with_cost=True, progress=lambda i, n, name: status_console.print(
+            f"costing {i + 1}/{n}: {name}", highlight=False, markup=False))
+    columns = (TextColumn("costing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+               TimeElapsedColumn())
+    with Progress(*columns, console=status_console, transient=True) as bar:
+        task = bar.add_task("", total=None)
+
+        def step(i, n, name):
+            bar.update(task, completed=i, total=n, description=name)
+
+        return zoo_rows(pattern, with_cost=True, progress=step)
+
+
+def print_zoo_table(pattern: str = "*", with_cost: bool = False, console=None,
+                    status_console=None) -> list[dict[str, Any]]:
+    """Print the zoo as a rich table; returns the rows. ``with_cost`` adds params and GMACs (builds every
+    network; progress goes to ``status_console``, default stderr)."""
     from rich import box
     from rich.console import Console
     from rich.table import Table
 
+    from depthlab.report.terminal import print_table
+
     console = console or Console()
-    rows = zoo_rows(pattern, with_cost=with_cost)
+    if with_cost:
+        rows = _costed_rows(pattern, status_console or Console(stderr=True))
+    else:
+        rows = zoo_rows(pattern, with_cost=False)
     if not rows:
         console.print(f"no registered model matches {pattern!r}")
         return rows
-    table = Table(title=f"depthlab model zoo ({len(rows)} models)", box=box.SIMPLE_HEAD)
-    for c in SHORT_COLUMNS:
+    n = len(rows)
+    table = Table(title=f"depthlab model zoo ({n} model{'' if n == 1 else 's'})", box=box.SIMPLE_HEAD)
+    shown = [i for i, c in enumerate(SHORT_COLUMNS) if with_cost or c not in ("params", "GMACs")]
+    for i in shown:
+        c = SHORT_COLUMNS[i]
         table.add_column(c, justify="right" if c in ("params", "GMACs") else "left",
                          no_wrap=c in ("model", "params", "GMACs", "weights"), overflow="fold")
     for r in rows:
-        table.add_row(*_cells(r))
-    # Piped or captured output has no real width (rich assumes 80): give the table the room it needs.
-    saved_width = console.width
-    if not console.is_terminal:
-        console.width = max(saved_width, 150)
-    try:
-        console.print(table)
-    finally:
-        console.width = saved_width
+        cells = _cells(r)
+        table.add_row(*[cells[i] for i in shown])
+    print_table(console, table)
     for r in rows:
         if r["error"]:
             console.print(f"[yellow]{r['name']}[/yellow]: not costed ({r['error']})", highlight=False)
     if with_cost:
         console.print(LEGEND, highlight=False)
+    else:
+        console.print("params and GMACs: `depthlab models --cost` (builds every network: minutes for the "
+                      "whole zoo, seconds for one model)", highlight=False, markup=False)
     return rows
 
 

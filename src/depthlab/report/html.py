@@ -111,8 +111,9 @@ def table_columns(results: dict, key: str) -> list[str]:
 
 
 def _best(rows: list[dict], col: str) -> Any:
+    """The best value of ``col`` over the ok rows; None (nothing marked) unless there are two to compare."""
     vals = [r[col] for r in rows if r.get("status") == "ok" and isinstance(r.get(col), (int, float))]
-    if not vals:
+    if len(vals) < 2:
         return None
     return max(vals) if col in HIGHER_IS_BETTER else min(vals)
 

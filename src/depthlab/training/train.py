@@ -16,6 +16,8 @@ run on the same machine and settings).
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import shutil
 import subprocess
@@ -157,9 +159,24 @@ def _check_cpu_devices(t) -> None:
                           f"no GPU (accelerator={t.accelerator!r}); use train.devices <= {2 * cores}")
 
 
-def build_trainer(cfg, run_dir: Path, callbacks: Iterable = ()) -> tuple[L.Trainer, LastCheckpoint]:
-    """The Lightning Trainer of a run, with depthlab's checkpoint, RNG and logging callbacks."""
-    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+def _progress_callbacks(cfg, progress_lines: bool) -> list:
+    """A progress bar on a terminal; else plain step / validation lines (``progress_lines``); none with
+    ``DEPTHLAB_NO_PROGRESS`` set."""
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    from depthlab.training.progress import ProgressLines
+
+    if _interactive():
+        return [RichProgressBar()]
+    if progress_lines and os.environ.get("DEPTHLAB_NO_PROGRESS", "") == "":
+        return [ProgressLines(every_n_steps=cfg.train.log_every_n_steps)]
+    return []
+
+
+def build_trainer(cfg, run_dir: Path, callbacks: Iterable = (),
+                  progress_lines: bool = True) -> tuple[L.Trainer, LastCheckpoint]:
+    """The Lightning Trainer of a run, with depthlab's checkpoint, RNG, logging and progress callbacks."""
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
     t = cfg.train
     ckpt_dir = run_dir / CHECKPOINT_DIR
@@ -172,9 +189,7 @@ def build_trainer(cfg, run_dir: Path, callbacks: Iterable = ()) -> tuple[L.Train
     loggers = _loggers(cfg, run_dir)
     if loggers:
         cbs.append(LearningRateMonitor(logging_interval="step"))
-    interactive = _interactive()
-    if interactive:
-        cbs.append(RichProgressBar())
+    cbs.extend(_progress_callbacks(cfg, progress_lines))
     cbs.extend(callbacks)
     val_interval = t.val_check_interval
     _check_cpu_devices(t)
@@ -188,8 +203,8 @@ def build_trainer(cfg, run_dir: Path, callbacks: Iterable = ()) -> tuple[L.Train
         callbacks=cbs,
         logger=loggers or False,
         default_root_dir=str(run_dir),
-        enable_progress_bar=interactive,
-        enable_model_summary=interactive,
+        enable_progress_bar=_interactive(),
+        enable_model_summary=False,  # its FLOPs column reads 0 without an example input; ProgressLines counts params
         num_sanity_val_steps=0,
         use_distributed_sampler=False,  # DepthDataModule shards with its own seeded sampler
         benchmark=False,
@@ -254,16 +269,43 @@ def prepare_run_dir(cfg, resume: bool) -> Path:
     return run_dir
 
 
+class _DropTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in str(record.msg)
+
+
+@contextlib.contextmanager
+def _without_lightning_tips():
+    """Lightning's advertising tips (e.g. the litlogger one) left out of a run's output."""
+    logger, drop = logging.getLogger("lightning.pytorch.utilities.rank_zero"), _DropTips()
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
+
+
 def train(cfg_or_path, overrides: Sequence[str] = (), resume: bool = False, *,
-          callbacks: Iterable = ()) -> RunResult:
+          callbacks: Iterable = (), progress_lines: bool = True) -> RunResult:
     """Train the experiment described by a YAML file / dict / ExperimentConfig plus dotted overrides.
 
     Returns a :class:`RunResult` with the run directory, the exported depthlab checkpoints
     (``best.safetensors``, ``last.safetensors``) and the best validation metrics. ``callbacks`` are
-    extra Lightning callbacks (tests, tooling). Launched under torchrun / SLURM, every process calls
-    this function; rank 0 writes the run directory files.
+    extra Lightning callbacks (tests, tooling). Progress: a bar when stderr is a terminal, else plain
+    step and validation lines on stderr (``progress_lines=False``: none; callers with their own progress
+    display, e.g. ``run_experiment``). Launched under torchrun / SLURM, every process calls this
+    function; rank 0 writes the run directory files. ``train.threads`` sets torch's intra-op threads for
+    the run (restored afterwards).
     """
+    from depthlab.experiment import torch_threads
+
     cfg = resolve_config(cfg_or_path, overrides)
+    with torch_threads(cfg.train.threads):
+        return _run(cfg, resume, callbacks, progress_lines)
+
+
+def _run(cfg, resume: bool, callbacks: Iterable, progress_lines: bool) -> RunResult:
+    """:func:`train` once the configuration is resolved."""
     seed = cfg.train.seed
     L.seed_everything(seed, workers=True)
     run_dir = prepare_run_dir(cfg, resume)
@@ -275,7 +317,8 @@ def train(cfg_or_path, overrides: Sequence[str] = (), resume: bool = False, *,
     task.teacher = teacher
     data = DepthDataModule(cfg.data, seed=seed, teacher_cache=cache)
     try:
-        trainer, _ = build_trainer(cfg, run_dir, callbacks)
+        with _without_lightning_tips():
+            trainer, _ = build_trainer(cfg, run_dir, callbacks, progress_lines=progress_lines)
     except MisconfigurationException as e:  # devices, precision or strategy this machine cannot honour
         raise ConfigError(f"train: {first_line(e)}") from e
     ckpt_path = run_dir / CHECKPOINT_DIR / "last.ckpt" if resume else None
@@ -283,6 +326,8 @@ def train(cfg_or_path, overrides: Sequence[str] = (), resume: bool = False, *,
         # expected here: the run's own folders exist on resume; workers=0 is a valid choice on CPU
         warnings.filterwarnings("ignore", message=r".*exists and is not empty.*")
         warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+        # Lightning's own pytree helper on this torch; nothing a depthlab user can change
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
         trainer.fit(task, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
     return _finish_run(cfg, task, trainer, data, run_dir)
 
