@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import print_table, write_result  # noqa: E402
+from common import gemm_peak_gflops, print_table, write_result  # noqa: E402
 
 
 def build_folder(folder: Path, seed: int) -> None:
@@ -111,22 +111,6 @@ def forward_rows(model, backend, net_hw, tmp: Path, runs: int) -> tuple[list[dic
             a, b = sess.run(None, feed)[0], qs.run(None, feed)[0]
             rel["int8_rel_diff"] = float(np.abs(b - a).max() / np.abs(a).max())
     return rows, rel
-
-
-def gemm_peak_gflops(sizes=(1024, 2048, 3072), runs: int = 5) -> float:
-    """This CPU's float32 matrix-multiply throughput: best median over a few square sizes."""
-    best = 0.0
-    with torch.inference_mode():
-        for n in sizes:
-            a, b = torch.randn(n, n), torch.randn(n, n)
-            a @ b
-            ts = []
-            for _ in range(runs):
-                t = time.perf_counter()
-                a @ b
-                ts.append(time.perf_counter() - t)
-            best = max(best, 2 * n**3 / statistics.median(ts) / 1e9)
-    return best
 
 
 def test_image(seed: int):

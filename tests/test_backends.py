@@ -110,7 +110,7 @@ def test_fallback_stays_contiguous_when_channels_last_breaks_the_forward(tmp_pat
     p = Predictor(model, backend="auto", onnx_cache_dir=tmp_path)
     with pytest.warns(UserWarning) as caught:
         got = p(image()).depth
-    assert [str(w.message).split(":")[1].strip()[:20] for w in caught] == ["ONNX Runtime backend", "channels_last differs"]
+    assert [str(w.message).split(":")[1].strip()[:20] for w in caught] == ["ONNX Runtime backend", "channels_last differ"]
     assert p.backend_used == "eager" and model.a.weight.is_contiguous()
     assert rel(got, Predictor(tiny(view_in_forward=True), backend="eager")(image()).depth) < RTOL
 
