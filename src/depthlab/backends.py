@@ -85,7 +85,7 @@ class Network:
         self.fallback_reason: str | None = None  # why auto did not use ONNX Runtime
         self._onnx = None  # OnnxBackend, built on first use
         self._stamp = None  # weights fingerprint of the exported model
-        self._cl_checked = channels_last  # channels_last chosen by the caller: nothing to check
+        self._cl_checked = channels_last or autocast_bf16  # chosen by the caller / bf16 kept as asked: no check
         if self.requested == "auto":
             self.fallback_reason = self._auto_blocker()
 

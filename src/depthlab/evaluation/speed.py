@@ -96,7 +96,9 @@ def measure_latency(model, size: Sequence[int], repeats: int = 5, warmup: int = 
         for _ in range(max(warmup, 1 if net.requested == "auto" else 0)):  # auto's eager check runs untimed
             net(x)
         times = sorted(forward_seconds(net, x) for _ in range(repeats))
-    model.to(memory_format=torch.contiguous_format).cpu()
+    if net.channels_last:  # auto's eager fallback switched the module to channels_last: give it back as it was
+        model.to(memory_format=torch.contiguous_format)
+    model.cpu()
     ms = 1000.0 * times[len(times) // 2]
     return {"params": int(count_params(model)), "latency_ms": ms, "fps": 1000.0 / ms if ms > 0 else None,
             "latency_size": [h, w], "latency_threads": torch.get_num_threads(), "latency_device": str(dev),
