@@ -140,7 +140,7 @@ class Network:
             self._stamp = _weights_stamp(self.model)
             self._onnx = OnnxBackend(self.model, shape, cache_dir=self.onnx_cache_dir)
         else:
-            self._onnx.prepare(shape)
+            self._onnx.session_for(shape)  # exported (or loaded from the cache) now, not in a timed call
 
     def _name(self) -> str:
         return getattr(self.model, "model_name", None) or type(self.model).__name__

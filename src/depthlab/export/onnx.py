@@ -352,7 +352,7 @@ def cache_key(model_name: str, weights_sha: str, input_shape, opset: int, dynami
     """The cache file's key: model name, weights hash, input shape, export settings and the torch / ONNX Runtime
     versions (a new exporter or runtime re-exports and re-verifies instead of trusting an old file)."""
     blob = json.dumps([CACHE_FORMAT, model_name, weights_sha, list(input_shape), opset, dynamic, torch.__version__,
-                       _require_ort().__version__])
+                       require("onnxruntime", "onnx", "the ONNX Runtime backend").__version__])
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -410,10 +410,6 @@ class OnnxBackend:
         self.reports[shape] = report
         self._sessions[None if self.dynamic else shape] = ort_session(path, self.threads, self.providers)
         return cached
-
-    def prepare(self, shape) -> None:
-        """Export (or load from the cache) and open a session for input ``shape`` now, instead of on first use."""
-        self._session_for(tuple(int(s) for s in shape))
 
     @property
     def max_abs_diff(self) -> float:
