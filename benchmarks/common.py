@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import shlex
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -64,6 +65,24 @@ def machine_info() -> dict:
         info["gpu"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
         info["cuda"] = torch.version.cuda
     return info
+
+
+def gemm_seconds(n: int = 1024) -> float:
+    """Seconds of one float32 ``torch.mm`` of two ``n x n`` matrices (``2 n^3`` FLOP) at torch's threads."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    with torch.inference_mode():
+        a @ b
+        t = time.perf_counter()
+        a @ b
+        return time.perf_counter() - t
+
+
+def gemm_peak_gflops(sizes=(1024, 2048, 3072), runs: int = 5) -> float:
+    """This CPU's float32 matrix-multiply throughput (``torch.mm``, torch's threads): best median over a few
+    square sizes, in GFLOP/s."""
+    return max(2 * n**3 / statistics.median(gemm_seconds(n) for _ in range(runs)) / 1e9 for n in sizes)
 
 
 def write_result(name: str, payload: dict, results_dir: str | os.PathLike | None = None) -> Path:

@@ -13,7 +13,7 @@ Both sides do the whole job, PIL image in -> depth at 480x640 out:
 * ``depthlab_onnx``: ``Predictor(model, backend="onnx")(image)`` -- the adapter's own pre/post-processing
   (same as the processor) around ONNX Runtime (exported once at Predictor construction, verified against
   PyTorch, cached on disk; float32 -- no reduced precision);
-* ``depthlab_eager``: ``Predictor(model)(image)``, the same with eager PyTorch (``--no-eager`` skips it);
+* ``depthlab_eager``: ``Predictor(model, backend="eager")(image)``, the same with eager PyTorch (``--no-eager`` skips it);
 * ``depthlab_eager_bf16``: ``Predictor(model, autocast_bf16=True)(image)``, the users' opt-in reduced precision,
   shown for what it costs in accuracy (``--no-bf16`` skips it); it is not a candidate for the target.
 
@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import print_table, write_result  # noqa: E402
+from common import gemm_peak_gflops, print_table, write_result  # noqa: E402
 
 
 def build_folder(folder: Path, seed: int) -> None:
@@ -113,22 +113,6 @@ def forward_rows(model, backend, net_hw, tmp: Path, runs: int) -> tuple[list[dic
     return rows, rel
 
 
-def gemm_peak_gflops(sizes=(1024, 2048, 3072), runs: int = 5) -> float:
-    """This CPU's float32 matrix-multiply throughput: best median over a few square sizes."""
-    best = 0.0
-    with torch.inference_mode():
-        for n in sizes:
-            a, b = torch.randn(n, n), torch.randn(n, n)
-            a @ b
-            ts = []
-            for _ in range(runs):
-                t = time.perf_counter()
-                a @ b
-                ts.append(time.perf_counter() - t)
-            best = max(best, 2 * n**3 / statistics.median(ts) / 1e9)
-    return best
-
-
 def test_image(seed: int):
     from PIL import Image
 
@@ -169,7 +153,7 @@ def main(argv=None) -> dict:
         model = load_depthlab(folder)
         image = test_image(args.seed)
         h, w = image.height, image.width
-        eager = Predictor(model)
+        eager = Predictor(model, backend="eager")
         net_hw = eager.network_size(h, w)
         from depthlab.evaluation.speed import macs_by_op
 
@@ -196,7 +180,7 @@ def main(argv=None) -> dict:
         if not args.no_eager:
             sides["depthlab_eager"] = run_eager
         if not args.no_bf16:
-            bf16 = Predictor(model, autocast_bf16=True)
+            bf16 = Predictor(model, backend="eager", autocast_bf16=True)
             sides["depthlab_eager_bf16"] = lambda: torch.from_numpy(bf16(image).depth)
         outputs = {k: f() for k, f in sides.items()}  # also the first warm-up
         for _ in range(max(args.warmup - 1, 0)):

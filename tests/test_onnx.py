@@ -107,10 +107,10 @@ def test_predictor_onnx_backend_matches_torch_and_reuses_the_cache(tiny_dav2, tm
 
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
-    ref = Predictor(tiny_dav2)(img)
-    net = Predictor(tiny_dav2).network_size(60, 80)
+    ref = Predictor(tiny_dav2, backend="eager")(img)
+    net = Predictor(tiny_dav2, backend="eager").network_size(60, 80)
     onnx_pred = Predictor(tiny_dav2, backend="onnx", onnx_cache_dir=tmp_path, onnx_input_shape=(1, 3, *net))
-    assert onnx_pred._onnx is not None and not onnx_pred._onnx.from_cache  # exported + verified at build
+    assert onnx_pred.network.onnx_backend is not None and not onnx_pred.network.onnx_backend.from_cache  # exported + verified at build
     files = sorted(tmp_path.glob("*.onnx"))
     assert len(files) == 1 and f"1x3x{net[0]}x{net[1]}" in files[0].name
     got = onnx_pred(img)
@@ -122,9 +122,9 @@ def test_predictor_onnx_backend_matches_torch_and_reuses_the_cache(tiny_dav2, tm
 
     monkeypatch.setattr(dl_onnx, "export_onnx", no_export)
     lazy = Predictor(tiny_dav2, backend="onnx", onnx_cache_dir=tmp_path)  # built on first use, from the cache
-    assert lazy._onnx is None
+    assert lazy.network.onnx_backend is None
     again = lazy(img)
-    assert lazy._onnx.from_cache
+    assert lazy.network.onnx_backend.from_cache
     assert np.array_equal(again.depth, got.depth)
 
 
@@ -132,10 +132,10 @@ def test_predictor_onnx_backend_errors(tmp_path):
     from depthlab.predictor import Predictor
 
     model = depthlab.create_model("fastdepth")
-    with pytest.raises(ValueError, match="backend must be one of torch, onnx"):
+    with pytest.raises(ValueError, match="backend must be one of auto, eager, onnx"):
         Predictor(model, backend="tensorrt")
-    with pytest.raises(ValueError, match="onnx_input_shape needs backend='onnx'"):
-        Predictor(model, onnx_input_shape=(1, 3, 64, 64))
+    with pytest.raises(ValueError, match="onnx_input_shape needs backend='onnx' or 'auto'"):
+        Predictor(model, backend="eager", onnx_input_shape=(1, 3, 64, 64))
     pytest.importorskip("diffusers")
     from tiny_models import TEST_KWARGS
 

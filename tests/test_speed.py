@@ -62,9 +62,11 @@ def test_measure_latency_uses_forward_seconds(monkeypatch):
 def test_padded_and_network_size():
     assert speed.padded_size((30, 50), 32) == (32, 64) and speed.padded_size((30, 50), None) == (30, 50)
 
-    class Adapter(nn.Module):
-        def input_size_for(self, h, w):
-            return 14 * 37, 14 * 49
+    from depthlab.processing import AdapterProcessor
+
+    class Adapter(nn.Module):  # sizes images through its own processor, as the foundation adapters do
+        def processor(self):
+            return AdapterProcessor(None, network_size=lambda h, w: (14 * 37, 14 * 49))
 
     assert speed.network_size(Adapter(), (480, 640), 32) == (518, 686)
     assert speed.network_size(nn.Identity(), (480, 640), 32) == (480, 640)

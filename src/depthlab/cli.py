@@ -48,6 +48,10 @@ INPUT_SIZE_HELP = ("network input size: auto (default: the trained size when the
                    "image's aspect ratio), N (short side) or HxW")
 
 
+BACKEND_HELP = ("what runs the network: auto (default, or $DEPTHLAB_BACKEND: ONNX Runtime when installed and its "
+                "export verifies against PyTorch, else PyTorch in channels_last), eager (PyTorch) or onnx")
+
+
 def _key_values(items: Optional[List[str]], flag: str) -> dict:
     """``["k=v", ...]`` -> ``{k: yaml(v)}``; a one-line usage error for an item without ``=``. Values are read
     by :func:`depthlab.config.load_yaml` (safe, alias bombs refused) like every YAML depthlab reads."""
@@ -122,6 +126,7 @@ def eval_cmd(
     data_opt: Optional[List[str]] = typer.Option(None, "--data-opt", help="dataset option KEY=VALUE (YAML value), "
                                                  "repeatable, e.g. --data-opt gt_root=/data/kitti_gt"),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    backend: Optional[str] = typer.Option(None, help=BACKEND_HELP),
 ):
     """Evaluate predictions or a model on a dataset under a named protocol.
 
@@ -134,7 +139,8 @@ def eval_cmd(
         result = evaluate(dataset=dataset, root=root, split=split, model=model, checkpoint_path=checkpoint_path,
                           checkpoint=checkpoint, predictions=predictions, pred_scale=pred_scale, pred_kind=pred_kind,
                           protocol=protocol, out=out, device=device, limit=limit, progress=True,
-                          input_size=_parse_size(input_size), dataset_kwargs=_key_values(data_opt, "--data-opt"))
+                          input_size=_parse_size(input_size), dataset_kwargs=_key_values(data_opt, "--data-opt"),
+                          backend=backend)
     except DatasetOptionError as e:  # a user error like any other, but its option came from --data-opt
         _fail(f"--data-opt: {first_line(e)}")
     if as_json:
@@ -214,6 +220,7 @@ def predict_cmd(
                                              "(default: CPU cores, at most 4)"),
     max_pixels: Optional[int] = typer.Option(None, help="refuse images whose header declares more pixels, before "
                                              "decoding them (default: depthlab.io.MAX_PIXELS, 50 million)"),
+    backend: Optional[str] = typer.Option(None, help=BACKEND_HELP),
 ):
     """Predict depth for images; writes .npy (float32), 16-bit PNG, colourised PNG, side-by-side, GeoTIFF, PLY.
 
@@ -240,13 +247,14 @@ def predict_cmd(
     if videos:
         reports.append(predict_videos(videos, model=model, checkpoint_path=checkpoint_path, pretrained=pretrained,
                                       out_dir=out, formats=fmts, colormap=colormap, batch_size=batch_size,
-                                      device=device, progress=True, input_size=_parse_size(input_size), smooth=smooth))
+                                      device=device, progress=True, input_size=_parse_size(input_size), smooth=smooth,
+                                      backend=backend))
     if inputs or not reports:
         reports.append(predict_files(inputs, model=model, checkpoint_path=checkpoint_path, pretrained=pretrained,
                                      out_dir=out, formats=fmts, colormap=colormap, batch_size=batch_size,
                                      device=device, progress=True, input_size=_parse_size(input_size),
                                      intrinsics=intrinsics, ply_scale=ply_scale, io_workers=io_workers,
-                                     max_pixels=max_pixels))
+                                     max_pixels=max_pixels, backend=backend))
     failures = {p: reason for r in reports for p, reason in r.failures.items()}
     for path, reason in failures.items():
         err_console.print(f"failed {path}: {reason}", style="red", highlight=False, soft_wrap=True, markup=False)
@@ -324,12 +332,14 @@ def serve_cmd(
     max_upload_mb: float = typer.Option(25.0, help="largest accepted upload in MB (larger: HTTP 413)"),
     max_pixels: Optional[int] = typer.Option(None, help="answer 413 to uploads declaring more pixels (default: "
                                              "depthlab.web.app.WEB_MAX_PIXELS, 16 million)"),
+    backend: Optional[str] = typer.Option(None, help=BACKEND_HELP),
 ):
     """Serve the web app (upload an image, see and download its depth) with uvicorn."""
     from depthlab.web.app import WEB_MAX_PIXELS, serve
 
     serve(model=model, checkpoint_path=checkpoint_path, host=host, port=port, device=device,
-          input_size=_parse_size(input_size), max_upload_mb=max_upload_mb, max_pixels=max_pixels or WEB_MAX_PIXELS)
+          input_size=_parse_size(input_size), max_upload_mb=max_upload_mb, max_pixels=max_pixels or WEB_MAX_PIXELS,
+          backend=backend)
 
 
 @command("experiment")

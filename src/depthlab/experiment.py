@@ -133,6 +133,7 @@ class SpeedSpec:
     warmup: int = 1
     device: str = "cpu"
     size: list[int] | None = None  # [H, W]; None: the run's data.size
+    backend: str | None = None  # auto | eager | onnx; None: $DEPTHLAB_BACKEND, else auto (depthlab.backends)
 
 
 @dataclass
@@ -757,7 +758,8 @@ def _train_and_measure(cfg, run_dir: Path, spec: ExperimentSpec, eval_sets: dict
     progress(f"measure {cfg.name}")
     with torch.inference_mode():
         sp = measure_latency(model, speed.size or cfg.data.size, repeats=speed.repeats, warmup=speed.warmup,
-                             device=speed.device)
+                             device=speed.device,
+                             backend=speed.backend)
     return {"metrics": metrics, "untrained": untrained, "protocols": protocols, "domains": domains,
             "per_category": per_category, "skipped_images": skipped,
             "sample_predictions": sample_preds, "test_loss": test_loss, "common_test_loss": common,

@@ -7,9 +7,11 @@
 uint8 until the processor, as transformers' image processors treat them, so the Predictor's output equals
 ``transformers.pipeline("depth-estimation")`` / diffusers' Marigold pipeline on the same weights.
 
-``backend="onnx"`` runs the network (not the pre/post-processing) in ONNX Runtime through
-:class:`depthlab.export.onnx.OnnxBackend`: exported once per network input shape, verified against
-PyTorch, cached on disk keyed by model name, weights hash and shape.
+The network (not the pre/post-processing) runs on the fastest verified backend by default
+(:class:`depthlab.backends.Network`, ``backend="auto"``): ONNX Runtime when installed and the export (once per
+network input shape, cached on disk keyed by model name, weights hash, shape and versions) reproduces
+PyTorch, else eager PyTorch in channels_last; ``backend="eager"`` / ``"onnx"`` force one.
+``Predictor.backend_used`` says what ran.
 
 :func:`predict_files` is the ``depthlab predict`` command: files, folders or globs in; the writers of
 :mod:`depthlab.outputs` plus a ``predictions.json`` sidecar out.
@@ -27,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from depthlab.backends import BACKENDS, Network, resolve_backend
 from depthlab.errors import DataError, InputError, MissingFileError, one_line
 from depthlab.models.registry import resolve_device, resolve_model
 from depthlab.outputs import (FORMATS, PNG16_METRIC_SCALE, SIDECAR, output_clashes, parse_formats, png16_encoding,
@@ -38,7 +41,6 @@ UNITS = {
     "relative": "affine-invariant depth (unknown scale and shift)",
     "disparity": "affine-invariant inverse depth (unknown scale and shift; larger = nearer)",
 }
-BACKENDS = ("torch", "onnx")
 
 
 @dataclass
@@ -167,19 +169,21 @@ class Predictor:
     trained size changes an image's aspect ratio by more than :data:`ASPECT_WARN_RATIO`. Models with their
     own processor (foundation adapters) size images themselves: ``input_size`` must then be None.
 
-    ``backend``: ``"torch"`` (default) or ``"onnx"`` -- the network runs in ONNX Runtime
-    (:class:`depthlab.export.onnx.OnnxBackend`, exported per network input shape, verified against PyTorch,
-    cached in ``onnx_cache_dir``, default ``~/.cache/depthlab/onnx``); ``onnx_input_shape=(B,3,h,w)``
-    exports (or loads from the cache) at construction instead of on first use.
+    ``backend``: ``"auto"`` (default; ``None`` = ``$DEPTHLAB_BACKEND``, else auto) runs the network in ONNX Runtime
+    when it is installed, the device is the CPU and the export verifies against PyTorch, else in eager PyTorch
+    (channels_last when it reproduces the contiguous forward), with a one-line warning when an export fails;
+    ``"eager"`` (``"torch"``) = PyTorch; ``"onnx"`` = ONNX Runtime or an error. Exports happen on first use per
+    network input shape, verified once, cached in ``onnx_cache_dir`` (default ``~/.cache/depthlab/onnx``);
+    ``onnx_input_shape=(B,3,h,w)`` prepares that shape at construction. ``backend_used`` records what ran
+    (see :mod:`depthlab.backends`).
     """
 
     def __init__(self, model: nn.Module | str, device: str | torch.device = "cpu", checkpoint_path=None,
                  pretrained: bool = True, input_size: int | tuple[int, int] | str | None = "auto",
                  batch_size: int = 1, channels_last: bool = False, autocast_bf16: bool = False,
-                 pad_mode: str = "replicate", backend: str = "torch", onnx_cache_dir=None,
+                 pad_mode: str = "replicate", backend: str | None = None, onnx_cache_dir=None,
                  onnx_input_shape: tuple[int, int, int, int] | None = None):
-        if backend not in BACKENDS:
-            raise InputError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        backend = resolve_backend(backend)
         self.device = resolve_device(device)
         self.model = resolve_model(model, checkpoint_path, pretrained=pretrained).eval().to(self.device)
         if channels_last:
@@ -210,32 +214,22 @@ class Predictor:
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size, self.channels_last, self.autocast_bf16 = int(batch_size), channels_last, autocast_bf16
-        self.backend, self.onnx_cache_dir, self._onnx = backend, onnx_cache_dir, None
-        if backend == "onnx":
-            if self.device.type != "cpu":
-                raise InputError(f"backend='onnx' runs on the CPU (ONNX Runtime CPU provider), got device={device}")
-            if onnx_input_shape is not None:  # export (or load from the cache) and verify now
-                self._onnx_runner(tuple(int(v) for v in onnx_input_shape))
-        elif onnx_input_shape is not None:
-            raise InputError("onnx_input_shape needs backend='onnx'")
+        self.backend, self.onnx_cache_dir = backend, onnx_cache_dir
+        self.network = Network(self.model, backend, self.device, channels_last, autocast_bf16, onnx_cache_dir)
+        if onnx_input_shape is not None:
+            if backend == "eager":
+                raise InputError("onnx_input_shape needs backend='onnx' or 'auto'")
+            self.network.prepare(onnx_input_shape)  # export (or load from the cache) and verify now
 
-    def _onnx_runner(self, shape: tuple[int, ...]):
-        """The ONNX Runtime backend, built on first use for ``shape`` (later shapes export lazily, cached)."""
-        if self._onnx is None:
-            from depthlab.export.onnx import OnnxBackend
-
-            self._onnx = OnnxBackend(self.model, shape, cache_dir=self.onnx_cache_dir)
-        return self._onnx
+    @property
+    def backend_used(self) -> str | None:
+        """What ran the network so far: ``onnx``, ``eager``, ``eager-channels_last`` (or several joined by
+        ``+``); None before the first prediction."""
+        return self.network.backend
 
     def _network(self, x: torch.Tensor):
-        """Run the network (PyTorch or ONNX Runtime) on a normalised batch -> raw ``(B,1,h,w)`` float."""
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        if self.backend == "onnx":
-            out = self._onnx_runner(tuple(x.shape))(x)
-        else:
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast_bf16):
-                out = self.model(x)
+        """Run the network (:attr:`network`: ONNX Runtime or PyTorch) on a normalised batch -> raw ``(B,1,h,w)`` float."""
+        out = self.network(x)
         raw = out["depth"] if isinstance(out, dict) else out
         if raw.ndim == 3:
             raw = raw[:, None]
@@ -320,7 +314,8 @@ def predict_files(inputs, model: str | nn.Module = "fastdepth", checkpoint_path=
                   colormap: str = "Spectral_r", batch_size: int = 1, device: str = "cpu",
                   progress: bool = False, input_size="auto", intrinsics=None,
                   ply_scale: float | None = None, io_workers: int | None = None,
-                  max_pixels: int | None = None) -> PredictReport:
+                  max_pixels: int | None = None,
+                  backend: str | None = None) -> PredictReport:
     """Predict every image in ``inputs`` (files, folders, globs) and write the requested ``formats``.
 
     Per image (``<stem>`` = file name without extension; made unique on clashes):
@@ -339,6 +334,7 @@ def predict_files(inputs, model: str | nn.Module = "fastdepth", checkpoint_path=
     decoded, and an input whose outputs would overwrite an input file (``out_dir`` = the input folder).
     ``predictions.json`` is rewritten as the run goes (at most once a second), so an interrupted run leaves a
     sidecar that lists only files completely written.
+    ``backend``: as :class:`Predictor` takes it (default auto); ``predictions.json`` records the one used.
     """
     from rich.console import Console
     from rich.progress import Progress
@@ -362,7 +358,7 @@ def predict_files(inputs, model: str | nn.Module = "fastdepth", checkpoint_path=
     out_dir = io.make_dir(out_dir)
     io.remove_orphan_temps(out_dir)  # left by a run killed with SIGKILL
     predictor = Predictor(model, device=device, checkpoint_path=checkpoint_path, pretrained=pretrained,
-                          batch_size=batch_size, input_size=input_size)
+                          batch_size=batch_size, input_size=input_size, backend=backend)
     if "ply" in formats and predictor.kind != "metric" and ply_scale is None:  # before any file is written
         raise InputError(f"ply: {predictor.model_name} predicts {predictor.kind} values without a metric scale; "
                          "pass ply_scale (--ply-scale: metres per unit for relative depth, metres x disparity "
@@ -387,6 +383,7 @@ def predict_files(inputs, model: str | nn.Module = "fastdepth", checkpoint_path=
             save()  # an interrupted run keeps a sidecar of what it wrote
 
         _pipeline(predictor, paths, stems, write, report, sidecar, io_workers, advance, max_pixels)
+    sidecar["backend"] = predictor.backend_used  # what ran the network (auto: onnx or eager)
     io.write_json(out_dir / SIDECAR, sidecar)
     return report
 

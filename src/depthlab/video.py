@@ -488,7 +488,7 @@ def predict_videos(paths: Sequence, model: Any = "fastdepth", out_dir="outputs/p
     from depthlab.predictor import Predictor, PredictReport
 
     parse_video_formats(kwargs.get("formats", ("color", "npz")))  # one error up front, not one per clip
-    names = {"device", "checkpoint_path", "pretrained", "input_size", "batch_size"}
+    names = {"device", "checkpoint_path", "pretrained", "input_size", "batch_size", "backend"}
     predictor = model if isinstance(model, Predictor) else \
         Predictor(model, **{k: kwargs.pop(k) for k in list(kwargs) if k in names})
     report = PredictReport(n_ok=0, out_dir=Path(out_dir))

@@ -298,8 +298,9 @@ def _score(spec: ModelSpec, model: nn.Module, ds: str, root, split: str, device:
     try:
         proto = protocol_for(kind, ds, root, dataset_presets)
         row["protocol"] = proto.name
+        # eager: latency_ms times the module's forward (hooks), and foundation models would export per image shape
         res = evaluate(ds, root=root, split=split, model=model, protocol=proto, device=device, limit=limit,
-                       progress=progress, input_size=spec.input_size)
+                       progress=progress, input_size=spec.input_size, backend="eager")
     except Exception as e:  # the evaluation of this pair failed: report it, go on
         row.update(status="failed", error=one_line(e))
         return row, None

@@ -135,7 +135,8 @@ def check_kind(pred_kind: str, protocol: Protocol) -> None:
 def evaluate(dataset, root=None, split: str = "test", model=None, checkpoint_path=None, checkpoint=None,
              predictions=None, pred_scale: float | None = None, protocol: str | Protocol = "none", out=None,
              device: str = "cpu", limit: int | None = None, progress: bool = False,
-             pred_kind: str | None = None, input_size="auto", dataset_kwargs: dict | None = None) -> dict[str, Any]:
+             pred_kind: str | None = None, input_size="auto", dataset_kwargs: dict | None = None,
+             backend: str | None = None) -> dict[str, Any]:
     """Evaluate a model or a folder of predictions on a dataset under a protocol.
 
     Args:
@@ -157,6 +158,8 @@ def evaluate(dataset, root=None, split: str = "test", model=None, checkpoint_pat
             ``None`` = the image's own size (padded to ``multiple_of``), ``"model"`` = the size the
             weights were trained at (FastDepth: 224x224), an int (short side) or ``(H, W)``. The prediction
             is resized back to the ground truth either way.
+        backend: what runs a model source's network, as :class:`~depthlab.predictor.Predictor` takes it (default
+            ``auto``: ONNX Runtime when it verifies, else eager PyTorch); ``model["backend"]`` records the one used.
 
     Returns:
         ``{"summary": {metric: float, "n_images", "n_pixels"}, "protocol": {...}, "protocol_description",
@@ -177,7 +180,7 @@ def evaluate(dataset, root=None, split: str = "test", model=None, checkpoint_pat
         pred_info = _predictions_source(predictions, pred_scale, pred_kind, proto, warn_list)
         kind = pred_info["kind"]
     else:
-        predictor, model_info = _build_predictor(model, checkpoint_path, checkpoint, device, input_size)
+        predictor, model_info = _build_predictor(model, checkpoint_path, checkpoint, device, input_size, backend)
         kind = predictor.kind
     check_kind(kind, proto)
     ds, ds_name = _open_dataset(dataset, root, split, dataset_kwargs)
@@ -194,6 +197,8 @@ def evaluate(dataset, root=None, split: str = "test", model=None, checkpoint_pat
         msg = f"no image could be evaluated ({len(scores.skipped)} skipped)"
         warn_list.append(msg)
         warnings.warn(msg, stacklevel=2)
+    if predictor is not None:
+        model_info["backend"] = predictor.backend_used
     result = _result(proto, summary, scores, ds, ds_name, root, split, n, model_info, pred_info, warn_list)
     if out is not None:
         from depthlab.io import write_json
@@ -397,12 +402,12 @@ def _predict(predictor, images: torch.Tensor, proto: Protocol) -> torch.Tensor:
     return pred
 
 
-def _build_predictor(model, checkpoint_path, checkpoint, device, input_size="auto"):
+def _build_predictor(model, checkpoint_path, checkpoint, device, input_size="auto", backend=None):
     from depthlab.models.registry import resolve_model
     from depthlab.predictor import Predictor
 
     module = resolve_model(model, checkpoint_path=checkpoint_path, checkpoint=checkpoint)
-    predictor = Predictor(module, device=device, input_size=input_size)
+    predictor = Predictor(module, device=device, input_size=input_size, backend=backend)
     info = {"name": getattr(module, "model_name", None) or (model if isinstance(model, str) else type(module).__name__)}
     if checkpoint is None and isinstance(model, (str, os.PathLike)) and Path(model).is_file():
         checkpoint = model  # a depthlab checkpoint given as the model: say which file was evaluated

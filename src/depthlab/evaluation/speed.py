@@ -71,13 +71,18 @@ def macs_by_op(model: nn.Module, size: tuple[int, int] = COST_SIZE, multiple_of:
     return {str(op).split(".")[-1]: flops / 2.0 for op, flops in counter.get_flop_counts()["Global"].items()}
 
 
-def measure_latency(model, size: Sequence[int], repeats: int = 5, warmup: int = 1, device: str = "cpu") -> dict[str, float]:
+def measure_latency(model, size: Sequence[int], repeats: int = 5, warmup: int = 1, device: str = "cpu",
+                    backend: str | None = None) -> dict[str, float]:
     """Median latency (ms) of ``model`` on one random input for an ``HxW`` image (at the network size the Predictor
     feeds: padded to ``multiple_of``, or an adapter's own processing size; :func:`network_size`) and FPS.
 
     ``device``: ``cpu``, ``cuda[:i]`` or ``auto`` (CUDA when available). On CUDA each run is timed with CUDA
     events after a synchronisation (the Leve thesis' protocol: a random 640x480 tensor, ~200 runs); on a CPU
-    with ``time.perf_counter`` around the same runs (:func:`forward_seconds`)."""
+    with ``time.perf_counter`` around the same runs (:func:`forward_seconds`). ``backend``: what runs the network,
+    as the Predictor chooses it (:class:`depthlab.backends.Network`; default auto = ONNX Runtime when it verifies,
+    else eager channels_last); the export happens before the clock starts; ``latency_backend`` says what ran."""
+    from depthlab.backends import Network
+
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
@@ -85,15 +90,19 @@ def measure_latency(model, size: Sequence[int], repeats: int = 5, warmup: int = 
     h, w = network_size(model, tuple(int(s) for s in size), getattr(info, "multiple_of", None))
     x = torch.rand(1, 3, h, w, device=dev)
     model = model.eval().to(dev)
+    net = Network(model, backend, dev)
     with torch.inference_mode():
-        for _ in range(warmup):
-            model(x)
-        times = sorted(forward_seconds(model, x) for _ in range(repeats))
+        net.prepare(x.shape)  # export / load the ONNX file outside the timed runs
+        for _ in range(max(warmup, 1 if net.requested == "auto" else 0)):  # auto's eager check runs untimed
+            net(x)
+        times = sorted(forward_seconds(net, x) for _ in range(repeats))
+    if net.channels_last:  # auto's eager fallback switched the module to channels_last: give it back as it was
+        model.to(memory_format=torch.contiguous_format)
     model.cpu()
     ms = 1000.0 * times[len(times) // 2]
     return {"params": int(count_params(model)), "latency_ms": ms, "fps": 1000.0 / ms if ms > 0 else None,
             "latency_size": [h, w], "latency_threads": torch.get_num_threads(), "latency_device": str(dev),
-            "latency_repeats": int(repeats)}
+            "latency_repeats": int(repeats), "latency_backend": net.backend}
 
 
 def forward_seconds(model, x: torch.Tensor) -> float:

@@ -9,7 +9,7 @@ rename), so a crash never leaves a half-written model behind.
 ``OnnxBackend(model, input_shape, cache_dir)`` is a drop-in for the model's forward:
 ``backend(x) -> {"depth": tensor}``. Exports are cached under ``cache_dir`` (default
 ``$DEPTHLAB_CACHE/onnx`` or ``~/.cache/depthlab/onnx``) keyed by model name, a hash of the weights, the
-input shape and the export settings, so constructing a backend a second time for the same weights and
+input shape, the export settings and the torch / ONNX Runtime versions, so constructing a backend a second time for the same weights and
 shape loads the file without exporting again (``backend.from_cache``).
 """
 from __future__ import annotations
@@ -349,7 +349,10 @@ def _export(wrapper: nn.Module, x: torch.Tensor, path: Path, opset: int, dynamic
 
 
 def cache_key(model_name: str, weights_sha: str, input_shape, opset: int, dynamic: bool) -> str:
-    blob = json.dumps([CACHE_FORMAT, model_name, weights_sha, list(input_shape), opset, dynamic])
+    """The cache file's key: model name, weights hash, input shape, export settings and the torch / ONNX Runtime
+    versions (a new exporter or runtime re-exports and re-verifies instead of trusting an old file)."""
+    blob = json.dumps([CACHE_FORMAT, model_name, weights_sha, list(input_shape), opset, dynamic, torch.__version__,
+                       require("onnxruntime", "onnx", "the ONNX Runtime backend").__version__])
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 

@@ -314,9 +314,11 @@ def _evaluation_html(results: dict, ev: dict, base: Path) -> str:
     if "domain" in columns:
         p.append(f'<p class="note">{_esc(DOMAIN_NOTE)}</p>')
     threads = sorted({r.get("latency_threads") for r in runs if r.get("status") == "ok" and r.get("latency_threads")})
+    engines = sorted({r.get("latency_backend") for r in runs if r.get("status") == "ok" and r.get("latency_backend")})
     p.append('<p class="note">Bold: best per column (lower is better, except δ and FPS). Latency: median CPU '
              "time of one forward pass at batch 1 and the run's input size"
-             + (f", {'/'.join(map(str, threads))} torch thread(s)" if threads else "") + ".</p>")
+             + (f", {'/'.join(map(str, threads))} torch thread(s)" if threads else "")
+             + (f", backend {' / '.join(engines)}" if engines else "") + ".</p>")
     learn = _learning_rows(results) if key == "test" else []
     if learn:
         p.append("<h3>Learning check</h3><p class=\"note\">AbsRel / RMSE of the same architecture freshly "

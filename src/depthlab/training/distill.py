@@ -156,7 +156,7 @@ class Teacher:
         from depthlab.predictor import Predictor
 
         self.predictor = Predictor(self.model, device=device, input_size=self.input_size,
-                                   batch_size=self.batch_size)
+                                   batch_size=self.batch_size, backend="eager")  # training stays PyTorch
         self.model = self.predictor.model
 
     @property

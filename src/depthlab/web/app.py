@@ -100,18 +100,19 @@ class DepthService:
 
     @classmethod
     def build(cls, model="fastdepth", checkpoint_path=None, device: str = "cpu", pretrained: bool = True,
-              input_size="auto", **options) -> "DepthService":
+              input_size="auto", backend: str | None = None, **options) -> "DepthService":
         from depthlab.predictor import Predictor
 
         p = Predictor(model, device=device, checkpoint_path=checkpoint_path, pretrained=pretrained,
-                      input_size=input_size)
+                      input_size=input_size, backend=backend)
         return cls(p, str(checkpoint_path) if checkpoint_path else None, **options)
 
     def describe(self) -> dict[str, Any]:
         info = self.predictor.info
         return {"name": self.predictor.model_name, "kind": self.predictor.kind, "unit": self.predictor.unit,
                 "multiple_of": info.multiple_of, "input_size": info.input_size,
-                "checkpoint_path": self.checkpoint_path}
+                "checkpoint_path": self.checkpoint_path,
+                "backend": self.predictor.backend_used or self.predictor.backend}  # used so far, else requested
 
     def predict(self, image):
         with self._lock:
@@ -175,7 +176,8 @@ def _bad(status: int, msg: str):
 
 def create_app(model="fastdepth", checkpoint_path=None, device: str = "cpu", pretrained: bool = True,
                input_size="auto", max_upload_mb: float = 25.0, service: DepthService | None = None,
-               max_pixels: int | None = WEB_MAX_PIXELS, max_decodes: int = WEB_MAX_DECODES):
+               max_pixels: int | None = WEB_MAX_PIXELS, max_decodes: int = WEB_MAX_DECODES,
+               backend: str | None = None):
     """The FastAPI app serving ``model`` (registered name, depthlab checkpoint path or ``nn.Module``).
 
     ``checkpoint_path``: local weights for a registered ``model``. ``input_size``: as in
@@ -183,6 +185,7 @@ def create_app(model="fastdepth", checkpoint_path=None, device: str = "cpu", pre
     get a 413. ``service``: a prebuilt :class:`DepthService` (then the other model arguments are ignored).
     ``max_pixels``: an upload declaring more pixels is a 413, refused from its header; ``max_decodes``: uploads
     decoded and predicted at once.
+    ``backend``: what runs the network, as in the Predictor (default auto: ONNX Runtime when it verifies).
     """
     require("fastapi", "web", "the web app")
     from fastapi import FastAPI
@@ -194,7 +197,7 @@ def create_app(model="fastdepth", checkpoint_path=None, device: str = "cpu", pre
     if not max_upload_mb > 0:
         raise InputError(f"max_upload_mb must be > 0, got {max_upload_mb!r}")
     svc = service or DepthService.build(model, checkpoint_path, device, pretrained, input_size,
-                                        max_pixels=max_pixels, max_decodes=max_decodes)
+                                        max_pixels=max_pixels, max_decodes=max_decodes, backend=backend)
     # /docs and /redoc would load Swagger UI / ReDoc from a CDN: off, so that nothing leaves the machine
     # (the schema stays at /openapi.json)
     app = FastAPI(title="depthlab", version=__version__, docs_url=None, redoc_url=None,
@@ -314,11 +317,11 @@ def file_response(pred, image, format: str, name: str, max_side: int | None = No
 
 def serve(model="fastdepth", checkpoint_path=None, host: str = "127.0.0.1", port: int = 8000,
           device: str = "cpu", input_size="auto", max_upload_mb: float = 25.0, log_level: str = "info",
-          max_pixels: int | None = WEB_MAX_PIXELS) -> None:
+          max_pixels: int | None = WEB_MAX_PIXELS, backend: str | None = None) -> None:
     """Build the app and run it with uvicorn until interrupted (``depthlab serve``)."""
     uvicorn = require("uvicorn", "web", "the web app")
     app = create_app(model=model, checkpoint_path=checkpoint_path, device=device, input_size=input_size,
-                     max_upload_mb=max_upload_mb, max_pixels=max_pixels)
+                     max_upload_mb=max_upload_mb, max_pixels=max_pixels, backend=backend)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
 
 
