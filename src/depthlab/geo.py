@@ -124,6 +124,17 @@ def check_aligned(a, b, path_a, path_b) -> None:
         raise DataError(path_a, f"not co-registered with {path_b}: " + "; ".join(problems))
 
 
+def window_starts(n: int, tile: int, stride: int) -> list[int]:
+    """Start offsets of ``tile``-long windows stepping by ``stride`` over ``n`` pixels; the last one ends at
+    ``n`` (shifted back, overlapping its neighbour more). ``n <= tile`` gives ``[0]``."""
+    if n <= tile:
+        return [0]
+    starts = list(range(0, n - tile + 1, stride))
+    if starts[-1] + tile < n:
+        starts.append(n - tile)
+    return starts
+
+
 def tile_windows(height: int, width: int, tile_size: int | None):
     """Windows covering a ``height x width`` raster with ``tile_size`` squares, row-major.
 
@@ -138,17 +149,8 @@ def tile_windows(height: int, width: int, tile_size: int | None):
     if int(tile_size) < 1:
         raise ValueError(f"tile_size must be a positive number of pixels, got {tile_size}")
     t = int(tile_size)
-
-    def starts(n: int) -> list[int]:
-        if n <= t:
-            return [0]
-        s = list(range(0, n - t + 1, t))
-        if s[-1] + t < n:
-            s.append(n - t)
-        return s
-
     th, tw = min(t, height), min(t, width)
-    return [Window(c, r, tw, th) for r in starts(height) for c in starts(width)]
+    return [Window(c, r, tw, th) for r in window_starts(height, t, t) for c in window_starts(width, t, t)]
 
 
 def rgb_to_float(arr: np.ndarray, path, rgb_max: float | None = None) -> np.ndarray:

@@ -39,7 +39,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from depthlab.errors import DataError, InputError, MissingFileError, one_line
-from depthlab.geo import GEOTIFF_EXTS, open_raster, raster_gsd, require_rasterio, rgb_to_float
+from depthlab.geo import GEOTIFF_EXTS, open_raster, raster_gsd, require_rasterio, rgb_to_float, window_starts
 
 DEFAULT_TILE = 512  # tile side when the model declares no training size
 DEFAULT_OVERLAP = 0.25
@@ -53,17 +53,6 @@ DESCRIPTIONS = {"metric": "depth (metres)", "relative": "relative depth (affine-
 
 # --------------------------------------------------------------------------------------------------
 # Geometry
-
-
-def window_starts(n: int, tile: int, stride: int) -> list[int]:
-    """Start offsets of ``tile``-long windows stepping by ``stride`` over ``n`` pixels; the last one ends at
-    ``n`` (shifted back, overlapping its neighbour more). ``n <= tile`` gives ``[0]``."""
-    if n <= tile:
-        return [0]
-    starts = list(range(0, n - tile + 1, stride))
-    if starts[-1] + tile < n:
-        starts.append(n - tile)
-    return starts
 
 
 @dataclass(frozen=True)
@@ -394,6 +383,19 @@ def build_predictor(model, checkpoint_path=None, pretrained: bool = True, device
                      batch_size=batch_size, input_size=None)
 
 
+def _plan(inputs, out_dir, overwrite: bool) -> tuple[RasterReport, list[Path]]:
+    """The rasters of ``inputs`` still to predict, and a report listing those skipped as already done."""
+    from depthlab.io import list_images
+
+    paths = list_images(inputs, exts=GEOTIFF_EXTS)
+    if not paths:
+        raise MissingFileError(f"no GeoTIFFs found in {inputs}")
+    report = RasterReport(out_dir=Path(out_dir))
+    todo, done = pending_rasters(paths, out_dir, overwrite)
+    report.skipped = [str(p) for p in done]
+    return report, todo
+
+
 def predict_rasters(inputs, out_dir, model="smp_unet_resnet34", checkpoint_path=None, pretrained: bool = True,
                     device: str = "cpu", batch_size: int = 4, options: RasterOptions | None = None,
                     overwrite: bool = False, progress: bool = False, predictor=None) -> RasterReport:
@@ -401,15 +403,8 @@ def predict_rasters(inputs, out_dir, model="smp_unet_resnet34", checkpoint_path=
 
     Resumable: rasters whose output exists are skipped (``overwrite=True`` redoes them); an interrupted run
     leaves no partial output. A raster that fails is reported in ``failures`` and the others go on."""
-    from depthlab.io import list_images
-
     options = options or RasterOptions()
-    paths = list_images(inputs, exts=GEOTIFF_EXTS)
-    if not paths:
-        raise MissingFileError(f"no GeoTIFFs found in {inputs}")
-    report = RasterReport(out_dir=Path(out_dir))
-    todo, done = pending_rasters(paths, out_dir, overwrite)
-    report.skipped = [str(p) for p in done]
+    report, todo = _plan(inputs, out_dir, overwrite)
     if not todo:
         return report
     predictor = predictor or build_predictor(model, checkpoint_path, pretrained, device, batch_size)
@@ -523,15 +518,8 @@ def predict_rasters_ray(inputs, out_dir, model="smp_unet_resnet34", checkpoint_p
     raster). ``address``: None = the running cluster or a new local one (``ray.init()``), ``"auto"`` or
     ``ray://host:10001`` = a cluster. Outputs and skipping as in :func:`predict_rasters`."""
     ray = require_ray()
-    from depthlab.io import list_images
-
     options = options or RasterOptions()
-    paths = list_images(inputs, exts=GEOTIFF_EXTS)
-    if not paths:
-        raise MissingFileError(f"no GeoTIFFs found in {inputs}")
-    report = RasterReport(out_dir=Path(out_dir))
-    todo, done = pending_rasters(paths, out_dir, overwrite)
-    report.skipped = [str(p) for p in done]
+    report, todo = _plan(inputs, out_dir, overwrite)
     if not todo:
         return report
     if not ray.is_initialized():
