@@ -139,7 +139,7 @@ def test_report_table_has_the_study_columns_and_titles():
     run = {"id": "resnete_v1_l1_50", "status": "ok", "metrics": {"test": {"l1_norm": 0.0939, "mse_norm": 0.0194}}}
     md = render_markdown({"spec": {"evaluation": {"normalized_errors": True}}, "runs": [run], "evaluations": [ev]})
     assert "## Figure 2: Models' performances (nyu / test338, 338 images)" in md
-    assert "| run | L1 [0,1] | MSE [0,1] | AbsRel |" in md and "| resnete_v1_l1_50 | **0.0939** | **0.0194** |" in md
+    assert "| run | L1 [0,1] | MSE [0,1] | AbsRel |" in md and "| resnete_v1_l1_50 | 0.0939 | 0.0194 |" in md
     assert "L1 [0,1]" not in render_markdown({"spec": {}, "runs": [run], "evaluations": [ev]})
 
 
