@@ -18,7 +18,7 @@ from depthlab.predictor import Predictor
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
-from tiny_models import TINY_DEPTH_PRO  # noqa: E402
+from tiny_models import TINY_DEPTH_PRO, offline_hub_load  # noqa: E402
 from depthlab.models.foundation.depth_pro import (  # noqa: E402
     DepthProModel,
     focal_from_fov,
@@ -155,24 +155,7 @@ def test_any_input_size_goes_through_the_fixed_network_size(tiny_folder):
 
 
 def test_offline_error_names_hub_id_and_both_local_ways(monkeypatch):
-    from depthlab.errors import WeightsUnavailableError
-    from depthlab.models import weights
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    weights.hub_unreachable.cache_clear()
-    seen = {}
-
-    def fake_from_pretrained(source, **kwargs):
-        seen.update(kwargs, source=source)
-        raise OSError("not in the cache")
-
-    monkeypatch.setattr(transformers.AutoModelForDepthEstimation, "from_pretrained", fake_from_pretrained)
-    try:
-        with pytest.raises(WeightsUnavailableError) as err:
-            depthlab.create_model("depth_pro", pretrained=True, config_overrides=TINY_DEPTH_PRO)
-    finally:
-        weights.hub_unreachable.cache_clear()
-    msg = str(err.value)
+    msg, seen = offline_hub_load(monkeypatch, "depth_pro", config_overrides=TINY_DEPTH_PRO)
     assert seen["source"] == "apple/DepthPro-hf" and seen["local_files_only"] is True
     assert "\n" not in msg and "apple/DepthPro-hf" in msg and "config.json" in msg
     assert "checkpoint_path=PATH" in msg and "--checkpoint-path PATH" in msg

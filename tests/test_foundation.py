@@ -27,7 +27,7 @@ transformers.utils.logging.disable_progress_bar()
 
 from depthlab.models.foundation import convert_dav2  # noqa: E402
 from depthlab.models.foundation.hf_depth import HFDepthModel  # noqa: E402
-from tiny_models import TINY_DAV2, TINY_DPT, TINY_ZOEDEPTH  # noqa: E402
+from tiny_models import TINY_DAV2, TINY_DPT, TINY_ZOEDEPTH, offline_hub_load  # noqa: E402
 
 RTOL = 1e-4
 IMAGENET = dict(image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
@@ -613,27 +613,8 @@ def test_marigold_counts_its_macs_like_a_real_forward():
 def test_offline_hub_reads_the_cache_only_and_names_every_local_option(monkeypatch):
     """Without the hub, loads must not sit in huggingface_hub's connection retries (~30 s): they go to the
     cache only (local_files_only) and fail with one message naming the ways to pass local weights."""
-    import transformers as tf
-
-    from depthlab.errors import WeightsUnavailableError
-    from depthlab.models import weights
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    weights.hub_unreachable.cache_clear()
-    seen = {}
-
-    def fake_from_pretrained(source, **kwargs):
-        seen.update(kwargs, source=source)
-        raise OSError("not in the cache")
-
-    monkeypatch.setattr(tf.AutoModelForDepthEstimation, "from_pretrained", fake_from_pretrained)
-    try:
-        with pytest.raises(WeightsUnavailableError) as err:
-            depthlab.create_model("depth_anything_v2_vits", pretrained=True)
-    finally:
-        weights.hub_unreachable.cache_clear()
+    msg, seen = offline_hub_load(monkeypatch, "depth_anything_v2_vits")
     assert seen["local_files_only"] is True and seen["source"].startswith("depth-anything/")
-    msg = str(err.value)
     assert "HF_HUB_OFFLINE is set" in msg and "\n" not in msg
     for way in ("checkpoint_path=PATH", "--checkpoint-path PATH", "NAME:PATH", "distill.teacher_checkpoint=PATH"):
         assert way in msg

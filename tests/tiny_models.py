@@ -83,3 +83,30 @@ TEST_KWARGS["depth_pro"] = {"config_overrides": TINY_DEPTH_PRO, "fov_deg": 60.0}
 
 TEST_NO_BACKWARD = {"marigold_depth"}
 TEST_SLOW: set[str] = set()
+
+
+def offline_hub_load(monkeypatch, name: str, **kwargs):
+    """``create_model(name, pretrained=True, **kwargs)`` with the hub offline (HF_HUB_OFFLINE=1) and an empty cache:
+    -> (the WeightsUnavailableError's message, the arguments transformers' ``from_pretrained`` was called with)."""
+    import pytest
+    import transformers
+
+    import depthlab
+    from depthlab.errors import WeightsUnavailableError
+    from depthlab.models import weights
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    weights.hub_unreachable.cache_clear()
+    seen = {}
+
+    def fake_from_pretrained(source, **kw):
+        seen.update(kw, source=source)
+        raise OSError("not in the cache")
+
+    monkeypatch.setattr(transformers.AutoModelForDepthEstimation, "from_pretrained", fake_from_pretrained)
+    try:
+        with pytest.raises(WeightsUnavailableError) as err:
+            depthlab.create_model(name, pretrained=True, **kwargs)
+    finally:
+        weights.hub_unreachable.cache_clear()
+    return str(err.value), seen
