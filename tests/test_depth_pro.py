@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -18,7 +17,7 @@ from depthlab.predictor import Predictor
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
-from tiny_models import TINY_DEPTH_PRO, offline_hub_load  # noqa: E402
+from tiny_models import TINY_DEPTH_PRO, offline_hub_load, rel_diff, rgb_uint8  # noqa: E402
 from depthlab.models.foundation.depth_pro import (  # noqa: E402
     DepthProModel,
     focal_from_fov,
@@ -27,19 +26,6 @@ from depthlab.models.foundation.depth_pro import (  # noqa: E402
 )
 
 RTOL = 1e-4
-
-
-def rel_diff(a, b) -> float:
-    a, b = torch.as_tensor(a).float(), torch.as_tensor(b).float()
-    assert a.shape == b.shape, (a.shape, b.shape)
-    return float((a - b).abs().max() / b.abs().max())
-
-
-def rgb_uint8(h: int, w: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, (h // 4 + 1, w // 4 + 1, 3)).astype(np.float32)
-    big = np.kron(small, np.ones((4, 4, 1)))[:h, :w]
-    return np.clip(big + rng.normal(0, 12, big.shape), 0, 255).astype(np.uint8)
 
 
 def load(folder, **kwargs):

@@ -27,7 +27,7 @@ transformers.utils.logging.disable_progress_bar()
 
 from depthlab.models.foundation import convert_dav2  # noqa: E402
 from depthlab.models.foundation.hf_depth import HFDepthModel  # noqa: E402
-from tiny_models import TINY_DAV2, TINY_DPT, TINY_ZOEDEPTH, offline_hub_load  # noqa: E402
+from tiny_models import TINY_DAV2, TINY_DPT, TINY_ZOEDEPTH, offline_hub_load, rel_diff, rgb_uint8  # noqa: E402
 
 RTOL = 1e-4
 IMAGENET = dict(image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
@@ -39,20 +39,6 @@ MIDAS31 = ["midas_dpt_beit_large_512", "midas_dpt_beit_large_384", "midas_dpt_be
            "midas_dpt_swinv2_large_384", "midas_dpt_swinv2_base_384", "midas_dpt_swinv2_tiny_256"]
 ALL = DAV2 + DAV2_METRIC + DAV1 + MIDAS31 + ["zoedepth_nyu", "zoedepth_kitti", "zoedepth_nyu_kitti",
                                              "midas_dpt_large", "midas_dpt_hybrid", "marigold_depth"]
-
-
-def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = torch.as_tensor(a).float(), torch.as_tensor(b).float()
-    assert a.shape == b.shape, (a.shape, b.shape)
-    return float((a - b).abs().max() / b.abs().max())
-
-
-def rgb_uint8(h: int, w: int, seed: int = 0) -> np.ndarray:
-    """A smooth-ish random RGB image (HxWx3 uint8)."""
-    rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, (h // 4 + 1, w // 4 + 1, 3)).astype(np.float32)
-    big = np.kron(small, np.ones((4, 4, 1)))[:h, :w]
-    return np.clip(big + rng.normal(0, 12, big.shape), 0, 255).astype(np.uint8)
 
 
 def chw(img: np.ndarray) -> torch.Tensor:

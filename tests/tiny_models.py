@@ -110,3 +110,22 @@ def offline_hub_load(monkeypatch, name: str, **kwargs):
     finally:
         weights.hub_unreachable.cache_clear()
     return str(err.value), seen
+
+
+def rel_diff(a, b) -> float:
+    """Largest absolute difference relative to the largest magnitude of ``b`` (shapes must match)."""
+    import torch
+
+    a, b = torch.as_tensor(a).float(), torch.as_tensor(b).float()
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return float((a - b).abs().max() / b.abs().max())
+
+
+def rgb_uint8(h: int, w: int, seed: int = 0):
+    """A smooth-ish random RGB image (HxWx3 uint8)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (h // 4 + 1, w // 4 + 1, 3)).astype(np.float32)
+    big = np.kron(small, np.ones((4, 4, 1)))[:h, :w]
+    return np.clip(big + rng.normal(0, 12, big.shape), 0, 255).astype(np.uint8)
