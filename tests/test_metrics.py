@@ -250,3 +250,16 @@ def test_accumulator_empty_and_bad_mode():
         M.MetricAccumulator("mean")
     with pytest.raises(ValueError, match="mode"):
         acc.compute("mean")
+
+
+def test_importing_the_metric_functions_does_not_import_torchmetrics():
+    """torchmetrics costs ~3 s to import: ``depthlab.metrics`` loads it only when MetricAccumulator is used, so
+    ``depthlab models`` / ``depthlab protocols`` start without it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, depthlab.metrics, depthlab.evaluation.protocols; a = 'torchmetrics' in sys.modules; "
+            "from depthlab.metrics import MetricAccumulator; print(a, 'torchmetrics' in sys.modules, "
+            "MetricAccumulator.MODES == depthlab.metrics.AVERAGING_MODES)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "True", "True"]

@@ -36,9 +36,10 @@ import torch
 
 from depthlab.errors import DepthlabError, InputError, UnknownNameError, unknown_name
 from depthlab.evaluation.align import ALIGNMENTS, SPACES
+from depthlab.metrics import AVERAGING_MODES
 
 RESIZE_MODES: tuple[str, ...] = ("bilinear", "nearest", "bicubic", "area")
-AVERAGING: tuple[str, ...] = ("per_image", "pixel", "per_image_mse")
+AVERAGING: tuple[str, ...] = AVERAGING_MODES  # the averaging modes of depthlab.metrics, one list
 FLIP_AXES: tuple[str, ...] = ("horizontal", "vertical")
 FLIP_COMBINE: tuple[str, ...] = ("prediction", "metrics")
 
