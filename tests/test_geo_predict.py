@@ -1,15 +1,17 @@
 """Sliding-window raster prediction (depthlab.geo_predict): seams, COG output, GSD, resuming, CLI, Ray."""
 from __future__ import annotations
 
+import importlib.util
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 
-from depthlab.geo_predict import (RasterOptions, TileGrid, blend_weights, build_predictor, predict_raster,
-                                  predict_rasters, window_starts)
+from depthlab.geo_predict import (RasterOptions, TileGrid, blend_weights, build_predictor, fixed_batches,
+                                  heap_trimmer, predict_raster, predict_rasters, window_starts)
 from depthlab.models.registry import WeightsInfo
 
 rasterio = pytest.importorskip("rasterio")
@@ -76,6 +78,48 @@ def test_blend_weights_zero_at_inner_borders_one_at_raster_edges():
     np.testing.assert_array_equal(blend_weights(8, 8, 1, 1), 1.0)  # overlap < 2 px: plain averaging
 
 
+def test_fixed_batches_by_hand():
+    assert fixed_batches(list(range(7)), 4) == [[0, 1, 2, 3], [4], [5], [6]]
+    assert fixed_batches(list(range(8)), 4) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert fixed_batches([0, 1], 4) == [[0], [1]]
+    assert fixed_batches([], 4) == [] and fixed_batches([0, 1], 0) == [[0], [1]]
+
+
+def test_heap_trimmer_is_glibc_malloc_trim_on_linux():
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("malloc_trim is glibc's; elsewhere the trimmer is a no-op")
+    trim = heap_trimmer()
+    assert trim.func.__name__ == "malloc_trim" and trim.args == (0,)  # the real one, not the no-op
+    assert trim() in (0, 1)  # glibc: 1 when it released memory, 0 when there was none
+    assert heap_trimmer() is trim  # looked up once
+
+
+class BatchSizes(MeanConv):
+    """MeanConv that records the batch sizes it is fed."""
+
+    def __init__(self):
+        super().__init__()
+        self.sizes: set[int] = set()
+
+    def forward(self, x):
+        self.sizes.add(int(x.shape[0]))
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("width", [64 + 48 * 4, 64 + 48 * 5, 64 + 48 * 6, 64 + 48 * 7])  # 5..8 tiles a row
+def test_network_sees_the_batch_size_and_1_whatever_the_width(tmp_path, width):
+    """One ONNX Runtime session per input shape, each with its own memory arena: a width-dependent remainder
+    batch made peak memory grow with the raster's width (#13), so the remainder tiles go one at a time."""
+    m = BatchSizes()
+    src = write_rgb(tmp_path / "w.tif", gradient(100, width))
+    predict_raster(build_predictor(toy(model=m), batch_size=4), src, tmp_path / "o.tif",
+                   RasterOptions(tile=64, overlap=0.25))
+    cols = len(window_starts(width, 64, 48))
+    assert m.sizes == ({4} if cols % 4 == 0 else {4, 1})
+
+
 def test_gradient_has_no_seam_and_equals_the_whole_raster_prediction(tmp_path):
     arr = gradient(288, 320)
     src = write_rgb(tmp_path / "in" / "g.tif", arr)
@@ -111,6 +155,18 @@ def test_output_is_a_cog_with_source_grid_nodata_unit_and_tags(tmp_path):
     cogeo = pytest.importorskip("rio_cogeo.cogeo")
     valid, errors, _ = cogeo.cog_validate(str(tmp_path / "out.tif"))
     assert valid, errors
+
+
+def test_cog_bytes_do_not_depend_on_the_compression_threads(tmp_path, monkeypatch):
+    import depthlab.geo_predict as gp
+
+    src = write_rgb(tmp_path / "g.tif", gradient(700, 900))
+    p = build_predictor(toy(), batch_size=4)
+    outs = []
+    for n in (1, 3):
+        monkeypatch.setattr(gp, "_threads", lambda n=n: n)
+        outs.append(predict_raster(p, src, tmp_path / f"t{n}.tif", RasterOptions(tile=128))["output"])
+    assert Path(outs[0]).read_bytes() == Path(outs[1]).read_bytes()
 
 
 def test_gsd_resampled_to_the_model_with_a_warning_unless_told_otherwise(tmp_path):
@@ -188,9 +244,16 @@ def test_cli_sends_georeferenced_geotiffs_to_the_tiled_path(tmp_path, toy_name):
                                                                      "predictions.json"]
     with rasterio.open(tmp_path / "out" / "ortho_depth.tif") as r:
         assert r.tags()["tile"] == "64x64" and r.crs.to_epsg() == 25832
+        assert r.tags()["backend"] == "eager"  # the suite's default (tests/conftest.py)
     res = CliRunner().invoke(app, ["predict", str(tmp_path / "in"), "--model", toy_name, "--no-pretrained", "--out",
                                    str(tmp_path / "out"), "--formats", "npy"])
     assert res.exit_code == 0 and "1 raster(s) skipped" in res.output
+    if importlib.util.find_spec("onnxruntime"):  # --backend reaches the tiled path too, and the COG records it
+        res = CliRunner().invoke(app, ["predict", str(tmp_path / "in" / "ortho.tif"), "--model", toy_name,
+                                       "--no-pretrained", "--out", str(tmp_path / "onnx"), "--backend", "onnx"])
+        assert res.exit_code == 0, res.output
+        with rasterio.open(tmp_path / "onnx" / "ortho_depth.tif") as r:
+            assert r.tags()["backend"] == "onnx"
 
 
 @pytest.mark.slow

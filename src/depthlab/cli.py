@@ -239,7 +239,7 @@ def predict_cmd(
         inputs, rasters = predict_raster_inputs(
             inputs, out, model=model, checkpoint_path=checkpoint_path, pretrained=pretrained, device=device,
             batch_size=batch_size, options=RasterOptions(tile_size, overlap, resample), overwrite=overwrite,
-            ray_address=ray, workers=workers, progress=True)
+            ray_address=ray, workers=workers, progress=True, backend=backend)
         if rasters.any:
             reports.append(rasters)
         if rasters.skipped:
