@@ -147,3 +147,38 @@ def test_predictor_onnx_backend_errors(tmp_path):
     with pytest.raises(OnnxExportError, match="marigold_depth cannot be exported to ONNX"):  # nothing written
         export_onnx(marigold, tmp_path / "m.onnx", (1, 3, 32, 32))
     assert not (tmp_path / "m.onnx").exists()
+
+
+class Unexportable(torch.nn.Module):
+    """cummax has no ONNX symbolic at opset 17: both exporters fail (TorchScript dumps the IR graph on failure)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 1, 1)
+
+    def forward(self, x):
+        return {"depth": torch.cummax(self.conv(x), dim=-1)[0]}
+
+
+def test_a_failing_export_prints_nothing_and_the_error_says_why(tmp_path, capfd):
+    """Without quiet_exporter the two exporters print about 20 lines here (the IR graph, conversion steps)."""
+    with pytest.raises(dl_onnx.OnnxExportError, match="cummax"):
+        dl_onnx.export_onnx(Unexportable().eval(), tmp_path / "u.onnx", (1, 3, 16, 16))
+    out, err = capfd.readouterr()
+    assert (out, err) == ("", "") and not (tmp_path / "u.onnx").exists()
+
+
+def test_quiet_exporter_silences_both_descriptors_and_loggers_then_restores_them(capfd, caplog):
+    import logging
+    import os
+
+    level = logging.getLogger("onnxscript").level
+    with caplog.at_level(logging.WARNING), dl_onnx.quiet_exporter():
+        os.write(2, b"C++ log line\n")
+        os.write(1, b"C stdout line\n")
+        print("python print")
+        logging.getLogger("onnxscript.version_converter").warning("conversion failed")
+    print("after")
+    os.write(2, b"err after\n")
+    assert capfd.readouterr() == ("after\n", "err after\n")
+    assert "conversion failed" not in caplog.text and logging.getLogger("onnxscript").level == level

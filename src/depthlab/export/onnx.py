@@ -14,10 +14,13 @@ shape loads the file without exporting again (``backend.from_cache``).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import sys
+import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -330,6 +333,46 @@ def convert_precision(src: str | os.PathLike, dst: str | os.PathLike, precision:
         raise InputError(f"precision must be one of {', '.join(PRECISIONS[1:])} here, got {precision!r}")
 
 
+EXPORTER_LOGGERS = ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnx_ir")
+
+
+@contextlib.contextmanager
+def quiet_exporter():
+    """Keep the exporters' own output off the terminal while they run; the outcome is reported by depthlab.
+
+    The TorchScript exporter prints the model's whole IR graph when it fails (torch 2.14's
+    ``setup_onnx_logging`` turns its C++ log on unconditionally), and the dynamo exporter logs warnings and
+    tracebacks from onnxscript's opset conversion even when the export succeeds: pages of text before
+    ``depthlab predict`` starts, on the default (ONNX Runtime) backend for Depth Pro or ZoeDepth. Neither has a
+    switch, and the C++ log writes to the process's stderr, so file descriptors 1 and 2 go to a temporary file
+    (kept at DEBUG level in depthlab's log) and the exporters' Python loggers are raised to ERROR meanwhile."""
+    loggers = [logging.getLogger(name) for name in EXPORTER_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with tempfile.TemporaryFile() as sink, open(sink.fileno(), "w", closefd=False) as text:
+        try:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            with contextlib.redirect_stdout(text), contextlib.redirect_stderr(text):  # sys.std* replaced
+                yield
+        finally:
+            for stream in (sys.stdout, sys.stderr, text):
+                stream.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
+            if log.isEnabledFor(logging.DEBUG):
+                sink.seek(0)
+                log.debug("exporter output:\n%s", sink.read().decode(errors="replace")[-20000:])
+
+
 def _export(wrapper: nn.Module, x: torch.Tensor, path: Path, opset: int, dynamic: bool, use_dynamo: bool) -> None:
     kwargs: dict[str, Any] = dict(input_names=["x"], output_names=["depth"], opset_version=opset)
     if dynamic:
@@ -340,7 +383,7 @@ def _export(wrapper: nn.Module, x: torch.Tensor, path: Path, opset: int, dynamic
         else:
             axes = {0: "batch", 2: "height", 3: "width"}
             kwargs["dynamic_axes"] = {"x": axes, "depth": axes}
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), quiet_exporter():
         warnings.simplefilter("ignore")  # tracer warnings about python ints; verification decides
         if use_dynamo:
             torch.onnx.export(wrapper, (x,), str(path), dynamo=True, verbose=False, **kwargs)
@@ -443,5 +486,5 @@ class OnnxBackend:
 
 
 __all__ = ["export_onnx", "OnnxBackend", "OnnxExportError", "ExportReport", "weights_hash", "default_cache_dir",
-           "cache_key", "compare", "ort_session", "PRECISIONS", "TOLERANCES", "CHECKS", "convert_precision",
-           "calibration_inputs", "default_calibration_dir"]
+           "cache_key", "compare", "ort_session", "quiet_exporter", "PRECISIONS", "TOLERANCES", "CHECKS",
+           "convert_precision", "calibration_inputs", "default_calibration_dir"]
