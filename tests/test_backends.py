@@ -100,6 +100,11 @@ def test_auto_falls_back_to_channels_last_eager_with_one_warning(tmp_path, monke
     assert p.backend_used == "eager-channels_last" and "boom" in p.network.fallback_reason
     assert model.a.weight.is_contiguous(memory_format=torch.channels_last)
     assert rel(first, ref) < RTOL and rel(second, ref) < RTOL
+    with warnings.catch_warnings():  # another Predictor on the same module (an experiment's eval, then speed)
+        warnings.simplefilter("error")
+        again = Predictor(model, backend="auto", onnx_cache_dir=tmp_path)
+        again(image())
+    assert again.backend_used == "eager-channels_last" and "boom" in again.network.fallback_reason
     with pytest.raises(dl_onnx.OnnxExportError, match="boom"):  # asked for explicitly: an error, not a fallback
         Predictor(tiny(), backend="onnx", onnx_cache_dir=tmp_path)(image())
 
@@ -187,3 +192,14 @@ def test_cli_backend_option(tmp_path):
     bad = CliRunner().invoke(app, ["predict", str(tmp_path / "a.png"), "--model", "fastdepth", "--out",
                                    str(tmp_path / "o2"), "--backend", "tensorrt"])
     assert bad.exit_code == 2 and "backend must be one of auto, eager, onnx, got 'tensorrt'" in bad.output
+
+
+def test_auto_exports_weights_made_under_inference_mode(tmp_path):
+    """Inference tensors have no version counter: the weights' fingerprint must not need one (the experiment's
+    speed step builds its models under inference_mode and had silently fallen back to eager)."""
+    with torch.inference_mode():
+        model = tiny()
+    net = Network(model, "auto", onnx_cache_dir=tmp_path)
+    with torch.inference_mode():
+        net(torch.rand(1, 3, 16, 16))
+    assert net.backend == "onnx" and net.fallback_reason is None

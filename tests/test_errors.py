@@ -10,6 +10,9 @@ from depthlab.errors import DataError, first_line, one_line
     (KeyError(), "KeyError", "KeyError"),
     (DataError("a/b.png", "cannot decode image"), "a/b.png: cannot decode image",
      "DataError: a/b.png: cannot decode image"),
+    # torch.onnx colours its messages for a terminal; a one-line reason carries no escape codes
+    (RuntimeError("\x1b[96mThis is step 1/3\x1b[0m of exporting"), "This is step 1/3 of exporting",
+     "RuntimeError: This is step 1/3 of exporting"),
 ])
 def test_first_line_and_one_line(exc, first, one):
     assert first_line(exc) == first

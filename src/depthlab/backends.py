@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import warnings
+import weakref
 from typing import Any
 
 import torch
@@ -57,9 +58,17 @@ def onnx_available() -> bool:
     return True
 
 
+# models whose export failed in this process (auto): later Networks on the same module skip it, warning once
+_EXPORT_FAILED: "weakref.WeakKeyDictionary[nn.Module, str]" = weakref.WeakKeyDictionary()
+
+
 def _weights_stamp(model: nn.Module) -> tuple:
-    """Cheap fingerprint of the weights' storage and in-place modifications (no hashing of the values)."""
-    return tuple((t.data_ptr(), t._version) for t in (*model.parameters(), *model.buffers()))
+    """Cheap fingerprint of the weights' storage and in-place modifications (no hashing of the values).
+
+    Inference tensors (weights created or loaded under ``torch.inference_mode()``) have no version counter;
+    they can only change in place inside inference mode, so their storage stands for them (-1)."""
+    return tuple((t.data_ptr(), -1 if t.is_inference() else t._version)
+                 for t in (*model.parameters(), *model.buffers()))
 
 
 def backend_name(used: dict[str, int]) -> str | None:
@@ -100,7 +109,7 @@ class Network:
             return "bf16 autocast asked for (a PyTorch option)"
         if not onnx_available():
             return "onnxruntime is not installed (pip install 'depthlab[onnx]')"
-        return None
+        return _EXPORT_FAILED.get(self.model)
 
     @property
     def backend(self) -> str | None:
@@ -128,6 +137,7 @@ class Network:
             if self.requested == "onnx":
                 raise
             self.fallback_reason = one_line(e)
+            _EXPORT_FAILED[self.model] = self.fallback_reason
             warnings.warn(f"{self._name()}: ONNX Runtime backend unavailable ({self.fallback_reason[:300]}); "
                           "running eager PyTorch", stacklevel=3)
             return EAGER_CL if self.channels_last else EAGER

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import re
 from typing import Iterable
 
 
@@ -99,13 +100,16 @@ def require(module: str, extra: str, needed_by: str):
                                 f"pip install 'depthlab[{extra}]'") from e
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # terminal colour codes some libraries put in messages (torch.onnx)
+
+
 def first_line(e: BaseException, default: str | None = None) -> str:
     """The first non-empty line of ``str(e)``; ``default`` (else the exception's class name) when empty.
 
     Errors from libraries (h5py, PIL, rasterio, safetensors) often carry multi-line messages; a skipped item
     in a batch is reported on one line, so only the first line is kept.
     """
-    for line in str(e).strip().splitlines():
+    for line in _ANSI.sub("", str(e)).strip().splitlines():
         if line.strip():
             return line.strip()
     return type(e).__name__ if default is None else default
