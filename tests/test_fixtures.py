@@ -64,6 +64,26 @@ def test_diode_endoslam_aerial_fixtures_read(tmp_path):
     assert s["meta"]["crs"].endswith("25832") and not bool(s["mask"][0, 0, 0]) and s["meta"]["category"]
 
 
+def test_aerial_fixture_is_seen_from_above_with_heights_of_its_category(tmp_path):
+    """Bare ground at 0 m, objects above it; fields mostly ground, towns with buildings; shadows darken ground."""
+    from depthlab.data.fixtures import AERIAL_MIX, aerial_scene
+
+    for cat, (n_build, *_rest) in AERIAL_MIX.items():
+        rgb, h = aerial_scene(3, (64, 64), cat)
+        assert rgb.shape == (64, 64, 3) and rgb.dtype == np.uint8 and h.dtype == np.float32
+        assert h.min() == 0 and 2.0 < h.max() < 30.0, cat
+        ground = np.mean(h == 0)
+        assert (ground > 0.85) if cat == "fields" else (0.3 < ground < 0.85), (cat, ground)
+    np.testing.assert_array_equal(aerial_scene(3, (64, 64), "suburbs")[0], aerial_scene(3, (64, 64), "suburbs")[0])
+    rgb, h = aerial_scene(0, (64, 64), "industrial")  # shadows: ground 3 px south-east of a roof is darker
+    r, c = np.argwhere((h[:-3, :-3] > 0) & (h[1:-2, 1:-2] == 0) & (h[3:, 3:] == 0))[0] + 3
+    assert rgb[r, c].astype(float).sum() < 0.8 * np.median(rgb[h == 0].astype(float).sum(-1))
+    pytest.importorskip("rasterio")
+    root = write_fixture("aerial", tmp_path / "a", n=6, size=(32, 32), splits=(2, 2, 2))
+    cats = dict(line.split(",") for line in (root / "categories.csv").read_text().split()[1:])
+    assert sorted(set(cats.values())) == sorted(AERIAL_MIX)
+
+
 def test_write_fixture_reuses_a_complete_tree_and_rewrites_on_new_arguments(tmp_path):
     p1 = write_fixture("diode", tmp_path / "d", n=1, size=(8, 8), splits=("val",))
     stamp = (tmp_path / "d" / ".complete").stat().st_mtime_ns

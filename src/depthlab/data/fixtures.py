@@ -29,7 +29,7 @@ from PIL import Image
 
 from depthlab.errors import unknown_name
 
-__all__ = ["write_fixture", "list_fixtures", "FIXTURES", "rendered_scenes"]
+__all__ = ["write_fixture", "list_fixtures", "FIXTURES", "rendered_scenes", "aerial_scene"]
 
 _MARKER = ".complete"   # the arguments the tree was written with, written last
 _PATH = ".path"         # the path to pass as data.root, relative to the tree
@@ -189,12 +189,93 @@ def write_endoslam(root: Path, n: int = 10, size=(40, 40), seed: int = 0) -> Pat
 
 
 # ------------------------------------------------------------------------------------------ aerial
+#: per category of the aerial study: (buildings, trees, roads, building footprint as a fraction of the tile
+#: side (min, max), building height in m (min, max), ground colour RGB)
+AERIAL_MIX = {
+    "residential": (5, 5, 1, (0.15, 0.3), (6.0, 11.0), (92, 128, 64)),
+    "suburbs": (3, 9, 1, (0.12, 0.25), (5.0, 9.0), (88, 134, 60)),
+    "campus": (3, 4, 2, (0.25, 0.45), (10.0, 22.0), (150, 146, 138)),
+    "industrial": (2, 1, 2, (0.35, 0.6), (7.0, 14.0), (128, 124, 118)),
+    "garden_centre": (3, 3, 1, (0.2, 0.35), (2.5, 4.5), (140, 132, 112)),
+    "fields": (0, 2, 0, (0.1, 0.2), (3.0, 6.0), (150, 136, 84)),
+}
+ROOF_COLOURS = ((160, 70, 55), (120, 60, 50), (95, 95, 100), (170, 165, 160), (70, 80, 95))
+SUN_SLOPE = 0.5  # shadow length in pixels per metre of height (sun in the north-west), capped at a quarter tile
+
+
+def aerial_scene(seed: int, size, category: str = "residential"):
+    """A synthetic orthophoto seen from straight above: ``(rgb uint8 HxWx3, height float32 HxW metres above
+    ground)``. Ground (grass, paving or a ploughed field by ``category``, 0 m) with roads, gabled or flat roofs
+    (box buildings, :data:`AERIAL_MIX` for the category's number, size and height) and trees (domes), each object
+    casting a shadow to the south-east whose length grows with its height -- the cue a monocular model can learn
+    heights from. Deterministic in ``seed``."""
+
+    h, w = int(size[0]), int(size[1])
+    n_build, n_tree, n_road, (f0, f1), (z0, z1), ground = AERIAL_MIX[category]
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    rgb = np.empty((h, w, 3), np.float32)
+    rgb[:] = ground
+    if category == "fields":  # furrows
+        rgb *= (1.0 + 0.08 * np.sin(xx * 2 * np.pi / max(3.0, w / 10)))[..., None]
+    height = np.zeros((h, w), np.float32)
+    side = min(h, w)
+    for _ in range(n_road):
+        width = max(1, int(side * rng.uniform(0.06, 0.1)))
+        if rng.random() < 0.5:
+            r = int(rng.integers(0, max(1, h - width)))
+            rgb[r:r + width] = (105, 105, 108)
+        else:
+            c = int(rng.integers(0, max(1, w - width)))
+            rgb[:, c:c + width] = (105, 105, 108)
+    for _ in range(n_build):
+        bh, bw = (max(2, int(side * rng.uniform(f0, f1))) for _ in range(2))
+        r, c = int(rng.integers(0, max(1, h - bh))), int(rng.integers(0, max(1, w - bw)))
+        z = float(rng.uniform(z0, z1))
+        roof = np.asarray(ROOF_COLOURS[int(rng.integers(len(ROOF_COLOURS)))], np.float32)
+        block = np.full((bh, bw), z, np.float32)
+        shade = np.ones((bh, bw), np.float32)
+        if category in ("residential", "suburbs") and min(bh, bw) >= 4:  # a gable: ridge along the long side
+            across = np.abs(np.arange(bh) - (bh - 1) / 2)[:, None] / max(1.0, bh / 2) if bw >= bh else \
+                np.abs(np.arange(bw) - (bw - 1) / 2)[None, :] / max(1.0, bw / 2)
+            block = block + 2.5 * (1 - across)
+            shade = np.where(np.arange(bh)[:, None] < bh / 2, 1.15, 0.85) * np.ones((1, bw)) if bw >= bh else \
+                np.where(np.arange(bw)[None, :] < bw / 2, 1.15, 0.85) * np.ones((bh, 1))
+        if category == "garden_centre":  # glasshouses: pale, striped
+            roof = np.asarray((200, 215, 210), np.float32)
+            shade = (1.0 + 0.1 * np.sin(np.arange(bw) * 1.5))[None, :] * np.ones((bh, 1))
+        height[r:r + bh, c:c + bw] = np.maximum(height[r:r + bh, c:c + bw], block)
+        rgb[r:r + bh, c:c + bw] = roof * shade[..., None]
+    for _ in range(n_tree):
+        rad = side * rng.uniform(0.05, 0.12)
+        cy, cx, z = rng.uniform(0, h), rng.uniform(0, w), float(rng.uniform(4.0, 16.0))
+        d = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2) / max(rad, 1.0)
+        crown = d < 1
+        dome = np.where(crown, z * np.sqrt(np.clip(1 - d ** 2, 0, 1)) * 0.4 + z * 0.6, 0).astype(np.float32)
+        above = crown & (dome > height)
+        height = np.where(above, dome, height)
+        green = np.asarray((48, 92, 40), np.float32) * (1.25 - 0.45 * d)[..., None]
+        rgb = np.where(above[..., None], green, rgb)
+    # shadows: a pixel is in shadow when something within the sun's line of sight towards the north-west rises
+    # above the sight line (SUN_SLOPE pixels per metre)
+    shadow = np.zeros((h, w), bool)
+    reach = int(min(side / 4, np.ceil(float(height.max()) * SUN_SLOPE))) if height.max() > 0 else 0
+    for k in range(1, reach + 1):
+        caster = np.zeros_like(height)
+        caster[k:, k:] = height[:-k, :-k]
+        shadow |= caster - k / SUN_SLOPE > height + 0.5
+    rgb = np.where(shadow[..., None], rgb * 0.55, rgb)
+    rgb += rng.normal(0, 6, rgb.shape)
+    return np.clip(rgb + 0.5, 0, 255).astype(np.uint8), height
+
+
 def write_aerial(root: Path, n: int = 6, size=(64, 64), seed: int = 0, epsg: int = 25832,
                  pixel: float = 0.1, categories=None, splits=(4, 1, 1)) -> Path:
     """Aerial tiles: ``rgb/<name>.tif`` (uint8 RGB orthophoto) and ``height/<name>.tif`` (float32 heights
     above ground in metres, nodata -9999, one corner without LiDAR returns) on the same grid in
     EPSG:``epsg`` at ``pixel`` metres, ``categories.csv`` (the aerial dataset's categories in turn,
-    or ``categories``) and ``splits/{train,val,test}.txt`` with ``splits`` tiles each."""
+    or ``categories``) and ``splits/{train,val,test}.txt`` with ``splits`` tiles each. Each tile is an
+    :func:`aerial_scene` of its category (bare ground is 0 m)."""
     import rasterio
     from rasterio.transform import from_origin
 
@@ -202,9 +283,9 @@ def write_aerial(root: Path, n: int = 6, size=(64, 64), seed: int = 0, epsg: int
 
     cats = list(categories or CATEGORIES)
     names, rows = [], ["name,category"]
-    for k, (rgb, depth, _) in enumerate(rendered_scenes(n, size, seed)):
-        name = f"tile_{k:03d}"
-        height = np.clip(float(depth.max()) - depth, 0.0, None).astype(np.float32)   # the view from above
+    for k in range(n):
+        name, cat = f"tile_{k:03d}", cats[k % len(cats)]
+        rgb, height = aerial_scene(seed * 100_003 + k, size, cat if cat in AERIAL_MIX else "residential")
         height[:2, :2] = -9999.0
         tf = from_origin(350000.0 + 1000.0 * k, 5650000.0, pixel, pixel)
         for sub, bands, dtype, nodata in (("rgb", rgb.transpose(2, 0, 1), "uint8", None),
@@ -215,7 +296,7 @@ def write_aerial(root: Path, n: int = 6, size=(64, 64), seed: int = 0, epsg: int
                                nodata=nodata) as dst:
                 dst.write(bands)
         names.append(name)
-        rows.append(f"{name},{cats[k % len(cats)]}")
+        rows.append(f"{name},{cat}")
     (root / "categories.csv").write_text("\n".join(rows) + "\n")
     (root / "splits").mkdir(exist_ok=True)
     start = 0
