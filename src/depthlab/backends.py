@@ -21,6 +21,7 @@ Weights that change after an export (further training, ``load_state_dict``) are 
 """
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 import weakref
@@ -37,6 +38,7 @@ ENV_VAR = "DEPTHLAB_BACKEND"
 AUTO_MAX_SHAPES = 4  # auto exports at most this many input shapes per Network; later new shapes run eager
 CHANNELS_LAST_RTOL = 1e-4  # channels_last vs contiguous eager: the same tolerance as the ONNX check
 EAGER, EAGER_CL, ONNX = "eager", "eager-channels_last", "onnx"
+log = logging.getLogger(__name__)
 
 
 def resolve_backend(backend: str | None) -> str:
@@ -188,8 +190,9 @@ class Network:
             self.channels_last = True
             return ref, EAGER_CL
         self.model.to(memory_format=torch.contiguous_format)
-        warnings.warn(f"{self._name()}: channels_last differs from the contiguous forward ({diff}); "
-                      "running contiguous", stacklevel=4)
+        # an internal choice the user cannot act on (backend_used says "eager"): logged, not warned. Models
+        # whose output amplifies rounding (Marigold's diffusion and min-max normalisation) land here.
+        log.info("%s: channels_last differs from the contiguous forward (%s); running contiguous", self._name(), diff)
         return ref, EAGER
 
 

@@ -300,7 +300,7 @@ def train(cfg_or_path, overrides: Sequence[str] = (), resume: bool = False, *,
     from depthlab.experiment import torch_threads
 
     cfg = resolve_config(cfg_or_path, overrides)
-    with torch_threads(cfg.train.threads):
+    with torch_threads(cfg.train.threads), _without_lightning_tips():  # tips come at build and at fit time
         return _run(cfg, resume, callbacks, progress_lines)
 
 
@@ -317,8 +317,7 @@ def _run(cfg, resume: bool, callbacks: Iterable, progress_lines: bool) -> RunRes
     task.teacher = teacher
     data = DepthDataModule(cfg.data, seed=seed, teacher_cache=cache)
     try:
-        with _without_lightning_tips():
-            trainer, _ = build_trainer(cfg, run_dir, callbacks, progress_lines=progress_lines)
+        trainer, _ = build_trainer(cfg, run_dir, callbacks, progress_lines=progress_lines)
     except MisconfigurationException as e:  # devices, precision or strategy this machine cannot honour
         raise ConfigError(f"train: {first_line(e)}") from e
     ckpt_path = run_dir / CHECKPOINT_DIR / "last.ckpt" if resume else None
