@@ -200,6 +200,7 @@ def build_trainer(cfg, run_dir: Path, callbacks: Iterable = (),
         # an int val_check_interval counts optimiser batches across epochs (not within each epoch)
         check_val_every_n_epoch=None if isinstance(val_interval, int) else (t.val_every_n_epochs or None),
         val_check_interval=val_interval,
+        limit_val_batches=None if cfg.data.val_split else 0,  # no validation set: no validation loop (quietly)
         callbacks=cbs,
         logger=loggers or False,
         default_root_dir=str(run_dir),
