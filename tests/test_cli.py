@@ -148,7 +148,8 @@ def test_train_prints_progress_lines_when_not_on_a_terminal(tiny_run):
     assert "epoch 1/2 step 1: loss " in r.stderr and "epoch 2/2 step 4: loss " in r.stderr
     assert sum(" validation: loss " in line and "rmse" in line for line in lines) == 2
     assert any("GPU available" in m for m in seen)  # Lightning's own lines still come through...
-    assert not any("Tip:" in m for m in seen)  # ...but not its advertising
+    assert not any("Tip:" in m for m in seen)  # ...but not its advertising...
+    assert not any("weights_only" in m for m in seen)  # ...nor its note on its own checkpoint format
 
 
 def test_export_a_run_checkpoint_at_its_training_size(tiny_run, tmp_path):

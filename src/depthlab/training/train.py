@@ -270,20 +270,28 @@ def prepare_run_dir(cfg, resume: bool) -> Path:
     return run_dir
 
 
-class _DropTips(logging.Filter):
+# Lightning lines that tell a depthlab user nothing: its advertising tips (litmodels, litlogger), and the note,
+# three times per run, that it saves its own full checkpoints (depthlab's exported weights are safetensors)
+_LIGHTNING_CHATTER = ("Tip:", "`weights_only` was not set")
+_CHATTY_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.trainer.connectors.checkpoint_connector")
+
+
+class _DropChatter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return "Tip:" not in str(record.msg)
+        return not any(s in str(record.msg) for s in _LIGHTNING_CHATTER)
 
 
 @contextlib.contextmanager
 def _without_lightning_tips():
-    """Lightning's advertising tips (e.g. the litlogger one) left out of a run's output."""
-    logger, drop = logging.getLogger("lightning.pytorch.utilities.rank_zero"), _DropTips()
-    logger.addFilter(drop)
+    """:data:`_LIGHTNING_CHATTER` left out of a run's output (Lightning's other lines, e.g. the devices, stay)."""
+    loggers, drop = [logging.getLogger(name) for name in _CHATTY_LOGGERS], _DropChatter()
+    for logger in loggers:
+        logger.addFilter(drop)
     try:
         yield
     finally:
-        logger.removeFilter(drop)
+        for logger in loggers:
+            logger.removeFilter(drop)
 
 
 def train(cfg_or_path, overrides: Sequence[str] = (), resume: bool = False, *,
