@@ -182,3 +182,35 @@ def test_quiet_exporter_silences_both_descriptors_and_loggers_then_restores_them
     os.write(2, b"err after\n")
     assert capfd.readouterr() == ("after\n", "err after\n")
     assert "conversion failed" not in caplog.text and logging.getLogger("onnxscript").level == level
+
+
+def test_cache_keeps_under_its_cap_evicting_the_least_recently_used(tmp_path, monkeypatch):
+    """Exports are keyed by weights: without a cap, training runs and random-weight models fill the disk."""
+    import os
+    import time
+
+    class Conv(torch.nn.Module):
+        def __init__(self, seed):
+            super().__init__()
+            torch.manual_seed(seed)
+            self.conv = torch.nn.Conv2d(3, 1, 3, padding=1)
+
+        def forward(self, x):
+            return {"depth": self.conv(x)}
+
+    first = dl_onnx.OnnxBackend(Conv(0), (1, 3, 16, 16), cache_dir=tmp_path)
+    second = dl_onnx.OnnxBackend(Conv(1), (1, 3, 16, 16), cache_dir=tmp_path)
+    size = first.path.stat().st_size + first.path.with_suffix(".json").stat().st_size
+    assert first.path.exists() and second.path.exists()  # default cap: 4 GB
+    now = time.time()
+    os.utime(first.path, (now - 100, now - 100))
+    os.utime(second.path, (now - 200, now - 200))  # second is the older...
+    assert dl_onnx.OnnxBackend(Conv(1), (1, 3, 16, 16), cache_dir=tmp_path).from_cache  # ...until used again
+    monkeypatch.setenv("DEPTHLAB_ONNX_CACHE_MB", str(2.5 * size / 2**20))  # room for two exports and a half
+    third = dl_onnx.OnnxBackend(Conv(2), (1, 3, 16, 16), cache_dir=tmp_path)  # a new export: evicts one
+    assert not first.path.exists() and not first.path.with_suffix(".json").exists()
+    assert second.path.exists() and third.path.exists()
+    assert dl_onnx.evict_cache(tmp_path, limit=0) == []  # 0 = no cap
+    monkeypatch.setenv("DEPTHLAB_ONNX_CACHE_MB", "lots")
+    with pytest.raises(ValueError, match=r"\$DEPTHLAB_ONNX_CACHE_MB must be a number of megabytes, got 'lots'"):
+        dl_onnx.cache_limit_bytes()

@@ -59,6 +59,53 @@ def default_cache_dir() -> Path:
     return (Path(root).expanduser() if root else Path.home() / ".cache" / "depthlab") / "onnx"
 
 
+CACHE_LIMIT_ENV = "DEPTHLAB_ONNX_CACHE_MB"
+DEFAULT_CACHE_LIMIT_MB = 4096
+
+
+def cache_limit_bytes() -> int:
+    """The ONNX cache's size cap: ``$DEPTHLAB_ONNX_CACHE_MB`` megabytes (default 4096; 0 = no cap)."""
+    raw = os.environ.get(CACHE_LIMIT_ENV, str(DEFAULT_CACHE_LIMIT_MB))
+    try:
+        mb = float(raw)
+    except ValueError:
+        raise InputError(f"${CACHE_LIMIT_ENV} must be a number of megabytes, got {raw!r}") from None
+    return int(mb * 1024 * 1024)
+
+
+def evict_cache(cache_dir: str | os.PathLike, keep=(), limit: int | None = None) -> list[Path]:
+    """Delete the least recently used exports (``.onnx`` + its ``.json``) from ``cache_dir`` until it holds at
+    most ``limit`` bytes (default :func:`cache_limit_bytes`; 0 = no cap); never the paths in ``keep``. Returns
+    the deleted ``.onnx`` paths. Every export is keyed by its weights, so without a cap a machine that trains,
+    fine-tunes or runs random-weight models fills its disk (100 MB per shape for a U-Net/ResNet34)."""
+    limit = cache_limit_bytes() if limit is None else int(limit)
+    root = Path(cache_dir)
+    if limit <= 0 or not root.is_dir():
+        return []
+    keep = {Path(k).resolve() for k in keep}
+    entries = []
+    for f in root.glob("*.onnx"):
+        try:
+            st = f.stat()
+        except FileNotFoundError:  # another process evicted it meanwhile
+            continue
+        meta = f.with_suffix(".json")
+        entries.append((st.st_mtime, f, st.st_size + (meta.stat().st_size if meta.exists() else 0)))
+    total, removed = sum(e[2] for e in entries), []
+    for _, f, size in sorted(entries, key=lambda e: e[0]):  # oldest use first
+        if total <= limit:
+            break
+        if f.resolve() in keep:
+            continue
+        for g in (f, f.with_suffix(".json")):
+            g.unlink(missing_ok=True)
+        total -= size
+        removed.append(f)
+    if removed:
+        log.info("ONNX cache %s over %d MB: removed %d least recently used export(s)", root, limit >> 20, len(removed))
+    return removed
+
+
 class _DepthOutput(nn.Module):
     """``x -> model(x)["depth"]``: a single tensor output for the exporter."""
 
@@ -452,6 +499,11 @@ class OnnxBackend:
                      report["max_abs_diff"])
         self.reports[shape] = report
         self._sessions[None if self.dynamic else shape] = ort_session(path, self.threads, self.providers)
+        if cached:
+            with contextlib.suppress(OSError):  # used now: the last to be evicted (read-only caches stay as they are)
+                os.utime(path)
+        else:
+            evict_cache(self.cache_dir, keep=[p for p in map(self.path_for, self.reports)])
         return cached
 
     @property
@@ -486,5 +538,5 @@ class OnnxBackend:
 
 
 __all__ = ["export_onnx", "OnnxBackend", "OnnxExportError", "ExportReport", "weights_hash", "default_cache_dir",
-           "cache_key", "compare", "ort_session", "quiet_exporter", "PRECISIONS", "TOLERANCES", "CHECKS",
-           "convert_precision", "calibration_inputs", "default_calibration_dir"]
+           "cache_key", "compare", "ort_session", "quiet_exporter", "evict_cache", "cache_limit_bytes", "PRECISIONS",
+           "TOLERANCES", "CHECKS", "convert_precision", "calibration_inputs", "default_calibration_dir"]
