@@ -503,7 +503,7 @@ class OnnxBackend:
             with contextlib.suppress(OSError):  # used now: the last to be evicted (read-only caches stay as they are)
                 os.utime(path)
         else:
-            evict_cache(self.cache_dir, keep=[p for p in map(self.path_for, self.reports)])
+            evict_cache(self.cache_dir, keep=list(map(self.path_for, self.reports)))
         return cached
 
     @property
