@@ -78,16 +78,16 @@ class Timed:
 def part_bound(tmp: Path, args) -> dict:
     import torch
 
-    from depthlab.geo_predict import (RasterOptions, TileGrid, build_predictor, fixed_batches, model_tile,
-                                      predict_raster)
+    from depthlab.geo_predict import RasterOptions, TileGrid, build_predictor, model_tile, predict_raster
 
     src = write_raster(tmp / f"bound_{args.bound_size}.tif", args.bound_size)
     p = build_predictor(args.bound_model, pretrained=False, batch_size=args.batch_size)
     tile = model_tile(p.info, None)
     grid = TileGrid.plan(args.bound_size, args.bound_size, tile, args.overlap)
-    batches = [len(b) for b in fixed_batches(range(len(grid.cols)), args.batch_size)] * len(grid.rows)
-    for n in sorted(set(batches)):  # warm-up: the backend's export / session for each batch shape, as a rerun has
-        p.predict_tensor(torch.rand(n, 3, *tile))
+    cols = len(grid.cols)
+    batches = [min(args.batch_size, cols - b) for b in range(0, cols, args.batch_size)] * len(grid.rows)
+    for n in sorted(set(batches), reverse=True):  # warm-up: the backend's sessions (a smaller batch runs as
+        p.predict_tensor(torch.rand(n, 3, *tile))  # single frames, depthlab.backends.Network), as a rerun has
     network = p.network  # what the pipeline runs (ONNX Runtime by default, else PyTorch): Predictor._network
     timed = Timed(network)
     p.network = timed
@@ -105,6 +105,7 @@ def part_bound(tmp: Path, args) -> dict:
     mpix = args.bound_size ** 2 / 1e6
     return {"model": args.bound_model, "raster": args.bound_size, "tile": list(tile), "overlap": args.overlap,
             "tiles": r["tiles"], "batch_size": args.batch_size, "backend": network.backend,
+            "torch_threads": torch.get_num_threads(),
             "end_to_end_s": round(e2e, 2),
             "forward_in_run_s": round(timed.seconds, 2), "forward_standalone_s": round(standalone, 2),
             "end_to_end_mpix_s": round(mpix / e2e, 4), "bound_mpix_s": round(mpix / timed.seconds, 4),
@@ -174,7 +175,7 @@ def part_ray(tmp: Path, args) -> dict:
         write_raster(folder / f"r{i}.tif", args.ray_size, seed=i)
     predict_rasters(folder / "r0.tif", tmp / "warm-up", args.ray_model, batch_size=args.batch_size)  # load once
     before = load()
-    serial = {}
+    serial, own_threads = {}, torch.get_num_threads()
     for threads in (2, 1):  # 2: the same CPU as 2 workers; 1: the workers' own thread count (bit-identity)
         torch.set_num_threads(threads)
         t = time.perf_counter()
@@ -187,6 +188,7 @@ def part_ray(tmp: Path, args) -> dict:
     dist = predict_rasters_ray(folder, tmp / "ray", args.ray_model, batch_size=args.batch_size, workers=2)
     t_ray = time.perf_counter() - t
     ray.shutdown()
+    torch.set_num_threads(own_threads)  # the JSON's machine block records the process's own thread count
 
     def same(threads):
         return all((tmp / f"serial{threads}" / f"r{i}_depth.tif").read_bytes()

@@ -205,3 +205,19 @@ def test_auto_exports_weights_made_under_inference_mode(tmp_path):
     with torch.inference_mode():
         net(torch.rand(1, 3, 16, 16))
     assert net.backend == "onnx" and net.fallback_reason is None
+
+
+def test_a_smaller_batch_runs_frame_by_frame_through_one_session(tmp_path):
+    """The end of a folder or of a row of raster tiles: remainders of every size share the batch-1 session."""
+    model = tiny()
+    net = Network(model, "auto", onnx_cache_dir=tmp_path)
+    x = torch.rand(4, 3, 16, 16)
+    with torch.inference_mode():
+        net(x)
+        got = net(x[:3])["depth"]
+        net(x[:2])
+        ref = model(x[:3])["depth"]
+    assert sorted(s[0] for s in net.onnx_backend.reports) == [1, 4] and net.backend == "onnx"
+    assert got.shape == (3, 1, 16, 16) and rel(got, ref) < RTOL
+    net(torch.rand(2, 3, 8, 8))  # another image size has no larger session: its own shape, not split
+    assert (2, 3, 8, 8) in net.onnx_backend.reports

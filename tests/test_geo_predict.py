@@ -10,8 +10,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from depthlab.geo_predict import (RasterOptions, TileGrid, blend_weights, build_predictor, fixed_batches,
-                                  heap_trimmer, predict_raster, predict_rasters, window_starts)
+from depthlab.geo_predict import (RasterOptions, TileGrid, blend_weights, build_predictor, heap_trimmer, predict_raster, predict_rasters, window_starts)
 from depthlab.models.registry import WeightsInfo
 
 rasterio = pytest.importorskip("rasterio")
@@ -78,13 +77,6 @@ def test_blend_weights_zero_at_inner_borders_one_at_raster_edges():
     np.testing.assert_array_equal(blend_weights(8, 8, 1, 1), 1.0)  # overlap < 2 px: plain averaging
 
 
-def test_fixed_batches_by_hand():
-    assert fixed_batches(list(range(7)), 4) == [[0, 1, 2, 3], [4], [5], [6]]
-    assert fixed_batches(list(range(8)), 4) == [[0, 1, 2, 3], [4, 5, 6, 7]]
-    assert fixed_batches([0, 1], 4) == [[0], [1]]
-    assert fixed_batches([], 4) == [] and fixed_batches([0, 1], 0) == [[0], [1]]
-
-
 def test_heap_trimmer_is_glibc_malloc_trim_on_linux():
     import platform
 
@@ -96,28 +88,17 @@ def test_heap_trimmer_is_glibc_malloc_trim_on_linux():
     assert heap_trimmer() is trim  # looked up once
 
 
-class BatchSizes(MeanConv):
-    """MeanConv that records the batch sizes it is fed."""
-
-    def __init__(self):
-        super().__init__()
-        self.sizes: set[int] = set()
-
-    def forward(self, x):
-        self.sizes.add(int(x.shape[0]))
-        return super().forward(x)
-
-
 @pytest.mark.parametrize("width", [64 + 48 * 4, 64 + 48 * 5, 64 + 48 * 6, 64 + 48 * 7])  # 5..8 tiles a row
 def test_network_sees_the_batch_size_and_1_whatever_the_width(tmp_path, width):
-    """One ONNX Runtime session per input shape, each with its own memory arena: a width-dependent remainder
-    batch made peak memory grow with the raster's width (#13), so the remainder tiles go one at a time."""
-    m = BatchSizes()
+    """ONNX Runtime keeps one session and memory arena per input shape: a width-dependent remainder batch made
+    peak memory grow with the raster's width (#13), so remainders run through the batch-1 session."""
+    pytest.importorskip("onnxruntime")
     src = write_rgb(tmp_path / "w.tif", gradient(100, width))
-    predict_raster(build_predictor(toy(model=m), batch_size=4), src, tmp_path / "o.tif",
-                   RasterOptions(tile=64, overlap=0.25))
+    p = build_predictor(toy(), batch_size=4, backend="onnx")
+    predict_raster(p, src, tmp_path / "o.tif", RasterOptions(tile=64, overlap=0.25))
+    sizes = {shape[0] for shape in p.network.onnx_backend.reports}
     cols = len(window_starts(width, 64, 48))
-    assert m.sizes == ({4} if cols % 4 == 0 else {4, 1})
+    assert sizes == ({4} if cols % 4 == 0 else {4, 1})
 
 
 def test_gradient_has_no_seam_and_equals_the_whole_raster_prediction(tmp_path):

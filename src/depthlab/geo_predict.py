@@ -4,9 +4,10 @@
 them through a :class:`depthlab.predictor.Predictor` in batches, blends neighbouring tiles with smooth
 weights (:func:`blend_weights`) and streams finished rows to a tiled temporary GeoTIFF; GDAL's COG driver
 then writes the published file (deflate, 512 px blocks, overviews). Memory is bounded by one row of tiles
-(two float32 accumulators of ``tile x width``) plus the network's batch, not by the raster's height; the
-network sees two input shapes whatever the width (:func:`fixed_batches`) and freed heap memory is returned
-after every batch (:func:`heap_trimmer`), so peak memory is flat in the raster's size too (docs/aerial.md).
+(two float32 accumulators of ``tile x width``) plus the network's batch, not by the raster's height; a row's
+last, smaller batch runs through the batch-1 ONNX Runtime session (:class:`depthlab.backends.Network`) and
+freed heap memory is returned after every batch (:func:`heap_trimmer`), so peak memory is flat in the
+raster's width too (docs/aerial.md).
 
 Steps for one raster:
 
@@ -196,21 +197,10 @@ def heap_trimmer() -> Callable[[], int]:
     return functools.partial(trim, 0)
 
 
-def fixed_batches(items: Sequence, size: int) -> list[list]:
-    """``items`` in batches of exactly ``size``, then the remainder one at a time: the network sees two input
-    shapes whatever the raster's width. ONNX Runtime (the default CPU backend) holds one session per input shape,
-    each with its own memory arena sized to that shape; a remainder batch of ``width``-dependent size (1, 2 or
-    3 tiles of 4) made peak memory depend on the raster's width (+600 MB for a 3-tile session against +300 MB
-    for a 1-tile one, smp U-Net at 512 px). On the CPU a single tile costs the same per tile as a batch."""
-    size = max(1, int(size))
-    full = len(items) - len(items) % size
-    return [list(items[b: b + size]) for b in range(0, full, size)] + [[it] for it in items[full:]]
-
-
 def predict_strips(predictor, reader, grid: TileGrid, rgb_max=None, path="", on_tiles: Callable | None = None):
     """Yield ``(row0, rows)``: finished, blended output rows (float32 ``(n, width)``) from top to bottom.
 
-    One row of tiles is predicted (:func:`fixed_batches` of ``predictor.batch_size`` tiles) and added, weighted, into a
+    One row of tiles is predicted (batches of ``predictor.batch_size`` tiles) and added, weighted, into a
     ``tile_h x width`` accumulator; the rows above the next tile row's start are then final and leave. ``rows`` is
     a view of that accumulator, valid until the next row is asked for (copy it to keep it)."""
     import torch
@@ -222,7 +212,8 @@ def predict_strips(predictor, reader, grid: TileGrid, rgb_max=None, path="", on_
     acc = np.zeros((th, width), np.float32)
     wsum = np.zeros((th, width), np.float32)
     for i, r0 in enumerate(grid.rows):
-        for chunk in fixed_batches([Window(c, r0, tw, th) for c in grid.cols], predictor.batch_size):
+        wins = [Window(c, r0, tw, th) for c in grid.cols]
+        for chunk in (wins[b: b + predictor.batch_size] for b in range(0, len(wins), predictor.batch_size)):
             x = torch.stack([_read_tile(reader, w, rgb_max, path) for w in chunk])
             depth = predictor.predict_tensor(x)[:, 0].cpu().numpy()
             for w, d in zip(chunk, depth):
@@ -620,8 +611,7 @@ def predict_raster_inputs(inputs, out_dir, ray_address: str | None = None, worke
                                        gpus_per_worker=gpus, **kwargs)
 
 
-__all__ = ["predict_raster", "predict_rasters", "predict_rasters_ray", "predict_strips", "fixed_batches",
-           "heap_trimmer", "blend_weights", "window_starts", "TileGrid", "RasterOptions", "RasterReport",
+__all__ = ["predict_raster", "predict_rasters", "predict_rasters_ray", "predict_strips", "heap_trimmer", "blend_weights", "window_starts", "TileGrid", "RasterOptions", "RasterReport",
            "RasterWorker", "model_tile", "is_raster_input", "output_path", "pending_rasters", "count_tiles",
            "build_predictor", "predict_raster_inputs", "write_mosaic_vrt", "DEFAULT_TILE", "DEFAULT_OVERLAP",
            "OUTPUT_SUFFIX"]
