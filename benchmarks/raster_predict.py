@@ -74,6 +74,9 @@ class Timed:
         self.calls += 1
         return out
 
+    def __getattr__(self, name):  # the rest of the wrapped object (Network.backend, ...) as it is
+        return getattr(self.model, name)
+
 
 def part_bound(tmp: Path, args) -> dict:
     import torch

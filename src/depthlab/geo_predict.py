@@ -184,7 +184,8 @@ def heap_trimmer() -> Callable[[], int]:
 
     Why: the tile loop frees megabyte-sized buffers (tiles, network outputs, ONNX Runtime's per-run allocations)
     from several threads; glibc keeps freed memory in per-thread arenas, so the process's resident memory crept up
-    with the number of tiles per row -- +150 MB from 2000 to 12000 px wide rasters (smp U-Net, 512 px tiles).
+    with the number of tiles per row: trimming took a 12000 x 3000 raster's peak from 2299 to 2203 MB (smp U-Net,
+    512 px tiles).
     Trimming after each batch costs under 1 ms against about 550 ms of network time per 4-tile batch on 2 cores."""
     import ctypes
     import ctypes.util
