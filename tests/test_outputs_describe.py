@@ -6,13 +6,12 @@ import json
 
 import numpy as np
 import pytest
-import torch.nn as nn
 from PIL import Image
 
-from depthlab.models.registry import WeightsInfo
 from depthlab.outputs import QUANTITY_LABELS, write_outputs
 from depthlab.predictor import UNITS, Prediction, predict_files
 from depthlab.viz.colorize import colorbar, colorize, get_cmap
+from tiny_models import ramp_model, write_ramp_png
 
 pytestmark = [pytest.mark.filterwarnings("ignore::PendingDeprecationWarning"),
               pytest.mark.filterwarnings("ignore:Dataset has no geotransform")]
@@ -126,14 +125,8 @@ def test_geotiff_band_description_unit_and_tags(tmp_path):
 
 
 def test_predictions_json_records_the_colour_scale(tmp_path):
-    class Ramp(nn.Module):
-        def forward(self, x):
-            return {"depth": x[:, :1] * 3 + 1}
-
-    model = Ramp()
-    model.depth_info = WeightsInfo(output_kind="metric", multiple_of=8)
-    img = np.tile(np.linspace(0, 255, 40).astype(np.uint8)[None, :, None], (24, 1, 3))
-    Image.fromarray(img).save(tmp_path / "ramp.png")
+    model = ramp_model("metric")
+    write_ramp_png(tmp_path / "ramp.png")
     predict_files([tmp_path / "ramp.png"], model=model, out_dir=tmp_path / "o", formats="npy,color", io_workers=1)
     entry = json.loads((tmp_path / "o" / "predictions.json").read_text())["files"]["ramp"]
     d = np.load(tmp_path / "o" / "ramp.npy").astype(np.float64)

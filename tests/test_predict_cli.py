@@ -102,19 +102,12 @@ def test_unknown_model_and_format_fail_cleanly(tmp_path):
 
 def test_relative_outputs_are_min_max_normalised(tmp_path):
     """A relative-depth model: 16-bit PNG holds 1..65535 over the image's range, sidecar has min/max."""
-    import torch.nn as nn
+    from tiny_models import ramp_model, write_ramp_png
 
-    from depthlab.models.registry import WeightsInfo
     from depthlab.predictor import predict_files
 
-    class Ramp(nn.Module):
-        def forward(self, x):
-            return {"depth": x[:, :1] * 3 + 1}
-
-    model = Ramp()
-    model.depth_info = WeightsInfo(output_kind="relative", multiple_of=8)
-    img = np.tile(np.linspace(0, 255, 40).astype(np.uint8)[None, :, None], (24, 1, 3))
-    Image.fromarray(img).save(tmp_path / "ramp.png")
+    model = ramp_model("relative")
+    write_ramp_png(tmp_path / "ramp.png")
     rep = predict_files([tmp_path / "ramp.png"], model=model, out_dir=tmp_path / "o", formats=["npy", "png16"])
     assert rep.n_ok == 1 and not rep.failures
     d = np.load(tmp_path / "o" / "ramp.npy")

@@ -129,3 +129,27 @@ def rgb_uint8(h: int, w: int, seed: int = 0):
     small = rng.integers(0, 256, (h // 4 + 1, w // 4 + 1, 3)).astype(np.float32)
     big = np.kron(small, np.ones((4, 4, 1)))[:h, :w]
     return np.clip(big + rng.normal(0, 12, big.shape), 0, 255).astype(np.uint8)
+
+
+def ramp_model(kind: str = "metric"):
+    """A toy depth model: depth = 3 x red channel + 1 (``output_kind`` ``kind``, multiple of 8)."""
+    import torch.nn as nn
+
+    from depthlab.models.registry import WeightsInfo
+
+    class Ramp(nn.Module):
+        def forward(self, x):
+            return {"depth": x[:, :1] * 3 + 1}
+
+    model = Ramp()
+    model.depth_info = WeightsInfo(output_kind=kind, multiple_of=8)
+    return model
+
+
+def write_ramp_png(path):
+    """A 24x40 grey ramp, black on the left to white on the right, saved as PNG at ``path``; returns ``path``."""
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.tile(np.linspace(0, 255, 40).astype(np.uint8)[None, :, None], (24, 1, 3))).save(path)
+    return path
