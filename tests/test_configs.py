@@ -147,6 +147,11 @@ def test_training_without_validation_split(tmp_path):
     r = train(CONFIGS / "synthetic_quick.yaml", [*COMMON, f"output_dir={tmp_path}", "data.val_split=null"])
     assert r.global_step == 2 and r.best_checkpoint is not None and r.best_checkpoint.exists()
     assert r.last_metrics == {}  # no validation ran
+    # the documented files and no others: Lightning's own epoch=N-step=M.ckpt is not written (a full copy of
+    # model and optimiser), and best.safetensors is last.safetensors (one file on disk, two names)
+    ckpts = sorted(p.relative_to(r.run_dir).as_posix() for p in r.run_dir.rglob("*.ckpt"))
+    assert ckpts == ["checkpoints/last.ckpt"]
+    assert r.best_checkpoint.samefile(r.last_checkpoint)
 
 
 @pytest.mark.slow  # ~20-45 s on a shared 2-core CPU; the synthetic run above keeps the config in the default run

@@ -202,6 +202,9 @@ def build_trainer(cfg, run_dir: Path, callbacks: Iterable = (),
         val_check_interval=val_interval,
         limit_val_batches=None if cfg.data.val_split else 0,  # no validation set: no validation loop (quietly)
         callbacks=cbs,
+        # Lightning adds a ModelCheckpoint of its own (epoch=N-step=M.ckpt, a third full copy of model and
+        # optimiser) when none is given: a run without validation keeps last.ckpt only, as documented above
+        enable_checkpointing=any(isinstance(cb, ModelCheckpoint) for cb in cbs),
         logger=loggers or False,
         default_root_dir=str(run_dir),
         enable_progress_bar=_interactive(),
@@ -340,6 +343,20 @@ def _run(cfg, resume: bool, callbacks: Iterable, progress_lines: bool) -> RunRes
     return _finish_run(cfg, task, trainer, data, run_dir)
 
 
+def _same_file(src: Path, dst: Path) -> None:
+    """Publish ``dst`` as a hard link to ``src`` (no second copy of the weights on disk), or as a copy where the
+    file system has no hard links. Safe to share: checkpoints are only ever replaced by a rename, never
+    rewritten in place, so a later ``last.safetensors`` leaves ``best.safetensors`` as it was."""
+    from depthlab.io import atomic_path
+
+    with atomic_path(dst) as tmp:
+        tmp.unlink()
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+
+
 def _finish_run(cfg, task: DepthTask, trainer: L.Trainer, data, run_dir: Path) -> RunResult:
     """After ``fit``: validate once if the run never did, export ``best`` / ``last.safetensors`` (rank 0), and
     the :class:`RunResult` every rank returns."""
@@ -368,11 +385,8 @@ def _finish_run(cfg, task: DepthTask, trainer: L.Trainer, data, run_dir: Path) -
             result.last_checkpoint = run_dir / "last.safetensors"
         if best_ckpt.exists():
             result.metrics = export_checkpoint(task, best_ckpt, run_dir / "best.safetensors", cfg_dict)
-        elif last_ckpt.exists():  # no validation: the last weights are the best we know (same file, copied)
-            from depthlab.io import atomic_path
-
-            with atomic_path(run_dir / "best.safetensors") as tmp:
-                shutil.copyfile(run_dir / "last.safetensors", tmp)
+        elif last_ckpt.exists():  # no validation: the last weights are the best we know (the same file)
+            _same_file(run_dir / "last.safetensors", run_dir / "best.safetensors")
             result.metrics = dict(result.last_metrics)
         result.best_checkpoint = run_dir / "best.safetensors" if (run_dir / "best.safetensors").exists() else None
     trainer.strategy.barrier("depthlab-export")
