@@ -120,6 +120,8 @@ def test_cli_train_writes_run_directory_and_checkpoints_rebuild_the_model(tmp_pa
     assert meta["config"]["name"] == "smoke" and meta["config"]["optim"]["lr"] == 2e-3
     assert math.isfinite(meta["metrics"]["rmse"]) and meta["metrics"]["step"] == 2 and meta["global_step"] == 2
     ckpt = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    assert "optimizer_states" not in ckpt and "optimizer_states" in torch.load(  # best: weights only
+        run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     for key, value in model.state_dict().items():
         assert torch.equal(value, ckpt["state_dict"]["model." + key]), key
     with torch.inference_mode():

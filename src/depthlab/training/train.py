@@ -7,7 +7,7 @@ Run directory ``<output_dir>/<name>/``::
     logs/csv/metrics.csv   CSV log (train/*, val/*, lr)
     logs/tensorboard/      TensorBoard events
     checkpoints/last.ckpt  Lightning checkpoint (model, optimiser, scheduler, loops, data order, RNG)
-    checkpoints/best.ckpt  best by ``train.monitor`` (``val/rmse``, min by default)
+    checkpoints/best.ckpt  best by ``train.monitor`` (``val/rmse``, min by default); weights, no optimiser
     best.safetensors       depthlab checkpoints of the best and last weights: config, val metrics
     last.safetensors       and model description included, so ``load_checkpoint`` rebuilds the model
 
@@ -185,7 +185,9 @@ def build_trainer(cfg, run_dir: Path, callbacks: Iterable = (),
     if cfg.data.val_split:
         cbs.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=t.monitor, mode=t.monitor_mode,
                                    save_top_k=1, save_last=False, auto_insert_metric_name=False,
-                                   enable_version_counter=False))
+                                   # resuming reads last.ckpt: best.ckpt needs no optimiser state (2x the
+                                   # weights with Adam), only the weights, hparams and depthlab's metrics
+                                   save_weights_only=True, enable_version_counter=False))
     loggers = _loggers(cfg, run_dir)
     if loggers:
         cbs.append(LearningRateMonitor(logging_interval="step"))
@@ -374,7 +376,7 @@ def _finish_run(cfg, task: DepthTask, trainer: L.Trainer, data, run_dir: Path) -
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
             trainer.validate(task, datamodule=data, verbose=False)
-        trainer.save_checkpoint(best_ckpt)
+        trainer.save_checkpoint(best_ckpt, weights_only=True)
     result = RunResult(run_dir=run_dir, best_checkpoint=None, last_checkpoint=None,
                        global_step=int(trainer.global_step),
                        lightning_checkpoint=last_ckpt if last_ckpt.exists() else None)
