@@ -142,6 +142,10 @@ def test_png16_predictions_need_and_use_pred_scale(tmp_path):
     ds = ListDataset([_sample("a", depth)])
     with pytest.raises(ValueError, match="pred_scale"):
         evaluate(dataset=ds, predictions=preds, protocol="none")
+    from depthlab.errors import InputError
+
+    with pytest.raises(InputError, match="pred_scale must be a positive"):  # a user's value: one line on the CLI
+        evaluate(dataset=ds, predictions=preds, pred_scale=0.0, protocol="none")
     res = evaluate(dataset=ds, predictions=preds, pred_scale=0.001, protocol="none")
     q = np.round(pred * 1000).astype(np.uint16).astype(np.float32) * np.float32(0.001)
     assert res["summary"]["abs_rel"] == pytest.approx(_np_metrics(q.ravel(), depth.ravel())["abs_rel"], rel=1e-6)

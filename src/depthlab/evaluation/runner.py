@@ -99,7 +99,9 @@ def read_predict_sidecar(folder: Path) -> tuple[str | None, dict[str, float]]:
     scales = {}
     for name, entry in (side.get("files") or {}).items() if isinstance(side.get("files"), dict) else []:
         if isinstance(entry, dict) and entry.get("kind") == "metric" and entry.get("png16_scale") is not None:
-            v = entry["png16_scale"]  # a bad value (a list, 1e400 = inf) is NaN: that file is skipped with why
+            # a non-number (a list, a string) becomes NaN, 1e400 parses as inf: load_prediction refuses both
+            # (that file is skipped, with why)
+            v = entry["png16_scale"]
             scales[str(name)] = float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
     kind = side.get("output_kind")
     return (kind if kind in ("metric", "relative", "disparity") else None), scales
@@ -222,7 +224,7 @@ def _check_arguments(limit, model, checkpoint, predictions, checkpoint_path) -> 
 def _predictions_source(predictions, pred_scale, pred_kind, proto: Protocol, warn_list: list[str]) -> dict:
     """``{"dir", "kind", "pred_scale", "_png16_scales"}`` of a predictions folder, checked once."""
     if pred_scale is not None and not (math.isfinite(pred_scale) and pred_scale > 0):
-        raise ValueError(f"pred_scale must be a positive finite number (metres per unit), got {pred_scale}")
+        raise InputError(f"pred_scale must be a positive finite number (metres per unit), got {pred_scale}")
     pred_dir = Path(predictions)
     if not pred_dir.is_dir():
         raise MissingFileError(f"{pred_dir}: predictions folder not found")
