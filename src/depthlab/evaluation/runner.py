@@ -311,9 +311,6 @@ class _Scores:
         except DataError as e:
             self.skipped[name] = _reason(e)
             return
-        except Exception as e:  # any other per-sample failure: skip it with its reason, keep evaluating
-            self.skipped[name] = f"{where}: {one_line(e)}"
-            return
         self.add(name, sums, meta.get("category"))
 
     def add(self, name: str, sums: dict[str, torch.Tensor], category=None) -> None:
