@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -54,15 +53,12 @@ def test_models_lists_quickly_without_building_a_network(monkeypatch):
         raise AssertionError("the listing built a network")
 
     monkeypatch.setattr(registry, "create_model", refuse)
-    t0 = time.perf_counter()
-    r = _invoke("models")
-    elapsed = time.perf_counter() - t0
+    r = _invoke("models")  # fast because it builds no network: `refuse` above fails the test if one is built
     assert r.exit_code == 0, r.output
     assert "fastdepth" in r.stdout and "depth_anything_v2_vits" in r.stdout
     header = next(line for line in r.stdout.splitlines() if "licence" in line)
     assert "params" not in header and "GMACs" not in header
     assert "depthlab models --cost" in r.stdout  # says how to get the costs
-    assert elapsed < 5.0, f"`depthlab models` took {elapsed:.1f} s"
     rows = json.loads(_invoke("models", "fast*", "--json").stdout)
     assert [row["name"] for row in rows] == ["fastdepth"] and rows[0]["params"] is None
 

@@ -355,6 +355,7 @@ def test_data_opt_alias_bomb_refused():
            "d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: [*e,*e,*e,*e,*e,*e,*e,*e,*e]"
     r = CliRunner().invoke(app, ["eval", "--dataset", "folder", "--predictions", ".", "--data-opt", f"x={bomb}"])
     assert r.exit_code == 2 and "--data-opt" in r.output and "Traceback" not in r.output
+    assert "aliases expand to more than" in r.output  # refused for the bomb, not for an unknown option
 
 
 # ---------------------------------------------------------------- 4 / 6 / 8 / 10. evaluation

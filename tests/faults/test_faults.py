@@ -85,7 +85,7 @@ def attempt(fn) -> tuple[str, str]:
             fn()
     except Hang:
         return "hang", ""
-    except (DepthlabError, FileNotFoundError) as e:
+    except DepthlabError as e:  # MissingFileError is one; a bare FileNotFoundError would be a traceback
         return "error", str(e)
     except Exception as e:  # anything else is a bug: the CLI would show a traceback
         return "crash", f"{type(e).__name__}: {e}"
