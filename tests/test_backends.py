@@ -134,6 +134,24 @@ def test_models_that_cannot_export_stay_eager_without_a_warning(tmp_path):
     assert "bf16" in bf16.network.fallback_reason and not list(tmp_path.iterdir())
 
 
+def test_a_slow_model_is_not_run_twice_to_try_channels_last(tmp_path, monkeypatch, caplog):
+    """The check costs a second forward: a model slower than CHANNELS_LAST_CHECK_MAX_S (Marigold) skips it."""
+    import logging
+
+    from depthlab import backends
+
+    model, calls = tiny(), []
+    model.onnx_exportable = False
+    model.register_forward_hook(lambda *a: calls.append(1))
+    monkeypatch.setattr(backends, "CHANNELS_LAST_CHECK_MAX_S", 0.0)  # every forward counts as slow
+    p = Predictor(model, backend="auto", onnx_cache_dir=tmp_path)
+    with caplog.at_level(logging.INFO, logger="depthlab.backends"):
+        got = p(image()).depth
+    assert len(calls) == 1 and p.backend_used == "eager" and model.a.weight.is_contiguous()
+    assert "channels_last not tried" in caplog.text
+    assert rel(got, Predictor(tiny(), backend="eager")(image()).depth) < RTOL
+
+
 def test_changed_weights_are_exported_again(tmp_path):
     model = tiny()
     p = Predictor(model, backend="auto", onnx_cache_dir=tmp_path)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import warnings
 import weakref
 from typing import Any
@@ -37,6 +38,9 @@ ALIASES = {"torch": "eager"}  # the name before "eager" existed
 ENV_VAR = "DEPTHLAB_BACKEND"
 AUTO_MAX_SHAPES = 4  # auto exports at most this many input shapes per Network; later new shapes run eager
 CHANNELS_LAST_RTOL = 1e-4  # channels_last vs contiguous eager: the same tolerance as the ONNX check
+# auto's channels_last check costs one more forward: tried only when the first forward took less than this
+# (a Marigold forward is over a minute on a CPU; doubling the first image for a speculative gain is not worth it)
+CHANNELS_LAST_CHECK_MAX_S = 2.0
 EAGER, EAGER_CL, ONNX = "eager", "eager-channels_last", "onnx"
 log = logging.getLogger(__name__)
 
@@ -192,9 +196,15 @@ class Network:
             return self.model(x), EAGER_CL if self.channels_last else EAGER
 
     def _check_channels_last(self, x: torch.Tensor) -> tuple[Any, str]:
-        """auto's eager path, first call: run contiguous, then channels_last; keep channels_last if it agrees."""
+        """auto's eager path, first call: run contiguous, then channels_last; keep channels_last if it agrees.
+        Not tried when the contiguous forward took over :data:`CHANNELS_LAST_CHECK_MAX_S`."""
         self._cl_checked = True
+        t0 = time.perf_counter()
         ref = self.model(x)
+        took = time.perf_counter() - t0
+        if took > CHANNELS_LAST_CHECK_MAX_S:
+            log.info("%s: channels_last not tried (a forward takes %.1f s); running contiguous", self._name(), took)
+            return ref, EAGER
         try:
             self.model.to(memory_format=torch.channels_last)
             got = self.model(x.contiguous(memory_format=torch.channels_last))
