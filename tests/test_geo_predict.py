@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -184,13 +185,18 @@ def test_folder_run_is_resumable_and_never_leaves_a_half_written_raster(tmp_path
         write_rgb(tmp_path / "in" / f"r{i}.tif", np.full((3, 100, 130), 50 * (i + 1), np.uint8))
     out = tmp_path / "out"
     out.mkdir()
-    (out / ".r1_depth.tif.stale.tmp").write_bytes(b"left by a killed run")
+    stale, live = out / ".r1_depth.tif.k1lled00.tmp", out / ".r1_depth.tif.wr1t1ng0.tmp"  # as atomic_path names
+    stale.write_bytes(b"left by a killed run")
+    live.write_bytes(b"another process is writing this")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
     # one tile per batch, 6 tiles per raster: the 9th pass is in the middle of r1
     rep = predict_rasters(tmp_path / "in", out, predictor=build_predictor(toy(model=FailOn(9)), batch_size=1),
                           options=RasterOptions(tile=64))
     assert rep.written == [str(tmp_path / "in" / "r0.tif"), str(tmp_path / "in" / "r2.tif")]
     assert list(rep.failures) == [str(tmp_path / "in" / "r1.tif")] and "interrupted" in rep.failures[str(tmp_path / "in" / "r1.tif")]
-    assert sorted(p.name for p in out.iterdir()) == ["r0_depth.tif", "r2_depth.tif"]  # no partial, no stale file
+    # no partial output, no stale file; a live writer's temp file is left alone
+    assert sorted(p.name for p in out.iterdir()) == [live.name, "r0_depth.tif", "r2_depth.tif"]
+    live.unlink()
     before = (out / "r0_depth.tif").stat().st_mtime_ns
     rep = predict_rasters(tmp_path / "in", out, predictor=build_predictor(toy(), batch_size=4),
                           options=RasterOptions(tile=64), progress=True)

@@ -288,12 +288,6 @@ def _threads() -> int:
     return max(1, torch.get_num_threads())
 
 
-def _clear_stale(out_path: Path) -> None:
-    """Remove scratch files an interrupted run left for ``out_path`` (``.<name>.*.tmp`` beside it)."""
-    for p in out_path.parent.glob(f".{out_path.name}.*.tmp"):
-        p.unlink(missing_ok=True)
-
-
 def predict_raster(predictor, path, out_path, options: RasterOptions | None = None,
                    on_tiles: Callable | None = None) -> dict:
     """Predict one georeferenced raster (3/4 bands, uint8/uint16) into a COG at ``out_path``; returns a summary.
@@ -304,19 +298,19 @@ def predict_raster(predictor, path, out_path, options: RasterOptions | None = No
     from rasterio.shutil import copy as gdal_copy
 
     from depthlab import __version__
-    from depthlab.io import atomic_path
+    from depthlab.io import atomic_path, temp_beside
 
     o = options or RasterOptions()
     path, out_path = Path(path), Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    _clear_stale(out_path)
     env = {} if os.environ.get("GDAL_CACHEMAX") else {"GDAL_CACHEMAX": GDAL_CACHE_MB}
     with rasterio.Env(**env), open_raster(path) as src, atomic_path(out_path) as tmp_cog:
         if src.count not in (3, 4):
             raise DataError(path, f"orthophoto must have 3 or 4 bands, got {src.count}")
         reader, gsd = _reader(src, predictor.info.gsd, o.resample, path)
         grid = TileGrid.plan(reader.height, reader.width, model_tile(predictor.info, o.tile), o.overlap)
-        scratch = [Path(f"{tmp_cog}.grid.tmp"), Path(f"{tmp_cog}.src.tmp")]
+        # scratch files named as atomic_path names its temp files: a killed run's are removed by the next run
+        scratch = [temp_beside(out_path), temp_beside(out_path)]
         try:
             with rasterio.open(scratch[0], "w", **_tiff_profile(reader)) as dst:
                 for r0, rows in predict_strips(predictor, reader, grid, o.rgb_max, path, on_tiles):
@@ -425,12 +419,15 @@ def build_predictor(model, checkpoint_path=None, pretrained: bool = True, device
 
 
 def _plan(inputs, out_dir, overwrite: bool) -> tuple[RasterReport, list[Path]]:
-    """The rasters of ``inputs`` still to predict, and a report listing those skipped as already done."""
-    from depthlab.io import list_images
+    """The rasters of ``inputs`` still to predict, and a report listing those skipped as already done; removes
+    the temp files a killed run left in ``out_dir`` (those untouched for :data:`~depthlab.io.ORPHAN_TEMP_AGE_S`:
+    a live writer's are newer)."""
+    from depthlab.io import list_images, remove_orphan_temps
 
     paths = list_images(inputs, exts=GEOTIFF_EXTS)
     if not paths:
         raise MissingFileError(f"no GeoTIFFs found in {inputs}")
+    remove_orphan_temps(out_dir)
     report = RasterReport(out_dir=Path(out_dir))
     todo, done = pending_rasters(paths, out_dir, overwrite)
     report.skipped = [str(p) for p in done]

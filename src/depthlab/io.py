@@ -109,14 +109,22 @@ def atomic_path(path: str | os.PathLike):
     it is published over ``path`` (normal permissions, atomic rename), on error deleted."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = temp_beside(path)
     try:
-        yield Path(tmp)
+        yield tmp
         publish(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+def temp_beside(path: str | os.PathLike) -> Path:
+    """A new empty temp file ``.<name>.<8 chars>.tmp`` beside ``path`` (the folder exists): the name
+    :func:`remove_orphan_temps` recognises, for a writer's scratch files as for :func:`atomic_path`'s."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
 
 
 def _temp_prefix(name: str) -> str:
