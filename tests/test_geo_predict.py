@@ -129,7 +129,11 @@ def test_output_is_a_cog_with_source_grid_nodata_unit_and_tags(tmp_path):
     with rasterio.open(tmp_path / "out.tif") as r, rasterio.open(src) as s:
         assert r.crs == s.crs and r.transform == s.transform and (r.width, r.height) == (700, 600)
         assert r.dtypes[0] == "float32" and np.isnan(r.nodata) and r.units == ("m",)
-        assert r.descriptions == ("depth (metres)",) and r.tags()["model"] == "MeanConv"
+        assert r.descriptions == ("depth (m)",) and r.tags()["model"] == "MeanConv"
+        # the tags of every depthlab GeoTIFF (--formats tiff writes the same), on the file and on band 1
+        assert {k: r.tags(1)[k] for k in ("kind", "unit", "model")} == {"kind": "metric", "unit": "m",
+                                                                         "model": "MeanConv"}
+        assert r.tags()["software"].startswith("depthlab ") and r.tags()["tile"] == "128x128"
         assert r.profile["tiled"] and r.profile["compress"] == "deflate" and r.overviews(1) == [2]
         d = r.read(1)
     assert np.isnan(d[:50, :60]).all() and np.isfinite(d[50:, 60:]).all()

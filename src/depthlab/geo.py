@@ -207,14 +207,14 @@ def write_geotiff(path, array: np.ndarray, georef: Georef | None = None, nodata:
         with MemoryFile() as mem:
             with mem.open(**profile) as dst:
                 dst.write(a, 1)
-                _describe_band(dst, description, unit, tags)
+                describe_band(dst, description, unit, tags)
             data = mem.read()
     with atomic_write(path) as f:
         f.write(data)
     return Path(path)
 
 
-def _describe_band(dst, description: str | None, unit: str | None, tags: dict | None) -> None:
+def describe_band(dst, description: str | None, unit: str | None, tags: dict | None) -> None:
     """Band 1's description, unit and tags (and the same tags on the file) on an open rasterio dataset."""
     if description:
         dst.set_band_description(1, description)

@@ -51,8 +51,6 @@ GSD_TOLERANCE = 0.01  # relative difference below which a raster is taken to be 
 OUTPUT_SUFFIX = "_depth.tif"  # <stem>_depth.tif, as `depthlab predict --formats tiff` names it
 COG_OPTIONS = dict(compress="DEFLATE", predictor="YES", blocksize=512, overviews="AUTO", resampling="AVERAGE")
 GDAL_CACHE_MB = 256  # GDAL's default block cache is 5 % of RAM; capped unless GDAL_CACHEMAX is set
-DESCRIPTIONS = {"metric": "depth (metres)", "relative": "relative depth (affine-invariant)",
-                "disparity": "relative inverse depth (affine-invariant, larger = nearer)"}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -268,15 +266,17 @@ def _resample_back(scratch: Path, src, out: Path, strip: int = 512) -> None:
             dst.write(_masked(src, rows, r0), 1, window=Window(0, r0, src.width, n))
 
 
-def _describe(path: Path, predictor, tags: dict) -> None:
-    """Band description, unit and tags of the finished scratch file (the COG copy keeps them)."""
+def _describe(path: Path, predictor, extra: dict) -> None:
+    """Band description, unit and tags of the finished scratch file (the COG copy keeps them): those of every
+    depthlab GeoTIFF (:func:`depthlab.outputs.tiff_tags`), and ``extra`` (how the raster was tiled)."""
     import rasterio
 
+    from depthlab.geo import describe_band
+    from depthlab.outputs import QUANTITY_LABELS, tiff_tags
+
     with rasterio.open(path, "r+") as dst:
-        dst.set_band_description(1, DESCRIPTIONS[predictor.kind])
-        dst.set_band_unit(1, "m" if predictor.kind == "metric" else "")
-        dst.update_tags(**{k: str(v) for k, v in tags.items()})
-        dst.update_tags(1, unit=predictor.unit)
+        describe_band(dst, QUANTITY_LABELS[predictor.kind], predictor.unit,
+                      tiff_tags(predictor.kind, predictor.unit, predictor.model_name) | extra)
 
 
 def _threads() -> int:
@@ -297,7 +297,6 @@ def predict_raster(predictor, path, out_path, options: RasterOptions | None = No
     rasterio = require_rasterio()
     from rasterio.shutil import copy as gdal_copy
 
-    from depthlab import __version__
     from depthlab.io import atomic_path, temp_beside
 
     o = options or RasterOptions()
@@ -320,10 +319,8 @@ def predict_raster(predictor, path, out_path, options: RasterOptions | None = No
                 reader.close()
                 _resample_back(scratch[0], src, scratch[1])
                 final = scratch[1]
-            tags = dict(model=predictor.model_name, output_kind=predictor.kind, source=path.name,
-                        tile=f"{grid.tile_h}x{grid.tile_w}", overlap=o.overlap, source_gsd=gsd,
-                        model_gsd=predictor.info.gsd, resampled=reader is not src, backend=predictor.backend_used,
-                        depthlab_version=__version__)
+            tags = dict(source=path.name, tile=f"{grid.tile_h}x{grid.tile_w}", overlap=o.overlap, source_gsd=gsd,
+                        model_gsd=predictor.info.gsd, resampled=reader is not src, backend=predictor.backend_used)
             _describe(final, predictor, tags)
             gdal_copy(str(final), str(tmp_cog), driver="COG", num_threads=str(_threads()),
                       **COG_OPTIONS)

@@ -168,6 +168,13 @@ def _write_color(pred, rgb, out_dir: Path, stem: str, formats: Sequence[str], co
     return files
 
 
+def tiff_tags(kind: str, unit: str, model: str | None) -> dict[str, str]:
+    """The tags of every depth GeoTIFF depthlab writes (``--formats tiff`` and the tiled raster path alike)."""
+    from depthlab import __version__
+
+    return {"kind": kind, "unit": unit, "model": model or "", "software": f"depthlab {__version__}"}
+
+
 def _write_tiff(path: Path, pred, entry: dict) -> Path:
     """float32 TIFF, NaN = invalid, with the CRS and transform of a georeferenced GeoTIFF input of the same size."""
     from depthlab.geo import georef_or_none, write_geotiff
@@ -175,9 +182,7 @@ def _write_tiff(path: Path, pred, entry: dict) -> Path:
     g = georef_or_none(pred.source)
     if g is not None and (g.height, g.width) != tuple(pred.depth.shape):
         g = None  # a prediction at another size cannot reuse the input's pixel grid
-    from depthlab import __version__
-
-    tags = {"kind": pred.kind, "unit": pred.unit, "model": pred.model or "", "software": f"depthlab {__version__}"}
+    tags = tiff_tags(pred.kind, pred.unit, pred.model)
     out = write_geotiff(path, pred.depth, g, description=QUANTITY_LABELS[pred.kind], unit=pred.unit, tags=tags)
     meta = g.to_meta() if g is not None else {}
     entry.update(tiff_nodata="nan", tiff_crs=meta.get("crs"), tiff_transform=meta.get("transform"))
@@ -238,5 +243,5 @@ def output_clashes(paths: Sequence[Path], stems: dict[Path, str], out_dir: Path,
 
 
 __all__ = ["OUTPUT_SUFFIXES", "SIDECAR", "output_clashes", "FORMATS", "PNG16_METRIC_SCALE", "PNG_OPTIONS",
-           "QUANTITY_LABELS", "parse_formats", "png16_encoding",
+           "QUANTITY_LABELS", "parse_formats", "tiff_tags", "png16_encoding",
            "png16_text", "valid_pixels", "colorize_prediction", "write_outputs", "unique_stems"]
