@@ -68,6 +68,8 @@ def test_png16_format_is_millimetres(client, sample, reference):
     assert v.dtype == np.uint16
     np.testing.assert_allclose(v * 0.001, reference, atol=0.0005 + 1e-6)
     assert r.headers["x-png16-scale"] == "0.001"
+    text = Image.open(io.BytesIO(r.content)).text  # the download describes itself, as predict's png16 does
+    assert (text["kind"], text["unit"], text["scale"], text["invalid"]) == ("metric", "m", "0.001", "0")
 
 
 @pytest.mark.parametrize("content, fname, params, status, message", [

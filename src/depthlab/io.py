@@ -387,16 +387,21 @@ def write_png(path, array: np.ndarray, text: dict | None = None, **options) -> P
 
     ``text``: key -> value pairs stored as PNG tEXt chunks (``PIL.Image.open(path).text`` reads them back);
     ``options``: PIL's PNG options (``compress_level`` 0-9, default 6; ``compress_type``, the zlib strategy)."""
+    with atomic_write(path) as f:
+        Image.fromarray(array).save(f, format="PNG", pnginfo=png_info(text), **options)
+    return Path(path)
+
+
+def png_info(text: dict | None):
+    """PIL's ``pnginfo`` for ``text`` (key -> value tEXt chunks), None for no text."""
     from PIL.PngImagePlugin import PngInfo
 
-    info = None
-    if text:
-        info = PngInfo()
-        for k, v in text.items():
-            info.add_text(str(k), str(v))
-    with atomic_write(path) as f:
-        Image.fromarray(array).save(f, format="PNG", pnginfo=info, **options)
-    return Path(path)
+    if not text:
+        return None
+    info = PngInfo()
+    for k, v in text.items():
+        info.add_text(str(k), str(v))
+    return info
 
 
 def to_uint8(a) -> np.ndarray:

@@ -31,7 +31,7 @@ import numpy as np
 
 from depthlab.errors import DataError, DepthlabError, InputError, first_line, require
 from depthlab.io import ImageTooLargeError
-from depthlab.outputs import colorize_prediction, png16_encoding
+from depthlab.outputs import colorize_prediction, png16_encoding, png16_text
 from depthlab.web.views import b64, cloud_ply, color_scale, png_bytes, readout_grid, sample_images, upload_warnings
 
 RAW_FORMATS = ("json", "npy", "png16", "ply")
@@ -307,7 +307,8 @@ def file_response(pred, image, format: str, name: str, max_side: int | None = No
     elif format == "png16":
         v, desc = png16_encoding(pred.depth, pred.kind)
         headers.update({f"X-Png16-{k[6:].capitalize()}": str(val) for k, val in desc.items()})
-        body, media, fname = png_bytes(v), "image/png", f"{stem}_depth16.png"
+        # the file says what it holds, as `depthlab predict --formats png16` writes it (docs/outputs.md)
+        body, media, fname = png_bytes(v, text=png16_text(desc, pred)), "image/png", f"{stem}_depth16.png"
     else:
         rgb = pil_to_rgb_array(image)  # uint8, or float [0, 1] for 16-bit images: the PLY writer takes both
         body, media, fname = cloud_ply(pred, rgb, max_side, ply_scale), "application/octet-stream", f"{stem}.ply"
