@@ -413,6 +413,17 @@ def test_index_csv_rows_stay_inside_the_dataset(tmp_path):
     assert create_dataset("folder", root=ds, allow_outside_root=True)[2]["depth"].shape == (1, 6, 8)
 
 
+def test_index_csv_follows_a_symlinked_folder_inside_the_dataset(tmp_path):
+    """rgb/ as a link to another disk is part of the dataset (the check is on the CSV's text, not the real path)."""
+    from depthlab.data import create_dataset
+
+    ds = folder_dataset(tmp_path / "ds", names=("a",))
+    (ds / "rgb").rename(tmp_path / "elsewhere")
+    (ds / "rgb").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (ds / "index.csv").write_text("name,rgb,depth\na,rgb/a.png,depth/a.npy\n")
+    assert create_dataset("folder", root=ds)[0]["depth"].shape == (1, 6, 8)
+
+
 def test_sample_name_with_dotdot_does_not_reach_prediction_lookup(tmp_path):
     from depthlab.evaluation.runner import evaluate
 

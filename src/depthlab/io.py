@@ -118,6 +118,14 @@ def atomic_path(path: str | os.PathLike):
             os.unlink(tmp)
 
 
+def stays_inside(name: str | os.PathLike) -> bool:
+    """Whether a relative path read from a file (an index.csv cell, a sample name) stays in the folder it is
+    joined to: not absolute, no ``..``. Lexical on purpose: a symlinked folder inside (``rgb -> /mnt/disk2``)
+    is part of the dataset, as it is when the folder is listed."""
+    p = Path(name)
+    return not p.is_absolute() and ".." not in p.parts
+
+
 def temp_beside(path: str | os.PathLike) -> Path:
     """A new empty temp file ``.<name>.<8 chars>.tmp`` beside ``path`` (the folder exists): the name
     :func:`remove_orphan_temps` recognises, for a writer's scratch files as for :func:`atomic_path`'s."""

@@ -1,14 +1,13 @@
 """Generic folder of images with optional depth maps (also the plain NYU/KITTI sample folders in mm or m/256)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Callable
 
 from depthlab.data.base import (DepthDataset, first_existing, make_sample, read_csv_rows, read_intrinsics_csv,
                                 unit_to_scale)
 from depthlab.errors import DataError, InputError, MissingFileError
-from depthlab.io import IMAGE_EXTS, list_images, read_depth, read_rgb
+from depthlab.io import IMAGE_EXTS, list_images, read_depth, read_rgb, stays_inside
 
 DEPTH_EXTS = (".png", ".npy", ".tif", ".tiff")
 _IMAGE_DIR_NAMES = ("images", "rgb", "image", "color")
@@ -91,7 +90,7 @@ class FolderDataset(DepthDataset):
             rgb = self.base / row["rgb"]
             name = row.get("name") or rgb.stem
             depth = self.base / row["depth"] if row.get("depth") else None
-            outside = [p for p in (rgb, depth) if p is not None and not self._inside(p)]
+            outside = [self.base / c for c in (row["rgb"], row.get("depth")) if c and not self._inside(c)]
             if outside:
                 self._refused[len(self._items)] = (
                     f"row {name!r} names {outside[0]}, outside the dataset folder; pass allow_outside_root=True "
@@ -119,11 +118,8 @@ class FolderDataset(DepthDataset):
             self._items.append((name, p, depth, self._scale_for(row.get("depth_unit")), row.get("category") or None))
 
     # ----------------------------------------------------------------------------------------- loading
-    def _inside(self, path: Path) -> bool:
-        if self.allow_outside_root:
-            return True
-        real, base = os.path.realpath(path), os.path.realpath(self.base)
-        return os.path.commonpath([real, base]) == base
+    def _inside(self, cell: str) -> bool:
+        return self.allow_outside_root or stays_inside(cell)
 
     def load_sample(self, index: int):
         if index in self._refused:

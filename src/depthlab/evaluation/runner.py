@@ -34,6 +34,7 @@ import torch
 from depthlab.errors import DataError, InputError, MissingFileError, first_line, one_line
 from depthlab.evaluation.align import align
 from depthlab.evaluation.protocols import CropError, Protocol, get_protocol
+from depthlab.io import stays_inside
 from depthlab.metrics import METRIC_NAMES, MetricAccumulator, metric_sums, metrics_from_sums
 from depthlab.processing import resize_to
 
@@ -53,7 +54,7 @@ def load_prediction(folder: Path, name: str, pred_scale: float | None = None,
     :func:`read_predict_sidecar`) gives a PNG's scale when ``pred_scale`` is None. Missing file -> ``_Skip``;
     unreadable -> DataError naming the file."""
     folder = Path(folder)
-    if Path(name).is_absolute() or ".." in Path(name).parts:  # a sample name must not reach outside the folder
+    if not stays_inside(name):  # a sample name must not reach outside the folder
         raise _Skip(f"sample name {name!r} is not a plain relative name; its prediction is not looked up")
     candidates = [folder / f"{name}{ext}" for ext in PRED_EXTS] + [folder / f"{name}_depth16.png"]
     path = next((c for c in candidates if c.is_file()), None)
