@@ -111,6 +111,29 @@ def test_writes_overlap_and_queues_stay_bounded(tmp_path, monkeypatch):
     assert state["max_waiting"] <= 2 * 4 + 1
 
 
+def test_sidecar_rewrites_back_off_when_they_get_slow(monkeypatch):
+    """At most once a second, and at most 5 % of the time: a rewrite that takes 2 s waits 40 s for the next."""
+    import time
+
+    from depthlab.predictor import _throttled
+
+    now, calls = [0.0], []
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+
+    def write():  # a sidecar write taking 0.01 s, then (a big folder) 2 s
+        calls.append(now[0])
+        now[0] += 0.01 if len(calls) < 3 else 2.0
+
+    save = _throttled(write, seconds=1.0)
+    for _ in range(1000):
+        save()
+        now[0] += 0.1  # one image per 0.1 s
+    # cheap writes: 1 s after the previous one ended; then 2 s writes, each >= 40 s after the previous ended
+    assert calls[:3] == pytest.approx([0.0, 1.01, 2.02], abs=1e-6)
+    gaps = [b - a for a, b in zip(calls[2:], calls[3:])]
+    assert gaps and min(gaps) >= 40.0 and len(calls) < 8
+
+
 def test_io_workers_must_be_positive(tmp_path):
     with pytest.raises(ValueError, match="io_workers"):
         predict_files([_folder(tmp_path, n=1, bad=())], model=_model(), out_dir=tmp_path / "o", io_workers=0)

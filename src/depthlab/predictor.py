@@ -388,16 +388,21 @@ def predict_files(inputs, model: str | nn.Module = "fastdepth", checkpoint_path=
     return report
 
 
-def _throttled(fn, seconds: float):
-    """``fn`` called at most once per ``seconds`` (the first call runs it)."""
+def _throttled(fn, seconds: float, max_share: float = 0.05):
+    """``fn`` called at most once per ``seconds`` (the first call runs it), and at most ``max_share`` of the
+    time: after a call that took ``t``, the next waits ``t / max_share`` at least. The sidecar rewritten during a
+    folder run grows with the folder, and so does the time to write it: its rewrites stay a twentieth of the run
+    instead of taking over the thread that runs the network."""
     import time
 
-    last = [-float("inf")]
+    last, wait = [-float("inf")], [seconds]
 
     def call():
-        if time.monotonic() - last[0] >= seconds:
-            last[0] = time.monotonic()
+        start = time.monotonic()
+        if start - last[0] >= wait[0]:
             fn()
+            last[0] = time.monotonic()
+            wait[0] = max(seconds, (last[0] - start) / max_share)
 
     return call
 
