@@ -751,8 +751,10 @@ def _train_and_measure(cfg, run_dir: Path, spec: ExperimentSpec, eval_sets: dict
         L.seed_everything(int(cfg.train.seed), verbose=False)
         fresh = DepthTask(cfg).model
         progress(f"evaluate untrained {cfg.name}")
+        # eager: random weights evaluated once are not worth an ONNX export (and a place in the export cache)
         untrained = evaluate(eval_sets["test"][0], model=fresh, protocol=_run_protocol(eval_sets["test"][1], fresh),
-                             device="cpu", input_size=_input_size(eval_sets["test"][3], cfg))["summary"]
+                             device="cpu", input_size=_input_size(eval_sets["test"][3], cfg),
+                             backend="eager")["summary"]
     test_loss, common = _test_split_losses(cfg, model, eval_sets, ev_spec)
     speed = spec.speed
     progress(f"measure {cfg.name}")
