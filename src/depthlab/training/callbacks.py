@@ -37,10 +37,6 @@ class LastCheckpoint(Callback):
         self._saved_step: int | None = None
 
     @property
-    def state_key(self) -> str:  # constant, so a resumed run finds its state whatever the interval
-        return "LastCheckpoint"
-
-    @property
     def path(self) -> Path:
         return self.dirpath / self.FILENAME
 

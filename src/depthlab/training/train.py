@@ -145,7 +145,7 @@ def _interactive() -> bool:
 
 def _check_cpu_devices(t) -> None:
     """``train.devices: 64`` on a CPU machine starts 64 processes that wait for each other forever: refuse more
-    CPU processes than cores (a one-line ConfigError) instead of hanging."""
+    CPU processes than twice the cores (a one-line ConfigError) instead of hanging."""
     on_cpu = t.accelerator == "cpu" or (t.accelerator == "auto" and not torch.cuda.is_available())
     n = t.devices
     n = len(n) if isinstance(n, (list, tuple)) else int(n) if str(n).strip().isdigit() else None
