@@ -164,8 +164,8 @@ def test_tables_are_not_cut_at_80_columns_when_redirected():
     from depthlab.report.terminal import print_table
 
     table = Table(title="summary")
-    cells = [f"column_{i}_value" for i in range(7)]  # 7 x 15 characters: wider than 80 columns
-    for i in range(7):
+    cells = [f"column_{i}_value" for i in range(14)]  # 14 x 15 characters: wider than 80 (and 160) columns
+    for i in range(14):
         table.add_column(f"header_{i}")
     table.add_row(*cells)
     buf = io.StringIO()

@@ -10,8 +10,6 @@ from __future__ import annotations
 from rich.console import Console
 from rich.markdown import Markdown
 
-REDIRECTED_WIDTH = 160
-"""Columns a table may use when the output is not a terminal (a file or pipe has no width of its own)."""
 
 
 def print_markdown(console: Console, text: str) -> None:
@@ -23,16 +21,18 @@ def print_markdown(console: Console, text: str) -> None:
 
 
 def print_table(console: Console, table) -> None:
-    """``table`` at the console's width on a terminal; up to :data:`REDIRECTED_WIDTH` columns otherwise."""
+    """``table`` at the console's width on a terminal; at its natural width otherwise (a file or a pipe has no
+    width of its own: each row stays one line)."""
     if console.is_terminal:
         console.print(table)
         return
+    natural = console.measure(table, options=console.options.update_width(1 << 20)).maximum
     saved = console.width  # print(width=) can only narrow the console: widen it for this table
-    console.width = max(saved, REDIRECTED_WIDTH)
+    console.width = max(saved, natural)
     try:
         console.print(table)
     finally:
         console.width = saved
 
 
-__all__ = ["print_markdown", "print_table", "REDIRECTED_WIDTH"]
+__all__ = ["print_markdown", "print_table"]
