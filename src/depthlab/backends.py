@@ -166,9 +166,8 @@ class Network:
         memory arena sized to that shape, so a batch smaller than one already exported for the same image size
         (the end of a folder, of a row of raster tiles) runs through the batch-1 session instead of adding a
         session of its own. Remainders of every size then share one session: memory stops depending on them
-        (+630 MB for a 3-tile smp U-Net batch at 512 px against +350 MB for 1 tile, which made a raster's peak
-        grow with its width), and they stop using up the :data:`AUTO_MAX_SHAPES` exports. On the CPU a frame
-        alone costs what it costs in a batch (0.14 s per 512 px tile either way for that U-Net)."""
+        (a raster's peak grew with its width, docs/aerial.md *Measured*), and they stop using up the
+        :data:`AUTO_MAX_SHAPES` exports. On the CPU a frame alone costs about what it costs in a batch."""
         if self._onnx is None or self.fallback_reason is not None or int(shape[0]) <= 1:
             return False
         shape = tuple(int(s) for s in shape)

@@ -21,10 +21,10 @@ SIDECAR = "predictions.json"
 # What the values are, per output kind: the colour bar's label and the GeoTIFF band description.
 QUANTITY_LABELS = {"metric": "depth (m)", "relative": "relative depth (no unit)",
                    "disparity": "disparity (relative, larger = nearer)"}
-# PIL options of the PNGs written here: zlib level 1 with the run-length strategy (Z_RLE = 3). On a FastDepth
-# prediction of a 640x480 NYU frame (2-core EPYC, see docs/outputs.md) the colour PNG takes 18 ms / 79 kB
-# (PIL's default, level 6: 60 ms / 73 kB) and the 16-bit PNG 13 ms / 136 kB (83 ms / 117 kB): a fifth of
-# the time for ~10 % more bytes, the right trade when writing is most of `depthlab predict`'s time.
+# PIL options of the PNGs written here: zlib level 1 with the run-length strategy (Z_RLE = 3), lossless like PIL's
+# default level 6 with somewhat larger files, the right trade when writing is most of `depthlab predict`'s time.
+# A 640x480 frame's 16-bit PNG: 7.6 ms / 137 kB, its colour PNG 10.1 ms / 83 kB (idle 2-core EPYC,
+# `python benchmarks/outputs_speed.py` -> benchmarks/results/outputs_speed.json).
 PNG_OPTIONS = {"compress_level": 1, "compress_type": 3}
 
 
