@@ -195,8 +195,12 @@ def main(argv=None) -> int:
     p.add_argument("--name", default="zoo_speed", help="results file stem")
     args = p.parse_args(argv)
 
-    import onnxruntime
+    try:  # an optional extra ([onnx]): without it every row times eager only, with the reason noted
+        import onnxruntime
 
+        ort_version = onnxruntime.__version__
+    except ImportError:
+        ort_version = None
     from depthlab.models.registry import list_models
 
     if args.threads:
@@ -208,7 +212,7 @@ def main(argv=None) -> int:
     settings = {"size": list(size), "batch": 1, "dtype": "float32", "device": "cpu", "warmup": args.warmup,
                 "max_runs": args.runs, "min_runs": args.min_runs, "budget_s": args.budget_s, "gemm_n": GEMM_N,
                 "weights": "random init (latency does not depend on values)", "input": "torch.rand, seed 0",
-                "excluded_patterns": excluded, "onnxruntime": onnxruntime.__version__,
+                "excluded_patterns": excluded, "onnxruntime": ort_version,
                 "load_before": list(os.getloadavg()), "target_x_bound": TARGET_X_BOUND}
     rows = []
     for name in names:

@@ -599,7 +599,7 @@ def test_registry_names_descriptions_and_close_matches():
     assert list_datasets("nyu*") == ["nyu", "nyu_mat", "nyu_reduced"]
     desc = describe_datasets()
     assert desc["kitti"].startswith("KITTI") and desc["nyu_mat"].startswith("NYU-Depth V2 labelled")
-    with pytest.raises(KeyError, match="did you mean: kitti\?"):
+    with pytest.raises(KeyError, match=r"did you mean: kitti\?"):
         create_dataset("kiti", root=".")
     with pytest.raises(KeyError, match=r"\(known: aerial, diode,"):
         create_dataset("imagenet")

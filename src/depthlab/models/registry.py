@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN as IMAGENET_MEAN  # noqa: F401  (timm's, for the model families)
 from timm.data import IMAGENET_DEFAULT_STD as IMAGENET_STD  # noqa: F401
@@ -155,10 +156,6 @@ def create_model(name: str, pretrained: bool = False, checkpoint_path: str | Non
 def resolve_device(device) -> "torch.device":
     """``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` ... -> a usable ``torch.device``; a one-line
     DepthlabError for a name torch does not know or a device this machine does not have."""
-    import torch
-
-    from depthlab.errors import InputError
-
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as e:
