@@ -184,6 +184,14 @@ class FailOn(MeanConv):
         return super().forward(x)
 
 
+def test_a_run_into_the_input_folder_does_not_take_its_outputs_for_inputs(tmp_path):
+    write_rgb(tmp_path / "a.tif", np.full((3, 100, 130), 90, np.uint8))
+    first = predict_rasters(tmp_path, tmp_path, predictor=build_predictor(toy()), options=RasterOptions(tile=64))
+    assert first.written == [str(tmp_path / "a.tif")] and (tmp_path / "a_depth.tif").is_file()
+    again = predict_rasters(tmp_path, tmp_path, predictor=build_predictor(toy()), options=RasterOptions(tile=64))
+    assert (again.written, again.skipped, again.failures) == ([], [str(tmp_path / "a.tif")], {})
+
+
 def test_folder_run_is_resumable_and_never_leaves_a_half_written_raster(tmp_path):
     for i in range(3):
         write_rgb(tmp_path / "in" / f"r{i}.tif", np.full((3, 100, 130), 50 * (i + 1), np.uint8))

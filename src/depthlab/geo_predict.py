@@ -366,10 +366,16 @@ def output_path(out_dir, path) -> Path:
 
 
 def pending_rasters(paths: Sequence, out_dir, overwrite: bool = False) -> tuple[list[Path], list[Path]]:
-    """(to predict, already done): an output that exists is complete (outputs are renamed into place)."""
+    """(to predict, already done): an output that exists is complete (outputs are renamed into place). An input
+    that is another input's output (a run again into the input folder: ``a_depth.tif`` beside ``a.tif``) is
+    neither: it is left out."""
     todo, done = [], []
     stems: set[str] = set()
-    for p in map(Path, paths):
+    paths = list(map(Path, paths))
+    outputs = {os.path.realpath(output_path(out_dir, p)) for p in paths}
+    for p in paths:
+        if os.path.realpath(p) in outputs:
+            continue
         if p.stem in stems:
             raise DataError(p, f"another input has the same name {p.stem!r}; outputs would overwrite each other")
         stems.add(p.stem)
