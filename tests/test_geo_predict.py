@@ -11,7 +11,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from depthlab.geo_predict import (RasterOptions, TileGrid, blend_weights, build_predictor, heap_trimmer, predict_raster, predict_rasters, window_starts)
+from depthlab.geo import window_starts
+from depthlab.geo_predict import (RasterOptions, TileGrid, blend_weights, build_predictor, heap_trimmer, predict_raster,
+                                   predict_rasters)
 from depthlab.models.registry import WeightsInfo
 
 rasterio = pytest.importorskip("rasterio")
@@ -87,6 +89,16 @@ def test_heap_trimmer_is_glibc_malloc_trim_on_linux():
     assert trim.func.__name__ == "malloc_trim" and trim.args == (0,)  # the real one, not the no-op
     assert trim() in (0, 1)  # glibc: 1 when it released memory, 0 when there was none
     assert heap_trimmer() is trim  # looked up once
+
+
+def test_the_heap_is_trimmed_after_every_batch(tmp_path, monkeypatch):
+    import depthlab.geo_predict as gp
+
+    calls = []
+    monkeypatch.setattr(gp, "heap_trimmer", lambda: lambda: calls.append(1))
+    src = write_rgb(tmp_path / "t.tif", np.full((3, 100, 130), 90, np.uint8))
+    summary = predict_raster(build_predictor(toy(), batch_size=2), src, tmp_path / "out.tif", RasterOptions(tile=64))
+    assert summary["tiles"] == 6 and len(calls) == 4  # 2 tile rows of 3 tiles: batches of 2 and 1 per row
 
 
 @pytest.mark.parametrize("width", [64 + 48 * 4, 64 + 48 * 5, 64 + 48 * 6, 64 + 48 * 7])  # 5..8 tiles a row

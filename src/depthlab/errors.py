@@ -119,3 +119,9 @@ def one_line(e: BaseException) -> str:
     """``"<ExceptionType>: <first line>"`` (just the type when the message is empty)."""
     text = first_line(e, default="")
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def item_reason(e: BaseException) -> str:
+    """A failed batch item's reason, where the caller already names the file: a DataError's problem alone,
+    :func:`one_line` of anything else."""
+    return e.problem if isinstance(e, DataError) else one_line(e)

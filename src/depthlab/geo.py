@@ -242,20 +242,26 @@ def read_rgb_raster(path, rgb_max: float | None = None, window=None, max_pixels:
     For the rasters PIL cannot decode (16-bit multi-band GeoTIFFs); see :func:`rgb_to_float` for the scaling.
     ``max_pixels``: refuse (:class:`~depthlab.io.ImageTooLargeError`) a read of more pixels, before reading.
     """
-    import torch
-
     with open_raster(path) as src:
         if max_pixels is not None:
             from depthlab.io import check_pixels
 
             h, w = (window.height, window.width) if window is not None else (src.height, src.width)
             check_pixels(path, int(w), int(h), max_pixels)
-        try:
-            arr = src.read(window=window)
-        except Exception as e:
-            raise DataError(path, f"cannot read raster ({one_line(e)})") from None
+        return read_rgb_window(src, window, rgb_max, path)
+
+
+def read_rgb_window(src, window, rgb_max: float | None, path, indexes=None):
+    """``window`` (None = all) of an open raster ``src`` -> float32 ``(3,H,W)`` tensor in [0,1]; ``indexes``: the
+    bands to read (None = all); a read error is a :class:`DataError` naming ``path``."""
+    import torch
+
+    try:
+        arr = src.read(indexes=indexes, window=window)
+    except Exception as e:
+        raise DataError(path, f"cannot read raster ({one_line(e)})") from None
     return torch.from_numpy(np.ascontiguousarray(rgb_to_float(arr, path, rgb_max)))
 
 
-__all__ = ["read_rgb_raster", "Georef", "open_raster", "read_georef", "georef_or_none", "raster_gsd", "check_aligned", "tile_windows", "rgb_to_float",
+__all__ = ["read_rgb_raster", "read_rgb_window", "Georef", "open_raster", "read_georef", "georef_or_none", "raster_gsd", "check_aligned", "tile_windows", "rgb_to_float",
            "write_geotiff", "read_geotiff", "require_rasterio", "GEOTIFF_EXTS"]

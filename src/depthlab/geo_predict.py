@@ -42,8 +42,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from depthlab.errors import DataError, InputError, MissingFileError, one_line
-from depthlab.geo import GEOTIFF_EXTS, open_raster, raster_gsd, require_rasterio, rgb_to_float, window_starts
+from depthlab.errors import DataError, InputError, MissingFileError, item_reason
+from depthlab.geo import GEOTIFF_EXTS, open_raster, raster_gsd, read_rgb_window, require_rasterio, window_starts
 
 DEFAULT_TILE = 512  # tile side when the model declares no training size
 DEFAULT_OVERLAP = 0.25
@@ -123,8 +123,9 @@ def model_tile(info, tile: int | Sequence[int] | None) -> tuple[int, int]:
     th, tw = (int(tile), int(tile)) if np.isscalar(tile) else (int(tile[0]), int(tile[1]))
     if th < 1 or tw < 1:
         raise InputError(f"tile must be positive, got {tile}")
-    m = int(info.multiple_of or 1)
-    return -(-th // m) * m, -(-tw // m) * m
+    from depthlab.processing import padded_size
+
+    return padded_size((th, tw), info.multiple_of)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -165,16 +166,6 @@ def _reader(src, model_gsd: float | None, resample: bool, path):
     return WarpedVRT(src, crs=src.crs, transform=tf, width=w, height=h, resampling=how), gsd
 
 
-def _read_tile(reader, window, rgb_max, path):
-    import torch
-
-    try:
-        arr = reader.read(indexes=[1, 2, 3], window=window)
-    except Exception as e:
-        raise DataError(path, f"cannot read raster ({one_line(e)})") from None
-    return torch.from_numpy(np.ascontiguousarray(rgb_to_float(arr, path, rgb_max)))
-
-
 @functools.cache
 def heap_trimmer() -> Callable[[], int]:
     """``trim()``: hand the C heap's free memory back to the system (glibc's ``malloc_trim(0)``; a no-op returning
@@ -212,7 +203,7 @@ def predict_strips(predictor, reader, grid: TileGrid, rgb_max=None, path="", on_
     for i, r0 in enumerate(grid.rows):
         wins = [Window(c, r0, tw, th) for c in grid.cols]
         for chunk in (wins[b: b + predictor.batch_size] for b in range(0, len(wins), predictor.batch_size)):
-            x = torch.stack([_read_tile(reader, w, rgb_max, path) for w in chunk])
+            x = torch.stack([read_rgb_window(reader, w, rgb_max, path, indexes=[1, 2, 3]) for w in chunk])
             depth = predictor.predict_tensor(x)[:, 0].cpu().numpy()
             for w, d in zip(chunk, depth):
                 c = int(w.col_off)
@@ -457,7 +448,7 @@ def predict_rasters(inputs, out_dir, model="smp_unet_resnet34", checkpoint_path=
                 predict_raster(predictor, p, output_path(out_dir, p), options, advance)
                 report.written.append(str(p))
             except (DataError, OSError, ValueError) as e:
-                report.failures[str(p)] = e.problem if isinstance(e, DataError) else one_line(e)
+                report.failures[str(p)] = item_reason(e)
     finally:
         if bar:
             bar.stop()
@@ -474,6 +465,8 @@ def write_mosaic_vrt(inputs, out_path) -> int:
     from depthlab.io import list_images
 
     rasterio = require_rasterio()
+    from rasterio.dtypes import dtype_rev, typename_fwd  # numpy dtype name -> GDAL's (uint8 -> Byte)
+
     heads = []
     for p in list_images(inputs, exts=GEOTIFF_EXTS):
         with open_raster(p) as r:
@@ -501,7 +494,7 @@ def write_mosaic_vrt(inputs, out_path) -> int:
     doc = (f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">\n'
            f"  <SRS>{escape(crs.to_wkt()) if crs else ''}</SRS>\n"
            f"  <GeoTransform>{origin[0]!r}, {tf.a!r}, {tf.b!r}, {origin[1]!r}, {tf.d!r}, {tf.e!r}</GeoTransform>\n"
-           f'  <VRTRasterBand dataType="{_GDAL_TYPES[heads[0][6]]}" band="1">\n'
+           f'  <VRTRasterBand dataType="{typename_fwd[dtype_rev[heads[0][6]]]}" band="1">\n'
            + (f"    <NoDataValue>{nodata}</NoDataValue>\n" if nodata is not None else "")
            + (f"    <UnitType>{escape(heads[0][7])}</UnitType>\n" if heads[0][7] else "")
            + sources + "  </VRTRasterBand>\n</VRTDataset>\n")
@@ -512,10 +505,6 @@ def write_mosaic_vrt(inputs, out_path) -> int:
     with rasterio.open(out_path) as check:  # GDAL must read what was written
         check.read(1, window=((0, 1), (0, 1)))
     return len(heads)
-
-
-_GDAL_TYPES = {"float32": "Float32", "float64": "Float64", "uint8": "Byte", "uint16": "UInt16", "int16": "Int16",
-               "int32": "Int32", "uint32": "UInt32"}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -537,7 +526,7 @@ class RasterWorker:
                 errors.append("")
             except (DataError, OSError, ValueError) as e:  # a bad raster is a result, not a task to retry
                 outs.append("")
-                errors.append(e.problem if isinstance(e, DataError) else one_line(e))
+                errors.append(item_reason(e))
         return {"path": np.asarray(batch["path"]), "output": np.asarray(outs), "error": np.asarray(errors)}
 
 
@@ -610,7 +599,7 @@ def predict_raster_inputs(inputs, out_dir, ray_address: str | None = None, worke
                                        gpus_per_worker=gpus, **kwargs)
 
 
-__all__ = ["predict_raster", "predict_rasters", "predict_rasters_ray", "predict_strips", "heap_trimmer", "blend_weights", "window_starts", "TileGrid", "RasterOptions", "RasterReport",
-           "RasterWorker", "model_tile", "is_raster_input", "output_path", "pending_rasters", "count_tiles",
-           "build_predictor", "predict_raster_inputs", "write_mosaic_vrt", "DEFAULT_TILE", "DEFAULT_OVERLAP",
-           "OUTPUT_SUFFIX"]
+__all__ = ["predict_raster", "predict_rasters", "predict_rasters_ray", "predict_strips", "heap_trimmer",
+           "blend_weights", "TileGrid", "RasterOptions", "RasterReport", "RasterWorker", "model_tile",
+           "is_raster_input", "output_path", "pending_rasters", "count_tiles", "build_predictor",
+           "predict_raster_inputs", "write_mosaic_vrt", "DEFAULT_TILE", "DEFAULT_OVERLAP", "OUTPUT_SUFFIX"]

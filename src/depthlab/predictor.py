@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 
 from depthlab.backends import BACKENDS, Network, resolve_backend
-from depthlab.errors import DataError, InputError, MissingFileError, one_line
+from depthlab.errors import InputError, MissingFileError, item_reason
 from depthlab.models.registry import resolve_device, resolve_model
 from depthlab.outputs import (FORMATS, PNG16_METRIC_SCALE, SIDECAR, output_clashes, parse_formats, png16_encoding,
                               unique_stems, write_outputs)
@@ -304,11 +304,6 @@ distortion in training; a KITTI frame squeezed from 3.3:1 to 1:1 did not."""
 # Files in, files out
 
 
-def _one_line(e: BaseException) -> str:
-    """A failed item's reason; the caller already names the file, so a DataError gives its problem only."""
-    return e.problem if isinstance(e, DataError) else one_line(e)
-
-
 def predict_files(inputs, model: str | nn.Module = "fastdepth", checkpoint_path=None, pretrained: bool = True,
                   out_dir="outputs/predict", formats: Sequence[str] = ("npy", "png16", "color"),
                   colormap: str = "Spectral_r", batch_size: int = 1, device: str = "cpu",
@@ -472,7 +467,7 @@ def _read_one(p: Path, max_pixels: int | None = None) -> tuple[Path, torch.Tenso
     try:
         return p, io.read_rgb(p, keep_uint8=True, max_pixels=max_pixels), None
     except Exception as e:  # corrupt / unreadable / not an image
-        return p, None, _one_line(e)
+        return p, None, item_reason(e)
 
 
 def _readable(reads: Iterable, report: PredictReport, advance) -> Iterator[tuple[Path, torch.Tensor]]:
@@ -490,7 +485,7 @@ def _predict_batch(predictor: Predictor, batch: list[tuple[Path, torch.Tensor]])
     try:
         depths = predictor.predict_batches([t for _, t in batch])
     except Exception as e:  # keep going: report every image of the failed batch
-        return [(p, t, None, f"prediction failed ({_one_line(e)})") for p, t in batch]
+        return [(p, t, None, f"prediction failed ({item_reason(e)})") for p, t in batch]
     return [(p, t, predictor._wrap(d, str(p)), None) for (p, t), d in zip(batch, depths)]
 
 
@@ -501,7 +496,7 @@ def _record(pred: Prediction, stem: str, written, report: PredictReport, sidecar
     try:
         files, entry = written.result()
     except Exception as e:
-        report.failures[path] = f"writing outputs failed ({_one_line(e)})"
+        report.failures[path] = f"writing outputs failed ({item_reason(e)})"
     else:
         report.outputs[path] = files
         sidecar["files"][stem] = {"input": path, **entry, "outputs": [Path(f).name for f in files]}
