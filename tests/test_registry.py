@@ -256,3 +256,17 @@ def test_a_family_that_fails_to_import_is_not_hidden():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                        env={"PYTHONPATH": src, "PATH": ""})
     assert r.returncode == 1 and "depthlab.models.leve" in r.stderr and r.stdout == "", (r.stdout, r.stderr)
+
+
+def test_a_model_option_it_does_not_take_is_one_line_naming_it():
+    from depthlab.config import ConfigError, load_config
+    from depthlab.models.registry import ModelOptionError, create_model
+    from depthlab.training import DepthTask
+
+    with pytest.raises(ModelOptionError, match=r"^model 'unet' has no option 'base_channel'; did you mean: "
+                                               r"base_channels\? \(its options: batch_norm, base_channels, upsample\)$"):
+        create_model("unet", base_channel=4)
+    with pytest.raises(ConfigError, match=r"^model.kwargs: model 'unet' has no option 'bse'"):
+        DepthTask(load_config({}, ["model.name=unet", "model.kwargs.bse=3"]))
+    with pytest.raises(ConfigError, match=r"^model.kwargs: unet cannot be built with \{'base_channels': -3\}"):
+        DepthTask(load_config({}, ["model.name=unet", "model.kwargs.base_channels=-3"]))

@@ -100,7 +100,7 @@ def _open_checkpoint(path, shapes_only: bool) -> tuple[dict, dict]:
 _PATH_LIKE = ("path", "file", "dir", "url", "hub", "pretrained", "checkpoint", "root")
 
 
-def safe_model_args(path, model_name: str, args: dict) -> dict:
+def safe_model_args(path, args: dict) -> dict:
     """The header's ``model_args``, refused (WeightsError naming ``path``) when they could make loading open
     another file or fetch weights: keys that name paths/URLs/hubs (``checkpoint_path``, ``encoder_checkpoint``,
     ``pretrained`` ...) or string values that look like paths. Architecture arguments (sizes, names of
@@ -122,14 +122,14 @@ def _check_shapes(path, model_name: str, args: dict, shapes: dict) -> None:
     asking for ``base_channels: 100000`` is refused before anything is allocated."""
     import torch
 
-    from depthlab.models.registry import create_model
+    from depthlab.models.registry import ModelOptionError, create_model
     from depthlab.models.weights import WeightsError
 
     try:
         with torch.device("meta"):
             meta_model = create_model(model_name, **args)
-    except TypeError as e:  # an argument the architecture does not take
-        raise WeightsError(path, f"checkpoint header: model_args do not fit {model_name} ({one_line(e)})") from None
+    except ModelOptionError as e:  # an argument the architecture does not take
+        raise WeightsError(path, f"checkpoint header: model_args do not fit {model_name} ({e})") from None
     except Exception:  # a constructor that cannot run on the meta device: the load-time checks still apply
         return
     own = {k: tuple(v.shape) for k, v in meta_model.state_dict().items()}
@@ -156,12 +156,12 @@ def load_checkpoint(path, map_location: str = "cpu") -> nn.Module:
         get_entry(name)
     except KeyError as e:
         raise WeightsError(path, f"checkpoint header: {e}") from None
-    args = safe_model_args(path, name, meta.get("model_args") or {})
+    args = safe_model_args(path, meta.get("model_args") or {})
     _check_shapes(path, name, args, shapes)
     state, _ = read_checkpoint(path)
     try:
         model = create_model(name, **args)
-    except TypeError as e:
+    except TypeError as e:  # the header is input: a variant taking **kwargs may refuse them only when built
         raise WeightsError(path, f"checkpoint header: model_args do not fit {name} ({one_line(e)})") from None
     if meta.get("depth_info"):
         d = {k: v for k, v in meta["depth_info"].items() if k not in ("hub_id", "hub_filename", "url", "local_file")}

@@ -71,6 +71,26 @@ def did_you_mean(name, choices: Iterable, n: int = 3, cutoff: float = 0.5) -> st
     return f"; did you mean: {', '.join(close)}?" if close else ""
 
 
+def unknown_keyword(factory, kwargs: dict, skip: Iterable[str] = ()) -> str | None:
+    """The first key of ``kwargs`` that ``factory``'s signature does not take, described for a one-line error
+    (``"'bse'; did you mean: base? (its options: base, depth)"``); None when every key fits, or when
+    ``factory`` takes ``**kwargs`` or has no signature to read (the call then decides). ``skip``: parameters
+    that are not options (``self``, positional inputs)."""
+    import inspect
+
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return None
+    unknown = [k for k in kwargs if k not in params]
+    if not unknown:
+        return None
+    options = [p for p in params if p not in ("self", *skip)]
+    return f"{unknown[0]!r}{did_you_mean(unknown[0], options, n=1)} (its options: {', '.join(options) or 'none'})"
+
+
 def unknown_name(kind: str, name, choices: Iterable, *, listed: bool | Iterable = True, otherwise: str = "",
                  n: int = 3, cutoff: float = 0.5, error: type[UnknownNameError] = UnknownNameError) -> UnknownNameError:
     """The one "unknown <kind> 'name'; did you mean: a, b? (known: ...)" error (to ``raise``).

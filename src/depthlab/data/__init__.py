@@ -13,7 +13,7 @@ import inspect
 from typing import Any, Callable
 
 from depthlab._lazy import lazy_exports
-from depthlab.errors import DepthlabError, did_you_mean, unknown_name
+from depthlab.errors import DepthlabError, unknown_keyword, unknown_name
 
 
 class DatasetOptionError(DepthlabError, TypeError):
@@ -82,18 +82,9 @@ def dataset_accepts(name: str, argument: str) -> bool:
 def _check_options(name: str, factory: Callable[..., Any], kwargs: dict) -> None:
     """Raise :class:`DatasetOptionError` for a keyword the reader's signature does not take (instead of a
     ``TypeError`` from deep inside the constructor); readers taking ``**kwargs`` accept anything."""
-    try:
-        params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):  # no introspectable signature: let the call decide
-        return
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return
-    options = [p for p in params if p not in ("self", "root", "split", "transform")]
-    unknown = [k for k in kwargs if k not in params]
-    if unknown:
-        hint = did_you_mean(unknown[0], options, n=1)
-        raise DatasetOptionError(f"data.kwargs: dataset {name!r} has no option {unknown[0]!r}{hint} "
-                                 f"(its options: {', '.join(options) or 'none'})")
+    what = unknown_keyword(factory, kwargs, skip=("root", "split", "transform"))
+    if what:
+        raise DatasetOptionError(f"data.kwargs: dataset {name!r} has no option {what}")
 
 
 def list_datasets(pattern: str = "*") -> list[str]:

@@ -23,7 +23,7 @@ import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN as IMAGENET_MEAN  # noqa: F401  (timm's, for the model families)
 from timm.data import IMAGENET_DEFAULT_STD as IMAGENET_STD  # noqa: F401
 
-from depthlab.errors import InputError, MissingFileError, unknown_name
+from depthlab.errors import DepthlabError, InputError, MissingFileError, unknown_keyword, unknown_name
 from depthlab.types import OUTPUT_KINDS, TARGET_ENCODINGS
 
 
@@ -118,6 +118,10 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
 
 
+class ModelOptionError(DepthlabError, TypeError):
+    """A keyword argument (``model.kwargs`` key, checkpoint header ``model_args``) the model does not take."""
+
+
 def get_entry(name: str) -> ModelEntry:
     if name not in _REGISTRY:
         raise unknown_name("model", name, _REGISTRY, listed=False, otherwise="; see `depthlab models`", n=5)
@@ -139,6 +143,9 @@ def create_model(name: str, pretrained: bool = False, checkpoint_path: str | Non
     """
     entry = get_entry(name)
     overrides = kwargs.pop("depth_info", None) or {}
+    what = unknown_keyword(entry.fn, kwargs)
+    if what:  # one line naming the key, instead of a TypeError from inside the constructor
+        raise ModelOptionError(f"model {name!r} has no option {what}")
     model = entry.fn(**kwargs)
     info = getattr(model, "depth_info", None) or entry.info  # a variant may set it from its kwargs
     if overrides:

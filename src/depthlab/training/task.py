@@ -159,18 +159,22 @@ class DepthTask(L.LightningModule):
         self.cfg = cfg
         self.save_hyperparameters({"config": config_to_dict(cfg)})
         if model is None:
-            from depthlab.models.registry import create_model
-
             from depthlab.config import ConfigError
             from depthlab.errors import DepthlabError, one_line
+            from depthlab.models.registry import ModelOptionError, create_model
 
             mc = cfg.model
             try:
                 model = create_model(mc.name, pretrained=mc.pretrained, checkpoint_path=mc.checkpoint_path,
                                      **mc.kwargs)
+            except ModelOptionError as e:  # a key the model does not take
+                raise ConfigError(f"model.kwargs: {e}") from None
             except DepthlabError:
                 raise
-            except (TypeError, ValueError, RuntimeError) as e:  # the constructor refused model.kwargs
+            except (ValueError, RuntimeError) as e:
+                if not mc.kwargs:  # the model's defaults failing is a bug: its traceback stays
+                    raise
+                # a constructor refusing a value of model.kwargs (a negative width: torch's RuntimeError)
                 raise ConfigError(f"model.kwargs: {mc.name} cannot be built with {mc.kwargs} ({one_line(e)})") from None
         self.model = model
         self.target_encoding, self.max_depth = resolve_target(model, cfg.data)
