@@ -168,9 +168,9 @@ def cog_valid(path: Path):
 
 def part_ray(tmp: Path, args) -> dict:
     import ray
-    import torch
 
     from depthlab.geo_predict import predict_rasters, predict_rasters_ray
+    from depthlab.runtime import torch_threads
 
     folder = tmp / "ray_in"
     folder.mkdir()
@@ -178,12 +178,12 @@ def part_ray(tmp: Path, args) -> dict:
         write_raster(folder / f"r{i}.tif", args.ray_size, seed=i)
     predict_rasters(folder / "r0.tif", tmp / "warm-up", args.ray_model, batch_size=args.batch_size)  # load once
     before = load()
-    serial, own_threads = {}, torch.get_num_threads()
+    serial = {}
     for threads in (2, 1):  # 2: the same CPU as 2 workers; 1: the workers' own thread count (bit-identity)
-        torch.set_num_threads(threads)
-        t = time.perf_counter()
-        rep = predict_rasters(folder, tmp / f"serial{threads}", args.ray_model, batch_size=args.batch_size)
-        serial[threads] = (time.perf_counter() - t, len(rep.written))
+        with torch_threads(threads):  # restored: the JSON's machine block records the process's own count
+            t = time.perf_counter()
+            rep = predict_rasters(folder, tmp / f"serial{threads}", args.ray_model, batch_size=args.batch_size)
+            serial[threads] = (time.perf_counter() - t, len(rep.written))
     t = time.perf_counter()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     t_init = time.perf_counter() - t
@@ -191,7 +191,6 @@ def part_ray(tmp: Path, args) -> dict:
     dist = predict_rasters_ray(folder, tmp / "ray", args.ray_model, batch_size=args.batch_size, workers=2)
     t_ray = time.perf_counter() - t
     ray.shutdown()
-    torch.set_num_threads(own_threads)  # the JSON's machine block records the process's own thread count
 
     def same(threads):
         return all((tmp / f"serial{threads}" / f"r{i}_depth.tif").read_bytes()

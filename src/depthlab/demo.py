@@ -136,9 +136,9 @@ def run_demo(out: str | Path = "outputs/demo", console: Console | None = None, q
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    from depthlab.experiment import torch_threads
+    from depthlab.runtime import torch_threads
 
-    with torch_threads(threads):  # see depthlab.experiment.torch_threads: small models, shared CPU
+    with torch_threads(threads):  # see depthlab.runtime.torch_threads: small models, shared CPU
         fd_results, section = _fastdepth_step(out, console)
 
     console.rule("step 2/3: U-Net, smp U-Net/ResNet34 and Leve trained on synthetic scenes")

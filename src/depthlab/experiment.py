@@ -44,7 +44,6 @@ self-contained ``report.html``.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import csv
 import datetime as _dt
@@ -63,6 +62,7 @@ from depthlab.config import ConfigError, check_fields, deep_merge, load_yaml
 from depthlab.errors import DepthlabError, MissingFileError, first_line, one_line
 from depthlab.io import write_json
 from depthlab.report.spec_figures import FigureSpec
+from depthlab.runtime import torch_threads
 
 __all__ = ["ExperimentError", "ExperimentSpec", "EvaluationSpec", "EvalDataset", "RunSpec", "SpeedSpec",
            "ReportSpec", "BenchmarkSpec", "load_spec", "expand_grid", "with_fixtures", "run_experiment", "read_curves",
@@ -771,28 +771,6 @@ def _train_and_measure(cfg, run_dir: Path, spec: ExperimentSpec, eval_sets: dict
 
 
 # ------------------------------------------------------------------------------------------ experiment
-@contextlib.contextmanager
-def torch_threads(n):
-    """``torch.set_num_threads(n)`` for the block (``None`` = leave it), restored afterwards.
-
-    Why a spec may ask for 1: small models at small sizes run many tiny parallel regions, and on a
-    CPU shared with other jobs the OpenMP workers of each region wait for descheduled siblings; on
-    the 2-core development machine a 64x64 Leve training step took 1.29 s with 2 threads and
-    0.19 s with 1 thread while other processes were running.
-    """
-    import torch
-
-    if not n:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _benchmark_section(spec: ExperimentSpec, out_dir: Path, base_dir: Path) -> dict | None:
     """Zero-shot benchmark section through :func:`depthlab.evaluation.benchmark.run_benchmark`.
 

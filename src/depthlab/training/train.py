@@ -307,7 +307,7 @@ def train(cfg_or_path, overrides: Sequence[str] = (), resume: bool = False, *,
     function; rank 0 writes the run directory files. ``train.threads`` sets torch's intra-op threads for
     the run (restored afterwards).
     """
-    from depthlab.experiment import torch_threads
+    from depthlab.runtime import torch_threads
 
     cfg = resolve_config(cfg_or_path, overrides)
     with torch_threads(cfg.train.threads), _without_lightning_tips():  # tips come at build and at fit time
