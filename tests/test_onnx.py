@@ -168,6 +168,17 @@ def test_a_failing_export_prints_nothing_and_the_error_says_why(tmp_path, capfd)
     assert (out, err) == ("", "") and not (tmp_path / "u.onnx").exists()
 
 
+def test_quiet_exporter_nests_and_passes_errors_through(capfd):
+    with pytest.raises(RuntimeError, match="inner"):
+        with dl_onnx.quiet_exporter():
+            with dl_onnx.quiet_exporter():  # re-entrant in one thread (the export lock is an RLock)
+                print("hidden")
+                raise RuntimeError("inner")
+    print("shown")
+    out = capfd.readouterr().out
+    assert "shown" in out and "hidden" not in out
+
+
 def test_quiet_exporter_silences_both_descriptors_and_loggers_then_restores_them(capfd, caplog):
     import logging
     import os

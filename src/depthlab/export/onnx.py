@@ -21,6 +21,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -381,6 +382,9 @@ def convert_precision(src: str | os.PathLike, dst: str | os.PathLike, precision:
 
 
 EXPORTER_LOGGERS = ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnx_ir")
+# one export at a time in a process: quiet_exporter swaps the process's file descriptors 1 and 2, which two
+# threads must not do at once (and torch.onnx.export keeps global state of its own); re-entrant for nesting
+_EXPORT_LOCK = threading.RLock()
 
 
 @contextlib.contextmanager
@@ -392,7 +396,14 @@ def quiet_exporter():
     tracebacks from onnxscript's opset conversion even when the export succeeds: pages of text before
     ``depthlab predict`` starts, on the default (ONNX Runtime) backend for Depth Pro or ZoeDepth. Neither has a
     switch, and the C++ log writes to the process's stderr, so file descriptors 1 and 2 go to a temporary file
-    (kept at DEBUG level in depthlab's log) and the exporters' Python loggers are raised to ERROR meanwhile."""
+    (kept at DEBUG level in depthlab's log) and the exporters' Python loggers are raised to ERROR meanwhile.
+    Other threads' output to those descriptors is hidden too while an export runs; exports themselves take
+    turns (:data:`_EXPORT_LOCK`)."""
+    with _EXPORT_LOCK:
+        yield from _quiet_exporter()
+
+
+def _quiet_exporter():
     loggers = [logging.getLogger(name) for name in EXPORTER_LOGGERS]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
