@@ -263,8 +263,9 @@ def test_a_model_option_it_does_not_take_is_one_line_naming_it():
     from depthlab.models.registry import ModelOptionError, create_model
     from depthlab.training import DepthTask
 
-    with pytest.raises(ModelOptionError, match=r"^model 'unet' has no option 'base_channel'; did you mean: "
-                                               r"base_channels\? \(its options: batch_norm, base_channels, upsample\)$"):
+    options = r"\(its options: batch_norm, base_channels, upsample\)"
+    with pytest.raises(ModelOptionError, match=rf"^model 'unet' has no option 'base_channel'; did you mean: "
+                                               rf"base_channels\? {options}$"):
         create_model("unet", base_channel=4)
     with pytest.raises(ConfigError, match=r"^model.kwargs: model 'unet' has no option 'bse'"):
         DepthTask(load_config({}, ["model.name=unet", "model.kwargs.bse=3"]))

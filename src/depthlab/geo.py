@@ -263,5 +263,6 @@ def read_rgb_window(src, window, rgb_max: float | None, path, indexes=None):
     return torch.from_numpy(np.ascontiguousarray(rgb_to_float(arr, path, rgb_max)))
 
 
-__all__ = ["read_rgb_raster", "read_rgb_window", "Georef", "open_raster", "read_georef", "georef_or_none", "raster_gsd", "check_aligned", "tile_windows", "rgb_to_float",
-           "write_geotiff", "read_geotiff", "require_rasterio", "GEOTIFF_EXTS"]
+__all__ = ["read_rgb_raster", "read_rgb_window", "Georef", "open_raster", "read_georef", "georef_or_none",
+           "raster_gsd", "check_aligned", "tile_windows", "rgb_to_float", "write_geotiff", "read_geotiff",
+           "require_rasterio", "GEOTIFF_EXTS"]
