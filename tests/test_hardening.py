@@ -481,4 +481,7 @@ def test_a_killed_writers_temp_file_is_removed_by_the_next_run(tmp_path):
     first = sorted(img.iterdir())[0]
     predict_files([first], model="fastdepth", out_dir=out, formats="npy", input_size=[64, 64])
     assert not orphan.exists() and fresh.exists() and keep.exists()
+    other = out / ".c.npy.Qq81abcd.tmp"
+    other.write_bytes(b"x")
+    assert io.remove_orphan_temps(out, min_age_s=0, of=["c.npy"]) == [other]  # only the named outputs' temps
     assert io.remove_orphan_temps(out, min_age_s=0) == [fresh]

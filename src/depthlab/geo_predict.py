@@ -573,6 +573,11 @@ def predict_rasters_ray(inputs, out_dir, model="smp_unet_resnet34", checkpoint_p
             report.failures[src] = str(r["error"])
         else:
             report.written.append(src)
+    # a retried task's first attempt was killed mid-raster: its temp files are left beside the output the retry
+    # finished. All of this run's tasks are done, so those of its outputs are nobody's now.
+    from depthlab.io import remove_orphan_temps
+
+    remove_orphan_temps(out_dir, min_age_s=0, of=[output_path(out_dir, p).name for p in todo])
     return report
 
 

@@ -13,6 +13,7 @@ import re
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -151,15 +152,20 @@ ORPHAN_TEMP_AGE_S = 600.0
 _TEMP_RE = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
 
 
-def remove_orphan_temps(folder: str | os.PathLike, min_age_s: float = ORPHAN_TEMP_AGE_S) -> list[Path]:
+def remove_orphan_temps(folder: str | os.PathLike, min_age_s: float = ORPHAN_TEMP_AGE_S,
+                        of: Iterable[str] | None = None) -> list[Path]:
     """Delete the temp files that a killed writer left in ``folder`` (``.<name>.<8 chars>.tmp``, as
-    :func:`atomic_path` names them, not modified for ``min_age_s``); returns what was removed.
+    :func:`atomic_path` names them, not modified for ``min_age_s``); returns what was removed. ``of``: only the
+    temp files of these file names (outputs the caller has just finished, so no live writer has them open).
 
     SIGTERM and Ctrl-C already clean up; SIGKILL cannot, so the next run in the same folder does."""
     now, removed = time.time(), []
+    prefixes = None if of is None else tuple(_temp_prefix(name) for name in of)
     with contextlib.suppress(FileNotFoundError, NotADirectoryError):
         for entry in os.scandir(folder):
             if not _TEMP_RE.match(entry.name) or not entry.is_file(follow_symlinks=False):
+                continue
+            if prefixes is not None and not entry.name.startswith(prefixes):
                 continue
             with contextlib.suppress(FileNotFoundError):
                 if now - entry.stat(follow_symlinks=False).st_mtime >= min_age_s:
